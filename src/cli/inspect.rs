@@ -1,0 +1,67 @@
+//! `qforget inspect MODEL [--json]`.
+
+use std::path::Path;
+
+use qforget::graph::summary::QInfo;
+
+fn q(q: &QInfo) -> String {
+    format!("{} s={:.6} zp={}", q.dtype, q.scale, q.zero_point)
+}
+
+/// Print the model's summary.
+pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
+    let graph = qforget::onnx::load(model)?;
+    let s = graph.summary();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("model      {}", model.display());
+    println!(
+        "input      '{}' float32 {:?} (pixels = byte / 255) → {}",
+        s.input_name,
+        s.input_shape,
+        q(&s.input_q)
+    );
+    println!("output     '{}' {} classes", s.output_name, s.classes);
+    println!();
+    println!(
+        "{:<3} {:<15} {:<24} {:<16} {:<16} {:<34} weights",
+        "#", "op", "node", "in", "out", "output quantization"
+    );
+    for (i, l) in s.layers.iter().enumerate() {
+        let op = match l.activation {
+            qforget::graph::Activation::None => l.op.to_string(),
+            qforget::graph::Activation::Relu => format!("{}+relu", l.op),
+            qforget::graph::Activation::Clip { .. } => format!("{}+clip", l.op),
+        };
+        let ins: Vec<String> = l.inputs.iter().map(|d| format!("{d:?}")).collect();
+        let w = match &l.weights {
+            Some(w) => format!(
+                "{:?} int{} {} s∈[{:.2e},{:.2e}] +{} bias",
+                w.shape, w.bits, w.granularity, w.scale_min, w.scale_max, w.bias
+            ),
+            None => String::new(),
+        };
+        let mut node = l.name.clone();
+        if node.chars().count() > 24 {
+            node = node.chars().take(23).collect::<String>() + "…";
+        }
+        println!(
+            "{:<3} {:<15} {:<24} {:<16} {:<16} {:<34} {}",
+            i,
+            op,
+            node,
+            ins.join(" "),
+            format!("{:?}", l.output),
+            q(&l.output_q),
+            w
+        );
+    }
+    println!();
+    println!(
+        "parameters {} ({} bytes as int8 weights + int32 biases)",
+        s.parameters, s.int8_bytes
+    );
+    Ok(())
+}

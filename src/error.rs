@@ -1,0 +1,64 @@
+//! One error type for the library. Every variant names the file it is about and says what is
+//! wrong in one line, because the person reading it is often looking at a device's log.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in qforget.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a readable ONNX model (not protobuf, truncated, no graph...).
+    #[error("{}: not a valid ONNX model: {reason}", path.display())]
+    InvalidModel { path: PathBuf, reason: String },
+    /// The model uses an operator or an attribute qforget does not implement.
+    #[error("{}: unsupported {op} node '{node}': {detail}", path.display())]
+    Unsupported {
+        path: PathBuf,
+        op: String,
+        node: String,
+        detail: String,
+    },
+    /// A node refers to a tensor that no initializer, input or earlier node provides.
+    #[error("{}: node '{node}' ({op}) needs tensor '{tensor}', which the model does not define", path.display())]
+    MissingTensor {
+        path: PathBuf,
+        op: String,
+        node: String,
+        tensor: String,
+    },
+    /// A node's inputs are inconsistent (shapes, quantization parameters, types).
+    #[error("{}: node '{node}' ({op}): {detail}", path.display())]
+    BadNode {
+        path: PathBuf,
+        op: String,
+        node: String,
+        detail: String,
+    },
+    /// A dataset file is malformed or does not fit the model.
+    #[error("{}: {reason}", path.display())]
+    Dataset { path: PathBuf, reason: String },
+    /// Inputs given to a graph do not fit it (shape or count).
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// The reference engine failed.
+    #[error("reference engine: {0}")]
+    Reference(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Measuring a model on a dataset. Today: top-1 accuracy and predictions; the forgetting
+//! metrics (forget/retain/test accuracy, membership inference, gap to a reference) build on it.
+
+#[cfg(feature = "tract-engine")]
+pub mod tract_ref;
+
+use crate::data::IdxDataset;
+use crate::graph::{Graph, Logits};
+use crate::{Error, Result};
+
+/// Images per forward batch: large enough to amortise per-layer overhead, small enough that
+/// activations of the biggest layer stay in a few MB.
+pub const BATCH: usize = 256;
+
+/// Result of running a model over a dataset.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub n: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+    /// Predicted class per image, in dataset order.
+    pub predictions: Vec<usize>,
+}
+
+/// Check that the model's input fits the dataset's images and its outputs cover the labels.
+pub fn check_fits(graph: &Graph, data: &IdxDataset) -> Result<()> {
+    let s = graph.input.shape;
+    if s.c != 1 || s.h != data.rows || s.w != data.cols {
+        return Err(Error::Dataset {
+            path: data.images_path.clone(),
+            reason: format!(
+                "images are 1×{}×{} but the model{} takes input {s}",
+                data.rows,
+                data.cols,
+                graph
+                    .source
+                    .as_ref()
+                    .map(|p| format!(" {}", p.display()))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    if let Some(&max) = data.labels.iter().max() {
+        if max as usize >= graph.classes() {
+            return Err(Error::Dataset {
+                path: data.images_path.clone(),
+                reason: format!(
+                    "label {max} is out of range for a model with {} classes",
+                    graph.classes()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Run `graph` over the images `indices` of `data` (all when `None`), calling `each` with every
+/// batch's logits and the dataset indices it covers.
+pub fn run(
+    graph: &Graph,
+    data: &IdxDataset,
+    indices: Option<&[usize]>,
+    mut each: impl FnMut(&[usize], &Logits),
+) -> Result<()> {
+    check_fits(graph, data)?;
+    let all: Vec<usize>;
+    let idx = match indices {
+        Some(i) => i,
+        None => {
+            all = (0..data.n).collect();
+            &all
+        }
+    };
+    let mut buf = Vec::with_capacity(BATCH * data.rows * data.cols);
+    for chunk in idx.chunks(BATCH) {
+        buf.clear();
+        for &i in chunk {
+            buf.extend_from_slice(data.image(i));
+        }
+        let logits = graph.forward(&buf, chunk.len())?;
+        each(chunk, &logits);
+    }
+    Ok(())
+}
+
+/// Top-1 accuracy of `graph` on the whole dataset.
+pub fn accuracy(graph: &Graph, data: &IdxDataset) -> Result<Evaluation> {
+    let mut predictions = Vec::with_capacity(data.n);
+    let mut correct = 0;
+    run(graph, data, None, |idx, logits| {
+        for (r, &i) in idx.iter().enumerate() {
+            let p = logits.top1(r);
+            correct += (p == data.labels[i] as usize) as usize;
+            predictions.push(p);
+        }
+    })?;
+    Ok(Evaluation {
+        n: data.n,
+        correct,
+        accuracy: if data.n == 0 {
+            0.0
+        } else {
+            correct as f64 / data.n as f64
+        },
+        predictions,
+    })
+}

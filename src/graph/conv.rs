@@ -1,0 +1,132 @@
+//! Quantized 2-D convolution: im2col per image and group, one int8 GEMM, i32 bias, requantize.
+//!
+//! Shapes: input `[n][h][w][c_in]` → output `[n][oh][ow][c_out]`, with
+//! `oh = (h + pad_top + pad_bottom − dilation·(kh−1) − 1) / stride + 1` (likewise `ow`).
+//! Weights are kept as `[c_out][kh][kw][c_in/group]` rows (the ONNX `[c_out][c_in][kh][kw]`
+//! reordered at import) so a row lines up with an im2col patch.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::qparams::Requant;
+use super::tensor::{QBatch, Shape};
+use crate::kernels::{self, PackedWeights};
+
+/// Geometry of a convolution (or pooling window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    /// top, left, bottom, right
+    pub pads: [usize; 4],
+    pub dil_h: usize,
+    pub dil_w: usize,
+}
+
+impl Window {
+    /// Output height and width for an input of `h × w`, or `None` if the window does not fit.
+    pub fn output_hw(&self, h: usize, w: usize, ceil: bool) -> Option<(usize, usize)> {
+        let span_h = self.dil_h * (self.kh - 1) + 1;
+        let span_w = self.dil_w * (self.kw - 1) + 1;
+        let ph = h + self.pads[0] + self.pads[2];
+        let pw = w + self.pads[1] + self.pads[3];
+        if ph < span_h || pw < span_w || self.stride_h == 0 || self.stride_w == 0 {
+            return None;
+        }
+        let div = |x: usize, s: usize| if ceil { x.div_ceil(s) } else { x / s };
+        Some((
+            div(ph - span_h, self.stride_h) + 1,
+            div(pw - span_w, self.stride_w) + 1,
+        ))
+    }
+}
+
+/// A quantized convolution layer.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    pub window: Window,
+    pub group: usize,
+    pub in_shape: Shape,
+    pub out_shape: Shape,
+    /// Input zero point (storage domain); also the padding value, since it means real 0.
+    pub in_zero_point: i32,
+    /// One packed weight block per group, `c_out/group × (kh·kw·c_in/group)`.
+    pub weights: Vec<PackedWeights>,
+    /// Per-channel weight scales (length `c_out`, or 1 for per-tensor).
+    pub weight_scales: Vec<f32>,
+    /// i32 bias at scale `s_in · s_w[c]`, length `c_out`.
+    pub bias: Vec<i32>,
+    pub requant: Requant,
+}
+
+impl Conv {
+    /// Number of int8 weights.
+    pub fn weight_count(&self) -> usize {
+        self.weights.iter().map(|w| w.data.len()).sum()
+    }
+
+    /// Run on a batch.
+    pub fn forward(&self, x: &QBatch) -> QBatch {
+        let out_len = self.out_shape.len();
+        let mut out = QBatch::filled(x.n, self.out_shape, 0);
+        out.data
+            .par_chunks_mut(out_len.max(1))
+            .zip(x.data.par_chunks(self.in_shape.len().max(1)))
+            .for_each(|(o, img)| self.forward_one(img, o));
+        out
+    }
+
+    fn forward_one(&self, img: &[u8], out: &mut [u8]) {
+        let Shape { c: c_in, .. } = self.in_shape;
+        let Shape {
+            h: oh,
+            w: ow,
+            c: c_out,
+        } = self.out_shape;
+        let cin_g = c_in / self.group;
+        let cout_g = c_out / self.group;
+        let m = oh * ow;
+        let k = self.window.kh * self.window.kw * cin_g;
+        let mut cols = vec![0u8; m * k];
+        let mut acc = vec![0i32; m * cout_g];
+        for (g, w) in self.weights.iter().enumerate() {
+            self.im2col(img, g * cin_g, cin_g, &mut cols);
+            kernels::gemm_u8i8(m, &cols, self.in_zero_point, w, &mut acc);
+            for (p, row) in acc.chunks_exact(cout_g).enumerate() {
+                for (j, &a) in row.iter().enumerate() {
+                    let co = g * cout_g + j;
+                    out[p * c_out + co] = self.requant.apply(a + self.bias[co], co);
+                }
+            }
+        }
+    }
+
+    /// Patches of input channels `c0..c0+cn` for every output pixel, `[oh·ow][kh][kw][cn]`.
+    fn im2col(&self, img: &[u8], c0: usize, cn: usize, cols: &mut [u8]) {
+        let Shape { h, w, c } = self.in_shape;
+        let win = &self.window;
+        let pad = self.in_zero_point as u8;
+        let mut idx = 0;
+        for oy in 0..self.out_shape.h {
+            for ox in 0..self.out_shape.w {
+                for ky in 0..win.kh {
+                    let iy = (oy * win.stride_h + ky * win.dil_h) as isize - win.pads[0] as isize;
+                    for kx in 0..win.kw {
+                        let ix =
+                            (ox * win.stride_w + kx * win.dil_w) as isize - win.pads[1] as isize;
+                        let dst = &mut cols[idx..idx + cn];
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            dst.fill(pad);
+                        } else {
+                            let base = (iy as usize * w + ix as usize) * c + c0;
+                            dst.copy_from_slice(&img[base..base + cn]);
+                        }
+                        idx += cn;
+                    }
+                }
+            }
+        }
+    }
+}

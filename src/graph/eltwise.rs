@@ -1,0 +1,113 @@
+//! Element-wise layers on quantized activations: the quantized `Add` of a residual connection,
+//! and `Requantize`, which moves a tensor to new parameters and/or clamps it (a ReLU or Clip on
+//! an already-quantized tensor, or a QuantizeLinear to a different scale).
+
+use super::qparams::round_half_even;
+use super::tensor::QBatch;
+
+/// `y = Q((s_a(a − z_a) + s_b(b − z_b)))`, computed as onnxruntime's QLinearAdd does:
+/// `(a − z_a)·(s_a/s_y) + (b − z_b)·(s_b/s_y)` in f32, rounded half to even.
+#[derive(Debug, Clone)]
+pub struct Add {
+    pub a_zero_point: i32,
+    pub b_zero_point: i32,
+    pub a_ratio: f32,
+    pub b_ratio: f32,
+    pub out_zero_point: i32,
+    pub lo: u8,
+    pub hi: u8,
+    /// A constant second operand (one sample, storage bytes), broadcast over the batch.
+    pub b_const: Option<Vec<u8>>,
+}
+
+impl Add {
+    /// Run on two batches of the same shape, or on `a` and the constant operand.
+    pub fn forward(&self, a: &QBatch, b: Option<&QBatch>) -> QBatch {
+        let b: Box<dyn Iterator<Item = &u8>> = match (b, &self.b_const) {
+            (Some(b), _) => Box::new(b.data.iter()),
+            (None, Some(c)) => Box::new(c.iter().cycle()),
+            (None, None) => unreachable!("an Add layer without a second operand"),
+        };
+        let data = a
+            .data
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| {
+                let v = (x as i32 - self.a_zero_point) as f32 * self.a_ratio
+                    + (y as i32 - self.b_zero_point) as f32 * self.b_ratio;
+                (round_half_even(v) + self.out_zero_point as f32)
+                    .clamp(self.lo as f32, self.hi as f32) as u8
+            })
+            .collect();
+        QBatch {
+            n: a.n,
+            shape: a.shape,
+            data,
+        }
+    }
+}
+
+/// `y = clamp(round((x − z_x)·s_x/s_y) + z_y, lo, hi)`, or a pure clamp when the
+/// parameters are equal.
+#[derive(Debug, Clone)]
+pub struct Requantize {
+    pub in_zero_point: i32,
+    pub ratio: f32,
+    pub out_zero_point: i32,
+    pub lo: u8,
+    pub hi: u8,
+    /// True when input and output parameters match: only the clamp applies.
+    pub identity: bool,
+}
+
+impl Requantize {
+    /// Run on a batch.
+    pub fn forward(&self, x: &QBatch) -> QBatch {
+        let lut: Vec<u8> = (0..=255u8)
+            .map(|q| {
+                if self.identity {
+                    q.clamp(self.lo, self.hi)
+                } else {
+                    let v = round_half_even((q as i32 - self.in_zero_point) as f32 * self.ratio)
+                        + self.out_zero_point as f32;
+                    v.clamp(self.lo as f32, self.hi as f32) as u8
+                }
+            })
+            .collect();
+        QBatch {
+            n: x.n,
+            shape: x.shape,
+            data: x.data.iter().map(|&q| lut[q as usize]).collect(),
+        }
+    }
+}
+
+/// Flatten `[h][w][c]` (NHWC storage) into the NCHW order ONNX's Flatten/Reshape produce.
+pub fn flatten_nchw(x: &QBatch) -> QBatch {
+    let s = x.shape;
+    let out_shape = super::tensor::Shape::flat(s.len());
+    if s.h * s.w == 1 {
+        return QBatch {
+            n: x.n,
+            shape: out_shape,
+            data: x.data.clone(),
+        };
+    }
+    let mut data = vec![0u8; x.data.len()];
+    let plane = s.h * s.w;
+    for (o, img) in data
+        .chunks_exact_mut(s.len().max(1))
+        .zip(x.data.chunks_exact(s.len().max(1)))
+    {
+        for (p, px) in img.chunks_exact(s.c).enumerate() {
+            for (ch, &v) in px.iter().enumerate() {
+                o[ch * plane + p] = v;
+            }
+        }
+    }
+    QBatch {
+        n: x.n,
+        shape: out_shape,
+        data,
+    }
+}

@@ -1,0 +1,291 @@
+//! The in-memory int8 graph: our own representation of a quantized classifier, independent of
+//! ONNX. The importer (`crate::onnx`) builds it; forward runs it with integer arithmetic
+//! (i32 accumulation, requantization per layer), agreeing with onnxruntime/tract to 1 LSB.
+//!
+//! A graph is a list of layers in execution order over numbered activations. Each activation
+//! has a per-sample [`Shape`] (NHWC) and [`QParams`]. The model input is float NCHW with
+//! pixels = byte / 255; it is quantized once by the first QuantizeLinear's parameters.
+
+pub mod conv;
+pub mod eltwise;
+pub mod linear;
+pub mod pool;
+pub mod qparams;
+pub mod summary;
+pub mod tensor;
+
+use std::path::PathBuf;
+
+pub use conv::{Conv, Window};
+pub use eltwise::{Add, Requantize};
+pub use linear::Linear;
+pub use pool::{AvgPool, GlobalAvgPool, MaxPool};
+pub use qparams::{Activation, QParams, Requant};
+pub use tensor::{QBatch, Shape};
+
+use crate::{Error, Result};
+
+/// Index of an activation in [`Graph::acts`].
+pub type ActId = usize;
+
+/// What the graph knows about one activation tensor.
+#[derive(Debug, Clone)]
+pub struct ActInfo {
+    /// The ONNX tensor name it came from.
+    pub name: String,
+    pub shape: Shape,
+    pub q: QParams,
+}
+
+/// The operation a layer performs.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Conv(Conv),
+    Linear(Linear),
+    Add(Add),
+    MaxPool(MaxPool),
+    AvgPool(AvgPool),
+    GlobalAvgPool(GlobalAvgPool),
+    /// NHWC → NCHW-ordered flat vector.
+    Flatten,
+    Requantize(Requantize),
+}
+
+impl Op {
+    /// Short name of the operation.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "conv",
+            Op::Linear(_) => "linear",
+            Op::Add(_) => "add",
+            Op::MaxPool(_) => "maxpool",
+            Op::AvgPool(_) => "avgpool",
+            Op::GlobalAvgPool(_) => "global_avgpool",
+            Op::Flatten => "flatten",
+            Op::Requantize(_) => "requantize",
+        }
+    }
+}
+
+/// One layer: an operation from input activations to one output activation.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Name of the ONNX node it came from (the main compute node of a QDQ group).
+    pub name: String,
+    pub op: Op,
+    /// Fused activation (for display; already part of the op's clamp range).
+    pub activation: Activation,
+    pub inputs: Vec<ActId>,
+    pub output: ActId,
+    /// ONNX initializer names of the weights and bias this layer owns (for export).
+    pub params: Vec<String>,
+}
+
+/// An average pooling the model does in float on its input, before the first QuantizeLinear.
+#[derive(Debug, Clone)]
+pub struct InputPool {
+    pub window: Window,
+    pub count_include_pad: bool,
+    pub out_shape: Shape,
+}
+
+/// How raw images enter the graph.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    /// ONNX input name.
+    pub name: String,
+    /// Per-sample shape of the model input (channels, height, width as in the NCHW input).
+    pub shape: Shape,
+    /// Float pooling applied to the pixels before quantization, if the model has one.
+    pub pre_pool: Option<InputPool>,
+    /// Quantization of the input (the first QuantizeLinear).
+    pub q: QParams,
+    /// The activation the quantized input is stored in.
+    pub act: ActId,
+}
+
+/// A quantized classifier ready to run.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    /// The file it was imported from, if any.
+    pub source: Option<PathBuf>,
+    pub input: InputSpec,
+    pub acts: Vec<ActInfo>,
+    pub layers: Vec<Layer>,
+    /// ONNX output name.
+    pub output_name: String,
+    pub output: ActId,
+}
+
+/// Quantized outputs of a batch, `n × classes`, in storage bytes plus their parameters.
+#[derive(Debug, Clone)]
+pub struct Logits {
+    pub n: usize,
+    pub classes: usize,
+    pub data: Vec<u8>,
+    pub q: QParams,
+}
+
+impl Logits {
+    /// Row `i` as stored bytes.
+    pub fn row(&self, i: usize) -> &[u8] {
+        &self.data[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// Row `i` in the model's integer domain (int8 or uint8 values).
+    pub fn model_row(&self, i: usize) -> Vec<i32> {
+        self.row(i).iter().map(|&q| self.q.model_value(q)).collect()
+    }
+
+    /// Index of the largest logit of row `i` (the first one on ties, as numpy's argmax).
+    pub fn top1(&self, i: usize) -> usize {
+        let r = self.row(i);
+        let mut best = 0;
+        for (j, &v) in r.iter().enumerate() {
+            if v > r[best] {
+                best = j;
+            }
+        }
+        best
+    }
+}
+
+impl Graph {
+    /// Number of classes the model predicts.
+    pub fn classes(&self) -> usize {
+        self.acts[self.output].shape.len()
+    }
+
+    /// Quantize raw image bytes (`n × c·h·w`, NCHW order, pixel = byte/255) into the input batch.
+    pub fn quantize_images(&self, images: &[u8], n: usize) -> Result<QBatch> {
+        let s = self.input.shape;
+        if images.len() != n * s.len() {
+            return Err(Error::Shape(format!(
+                "{} bytes for {n} images of {s}",
+                images.len()
+            )));
+        }
+        let q = self.input.q;
+        let plane = s.h * s.w;
+        if let Some(p) = &self.input.pre_pool {
+            return Ok(input_pool(images, n, s, p, &q));
+        }
+        let lut: Vec<u8> = (0..=255u8).map(|b| q.quantize(b as f32 / 255.0)).collect();
+        let mut data = vec![0u8; images.len()];
+        for (o, img) in data
+            .chunks_exact_mut(s.len().max(1))
+            .zip(images.chunks_exact(s.len().max(1)))
+        {
+            // NCHW bytes → NHWC storage.
+            for ch in 0..s.c {
+                for p in 0..plane {
+                    o[p * s.c + ch] = lut[img[ch * plane + p] as usize];
+                }
+            }
+        }
+        Ok(QBatch { n, shape: s, data })
+    }
+
+    /// Run the graph on `n` raw images (NCHW bytes). Activations are freed after their last use.
+    pub fn forward(&self, images: &[u8], n: usize) -> Result<Logits> {
+        let mut last_use = vec![usize::MAX; self.acts.len()];
+        for (i, l) in self.layers.iter().enumerate() {
+            for &a in &l.inputs {
+                last_use[a] = i;
+            }
+        }
+        let mut vals: Vec<Option<QBatch>> = vec![None; self.acts.len()];
+        vals[self.input.act] = Some(self.quantize_images(images, n)?);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let get = |a: ActId| {
+                vals[a].as_ref().ok_or_else(|| {
+                    Error::Shape(format!(
+                        "layer '{}' reads activation '{}' before it is computed",
+                        layer.name, self.acts[a].name
+                    ))
+                })
+            };
+            let x = get(layer.inputs[0])?;
+            let y = match &layer.op {
+                Op::Conv(c) => c.forward(x),
+                Op::Linear(l) => l.forward(x),
+                Op::Add(a) => {
+                    let b = match layer.inputs.get(1) {
+                        Some(&b) => Some(get(b)?),
+                        None => None,
+                    };
+                    a.forward(x, b)
+                }
+                Op::MaxPool(p) => p.forward(x),
+                Op::AvgPool(p) => p.forward(x),
+                Op::GlobalAvgPool(p) => p.forward(x),
+                Op::Flatten => eltwise::flatten_nchw(x),
+                Op::Requantize(r) => r.forward(x),
+            };
+            debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
+            for &a in &layer.inputs {
+                if last_use[a] == i && a != self.output {
+                    vals[a] = None;
+                }
+            }
+            vals[layer.output] = Some(y);
+        }
+        let out = vals[self.output]
+            .take()
+            .ok_or_else(|| Error::Shape("the graph never computes its output".to_string()))?;
+        Ok(Logits {
+            n,
+            classes: out.shape.len(),
+            data: out.data,
+            q: self.acts[self.output].q,
+        })
+    }
+}
+
+/// Float average pooling of pixels (byte / 255) followed by quantization, as a model that pools
+/// its float input before the first QuantizeLinear computes it.
+fn input_pool(images: &[u8], n: usize, s: Shape, p: &InputPool, q: &QParams) -> QBatch {
+    let os = p.out_shape;
+    let w = &p.window;
+    let mut data = vec![0u8; n * os.len()];
+    let plane = s.h * s.w;
+    for (o, img) in data
+        .chunks_exact_mut(os.len().max(1))
+        .zip(images.chunks_exact(s.len().max(1)))
+    {
+        for ch in 0..s.c {
+            for oy in 0..os.h {
+                for ox in 0..os.w {
+                    // Summed column by column (each column top to bottom, then the columns
+                    // left to right), the order of onnxruntime's float pooling (MLAS): it decides
+                    // which way exact halves round.
+                    let (mut sum, mut cnt) = (0f32, 0usize);
+                    for kx in 0..w.kw {
+                        let ix = (ox * w.stride_w + kx * w.dil_w) as isize - w.pads[1] as isize;
+                        let mut col = 0f32;
+                        let mut any = false;
+                        for ky in 0..w.kh {
+                            let iy = (oy * w.stride_h + ky * w.dil_h) as isize - w.pads[0] as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
+                                col += img[ch * plane + iy as usize * s.w + ix as usize] as f32
+                                    / 255.0;
+                                cnt += 1;
+                                any = true;
+                            }
+                        }
+                        if any {
+                            sum += col;
+                        }
+                    }
+                    let div = if p.count_include_pad {
+                        w.kh * w.kw
+                    } else {
+                        cnt.max(1)
+                    };
+                    o[(oy * os.w + ox) * os.c + ch] = q.quantize(sum / div as f32);
+                }
+            }
+        }
+    }
+    QBatch { n, shape: os, data }
+}

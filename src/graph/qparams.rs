@@ -1,0 +1,180 @@
+//! Quantization parameters and the rounding rules that make our integers agree with ONNX.
+//!
+//! Every activation is stored as unsigned bytes. A signed (int8) tensor of the model is kept
+//! shifted by +128 — value and zero point alike — so `x − zp` is unchanged and one kernel
+//! family serves both types; the original type is remembered for reporting and export.
+
+use serde::Serialize;
+
+/// Per-tensor quantization of an activation: `real = scale · (q − zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QParams {
+    /// Step size; always finite and > 0 (checked on import).
+    pub scale: f32,
+    /// Zero point in the unsigned storage domain `0..=255`.
+    pub zero_point: i32,
+    /// Whether the model's tensor is int8 (stored shifted by +128) rather than uint8.
+    pub signed: bool,
+}
+
+impl QParams {
+    /// Zero point as the model file states it (int8 domain for signed tensors).
+    pub fn model_zero_point(&self) -> i32 {
+        if self.signed {
+            self.zero_point - 128
+        } else {
+            self.zero_point
+        }
+    }
+
+    /// Convert a stored byte back to the model's integer value.
+    pub fn model_value(&self, q: u8) -> i32 {
+        if self.signed {
+            q as i32 - 128
+        } else {
+            q as i32
+        }
+    }
+
+    /// Real value of a stored byte.
+    pub fn dequantize(&self, q: u8) -> f32 {
+        self.scale * (q as i32 - self.zero_point) as f32
+    }
+
+    /// ONNX `QuantizeLinear`: `saturate(round_half_even(x / scale) + zero_point)`.
+    pub fn quantize(&self, x: f32) -> u8 {
+        saturate(round_half_even(x / self.scale) + self.zero_point as f32)
+    }
+
+    /// Stored-domain value of the real number `x`, unclamped (used for Clip thresholds).
+    pub fn level_of(&self, x: f32) -> f32 {
+        round_half_even(x / self.scale) + self.zero_point as f32
+    }
+}
+
+/// Round half to even, as ONNX QuantizeLinear and onnxruntime's requantization do.
+#[inline]
+pub fn round_half_even(x: f32) -> f32 {
+    x.round_ties_even()
+}
+
+/// Clamp to the storage range and convert.
+#[inline]
+pub fn saturate(x: f32) -> u8 {
+    x.clamp(0.0, 255.0) as u8
+}
+
+/// Output stage shared by conv, linear and pooling layers: scale an i32 accumulator to the
+/// output's step, round half to even, add the zero point, clamp to `[lo, hi]` (the storage
+/// range narrowed by a fused ReLU/Clip).
+#[derive(Debug, Clone, Serialize)]
+pub struct Requant {
+    /// Per output channel (or one value for all): `s_in · s_w[c] / s_out`, computed in f32 in
+    /// that order as onnxruntime does.
+    pub multiplier: Vec<f32>,
+    /// Per output channel offset in output steps, added before rounding (empty: none). A real-
+    /// valued bias that is not a whole number of accumulator units (a BatchNormalization that
+    /// could not be folded into a conv) lands here instead of being rounded twice.
+    pub offset: Vec<f32>,
+    /// Output zero point (storage domain).
+    pub zero_point: i32,
+    /// Lowest allowed output byte.
+    pub lo: u8,
+    /// Highest allowed output byte.
+    pub hi: u8,
+}
+
+impl Requant {
+    /// Requantize accumulator `acc` of channel `c`.
+    #[inline]
+    pub fn apply(&self, acc: i32, c: usize) -> u8 {
+        let m = if self.multiplier.len() == 1 {
+            self.multiplier[0]
+        } else {
+            self.multiplier[c]
+        };
+        let mut v = acc as f32 * m;
+        if !self.offset.is_empty() {
+            v += self.offset[c];
+        }
+        let v = round_half_even(v) + self.zero_point as f32;
+        v.clamp(self.lo as f32, self.hi as f32) as u8
+    }
+}
+
+/// The clamp range `[lo, hi]` a fused activation imposes on an output with parameters `q`.
+/// `Relu` keeps `real ≥ 0`; `Clip(min, max)` keeps `min ≤ real ≤ max`. Because quantization is
+/// monotone, clamping after rounding equals rounding after clamping.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Activation {
+    /// No clamp beyond the storage range.
+    None,
+    /// max(x, 0).
+    Relu,
+    /// min(max(x, min), max).
+    Clip { min: f32, max: f32 },
+}
+
+impl Activation {
+    /// Output byte range for parameters `q`.
+    pub fn range(&self, q: &QParams) -> (u8, u8) {
+        match *self {
+            Activation::None => (0, 255),
+            Activation::Relu => (saturate(q.zero_point as f32), 255),
+            Activation::Clip { min, max } => (saturate(q.level_of(min)), saturate(q.level_of(max))),
+        }
+    }
+
+    /// Compose two activations applied one after the other.
+    pub fn then(self, next: Activation) -> Activation {
+        let (a_lo, a_hi) = self.bounds();
+        let (b_lo, b_hi) = next.bounds();
+        let (lo, hi) = (a_lo.max(b_lo), a_hi.min(b_hi));
+        if lo == f32::NEG_INFINITY && hi == f32::INFINITY {
+            Activation::None
+        } else if lo == 0.0 && hi == f32::INFINITY {
+            Activation::Relu
+        } else {
+            Activation::Clip { min: lo, max: hi }
+        }
+    }
+
+    fn bounds(self) -> (f32, f32) {
+        match self {
+            Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
+            Activation::Relu => (0.0, f32::INFINITY),
+            Activation::Clip { min, max } => (min, max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_rounds_half_to_even_and_saturates() {
+        let q = QParams {
+            scale: 0.5,
+            zero_point: 10,
+            signed: false,
+        };
+        assert_eq!(q.quantize(0.25), 10); // 0.5 → 0
+        assert_eq!(q.quantize(0.75), 12); // 1.5 → 2
+        assert_eq!(q.quantize(-100.0), 0);
+        assert_eq!(q.quantize(1000.0), 255);
+    }
+
+    #[test]
+    fn relu_range_is_zero_point_up() {
+        let q = QParams {
+            scale: 0.1,
+            zero_point: 128,
+            signed: true,
+        };
+        assert_eq!(Activation::Relu.range(&q), (128, 255));
+        let six = Activation::Clip { min: 0.0, max: 6.0 };
+        assert_eq!(six.range(&q), (128, 188));
+        assert_eq!(Activation::Relu.then(six), six);
+    }
+}

@@ -1,0 +1,146 @@
+//! A plain description of a graph for `qforget inspect`: layers, shapes, quantization,
+//! parameter counts. Serializable so `--json` and the text view show the same facts.
+
+use serde::Serialize;
+
+use super::{Activation, Graph, Op, QParams};
+
+/// Quantization of one tensor as the model file states it.
+#[derive(Debug, Serialize)]
+pub struct QInfo {
+    pub dtype: &'static str,
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+impl From<&QParams> for QInfo {
+    fn from(q: &QParams) -> Self {
+        QInfo {
+            dtype: if q.signed { "int8" } else { "uint8" },
+            scale: q.scale,
+            zero_point: q.model_zero_point(),
+        }
+    }
+}
+
+/// Weight quantization of a layer.
+#[derive(Debug, Serialize)]
+pub struct WeightInfo {
+    /// ONNX-style weight shape.
+    pub shape: Vec<usize>,
+    pub bits: u32,
+    /// "per-channel" or "per-tensor".
+    pub granularity: &'static str,
+    pub scale_min: f32,
+    pub scale_max: f32,
+    pub params: usize,
+    pub bias: usize,
+}
+
+/// One layer.
+#[derive(Debug, Serialize)]
+pub struct LayerInfo {
+    pub name: String,
+    pub op: &'static str,
+    pub activation: Activation,
+    pub inputs: Vec<Vec<usize>>,
+    pub output: Vec<usize>,
+    pub input_q: Vec<QInfo>,
+    pub output_q: QInfo,
+    pub weights: Option<WeightInfo>,
+}
+
+/// The whole model.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub input_name: String,
+    pub input_shape: Vec<usize>,
+    pub input_q: QInfo,
+    pub output_name: String,
+    pub classes: usize,
+    pub layers: Vec<LayerInfo>,
+    /// Trainable parameters (weights + biases).
+    pub parameters: usize,
+    /// Bytes of the int8 weights plus the i32 biases.
+    pub int8_bytes: usize,
+}
+
+fn weight_info(shape: Vec<usize>, scales: &[f32], params: usize, bias: usize) -> WeightInfo {
+    let (lo, hi) = scales
+        .iter()
+        .fold((f32::INFINITY, 0f32), |(a, b), &s| (a.min(s), b.max(s)));
+    WeightInfo {
+        shape,
+        bits: 8,
+        granularity: if scales.len() > 1 {
+            "per-channel"
+        } else {
+            "per-tensor"
+        },
+        scale_min: lo,
+        scale_max: hi,
+        params,
+        bias,
+    }
+}
+
+impl Graph {
+    /// Describe the graph.
+    pub fn summary(&self) -> Summary {
+        let mut parameters = 0;
+        let mut int8_bytes = 0;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let weights = match &l.op {
+                    Op::Conv(c) => {
+                        let w = &c.window;
+                        let shape = vec![c.out_shape.c, c.in_shape.c / c.group, w.kh, w.kw];
+                        Some(weight_info(
+                            shape,
+                            &c.weight_scales,
+                            c.weight_count(),
+                            c.bias.len(),
+                        ))
+                    }
+                    Op::Linear(f) => Some(weight_info(
+                        vec![f.out_features, f.in_features],
+                        &f.weight_scales,
+                        f.weights.data.len(),
+                        f.bias.len(),
+                    )),
+                    _ => None,
+                };
+                if let Some(w) = &weights {
+                    parameters += w.params + w.bias;
+                    int8_bytes += w.params + 4 * w.bias;
+                }
+                LayerInfo {
+                    name: l.name.clone(),
+                    op: l.op.kind(),
+                    activation: l.activation,
+                    inputs: l
+                        .inputs
+                        .iter()
+                        .map(|&a| self.acts[a].shape.onnx_dims())
+                        .collect(),
+                    output: self.acts[l.output].shape.onnx_dims(),
+                    input_q: l.inputs.iter().map(|&a| (&self.acts[a].q).into()).collect(),
+                    output_q: (&self.acts[l.output].q).into(),
+                    weights,
+                }
+            })
+            .collect();
+        Summary {
+            input_name: self.input.name.clone(),
+            input_shape: vec![self.input.shape.c, self.input.shape.h, self.input.shape.w],
+            input_q: (&self.input.q).into(),
+            output_name: self.output_name.clone(),
+            classes: self.classes(),
+            layers,
+            parameters,
+            int8_bytes,
+        }
+    }
+}

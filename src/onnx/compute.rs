@@ -1,0 +1,775 @@
+//! Float compute nodes of a QDQ model (Conv, Gemm, MatMul, BatchNormalization, Relu/Clip, Add,
+//! pools, Flatten/Reshape), and the weight handling shared with the QOperator nodes.
+
+use crate::graph::{Activation, InputPool, MaxPool, Op, Shape, Window};
+use crate::Result;
+
+use super::proto::{ConstData, ConstTensor};
+use super::value::{AddOperand, DeqConst, Mac, Pending, Value};
+use super::{Importer, NodeCtx};
+
+/// Layout of a linear layer's weight matrix in the file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LinearLayout {
+    /// `[out][in]` (Gemm with transB = 1).
+    OutIn,
+    /// `[in][out]` (MatMul, Gemm with transB = 0).
+    InOut,
+}
+
+/// What kind of MAC layer a node is.
+#[derive(Debug, Clone, Copy)]
+pub enum MacKind {
+    Conv(Window, usize),
+    Linear(LinearLayout),
+}
+
+/// Bias of a MAC node as the file gives it.
+pub enum BiasIn {
+    /// int32 values and the scale they are stored at (`None`: the implied `s_in · s_w`).
+    Int(Vec<i32>, Option<Vec<f32>>, String),
+    /// Real values.
+    Float(Vec<f32>, String),
+}
+
+impl Importer<'_> {
+    /// Window attributes of Conv / pooling nodes (2-D only). `kernel` is used when the node has
+    /// no `kernel_shape` attribute.
+    pub fn window(&self, ctx: &NodeCtx, kernel: Option<[usize; 2]>) -> Result<(Window, bool)> {
+        let a = ctx.attrs();
+        let bad = |e: String| ctx.bad(e);
+        let auto_pad = a.string("auto_pad").map_err(bad)?;
+        if let Some(p) = auto_pad.as_deref() {
+            if p != "NOTSET" && p != "VALID" {
+                return Err(ctx.unsupported(format!("auto_pad = {p}")));
+            }
+        }
+        let two = |name: &str, default: [i64; 2]| -> Result<[usize; 2]> {
+            let v = a.ints(name).map_err(bad)?.unwrap_or(default.to_vec());
+            match v[..] {
+                [x, y] if x >= 0 && y >= 0 => Ok([x as usize, y as usize]),
+                _ => {
+                    Err(ctx.unsupported(format!("{name} = {v:?} (only 2-D windows are supported)")))
+                }
+            }
+        };
+        let k = match a.ints("kernel_shape").map_err(bad)? {
+            Some(_) => two("kernel_shape", [1, 1])?,
+            None => kernel.ok_or_else(|| ctx.bad("kernel_shape is missing"))?,
+        };
+        let strides = two("strides", [1, 1])?;
+        let dil = two("dilations", [1, 1])?;
+        let pads = a.ints("pads").map_err(bad)?.unwrap_or(vec![0; 4]);
+        let pads: [usize; 4] = match pads[..] {
+            [t, l, b, r] if t >= 0 && l >= 0 && b >= 0 && r >= 0 => {
+                [t as usize, l as usize, b as usize, r as usize]
+            }
+            _ => return Err(ctx.unsupported(format!("pads = {pads:?}"))),
+        };
+        if k[0] == 0
+            || k[1] == 0
+            || strides[0] == 0
+            || strides[1] == 0
+            || dil[0] == 0
+            || dil[1] == 0
+        {
+            return Err(ctx.bad("kernel, strides and dilations must be positive"));
+        }
+        let ceil = a.int("ceil_mode", 0).map_err(bad)? != 0;
+        Ok((
+            Window {
+                kh: k[0],
+                kw: k[1],
+                stride_h: strides[0],
+                stride_w: strides[1],
+                pads,
+                dil_h: dil[0],
+                dil_w: dil[1],
+            },
+            ceil,
+        ))
+    }
+
+    /// Conv attributes: window and group.
+    pub fn conv_kind(&self, ctx: &NodeCtx, w: &ConstTensor) -> Result<MacKind> {
+        if w.dims.len() != 4 {
+            return Err(ctx.unsupported(format!(
+                "weights '{}' have {} dimensions; only 2-D convolution is supported",
+                w.name,
+                w.dims.len()
+            )));
+        }
+        let (window, _) = self.window(ctx, Some([w.dims[2], w.dims[3]]))?;
+        if (window.kh, window.kw) != (w.dims[2], w.dims[3]) {
+            return Err(ctx.bad("kernel_shape does not match the weights"));
+        }
+        let group = ctx.attrs().int("group", 1).map_err(|e| ctx.bad(e))?;
+        if group < 1 {
+            return Err(ctx.bad(format!("group = {group}")));
+        }
+        Ok(MacKind::Conv(window, group as usize))
+    }
+
+    /// Gemm attributes: the weight layout (alpha/beta/transA must be the defaults).
+    pub fn gemm_layout(&self, ctx: &NodeCtx) -> Result<LinearLayout> {
+        let a = ctx.attrs();
+        let bad = |e: String| ctx.bad(e);
+        if a.float("alpha", 1.0).map_err(bad)? != 1.0 || a.float("beta", 1.0).map_err(bad)? != 1.0 {
+            return Err(ctx.unsupported("alpha/beta other than 1"));
+        }
+        if a.int("transA", 0).map_err(bad)? != 0 {
+            return Err(ctx.unsupported("transA = 1"));
+        }
+        Ok(if a.int("transB", 0).map_err(bad)? != 0 {
+            LinearLayout::OutIn
+        } else {
+            LinearLayout::InOut
+        })
+    }
+
+    /// Assemble a MAC layer from quantized weights `w` (values, scales, zero points).
+    pub fn build_mac(
+        &self,
+        ctx: &NodeCtx,
+        input: usize,
+        kind: MacKind,
+        w: &DeqConst,
+        bias: Option<BiasIn>,
+    ) -> Result<Mac> {
+        let dims = &w.q.dims;
+        let (out, out_axis) = match kind {
+            MacKind::Conv(..) => (dims[0], 0),
+            MacKind::Linear(_) if dims.len() != 2 => {
+                return Err(ctx.unsupported(format!(
+                    "weights '{}' have dimensions {dims:?}; a 2-D matrix is expected",
+                    w.q.name
+                )))
+            }
+            MacKind::Linear(LinearLayout::OutIn) => (dims[0], 0),
+            MacKind::Linear(LinearLayout::InOut) => (dims[1], 1),
+        };
+        let n = w.q.len();
+        let row = n.checked_div(out).unwrap_or(0);
+        let per_channel = w.scale.len() > 1;
+        if per_channel && (w.axis != out_axis || w.scale.len() != out) {
+            return Err(ctx.unsupported(format!(
+                "weights '{}' are quantized along axis {}, not along the output channels",
+                w.q.name, w.axis
+            )));
+        }
+        // Integer weights relative to their zero point; must fit int8.
+        let raw =
+            w.q.to_i64()
+                .ok_or_else(|| ctx.bad("weights are not integers"))?;
+        if !matches!(w.q.data, ConstData::I8(_) | ConstData::U8(_)) {
+            return Err(ctx.unsupported(format!(
+                "weights '{}' are {}; 8-bit weights are expected",
+                w.q.name,
+                w.q.type_name()
+            )));
+        }
+        let inner: usize = dims[out_axis + 1..].iter().product();
+        let mut vals = Vec::with_capacity(n);
+        for (i, &v) in raw.iter().enumerate() {
+            let c = (i / inner.max(1)) % dims[out_axis].max(1);
+            let zp = w.zero_point[if w.zero_point.len() > 1 { c } else { 0 }];
+            let d = v - zp;
+            if !(-128..=127).contains(&d) {
+                return Err(ctx.unsupported(format!(
+                    "weights '{}' minus their zero point leave the int8 range (asymmetric uint8 weights)",
+                    w.q.name
+                )));
+            }
+            vals.push(d as i8);
+        }
+        let weights = if out_axis == 1 {
+            // [in][out] → [out][in]
+            let inn = dims[0];
+            let mut t = vec![0i8; n];
+            for i in 0..inn {
+                for o in 0..out {
+                    t[o * inn + i] = vals[i * out + o];
+                }
+            }
+            t
+        } else {
+            vals
+        };
+        let s_in = self.acts[input].q.scale;
+        let acc_scale: Vec<f32> = (0..out)
+            .map(|c| s_in * w.scale[if per_channel { c } else { 0 }])
+            .collect();
+        let mut params = vec![w.q.name.clone()];
+        let (bias_i, float_bias) = match bias {
+            None => (vec![0; out], vec![0.0; out]),
+            Some(BiasIn::Int(v, scale, name)) => {
+                params.push(name.clone());
+                if v.len() != out {
+                    return Err(ctx.bad(format!(
+                        "bias '{name}' has {} values for {out} outputs",
+                        v.len()
+                    )));
+                }
+                match scale {
+                    Some(s) if !scales_match(&s, &acc_scale) => {
+                        let f = v
+                            .iter()
+                            .enumerate()
+                            .map(|(c, &b)| b as f32 * s[if s.len() > 1 { c } else { 0 }])
+                            .collect();
+                        (vec![0; out], f)
+                    }
+                    _ => (v, vec![0.0; out]),
+                }
+            }
+            Some(BiasIn::Float(v, name)) => {
+                params.push(name.clone());
+                if v.len() != out {
+                    return Err(ctx.bad(format!(
+                        "bias '{name}' has {} values for {out} outputs",
+                        v.len()
+                    )));
+                }
+                (vec![0; out], v)
+            }
+        };
+        Ok(Mac {
+            input,
+            conv: match kind {
+                MacKind::Conv(wd, g) => Some((wd, g)),
+                MacKind::Linear(_) => None,
+            },
+            out,
+            weights,
+            row,
+            weight_scales: w.scale.clone(),
+            acc_scale,
+            bias: bias_i,
+            float_bias,
+            negated: vec![false; out],
+            act: Activation::None,
+            params,
+        })
+    }
+
+    /// Conv / Gemm / MatMul on a dequantized activation and dequantized weights.
+    pub(super) fn float_mac(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let Value::Deq(input) = self.value(ctx, x)? else {
+            return Err(ctx.unsupported(
+                "the data input is not a dequantized activation (float layers are not supported)",
+            ));
+        };
+        let wname = ctx.input(1).ok_or_else(|| ctx.bad("has no weights"))?;
+        let Some(Value::DeqConst(w)) = self.values.get(wname).cloned() else {
+            return Err(ctx.unsupported(format!(
+                "weights '{wname}' are not quantized (no DequantizeLinear of an int8 constant)"
+            )));
+        };
+        let kind = match ctx.node.op_type.as_str() {
+            "Conv" => self.conv_kind(ctx, &w.q)?,
+            "Gemm" => MacKind::Linear(self.gemm_layout(ctx)?),
+            _ => MacKind::Linear(LinearLayout::InOut),
+        };
+        let bias = match ctx.input(2) {
+            None => None,
+            Some(b) => Some(match self.values.get(b) {
+                Some(Value::DeqConst(d)) => match &d.q.data {
+                    ConstData::I32(v) => {
+                        BiasIn::Int(v.clone(), Some(d.scale.clone()), d.q.name.clone())
+                    }
+                    _ => BiasIn::Float(d.dequantize(), d.q.name.clone()),
+                },
+                _ => {
+                    let c = self.konst(ctx, 2)?;
+                    BiasIn::Float(c.to_f32(), c.name)
+                }
+            }),
+        };
+        let mac = self.build_mac(ctx, input, kind, &w, bias)?;
+        let out = ctx.output()?.to_string();
+        self.values.insert(
+            out,
+            Value::Pending(Box::new(Pending::Mac(Box::new(mac))), ctx.name()),
+        );
+        Ok(())
+    }
+
+    /// A float parameter vector from a constant or a dequantized constant.
+    fn float_param(&self, ctx: &NodeCtx, i: usize, len: usize) -> Result<Vec<f32>> {
+        let name = ctx
+            .input(i)
+            .ok_or_else(|| ctx.bad(format!("input #{i} is missing")))?;
+        let v = match self.values.get(name) {
+            Some(Value::DeqConst(d)) => d.dequantize(),
+            _ => self.konst(ctx, i)?.to_f32(),
+        };
+        if v.len() != len {
+            return Err(ctx.bad(format!(
+                "'{name}' has {} values for {len} channels",
+                v.len()
+            )));
+        }
+        Ok(v)
+    }
+
+    /// BatchNormalization. Directly after a Conv (no QuantizeLinear between) it is folded into
+    /// the Conv. After a quantized activation — onnxruntime's quantizer puts Q/DQ between Conv
+    /// and BN when the exporter kept BN — it becomes its own per-channel layer, a depthwise 1×1
+    /// conv with weight ±127 and scale |γ/√(σ²+ε)|/127, so nothing is rounded twice.
+    pub(super) fn batch_norm(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let eps = ctx.attrs().float("epsilon", 1e-5).map_err(|e| ctx.bad(e))?;
+        if ctx
+            .attrs()
+            .int("training_mode", 0)
+            .map_err(|e| ctx.bad(e))?
+            != 0
+        {
+            return Err(ctx.unsupported("training_mode = 1"));
+        }
+        let (mut m, folded) = match self.value(ctx, x)? {
+            Value::Pending(p, _) => match *p {
+                Pending::Mac(m) if m.act == Activation::None && m.conv.is_some() => (m, true),
+                _ => {
+                    return Err(ctx
+                        .unsupported("BatchNormalization after a float result other than a Conv"))
+                }
+            },
+            Value::Deq(a) => (Box::new(self.channel_affine_mac(a)), false),
+            _ => {
+                return Err(ctx.unsupported("BatchNormalization of a tensor that is not quantized"))
+            }
+        };
+        let c_n = m.out;
+        let (gamma, beta) = (
+            self.float_param(ctx, 1, c_n)?,
+            self.float_param(ctx, 2, c_n)?,
+        );
+        let (mean, var) = (
+            self.float_param(ctx, 3, c_n)?,
+            self.float_param(ctx, 4, c_n)?,
+        );
+        for c in 0..c_n {
+            let f = gamma[c] / (var[c] + eps).sqrt();
+            if !f.is_finite() || f == 0.0 {
+                return Err(ctx.bad(format!("channel {c} has a zero or non-finite scale")));
+            }
+            if folded {
+                // real = f·A·(acc + bias) + f·fb + (β − μf); a negative f negates the weights
+                // (and so acc) and the integer bias, keeping the accumulator scale positive.
+                m.float_bias[c] = m.float_bias[c] * f + beta[c] - mean[c] * f;
+                m.acc_scale[c] *= f.abs();
+                if f < 0.0 {
+                    m.negated[c] = !m.negated[c];
+                    m.bias[c] = -m.bias[c];
+                }
+            } else {
+                m.weights[c] = if f < 0.0 { -127 } else { 127 };
+                m.weight_scales[c] = f.abs() / 127.0;
+                m.acc_scale[c] = self.acts[m.input].q.scale * m.weight_scales[c];
+                m.float_bias[c] = beta[c] - mean[c] * f;
+            }
+        }
+        m.params
+            .extend(ctx.node.input.iter().skip(1).take(4).cloned());
+        let out = ctx.output()?.to_string();
+        self.values
+            .insert(out, Value::Pending(Box::new(Pending::Mac(m)), ctx.name()));
+        Ok(())
+    }
+
+    /// An identity depthwise 1×1 conv on activation `a`, to be filled in by the caller.
+    fn channel_affine_mac(&self, a: usize) -> Mac {
+        let c = self.acts[a].shape.c;
+        let window = Window {
+            kh: 1,
+            kw: 1,
+            stride_h: 1,
+            stride_w: 1,
+            pads: [0; 4],
+            dil_h: 1,
+            dil_w: 1,
+        };
+        Mac {
+            input: a,
+            conv: Some((window, c)),
+            out: c,
+            weights: vec![0; c],
+            row: 1,
+            weight_scales: vec![1.0; c],
+            acc_scale: vec![1.0; c],
+            bias: vec![0; c],
+            float_bias: vec![0.0; c],
+            negated: vec![false; c],
+            act: Activation::None,
+            params: vec![],
+        }
+    }
+
+    /// Relu / Clip.
+    pub(super) fn activation(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let act = if ctx.node.op_type == "Relu" {
+            Activation::Relu
+        } else {
+            let bound = |i: usize, attr: &str, default: f32| -> Result<f32> {
+                match ctx.input(i) {
+                    Some(_) => {
+                        let t = self.konst(ctx, i)?;
+                        t.to_f32()
+                            .first()
+                            .copied()
+                            .ok_or_else(|| ctx.bad(format!("'{}' is empty", t.name)))
+                    }
+                    None => ctx.attrs().float(attr, default).map_err(|e| ctx.bad(e)),
+                }
+            };
+            let min = bound(1, "min", f32::NEG_INFINITY)?;
+            let max = bound(2, "max", f32::INFINITY)?;
+            Activation::None.then(Activation::Clip { min, max })
+        };
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let out = ctx.output()?.to_string();
+        let v = match self.value(ctx, x)? {
+            Value::Pending(p, n) => {
+                let p = match *p {
+                    Pending::Mac(mut m) => {
+                        m.act = m.act.then(act);
+                        Pending::Mac(m)
+                    }
+                    Pending::Add { a, b, act: a0 } => Pending::Add {
+                        a,
+                        b,
+                        act: a0.then(act),
+                    },
+                    Pending::Clamp { input, act: a0 } => Pending::Clamp {
+                        input,
+                        act: a0.then(act),
+                    },
+                    _ => return Err(ctx.unsupported("activation after a float pooling")),
+                };
+                Value::Pending(Box::new(p), n)
+            }
+            Value::Deq(a) => Value::Pending(Box::new(Pending::Clamp { input: a, act }), ctx.name()),
+            Value::Quant(a) => {
+                let q = self.acts[a].q;
+                Value::Quant(self.requantize(ctx, a, q, act, &out))
+            }
+            _ => return Err(ctx.unsupported("activation of a constant or of the float input")),
+        };
+        self.values.insert(out, v);
+        Ok(())
+    }
+
+    /// Add of two dequantized activations, of an activation and a quantized constant, or of a
+    /// bias to a pending MatMul.
+    pub(super) fn add(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let (x, y) = match (ctx.input(0), ctx.input(1)) {
+            (Some(x), Some(y)) => (x, y),
+            _ => return Err(ctx.bad("needs two inputs")),
+        };
+        let get = |n: &str| -> Option<Value> { self.values.get(n).cloned() };
+        let out = ctx.output()?.to_string();
+        let pend = |p: Pending| Value::Pending(Box::new(p), ctx.name());
+        let v = match (get(x), get(y)) {
+            (Some(Value::Deq(a)), Some(Value::Deq(b))) => pend(Pending::Add {
+                a,
+                b: AddOperand::Act(b),
+                act: Activation::None,
+            }),
+            (Some(Value::Deq(a)), Some(Value::DeqConst(c)))
+            | (Some(Value::DeqConst(c)), Some(Value::Deq(a))) => pend(Pending::Add {
+                a,
+                b: self.const_operand(ctx, &c)?,
+                act: Activation::None,
+            }),
+            (Some(Value::Pending(p, _)), other) | (other, Some(Value::Pending(p, _))) => {
+                let Pending::Mac(mut m) = *p else {
+                    return Err(ctx.unsupported("Add of a float result other than a bias"));
+                };
+                let bias = match other {
+                    Some(Value::DeqConst(d)) => d.dequantize(),
+                    None => {
+                        let i = if self.consts.contains_key(y) { 1 } else { 0 };
+                        self.konst(ctx, i)?.to_f32()
+                    }
+                    _ => return Err(ctx.unsupported("Add of two float results")),
+                };
+                if m.act != Activation::None || (bias.len() != m.out && bias.len() != 1) {
+                    return Err(ctx.unsupported("Add of a constant that is not a bias"));
+                }
+                for c in 0..m.out {
+                    m.float_bias[c] += bias[if bias.len() == 1 { 0 } else { c }];
+                }
+                pend(Pending::Mac(m))
+            }
+            _ => return Err(ctx.unsupported("Add of tensors that are not dequantized activations")),
+        };
+        self.values.insert(out, v);
+        Ok(())
+    }
+
+    /// A dequantized uint8/int8 constant as the second operand of a quantized Add.
+    pub fn const_operand(&self, ctx: &NodeCtx, c: &DeqConst) -> Result<AddOperand> {
+        if c.scale.len() != 1 || c.zero_point.len() != 1 {
+            return Err(ctx.unsupported("Add of a per-channel quantized constant"));
+        }
+        let (data, zp): (Vec<u8>, i32) = match &c.q.data {
+            ConstData::U8(v) => (v.clone(), c.zero_point[0] as i32),
+            ConstData::I8(v) => (
+                v.iter().map(|&x| (x as u8) ^ 0x80).collect(),
+                c.zero_point[0] as i32 + 128,
+            ),
+            _ => return Err(ctx.unsupported("Add of a constant that is not 8-bit")),
+        };
+        Ok(AddOperand::Const {
+            data,
+            scale: c.scale[0],
+            zero_point: zp,
+            name: c.q.name.clone(),
+        })
+    }
+
+    /// MaxPool runs on the bytes (max commutes with dequantization).
+    pub(super) fn max_pool(&mut self, ctx: &NodeCtx) -> Result<()> {
+        if ctx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err(ctx.unsupported("MaxPool with an indices output"));
+        }
+        if ctx
+            .attrs()
+            .int("storage_order", 0)
+            .map_err(|e| ctx.bad(e))?
+            != 0
+        {
+            return Err(ctx.unsupported("storage_order = 1"));
+        }
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let (a, deq) = match self.value(ctx, x)? {
+            Value::Deq(a) => (a, true),
+            Value::Quant(a) => (a, false),
+            _ => return Err(ctx.unsupported("MaxPool of a float tensor")),
+        };
+        let (window, ceil) = self.window(ctx, None)?;
+        let ins = self.acts[a].shape;
+        let (oh, ow) = window
+            .output_hw(ins.h, ins.w, ceil)
+            .ok_or_else(|| ctx.bad(format!("window does not fit input {ins}")))?;
+        let out_shape = Shape {
+            h: oh,
+            w: ow,
+            c: ins.c,
+        };
+        let op = Op::MaxPool(MaxPool {
+            window,
+            in_shape: ins,
+            out_shape,
+        });
+        let out = ctx.output()?.to_string();
+        let q = self.acts[a].q;
+        let id = self.push(
+            ctx,
+            op,
+            Activation::None,
+            vec![a],
+            out_shape,
+            q,
+            &out,
+            vec![],
+        );
+        self.values.insert(
+            out,
+            if deq {
+                Value::Deq(id)
+            } else {
+                Value::Quant(id)
+            },
+        );
+        Ok(())
+    }
+
+    /// AveragePool / GlobalAveragePool of a dequantized activation.
+    pub(super) fn avg_pool(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let input = match self.value(ctx, x)? {
+            Value::Deq(a) => a,
+            Value::FloatInput(pre, false) if ctx.node.op_type == "AveragePool" => {
+                return self.input_avg_pool(ctx, pre)
+            }
+            _ => {
+                return Err(
+                    ctx.unsupported("pooling of a tensor that is not a dequantized activation")
+                )
+            }
+        };
+        let p = if ctx.node.op_type == "GlobalAveragePool" {
+            Pending::GlobalAvgPool { input }
+        } else {
+            let (window, ceil) = self.window(ctx, None)?;
+            let cip = ctx
+                .attrs()
+                .int("count_include_pad", 0)
+                .map_err(|e| ctx.bad(e))?
+                != 0;
+            Pending::AvgPool {
+                input,
+                window,
+                count_include_pad: cip,
+                ceil,
+                columns_first: true,
+            }
+        };
+        self.values.insert(
+            ctx.output()?.to_string(),
+            Value::Pending(Box::new(p), ctx.name()),
+        );
+        Ok(())
+    }
+
+    /// An AveragePool the quantizer left in float on the model input: done on the pixels before
+    /// they are quantized.
+    fn input_avg_pool(&mut self, ctx: &NodeCtx, mut pre: Vec<InputPool>) -> Result<()> {
+        if !pre.is_empty() {
+            return Err(ctx.unsupported("more than one float pooling on the input"));
+        }
+        let (window, ceil) = self.window(ctx, None)?;
+        let cip = ctx
+            .attrs()
+            .int("count_include_pad", 0)
+            .map_err(|e| ctx.bad(e))?
+            != 0;
+        let (name, ins) = self.input.clone().expect("input is set before nodes");
+        let (oh, ow) = window
+            .output_hw(ins.h, ins.w, ceil)
+            .ok_or_else(|| ctx.bad(format!("window does not fit input {ins}")))?;
+        pre.push(InputPool {
+            window,
+            count_include_pad: cip,
+            out_shape: Shape {
+                h: oh,
+                w: ow,
+                c: ins.c,
+            },
+        });
+        self.input = Some((name, ins));
+        self.values
+            .insert(ctx.output()?.to_string(), Value::FloatInput(pre, false));
+        Ok(())
+    }
+
+    /// Flatten (axis 1) or a Reshape to `[N, features]`.
+    pub(super) fn flatten(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let (a, deq) = match self.value(ctx, x)? {
+            Value::Deq(a) => (Some(a), true),
+            Value::Quant(a) => (Some(a), false),
+            Value::FloatInput(..) => (None, false),
+            _ => {
+                return Err(ctx.unsupported("reshaping a tensor that is not a quantized activation"))
+            }
+        };
+        let len = match (a, self.value(ctx, x)?) {
+            (Some(a), _) => self.acts[a].shape.len(),
+            (None, Value::FloatInput(pre, _)) => match pre.last() {
+                Some(p) => p.out_shape.len(),
+                None => self.input.as_ref().map(|i| i.1.len()).unwrap_or(0),
+            },
+            _ => unreachable!("matched above"),
+        } as i64;
+        if ctx.node.op_type == "Flatten" {
+            let axis = ctx.attrs().int("axis", 1).map_err(|e| ctx.bad(e))?;
+            if axis != 1 {
+                return Err(ctx.unsupported(format!("Flatten with axis {axis} (only 1)")));
+            }
+        } else {
+            let shape = self
+                .konst(ctx, 1)?
+                .to_i64()
+                .ok_or_else(|| ctx.bad("shape is not integer"))?;
+            let ok = matches!(shape[..], [_, f] if f == -1 || f == len);
+            if !ok {
+                return Err(ctx.unsupported(format!(
+                    "Reshape to {shape:?}; only flattening to [N, {len}] is supported"
+                )));
+            }
+        }
+        let out = ctx.output()?.to_string();
+        let Some(a) = a else {
+            // Flatten of the float input: done after its QuantizeLinear.
+            let Value::FloatInput(pre, _) = self.value(ctx, x)? else {
+                unreachable!("matched above")
+            };
+            self.values.insert(out, Value::FloatInput(pre, true));
+            return Ok(());
+        };
+        let s = self.acts[a].shape;
+        let id = if s.h * s.w == 1 {
+            a
+        } else {
+            let q = self.acts[a].q;
+            self.push(
+                ctx,
+                Op::Flatten,
+                Activation::None,
+                vec![a],
+                Shape::flat(s.len()),
+                q,
+                &out,
+                vec![],
+            )
+        };
+        self.values.insert(
+            out,
+            if deq {
+                Value::Deq(id)
+            } else {
+                Value::Quant(id)
+            },
+        );
+        Ok(())
+    }
+
+    /// Mul of an integer product by its scale (MatMulInteger/ConvInteger → Cast → Mul).
+    pub(super) fn mul(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let (x, y) = match (ctx.input(0), ctx.input(1)) {
+            (Some(x), Some(y)) => (x, y),
+            _ => return Err(ctx.bad("needs two inputs")),
+        };
+        let (p, ci) = match (self.values.get(x), self.values.get(y)) {
+            (Some(Value::Pending(p, _)), None) => (p.clone(), 1),
+            (None, Some(Value::Pending(p, _))) => (p.clone(), 0),
+            _ => {
+                return Err(
+                    ctx.unsupported("Mul other than scaling an integer product by a constant")
+                )
+            }
+        };
+        let Pending::Mac(mut m) = *p else {
+            return Err(ctx.unsupported("Mul of a float result other than an integer product"));
+        };
+        let f = self.konst(ctx, ci)?.to_f32();
+        if m.act != Activation::None || (f.len() != 1 && f.len() != m.out) {
+            return Err(ctx.unsupported("Mul by a constant that is not a per-channel scale"));
+        }
+        for c in 0..m.out {
+            let v = f[if f.len() == 1 { 0 } else { c }];
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ctx.unsupported("Mul by a non-positive scale"));
+            }
+            m.acc_scale[c] *= v;
+            m.float_bias[c] *= v;
+        }
+        self.values.insert(
+            ctx.output()?.to_string(),
+            Value::Pending(Box::new(Pending::Mac(m)), ctx.name()),
+        );
+        Ok(())
+    }
+}
+
+/// Whether a stored bias scale equals the accumulator scale (to f32 rounding).
+fn scales_match(s: &[f32], acc: &[f32]) -> bool {
+    acc.iter().enumerate().all(|(c, &a)| {
+        let b = s[if s.len() > 1 { c } else { 0 }];
+        ((a - b) / a).abs() < 1e-5
+    })
+}

@@ -1,0 +1,278 @@
+//! Turning a pending float result into an integer layer once its output parameters are known.
+
+use crate::graph::{
+    Activation, Add, AvgPool, Conv, GlobalAvgPool, Layer, Linear, Op, QParams, Requant, Shape,
+};
+use crate::kernels::PackedWeights;
+use crate::Result;
+
+use super::value::{AddOperand, Mac, Pending};
+use super::{Importer, NodeCtx};
+
+impl Importer<'_> {
+    /// Build the layer for `p` with output parameters `q`; returns the new activation.
+    pub fn materialize(
+        &mut self,
+        ctx: &NodeCtx,
+        p: Pending,
+        q: QParams,
+        out: &str,
+    ) -> Result<usize> {
+        match p {
+            Pending::Mac(m) => self.mac_layer(ctx, *m, q, out),
+            Pending::Clamp { input, act } => Ok(self.requantize(ctx, input, q, act, out)),
+            Pending::Add { a, b, act } => self.add_layer(ctx, a, b, act, q, out),
+            Pending::GlobalAvgPool { input } => {
+                let ins = self.acts[input].shape;
+                let qi = self.acts[input].q;
+                let hw = (ins.h * ins.w) as f32;
+                let (lo, hi) = Activation::None.range(&q);
+                let op = GlobalAvgPool {
+                    in_shape: ins,
+                    in_zero_point: qi.zero_point,
+                    requant: Requant {
+                        multiplier: vec![qi.scale / hw / q.scale],
+                        offset: vec![],
+                        zero_point: q.zero_point,
+                        lo,
+                        hi,
+                    },
+                };
+                Ok(self.push(
+                    ctx,
+                    Op::GlobalAvgPool(op),
+                    Activation::None,
+                    vec![input],
+                    Shape::flat(ins.c),
+                    q,
+                    out,
+                    vec![],
+                ))
+            }
+            Pending::AvgPool {
+                input,
+                window,
+                count_include_pad,
+                ceil,
+                columns_first,
+            } => {
+                let ins = self.acts[input].shape;
+                let qi = self.acts[input].q;
+                let (oh, ow) = window
+                    .output_hw(ins.h, ins.w, ceil)
+                    .ok_or_else(|| ctx.bad(format!("pooling window does not fit input {ins}")))?;
+                let out_shape = Shape {
+                    h: oh,
+                    w: ow,
+                    c: ins.c,
+                };
+                let op = AvgPool {
+                    window,
+                    count_include_pad,
+                    in_shape: ins,
+                    out_shape,
+                    in_zero_point: qi.zero_point,
+                    in_scale: qi.scale,
+                    out_scale: q.scale,
+                    out_zero_point: q.zero_point,
+                    columns_first,
+                };
+                Ok(self.push(
+                    ctx,
+                    Op::AvgPool(op),
+                    Activation::None,
+                    vec![input],
+                    out_shape,
+                    q,
+                    out,
+                    vec![],
+                ))
+            }
+        }
+    }
+
+    /// Register a layer and its output activation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        ctx: &NodeCtx,
+        op: Op,
+        activation: Activation,
+        inputs: Vec<usize>,
+        shape: Shape,
+        q: QParams,
+        out: &str,
+        params: Vec<String>,
+    ) -> usize {
+        let id = self.new_act(out, shape, q);
+        self.layers.push(Layer {
+            name: ctx.name(),
+            op,
+            activation,
+            inputs,
+            output: id,
+            params,
+        });
+        id
+    }
+
+    fn add_layer(
+        &mut self,
+        ctx: &NodeCtx,
+        a: usize,
+        b: AddOperand,
+        act: Activation,
+        q: QParams,
+        out: &str,
+    ) -> Result<usize> {
+        let (qa, sa) = (self.acts[a].q, self.acts[a].shape);
+        let (lo, hi) = act.range(&q);
+        let (b_zp, b_scale, b_const, inputs, params) = match b {
+            AddOperand::Act(b) => {
+                if self.acts[b].shape != sa {
+                    return Err(ctx.unsupported(format!(
+                        "Add of shapes {} and {} (broadcasting is not supported)",
+                        sa, self.acts[b].shape
+                    )));
+                }
+                let qb = self.acts[b].q;
+                (qb.zero_point, qb.scale, None, vec![a, b], vec![])
+            }
+            AddOperand::Const {
+                data,
+                scale,
+                zero_point,
+                name,
+            } => {
+                let data = broadcast_const(&data, sa).ok_or_else(|| {
+                    ctx.unsupported(format!(
+                        "Add of a constant with {} values to a tensor of shape {sa}",
+                        data.len()
+                    ))
+                })?;
+                (zero_point, scale, Some(data), vec![a], vec![name])
+            }
+        };
+        let op = Add {
+            a_zero_point: qa.zero_point,
+            b_zero_point: b_zp,
+            a_ratio: qa.scale / q.scale,
+            b_ratio: b_scale / q.scale,
+            out_zero_point: q.zero_point,
+            lo,
+            hi,
+            b_const,
+        };
+        Ok(self.push(ctx, Op::Add(op), act, inputs, sa, q, out, params))
+    }
+
+    fn mac_layer(&mut self, ctx: &NodeCtx, m: Mac, q: QParams, out: &str) -> Result<usize> {
+        let ins = self.acts[m.input].shape;
+        let qi = self.acts[m.input].q;
+        let mut weights = m.weights;
+        for (c, row) in weights.chunks_exact_mut(m.row.max(1)).enumerate() {
+            if m.negated[c] {
+                for w in row.iter_mut() {
+                    *w = w.checked_neg().ok_or_else(|| {
+                        ctx.unsupported("a negative BatchNormalization factor meets weight −128")
+                    })?;
+                }
+            }
+        }
+        let bias = m.bias;
+        let offset = if m.float_bias.iter().all(|&b| b == 0.0) {
+            vec![]
+        } else {
+            m.float_bias.iter().map(|b| b / q.scale).collect()
+        };
+        let (lo, hi) = m.act.range(&q);
+        let requant = Requant {
+            multiplier: m.acc_scale.iter().map(|s| s / q.scale).collect(),
+            offset,
+            zero_point: q.zero_point,
+            lo,
+            hi,
+        };
+        let (op, shape) = match m.conv {
+            Some((window, group)) => {
+                let cin_g = m.row / (window.kh * window.kw);
+                if ins.c != cin_g * group || !m.out.is_multiple_of(group) {
+                    return Err(ctx.bad(format!(
+                        "weights expect {} input channels in {group} group(s), input {ins} has {}",
+                        cin_g * group,
+                        ins.c
+                    )));
+                }
+                let (oh, ow) = window
+                    .output_hw(ins.h, ins.w, false)
+                    .ok_or_else(|| ctx.bad(format!("kernel does not fit input {ins}")))?;
+                let out_shape = Shape {
+                    h: oh,
+                    w: ow,
+                    c: m.out,
+                };
+                let cout_g = m.out / group;
+                let kk = window.kh * window.kw;
+                let packed = (0..group)
+                    .map(|g| {
+                        // [co][ci][kh][kw] → [co][kh][kw][ci] for the rows of group g.
+                        let mut w = Vec::with_capacity(cout_g * m.row);
+                        for co in g * cout_g..(g + 1) * cout_g {
+                            let row = &weights[co * m.row..(co + 1) * m.row];
+                            for k in 0..kk {
+                                for ci in 0..cin_g {
+                                    w.push(row[ci * kk + k]);
+                                }
+                            }
+                        }
+                        PackedWeights::new(w, cout_g, m.row)
+                    })
+                    .collect();
+                let conv = Conv {
+                    window,
+                    group,
+                    in_shape: ins,
+                    out_shape,
+                    in_zero_point: qi.zero_point,
+                    weights: packed,
+                    weight_scales: m.weight_scales,
+                    bias,
+                    requant,
+                };
+                (Op::Conv(conv), out_shape)
+            }
+            None => {
+                if ins.h * ins.w != 1 || ins.c != m.row {
+                    return Err(ctx.bad(format!(
+                        "weights expect {} input features, input has shape {ins}",
+                        m.row
+                    )));
+                }
+                let lin = Linear {
+                    in_features: m.row,
+                    out_features: m.out,
+                    in_zero_point: qi.zero_point,
+                    weights: PackedWeights::new(weights, m.out, m.row),
+                    weight_scales: m.weight_scales,
+                    bias,
+                    requant,
+                };
+                (Op::Linear(lin), Shape::flat(m.out))
+            }
+        };
+        Ok(self.push(ctx, op, m.act, vec![m.input], shape, q, out, m.params))
+    }
+}
+
+/// Expand a constant of one sample (or one value per channel, or a scalar) to NHWC `shape`.
+fn broadcast_const(data: &[u8], shape: Shape) -> Option<Vec<u8>> {
+    if data.len() == shape.len() && shape.h * shape.w == 1 {
+        Some(data.to_vec())
+    } else if data.len() == 1 {
+        Some(vec![data[0]; shape.len()])
+    } else if data.len() == shape.c {
+        Some(data.iter().copied().cycle().take(shape.len()).collect())
+    } else {
+        None
+    }
+}

@@ -1,0 +1,350 @@
+//! Importing quantized ONNX models (QDQ and QOperator forms) into a [`Graph`].
+//!
+//! The file is decoded with tract-onnx's protobuf types; nodes are visited in file order (ONNX
+//! requires topological order) and each tensor is tracked as a [`value::Value`] (see there for
+//! why). Anything the integer graph cannot represent exactly is an error that names the op,
+//! the node and the file — never a guess and never a panic.
+
+mod compute;
+mod materialize;
+mod proto;
+mod qdq;
+mod qop;
+mod value;
+
+pub use proto::{decode_model, ConstData, ConstTensor};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tract_onnx::pb;
+
+use crate::graph::{ActId, ActInfo, Graph, InputSpec, Layer, QParams, Shape};
+use crate::{Error, Result};
+use value::Value;
+
+/// Read and decode a model file.
+pub fn read_model(path: impl AsRef<Path>) -> Result<pb::ModelProto> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_model(&bytes).map_err(|reason| Error::InvalidModel {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Import a quantized ONNX model from a file.
+pub fn load(path: impl AsRef<Path>) -> Result<Graph> {
+    let path = path.as_ref();
+    let model = read_model(path)?;
+    import(&model, path)
+}
+
+/// Import an already decoded model; `path` is used in messages.
+pub fn import(model: &pb::ModelProto, path: &Path) -> Result<Graph> {
+    let graph = model.graph.as_ref().ok_or_else(|| Error::InvalidModel {
+        path: path.to_path_buf(),
+        reason: "no graph".to_string(),
+    })?;
+    let mut imp = Importer::new(path);
+    for init in &graph.initializer {
+        let t = proto::tensor(init).map_err(|reason| Error::InvalidModel {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        imp.consts.insert(init.name.clone(), t);
+    }
+    imp.set_input(graph)?;
+    for node in &graph.node {
+        imp.node(node)?;
+    }
+    imp.finish(graph)
+}
+
+/// Where a node's problem is reported from.
+pub(crate) struct NodeCtx<'a> {
+    pub node: &'a pb::NodeProto,
+    pub path: &'a Path,
+}
+
+impl<'a> NodeCtx<'a> {
+    fn name(&self) -> String {
+        if self.node.name.is_empty() {
+            self.node.output.first().cloned().unwrap_or_default()
+        } else {
+            self.node.name.clone()
+        }
+    }
+
+    /// "unsupported" error for this node.
+    pub fn unsupported(&self, detail: impl Into<String>) -> Error {
+        Error::Unsupported {
+            path: self.path.to_path_buf(),
+            op: self.node.op_type.clone(),
+            node: self.name(),
+            detail: detail.into(),
+        }
+    }
+
+    /// "inconsistent node" error for this node.
+    pub fn bad(&self, detail: impl Into<String>) -> Error {
+        Error::BadNode {
+            path: self.path.to_path_buf(),
+            op: self.node.op_type.clone(),
+            node: self.name(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Attributes, with errors mapped to this node.
+    pub fn attrs(&self) -> proto::Attrs<'a> {
+        proto::Attrs(self.node)
+    }
+
+    /// Name of input `i`, if given (ONNX marks skipped optional inputs with "").
+    pub fn input(&self, i: usize) -> Option<&str> {
+        self.node
+            .input
+            .get(i)
+            .map(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Name of the first output.
+    pub fn output(&self) -> Result<&str> {
+        self.node
+            .output
+            .first()
+            .map(|s| s.as_str())
+            .ok_or_else(|| self.bad("has no output"))
+    }
+}
+
+/// Walks the nodes and accumulates the graph.
+pub(crate) struct Importer<'p> {
+    pub path: &'p Path,
+    pub consts: HashMap<String, ConstTensor>,
+    pub values: HashMap<String, Value>,
+    pub acts: Vec<ActInfo>,
+    pub layers: Vec<Layer>,
+    pub input: Option<(String, Shape)>,
+    pub input_spec: Option<InputSpec>,
+}
+
+impl<'p> Importer<'p> {
+    fn new(path: &'p Path) -> Self {
+        Importer {
+            path,
+            consts: HashMap::new(),
+            values: HashMap::new(),
+            acts: Vec::new(),
+            layers: Vec::new(),
+            input: None,
+            input_spec: None,
+        }
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidModel {
+            path: self.path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The one float image input: `[N, C, H, W]` or `[N, F]`.
+    fn set_input(&mut self, graph: &pb::GraphProto) -> Result<()> {
+        let inputs: Vec<&pb::ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !self.consts.contains_key(&i.name))
+            .collect();
+        let [inp] = inputs[..] else {
+            return Err(self.invalid(format!(
+                "expected exactly one data input, found {}",
+                inputs.len()
+            )));
+        };
+        let dims = proto::value_info_dims(inp)
+            .ok_or_else(|| self.invalid(format!("input '{}' has no tensor shape", inp.name)))?;
+        let known = |d: &Option<i64>| d.filter(|&v| v > 0).map(|v| v as usize);
+        let shape = match dims[..] {
+            [_, ref c, ref h, ref w] => match (known(c), known(h), known(w)) {
+                (Some(c), Some(h), Some(w)) => Shape { h, w, c },
+                _ => None.ok_or_else(|| {
+                    self.invalid(format!(
+                        "input '{}' must have fixed C, H, W dimensions, has {dims:?}",
+                        inp.name
+                    ))
+                })?,
+            },
+            [_, ref f] => Shape::flat(known(f).ok_or_else(|| {
+                self.invalid(format!("input '{}' has no fixed feature size", inp.name))
+            })?),
+            _ => {
+                return Err(self.invalid(format!(
+                    "input '{}' has shape {dims:?}; expected [N, C, H, W] or [N, F]",
+                    inp.name
+                )))
+            }
+        };
+        self.values
+            .insert(inp.name.clone(), Value::FloatInput(vec![], false));
+        self.input = Some((inp.name.clone(), shape));
+        Ok(())
+    }
+
+    /// Register a new activation and return its id.
+    pub fn new_act(&mut self, name: &str, shape: Shape, q: QParams) -> ActId {
+        self.acts.push(ActInfo {
+            name: name.to_string(),
+            shape,
+            q,
+        });
+        self.acts.len() - 1
+    }
+
+    /// Look up a tensor that must exist.
+    pub fn value(&self, ctx: &NodeCtx, name: &str) -> Result<Value> {
+        if let Some(v) = self.values.get(name) {
+            return Ok(v.clone());
+        }
+        if self.consts.contains_key(name) {
+            return Err(ctx.unsupported(format!(
+                "input '{name}' is a plain constant where a quantized tensor is expected"
+            )));
+        }
+        Err(Error::MissingTensor {
+            path: self.path.to_path_buf(),
+            op: ctx.node.op_type.clone(),
+            node: ctx.name(),
+            tensor: name.to_string(),
+        })
+    }
+
+    /// Look up a constant input `i` of the node.
+    pub fn konst(&self, ctx: &NodeCtx, i: usize) -> Result<ConstTensor> {
+        let name = ctx
+            .input(i)
+            .ok_or_else(|| ctx.bad(format!("input #{i} is missing")))?;
+        self.consts.get(name).cloned().ok_or_else(|| {
+            if self.values.contains_key(name) {
+                ctx.unsupported(format!(
+                    "input '{name}' is computed at run time; qforget needs it to be a constant"
+                ))
+            } else {
+                Error::MissingTensor {
+                    path: self.path.to_path_buf(),
+                    op: ctx.node.op_type.clone(),
+                    node: ctx.name(),
+                    tensor: name.to_string(),
+                }
+            }
+        })
+    }
+
+    fn node(&mut self, node: &pb::NodeProto) -> Result<()> {
+        let ctx = NodeCtx {
+            node,
+            path: self.path,
+        };
+        let domain = node.domain.as_str();
+        if !matches!(domain, "" | "ai.onnx" | "com.microsoft") {
+            return Err(ctx.unsupported(format!("operator domain '{domain}' is not supported")));
+        }
+        match node.op_type.as_str() {
+            "Constant" => self.constant(&ctx),
+            "QuantizeLinear" => self.quantize_linear(&ctx),
+            "DequantizeLinear" => self.dequantize_linear(&ctx),
+            "Conv" | "Gemm" | "MatMul" => self.float_mac(&ctx),
+            "BatchNormalization" => self.batch_norm(&ctx),
+            "Relu" | "Clip" => self.activation(&ctx),
+            "Add" => self.add(&ctx),
+            "MaxPool" => self.max_pool(&ctx),
+            "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
+            "Flatten" | "Reshape" => self.flatten(&ctx),
+            "Identity" | "Dropout" | "Cast" => self.alias(&ctx),
+            "Mul" => self.mul(&ctx),
+            "QLinearConv" | "QLinearMatMul" | "QGemm" => self.qlinear_mac(&ctx),
+            "MatMulInteger" | "ConvInteger" => self.integer_mac(&ctx),
+            "QLinearAdd" => self.qlinear_add(&ctx),
+            "QLinearGlobalAveragePool" | "QLinearAveragePool" => self.qlinear_avg_pool(&ctx),
+            other => Err(ctx.unsupported(format!("operator {other} is not supported by qforget"))),
+        }
+    }
+
+    fn constant(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let t = ctx.attrs().tensor("value").ok_or_else(|| {
+            ctx.unsupported("only Constant nodes with a 'value' tensor are supported")
+        })?;
+        let mut t = proto::tensor(t).map_err(|e| ctx.bad(e))?;
+        let out = ctx.output()?.to_string();
+        t.name = out.clone();
+        self.consts.insert(out, t);
+        Ok(())
+    }
+
+    /// Identity-like nodes: the output is the input.
+    fn alias(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        if ctx.node.op_type == "Cast" {
+            // Only the MatMulInteger/ConvInteger → Cast(float) → Mul(scale) road is supported.
+            let to = ctx.attrs().int("to", 0).map_err(|e| ctx.bad(e))?;
+            if to != pb::tensor_proto::DataType::Float as i64 {
+                return Err(ctx.unsupported("only Cast to float after an integer product"));
+            }
+            if !matches!(self.value(ctx, x)?, Value::Pending(..)) {
+                return Err(ctx.unsupported("only Cast to float after an integer product"));
+            }
+        }
+        if ctx.node.op_type == "Dropout" && ctx.node.output.len() > 1 {
+            // The mask output is never consumed by an inference graph; ignore it.
+        }
+        let v = match self.values.get(x) {
+            Some(v) => v.clone(),
+            None => {
+                let t = self.konst(ctx, 0)?;
+                let out = ctx.output()?.to_string();
+                self.consts.insert(out, t);
+                return Ok(());
+            }
+        };
+        self.values.insert(ctx.output()?.to_string(), v);
+        Ok(())
+    }
+
+    fn finish(mut self, graph: &pb::GraphProto) -> Result<Graph> {
+        let [out] = &graph.output[..] else {
+            return Err(self.invalid(format!(
+                "expected exactly one output, found {}",
+                graph.output.len()
+            )));
+        };
+        let output = match self.values.get(&out.name) {
+            Some(Value::Deq(a)) | Some(Value::Quant(a)) => *a,
+            Some(Value::Pending(_, node)) => {
+                return Err(self.invalid(format!(
+                    "output '{}' is the float result of node '{node}' with no QuantizeLinear after it; \
+                     qforget needs a quantized output",
+                    out.name
+                )))
+            }
+            _ => {
+                return Err(self.invalid(format!(
+                    "output '{}' is not computed from the input by supported nodes",
+                    out.name
+                )))
+            }
+        };
+        let input = self.input_spec.take().ok_or_else(|| {
+            self.invalid("the float input is never quantized (no QuantizeLinear on it)")
+        })?;
+        Ok(Graph {
+            source: Some(PathBuf::from(self.path)),
+            input,
+            acts: self.acts,
+            layers: self.layers,
+            output_name: out.name.clone(),
+            output,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! What the importer knows about each ONNX tensor while it walks the nodes.
+//!
+//! QDQ and QOperator files describe the same integer network in two spellings. Rather than
+//! matching fixed node patterns, the importer tracks every tensor as one of a few [`Value`]s:
+//! a quantized activation, the float *view* of one (after DequantizeLinear), a dequantized
+//! constant (weights, bias), or a float result still *pending* its QuantizeLinear. Compute nodes
+//! on float views become pending layers; the QuantizeLinear that follows fixes the output's
+//! parameters and turns them into a real integer layer. QOperator nodes carry their output
+//! parameters themselves and become layers at once. Both roads end in the same layers.
+
+use crate::graph::{ActId, Activation, Window};
+
+use super::proto::ConstTensor;
+
+/// A dequantized constant: `real = scale[axis-index] · (q − zero_point)`.
+#[derive(Debug, Clone)]
+pub struct DeqConst {
+    pub q: ConstTensor,
+    /// One scale, or one per slice along `axis`.
+    pub scale: Vec<f32>,
+    /// One zero point, or one per slice along `axis`.
+    pub zero_point: Vec<i64>,
+    pub axis: usize,
+}
+
+impl DeqConst {
+    /// Real values.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let q = self.q.to_f32();
+        let inner: usize = self.q.dims.iter().skip(self.axis + 1).product();
+        let per = self.scale.len() > 1;
+        q.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let c = if per {
+                    (i / inner.max(1)) % self.scale.len()
+                } else {
+                    0
+                };
+                let zp = self.zero_point[if self.zero_point.len() > 1 { c } else { 0 }];
+                self.scale[c] * (v - zp as f32)
+            })
+            .collect()
+    }
+}
+
+/// A conv or linear layer being assembled: integer weights and what one accumulator unit is
+/// worth in real terms.
+#[derive(Debug, Clone)]
+pub struct Mac {
+    /// The quantized input activation.
+    pub input: ActId,
+    /// `Some` for a convolution.
+    pub conv: Option<(Window, usize)>,
+    /// Output channels.
+    pub out: usize,
+    /// ONNX-layout weights: conv `[out][in/g][kh][kw]`, linear `[out][in]`.
+    pub weights: Vec<i8>,
+    /// Elements per output row of `weights`.
+    pub row: usize,
+    /// The file's weight scales (one, or one per output channel), for display and export.
+    pub weight_scales: Vec<f32>,
+    /// Real value of one accumulator unit, per output channel (`s_in · s_w[c]`, times any
+    /// later per-channel factor such as a folded BatchNormalization).
+    pub acc_scale: Vec<f32>,
+    /// Integer bias in accumulator units.
+    pub bias: Vec<i32>,
+    /// Real-valued offset still to be added (from a folded BatchNormalization or a float bias).
+    pub float_bias: Vec<f32>,
+    /// Whether the weights of channel `c` are negated (a negative BatchNormalization factor).
+    pub negated: Vec<bool>,
+    /// Fused activation so far.
+    pub act: Activation,
+    /// Initializer names this layer's parameters come from.
+    pub params: Vec<String>,
+}
+
+/// A float result waiting for the QuantizeLinear that fixes its parameters.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Mac(Box<Mac>),
+    /// Sum of two quantized activations (the second may be a quantized constant).
+    Add {
+        a: ActId,
+        b: AddOperand,
+        act: Activation,
+    },
+    GlobalAvgPool {
+        input: ActId,
+    },
+    AvgPool {
+        input: ActId,
+        window: Window,
+        count_include_pad: bool,
+        ceil: bool,
+        /// Float AveragePool of a QDQ model (onnxruntime sums columns first).
+        columns_first: bool,
+    },
+    /// A float activation function (Relu/Clip) applied to a dequantized tensor.
+    Clamp {
+        input: ActId,
+        act: Activation,
+    },
+}
+
+/// Second operand of a quantized Add.
+#[derive(Debug, Clone)]
+pub enum AddOperand {
+    Act(ActId),
+    /// A quantized constant broadcast over the batch: bytes (storage domain), scale, zero point.
+    Const {
+        data: Vec<u8>,
+        scale: f32,
+        zero_point: i32,
+        name: String,
+    },
+}
+
+/// The importer's knowledge of one tensor.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// The model's float input, not yet quantized, after the float poolings listed (and a
+    /// Flatten when the flag is set).
+    FloatInput(Vec<crate::graph::InputPool>, bool),
+    /// A quantized activation of the graph.
+    Quant(ActId),
+    /// DequantizeLinear of a quantized activation.
+    Deq(ActId),
+    /// DequantizeLinear of a constant.
+    DeqConst(DeqConst),
+    /// A float result of a compute node, waiting for its QuantizeLinear.
+    Pending(Box<Pending>, String),
+}

@@ -1,0 +1,131 @@
+//! The command line end to end on the bundled data and the default model.
+
+use super::{dataset, fixtures, model, qforget, s, tempdir};
+
+const DEFAULT_MODEL: &str = "fmnist_cnn_qdq.onnx";
+
+#[test]
+fn eval_json_reports_the_reference_accuracy_and_writes_predictions() {
+    let x = fixtures()
+        .into_iter()
+        .find(|(_, x)| x.model == DEFAULT_MODEL)
+        .expect("default model has expectations")
+        .1;
+    let dir = tempdir("cli-eval");
+    let preds = dir.join("pred.txt");
+    let out = qforget(&[
+        "eval",
+        s(&model(DEFAULT_MODEL)),
+        "--dataset",
+        s(&dataset("fashion-mnist")),
+        "--json",
+        "--predictions",
+        s(&preds),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n"], 10000);
+    let acc = v["accuracy"].as_f64().unwrap();
+    assert!(
+        (acc - x.int8_accuracy).abs() < 1e-9,
+        "{acc} vs {}",
+        x.int8_accuracy
+    );
+    // Predictions: one label per line, in dataset order, equal to the reference's.
+    let got = std::fs::read_to_string(&preds).unwrap();
+    let want = std::fs::read_to_string(
+        super::root()
+            .join("onnx-models/expected")
+            .join(DEFAULT_MODEL.replace(".onnx", ".predictions.txt")),
+    )
+    .unwrap();
+    assert_eq!(got.lines().count(), 10000);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn eval_train_split_runs_on_the_bundled_subset() {
+    let out = qforget(&[
+        "eval",
+        s(&model(DEFAULT_MODEL)),
+        "--dataset",
+        s(&dataset("fashion-mnist")),
+        "--split",
+        "train",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n"], 10000);
+    // A model trained on these images fits them at least as well as unseen ones.
+    assert!(v["accuracy"].as_f64().unwrap() > 0.85, "{v}");
+}
+
+#[test]
+fn inspect_json_describes_layers_and_quantization() {
+    let out = qforget(&["inspect", s(&model(DEFAULT_MODEL)), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["input_shape"], serde_json::json!([1, 28, 28]));
+    assert_eq!(v["classes"], 10);
+    let ops: Vec<&str> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops.iter().filter(|o| **o == "conv").count(), 2, "{ops:?}");
+    assert_eq!(ops.iter().filter(|o| **o == "linear").count(), 2, "{ops:?}");
+    assert_eq!(
+        ops.iter().filter(|o| **o == "maxpool").count(),
+        2,
+        "{ops:?}"
+    );
+    let conv = &v["layers"][0];
+    assert_eq!(conv["weights"]["granularity"], "per-channel");
+    assert_eq!(conv["weights"]["bits"], 8);
+    assert_eq!(conv["output_q"]["dtype"], "uint8");
+    // conv 1→16 3×3, conv 16→32 3×3, linear 1568→128, linear 128→10, with biases.
+    let params = 16 * 9 + 16 + 32 * 16 * 9 + 32 + 1568 * 128 + 128 + 128 * 10 + 10;
+    assert_eq!(v["parameters"], params);
+
+    let text = qforget(&["inspect", s(&model(DEFAULT_MODEL))]);
+    assert!(text.status.success());
+    let t = String::from_utf8_lossy(&text.stdout);
+    assert!(t.contains("per-channel") && t.contains("parameters"), "{t}");
+}
+
+#[test]
+fn signed_activations_are_reported_as_int8() {
+    let out = qforget(&["inspect", s(&model("mnist_res_s8.onnx")), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["input_q"]["dtype"], "int8");
+    let ops: Vec<&str> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["op"].as_str().unwrap())
+        .collect();
+    assert!(
+        ops.contains(&"add") && ops.contains(&"global_avgpool"),
+        "{ops:?}"
+    );
+    assert_eq!(v["layers"][0]["weights"]["granularity"], "per-tensor");
+}

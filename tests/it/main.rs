@@ -1,0 +1,107 @@
+//! Integration tests: the committed fixture models against their reference outputs, the CLI
+//! end to end, and malformed inputs. One test binary, shared helpers.
+
+mod cli;
+mod fixtures;
+mod malformed;
+#[cfg(feature = "tract-engine")]
+mod tract_crosscheck;
+
+use std::path::{Path, PathBuf};
+
+/// Repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A committed fixture model.
+pub fn model(name: &str) -> PathBuf {
+    root().join("onnx-models").join(name)
+}
+
+/// A bundled dataset directory (`fashion-mnist` or `mnist`).
+pub fn dataset(name: &str) -> PathBuf {
+    root().join("data").join(name)
+}
+
+/// Expected outputs of one fixture, as written by `onnx-models/generate.py`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Expected {
+    pub model: String,
+    pub dataset: String,
+    pub n: usize,
+    pub reference: String,
+    pub output_dtype: String,
+    pub output_scale: f32,
+    pub output_zero_point: i32,
+    pub int8_accuracy: f64,
+    pub float_accuracy: f64,
+}
+
+/// Every fixture that has expected outputs, as (model stem, expectations).
+pub fn fixtures() -> Vec<(String, Expected)> {
+    let dir = root().join("onnx-models").join("expected");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).expect("onnx-models/expected exists") {
+        let p = e.unwrap().path();
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let has_logits = dir.join(format!("{stem}.logits.npy")).is_file();
+        if p.extension().and_then(|s| s.to_str()) == Some("json") && has_logits {
+            let x: Expected = serde_json::from_slice(&std::fs::read(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            out.push((stem, x));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        out.len() >= 3,
+        "expected at least 3 fixtures in {}",
+        dir.display()
+    );
+    out
+}
+
+/// The reference's quantized logits as i32 in the model's integer domain, `n × classes`.
+pub fn expected_logits(stem: &str, x: &Expected) -> (Vec<i32>, usize) {
+    let p = root()
+        .join("onnx-models")
+        .join("expected")
+        .join(format!("{stem}.logits.npy"));
+    let flat: (Vec<i32>, usize) = match x.output_dtype.as_str() {
+        "uint8" => {
+            let a: ndarray::Array2<u8> = ndarray_npy::read_npy(&p).unwrap();
+            (a.iter().map(|&v| v as i32).collect(), a.ncols())
+        }
+        "int8" => {
+            let a: ndarray::Array2<i8> = ndarray_npy::read_npy(&p).unwrap();
+            (a.iter().map(|&v| v as i32).collect(), a.ncols())
+        }
+        d => panic!("unknown dtype {d}"),
+    };
+    flat
+}
+
+/// A fresh temporary directory under the target dir.
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = root()
+        .join("target")
+        .join("test-tmp")
+        .join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run the qforget binary.
+pub fn qforget(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_qforget"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run qforget")
+}
+
+/// Path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
