@@ -3,7 +3,9 @@
 
 mod cli;
 mod fixtures;
+mod layers;
 mod malformed;
+mod onnx_builder;
 #[cfg(feature = "tract-engine")]
 mod tract_crosscheck;
 

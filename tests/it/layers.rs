@@ -1,0 +1,508 @@
+//! Importer per op family and forward per layer, against the ONNX semantics computed in f64
+//! (`onnx_builder`): small QDQ/QOperator graphs built node by node as onnxruntime's quantizer
+//! writes them, run through qforget's importer and integer forward. Float and integer paths may
+//! differ at exact rounding ties, so the budget is: every value within 1 LSB, and at least
+//! 97 % identical (a systematic error — wrong rounding, zero point, layout — fails the latter).
+
+use std::path::Path;
+
+use super::onnx_builder::{conv, fq, pool, quant, Rng, A, B, T};
+
+const N: usize = 8;
+
+/// Import `b` with output `out`, run `N` random images and compare with `reference`.
+fn check(name: &str, b: &B, out: &str, reference: impl Fn(&T) -> Vec<i32>) {
+    let g = qforget::onnx::import(&b.model(out), Path::new(&format!("{name}.onnx")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let [c, h, w] = [0, 1, 2].map(|i| b.input_dims[i] as usize);
+    let mut rng = Rng(0x9e3779b97f4a7c15 ^ name.len() as u64);
+    let images: Vec<u8> = (0..N * c * h * w).map(|_| rng.int(0, 255) as u8).collect();
+    let logits = g.forward(&images, N).unwrap();
+    let (mut max_d, mut exact, mut total) = (0, 0, 0);
+    for i in 0..N {
+        let img = &images[i * c * h * w..(i + 1) * c * h * w];
+        let x = T {
+            c,
+            h,
+            w,
+            v: img.iter().map(|&p| (p as f32 / 255.0) as f64).collect(),
+        };
+        let want = reference(&x);
+        let got = logits.model_row(i);
+        assert_eq!(got.len(), want.len(), "{name}: output size");
+        for (a, b) in got.iter().zip(&want) {
+            max_d = max_d.max((a - b).abs());
+            exact += (a == b) as usize;
+            total += 1;
+        }
+    }
+    let share = exact as f64 / total as f64;
+    eprintln!(
+        "{name}: {total} values, max |Δ| {max_d}, {:.2} % exact",
+        100.0 * share
+    );
+    assert!(
+        max_d <= 1 && share >= 0.97,
+        "{name}: max |Δ| {max_d}, exact {share}"
+    );
+}
+
+struct ConvCase {
+    c: usize,
+    hw: (usize, usize),
+    co: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    dil: usize,
+    group: usize,
+    per_channel: bool,
+    signed: bool,
+    relu: bool,
+}
+
+fn conv_case(name: &str, cc: ConvCase) {
+    let mut rng = Rng(42 + cc.co as u64);
+    let cig = cc.c / cc.group;
+    let wq: Vec<i8> = (0..cc.co * cig * cc.k * cc.k)
+        .map(|_| rng.int(-127, 127) as i8)
+        .collect();
+    let ns = if cc.per_channel { cc.co } else { 1 };
+    let ws: Vec<f32> = (0..ns).map(|_| rng.float(0.002, 0.02)).collect();
+    let (s_in, z_in) = if cc.signed {
+        (1.0 / 255.0, -128)
+    } else {
+        (1.0 / 255.0, 0)
+    };
+    let (s_out, z_out) = (
+        rng.float(0.01, 0.05),
+        if cc.relu {
+            if cc.signed {
+                -128
+            } else {
+                0
+            }
+        } else if cc.signed {
+            -5
+        } else {
+            120
+        },
+    );
+    let bq: Vec<i32> = (0..cc.co).map(|_| rng.int(-2000, 2000) as i32).collect();
+    let bs: Vec<f32> = (0..cc.co)
+        .map(|o| s_in * ws[if cc.per_channel { o } else { 0 }])
+        .collect();
+
+    let mut b = B::new(cc.c, cc.hw.0, cc.hw.1);
+    let x = b.qdq("x", s_in, z_in, cc.signed);
+    let w = b.dq_weights(&[cc.co, cig, cc.k, cc.k], &wq, &ws, 0);
+    let bias = b.dq_bias(&bq, &bs);
+    let k = cc.k as i64;
+    let p = cc.pads.map(|v| v as i64);
+    let y = b.node(
+        "Conv",
+        &[&x, &w, &bias],
+        vec![
+            ("kernel_shape", A::Is(vec![k, k])),
+            ("strides", A::Is(vec![cc.stride as i64; 2])),
+            ("pads", A::Is(p.to_vec())),
+            ("dilations", A::Is(vec![cc.dil as i64; 2])),
+            ("group", A::I(cc.group as i64)),
+        ],
+    );
+    let y = if cc.relu {
+        b.node("Relu", &[&y], vec![])
+    } else {
+        y
+    };
+    let y = b.qdq(&y, s_out, z_out, cc.signed);
+    let out = b.node("Flatten", &[&y], vec![("axis", A::I(1))]);
+    check(name, &b, &out, |x| {
+        let xd = x.map(|v| fq(v, s_in, z_in, cc.signed));
+        let wf: Vec<f64> = wq
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                q as f64
+                    * ws[if cc.per_channel {
+                        i / (cig * cc.k * cc.k)
+                    } else {
+                        0
+                    }] as f64
+            })
+            .collect();
+        let bf: Vec<f64> = bq
+            .iter()
+            .zip(&bs)
+            .map(|(&q, &s)| q as f64 * s as f64)
+            .collect();
+        let y = conv(
+            &xd,
+            &wf,
+            cc.co,
+            [cc.k, cc.k],
+            cc.stride,
+            cc.pads,
+            cc.dil,
+            cc.group,
+            &bf,
+        );
+        y.v.iter()
+            .map(|&v| {
+                quant(
+                    if cc.relu { v.max(0.0) } else { v },
+                    s_out,
+                    z_out,
+                    cc.signed,
+                )
+            })
+            .collect()
+    });
+}
+
+#[test]
+fn conv_per_channel_u8_stride_pads_dilation_relu() {
+    conv_case(
+        "conv_u8",
+        ConvCase {
+            c: 3,
+            hw: (11, 9),
+            co: 5,
+            k: 3,
+            stride: 2,
+            pads: [1, 0, 2, 1],
+            dil: 2,
+            group: 1,
+            per_channel: true,
+            signed: false,
+            relu: true,
+        },
+    );
+}
+
+#[test]
+fn conv_grouped_per_tensor_s8() {
+    conv_case(
+        "conv_group_s8",
+        ConvCase {
+            c: 4,
+            hw: (7, 8),
+            co: 6,
+            k: 3,
+            stride: 1,
+            pads: [1, 1, 1, 1],
+            dil: 1,
+            group: 2,
+            per_channel: false,
+            signed: true,
+            relu: false,
+        },
+    );
+}
+
+#[test]
+fn conv_depthwise_5x5() {
+    conv_case(
+        "conv_depthwise",
+        ConvCase {
+            c: 3,
+            hw: (10, 10),
+            co: 3,
+            k: 5,
+            stride: 1,
+            pads: [2, 2, 2, 2],
+            dil: 1,
+            group: 3,
+            per_channel: true,
+            signed: false,
+            relu: true,
+        },
+    );
+}
+
+/// Gemm (transB 0 and 1) and MatMul + Add bias on a flattened input.
+#[test]
+fn linear_forms() {
+    for form in ["gemm_t", "gemm_n", "matmul_add"] {
+        let (c, h, w, out_f) = (2, 4, 5, 7);
+        let inf = c * h * w;
+        let mut rng = Rng(7);
+        let wq: Vec<i8> = (0..inf * out_f).map(|_| rng.int(-127, 127) as i8).collect();
+        let ws: Vec<f32> = (0..out_f).map(|_| rng.float(0.002, 0.01)).collect();
+        let bias_f: Vec<f32> = (0..out_f).map(|_| rng.float(-0.3, 0.3)).collect();
+        let (s_in, s_out, z_out) = (1.0 / 255.0, 0.02, 100);
+        let mut b = B::new(c, h, w);
+        let x = b.qdq("x", s_in, 0, false);
+        let x = b.node("Flatten", &[&x], vec![("axis", A::I(1))]);
+        // weight element (o, i)
+        let wf = |o: usize, i: usize, wq: &[i8]| -> f64 {
+            let v = if form == "gemm_t" {
+                wq[o * inf + i]
+            } else {
+                wq[i * out_f + o]
+            };
+            v as f64 * ws[o] as f64
+        };
+        let y = match form {
+            "gemm_t" | "gemm_n" => {
+                let t = form == "gemm_t";
+                let dims = if t { [out_f, inf] } else { [inf, out_f] };
+                let wn = b.dq_weights(&dims, &wq, &ws, if t { 0 } else { 1 });
+                let bq: Vec<i32> = bias_f
+                    .iter()
+                    .zip(&ws)
+                    .map(|(v, s)| (v / (s_in * s)).round() as i32)
+                    .collect();
+                let bs: Vec<f32> = ws.iter().map(|s| s_in * s).collect();
+                let bn = b.dq_bias(&bq, &bs);
+                b.node("Gemm", &[&x, &wn, &bn], vec![("transB", A::I(t as i64))])
+            }
+            _ => {
+                let wn = b.dq_weights(&[inf, out_f], &wq, &ws, 1);
+                let mm = b.node("MatMul", &[&x, &wn], vec![]);
+                let bn = b.f32s(&[out_f], &bias_f);
+                b.node("Add", &[&mm, &bn], vec![])
+            }
+        };
+        let y = b.qdq(&y, s_out, z_out, false);
+        check(&format!("linear_{form}"), &b, &y, |x| {
+            let xd: Vec<f64> = x.v.iter().map(|&v| fq(v, s_in, 0, false)).collect();
+            (0..out_f)
+                .map(|o| {
+                    let bias = if form == "matmul_add" {
+                        bias_f[o] as f64
+                    } else {
+                        (bias_f[o] / (s_in * ws[o])).round() as f64 * (s_in * ws[o]) as f64
+                    };
+                    let s: f64 = (0..inf).map(|i| xd[i] * wf(o, i, &wq)).sum::<f64>() + bias;
+                    quant(s, s_out, z_out, false)
+                })
+                .collect()
+        });
+    }
+}
+
+/// A residual Add of two differently quantized tensors, followed by Relu.
+#[test]
+fn residual_add_relu_s8() {
+    let (c, h, w) = (2, 5, 6);
+    let (s_in, z_in) = (1.0 / 255.0, -128);
+    let (s_a, z_a, s_y, z_y) = (0.013, 3, 0.02, -128);
+    let mut b = B::new(c, h, w);
+    let x = b.qdq("x", s_in, z_in, true);
+    // path a: x·(−1.5) requantized through a 1×1 conv with weight −127, scale 1.5/127
+    let wn = b.dq_weights(&[c, 1, 1, 1], &[-127, -127], &[1.5 / 127.0, 1.5 / 127.0], 0);
+    let a = b.node(
+        "Conv",
+        &[&x, &wn],
+        vec![
+            ("kernel_shape", A::Is(vec![1, 1])),
+            ("group", A::I(c as i64)),
+        ],
+    );
+    let a = b.qdq(&a, s_a, z_a, true);
+    let y = b.node("Add", &[&a, &x], vec![]);
+    let y = b.node("Relu", &[&y], vec![]);
+    let y = b.qdq(&y, s_y, z_y, true);
+    let out = b.node("Flatten", &[&y], vec![]);
+    check("residual_add", &b, &out, |x| {
+        x.v.iter()
+            .map(|&v| {
+                let xd = fq(v, s_in, z_in, true);
+                let ad = fq(xd * (-127.0 * (1.5f32 / 127.0) as f64), s_a, z_a, true);
+                quant((ad + xd).max(0.0), s_y, z_y, true)
+            })
+            .collect()
+    });
+}
+
+/// MaxPool (3×3, stride 2, pad 1), AveragePool 2×2 and GlobalAveragePool, with Clip.
+#[test]
+fn pools_and_clip() {
+    let (c, h, w) = (3, 9, 9);
+    let s_in = 1.0 / 255.0;
+    for kind in ["max", "avg", "gap", "clip"] {
+        let mut b = B::new(c, h, w);
+        let x = b.qdq("x", s_in, 0, false);
+        let (s_o, z_o) = (0.003, 10);
+        let y = match kind {
+            "max" => {
+                let m = b.node(
+                    "MaxPool",
+                    &[&x],
+                    vec![
+                        ("kernel_shape", A::Is(vec![3, 3])),
+                        ("strides", A::Is(vec![2, 2])),
+                        ("pads", A::Is(vec![1, 1, 1, 1])),
+                    ],
+                );
+                b.qdq(&m, s_in, 0, false)
+            }
+            "avg" => {
+                let m = b.node(
+                    "AveragePool",
+                    &[&x],
+                    vec![
+                        ("kernel_shape", A::Is(vec![2, 2])),
+                        ("strides", A::Is(vec![2, 2])),
+                    ],
+                );
+                b.qdq(&m, s_o, z_o, false)
+            }
+            "gap" => {
+                let m = b.node("GlobalAveragePool", &[&x], vec![]);
+                b.qdq(&m, s_o, z_o, false)
+            }
+            _ => {
+                let lo = b.f32s(&[], &[0.2]);
+                let hi = b.f32s(&[], &[0.7]);
+                let m = b.node("Clip", &[&x, &lo, &hi], vec![]);
+                b.qdq(&m, s_o, z_o, false)
+            }
+        };
+        let out = b.node("Flatten", &[&y], vec![]);
+        check(&format!("pool_{kind}"), &b, &out, |x| {
+            let xd = x.map(|v| fq(v, s_in, 0, false));
+            match kind {
+                "max" => pool(&xd, 3, 2, 1, true)
+                    .v
+                    .iter()
+                    .map(|&v| quant(v, s_in, 0, false))
+                    .collect(),
+                "avg" => pool(&xd, 2, 2, 0, false)
+                    .v
+                    .iter()
+                    .map(|&v| quant(v, s_o, z_o, false))
+                    .collect(),
+                "gap" => pool(&xd, 9, 1, 0, false)
+                    .v
+                    .iter()
+                    .map(|&v| quant(v, s_o, z_o, false))
+                    .collect(),
+                _ => {
+                    xd.v.iter()
+                        .map(|&v| quant(v.clamp(0.2, 0.7), s_o, z_o, false))
+                        .collect()
+                }
+            }
+        });
+    }
+}
+
+/// BatchNormalization folded into the Conv before it, and kept as its own layer after a Q/DQ.
+#[test]
+fn batch_norm_folded_and_standalone() {
+    let (c, h, w, co) = (2, 6, 6, 3);
+    let mut rng = Rng(99);
+    let wq: Vec<i8> = (0..co * c * 9).map(|_| rng.int(-127, 127) as i8).collect();
+    let ws = vec![0.01f32; co];
+    let gamma = [1.3f32, -0.7, 0.4];
+    let beta = [0.1f32, -0.2, 0.05];
+    let mean = [0.05f32, -0.1, 0.2];
+    let var = [0.5f32, 1.5, 0.2];
+    let (s_in, s_mid, z_mid, s_out, z_out) = (1.0 / 255.0, 0.01, 128, 0.012, 0);
+    for folded in [true, false] {
+        let mut b = B::new(c, h, w);
+        let x = b.qdq("x", s_in, 0, false);
+        let wn = b.dq_weights(&[co, c, 3, 3], &wq, &ws, 0);
+        let y = b.node(
+            "Conv",
+            &[&x, &wn],
+            vec![
+                ("kernel_shape", A::Is(vec![3, 3])),
+                ("pads", A::Is(vec![1; 4])),
+            ],
+        );
+        let y = if folded {
+            y
+        } else {
+            b.qdq(&y, s_mid, z_mid, false)
+        };
+        let [g, be, m, v] = [&gamma, &beta, &mean, &var].map(|p| b.f32s(&[co], p.as_slice()));
+        let y = b.node(
+            "BatchNormalization",
+            &[&y, &g, &be, &m, &v],
+            vec![("epsilon", A::F(1e-5))],
+        );
+        let y = b.node("Relu", &[&y], vec![]);
+        let y = b.qdq(&y, s_out, z_out, false);
+        let out = b.node("Flatten", &[&y], vec![]);
+        check(&format!("batchnorm_folded_{folded}"), &b, &out, |x| {
+            let xd = x.map(|v| fq(v, s_in, 0, false));
+            let wf: Vec<f64> = wq.iter().map(|&q| q as f64 * 0.01f32 as f64).collect();
+            let y = conv(&xd, &wf, co, [3, 3], 1, [1; 4], 1, 1, &[0.0; 3]);
+            let plane = h * w;
+            y.v.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let ch = i / plane;
+                    let v = if folded {
+                        v
+                    } else {
+                        fq(v, s_mid, z_mid, false)
+                    };
+                    let f = gamma[ch] as f64 / (var[ch] as f64 + 1e-5).sqrt();
+                    let bn = (v - mean[ch] as f64) * f + beta[ch] as f64;
+                    quant(bn.max(0.0), s_out, z_out, false)
+                })
+                .collect()
+        });
+    }
+}
+
+/// QOperator QLinearConv with int8 activations and a bias, then com.microsoft
+/// QLinearGlobalAveragePool.
+#[test]
+fn qlinear_conv_and_global_pool_s8() {
+    let (c, h, w, co) = (2, 6, 5, 4);
+    let mut rng = Rng(5);
+    let wq: Vec<i8> = (0..co * c * 9).map(|_| rng.int(-127, 127) as i8).collect();
+    let ws: Vec<f32> = (0..co).map(|_| rng.float(0.003, 0.01)).collect();
+    let bq: Vec<i32> = (0..co).map(|_| rng.int(-500, 500) as i32).collect();
+    let (s_in, z_in, s_c, z_c, s_o, z_o) = (1.0 / 255.0, -128, 0.015, -20, 0.004, 7);
+    let mut b = B::new(c, h, w);
+    let si = b.f32s(&[], &[s_in]);
+    let zi = b.zp(z_in, true);
+    let xq = b.node("QuantizeLinear", &["x", &si, &zi], vec![]);
+    let wn = b.i8s(&[co, c, 3, 3], &wq);
+    let wsn = b.f32s(&[co], &ws);
+    let wz = b.i8s(&[co], &vec![0; co]);
+    let scn = b.f32s(&[], &[s_c]);
+    let zcn = b.zp(z_c, true);
+    let bn = b.i32s(&[co], &bq);
+    let y = b.node(
+        "QLinearConv",
+        &[&xq, &si, &zi, &wn, &wsn, &wz, &scn, &zcn, &bn],
+        vec![("pads", A::Is(vec![1; 4]))],
+    );
+    let son = b.f32s(&[], &[s_o]);
+    let zon = b.zp(z_o, true);
+    let p = b.node_in(
+        "com.microsoft",
+        "QLinearGlobalAveragePool",
+        &[&y, &scn, &zcn, &son, &zon],
+        vec![],
+    );
+    let f = b.node("Flatten", &[&p], vec![]);
+    let out = b.node("DequantizeLinear", &[&f, &son, &zon], vec![]);
+    check("qlinearconv_gap", &b, &out, |x| {
+        let xd = x.map(|v| fq(v, s_in, z_in, true));
+        let wf: Vec<f64> = wq
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| q as f64 * ws[i / (c * 9)] as f64)
+            .collect();
+        let bf: Vec<f64> = bq
+            .iter()
+            .enumerate()
+            .map(|(o, &q)| q as f64 * (s_in * ws[o]) as f64)
+            .collect();
+        let y = conv(&xd, &wf, co, [3, 3], 1, [1; 4], 1, 1, &bf).map(|v| fq(v, s_c, z_c, true));
+        (0..co)
+            .map(|o| {
+                let m: f64 = y.v[o * h * w..(o + 1) * h * w].iter().sum::<f64>() / (h * w) as f64;
+                quant(m, s_o, z_o, true)
+            })
+            .collect()
+    });
+}
