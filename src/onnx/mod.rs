@@ -1,12 +1,14 @@
 //! Importing quantized ONNX models (QDQ and QOperator forms) into a [`Graph`].
 //!
-//! The file is decoded with tract-onnx's protobuf types; nodes are visited in file order (ONNX
+//! The file is decoded with tract-onnx's protobuf types (see [`pb`]); nodes are visited in file order (ONNX
 //! requires topological order) and each tensor is tracked as a [`value::Value`] (see there for
 //! why). Anything the integer graph cannot represent exactly is an error that names the op,
 //! the node and the file — never a guess and never a panic.
 
 mod compute;
 mod materialize;
+#[cfg(not(feature = "tract-engine"))]
+pub mod pb_lite;
 mod proto;
 mod qdq;
 mod qop;
@@ -14,10 +16,14 @@ mod value;
 
 pub use proto::{decode_model, ConstData, ConstTensor};
 
+/// The ONNX protobuf types: tract-onnx's, or the same subset from [`pb_lite`] in a device build.
+#[cfg(not(feature = "tract-engine"))]
+pub use pb_lite as pb;
+#[cfg(feature = "tract-engine")]
+pub use tract_onnx::pb;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-use tract_onnx::pb;
 
 use crate::graph::{ActId, ActInfo, Graph, InputSpec, Layer, QParams, Shape};
 use crate::{Error, Result};

@@ -1,12 +1,12 @@
-//! Reading the ONNX protobuf through tract-onnx's generated types (`tract_onnx::pb`), and
-//! turning initializers and attributes into plain Rust values.
+//! Reading the ONNX protobuf through tract-onnx's generated types (`tract_onnx::pb`; in a
+//! device build without tract, the same subset from `pb_lite`), and turning initializers and
+//! attributes into plain Rust values.
 //!
-//! Only decoding is used here — not tract's inference engine — so a device build links none of
-//! it. Tensor data is read from `raw_data` (little-endian) or from the typed fields
+//! Only decoding is used here — not tract's inference engine. Tensor data is read from `raw_data` (little-endian) or from the typed fields
 //! (`float_data`, `int32_data` — where ONNX keeps int8/uint8/int32 —, `int64_data`).
 
 use prost::Message;
-use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
+use super::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 
 /// Constant tensor values we know how to use.
 #[derive(Debug, Clone, PartialEq)]

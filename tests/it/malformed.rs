@@ -2,7 +2,7 @@
 //! the problem — no panic, no backtrace.
 
 use prost::Message;
-use tract_onnx::pb;
+use qforget::onnx::pb;
 
 use super::{dataset, model, qforget, s, tempdir};
 

@@ -2,7 +2,7 @@
 //! types — the same structures onnxruntime's quantizer writes — plus a dead-simple f64
 //! reference of the ONNX semantics to check qforget's integer layers against.
 
-use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
+use qforget::onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 
 /// Deterministic pseudo-random numbers (xorshift), so tests need no extra crate.
 pub struct Rng(pub u64);
