@@ -8,6 +8,9 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+/// Largest decompressed idx file accepted (a gzip bomb must not exhaust a device's memory).
+pub const MAX_DECOMPRESSED: u64 = 1 << 30;
+
 /// A decoded idx array of unsigned bytes.
 #[derive(Debug, Clone)]
 pub struct IdxArray {
@@ -27,8 +30,15 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
+            .take(MAX_DECOMPRESSED + 1)
             .read_to_end(&mut out)
             .map_err(|e| bad(format!("gzip data is corrupt or truncated: {e}")))?;
+        if out.len() as u64 > MAX_DECOMPRESSED {
+            return Err(bad(format!(
+                "decompresses to more than {} MiB; refusing (not an image dataset?)",
+                MAX_DECOMPRESSED >> 20
+            )));
+        }
         out
     } else {
         raw

@@ -302,9 +302,6 @@ impl<'p> Importer<'p> {
                 return Err(ctx.unsupported("only Cast to float after an integer product"));
             }
         }
-        if ctx.node.op_type == "Dropout" && ctx.node.output.len() > 1 {
-            // The mask output is never consumed by an inference graph; ignore it.
-        }
         let v = match self.values.get(x) {
             Some(v) => v.clone(),
             None => {
