@@ -12,6 +12,17 @@ use crate::{Error, Result};
 /// activations of the biggest layer stay in a few MB.
 pub const BATCH: usize = 256;
 
+/// Index of the largest value (the first one on ties, as numpy's argmax); 0 for an empty slice.
+pub fn argmax<T: PartialOrd>(v: &[T]) -> usize {
+    let mut best = 0;
+    for (j, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = j;
+        }
+    }
+    best
+}
+
 /// Result of running a model over a dataset.
 #[derive(Debug, Clone)]
 pub struct Evaluation {

@@ -69,13 +69,7 @@ pub fn accuracy(model: &Path, data: &IdxDataset) -> Result<Evaluation> {
     let mut predictions = Vec::with_capacity(data.n);
     let mut correct = 0;
     for i in 0..data.n {
-        let out = m.run(data.image(i))?;
-        let mut best = 0;
-        for (j, &v) in out.iter().enumerate() {
-            if v > out[best] {
-                best = j;
-            }
-        }
+        let best = super::argmax(&m.run(data.image(i))?);
         correct += (best == data.labels[i] as usize) as usize;
         predictions.push(best);
     }

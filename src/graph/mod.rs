@@ -139,14 +139,7 @@ impl Logits {
 
     /// Index of the largest logit of row `i` (the first one on ties, as numpy's argmax).
     pub fn top1(&self, i: usize) -> usize {
-        let r = self.row(i);
-        let mut best = 0;
-        for (j, &v) in r.iter().enumerate() {
-            if v > r[best] {
-                best = j;
-            }
-        }
-        best
+        crate::eval::argmax(self.row(i))
     }
 }
 

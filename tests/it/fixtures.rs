@@ -34,7 +34,7 @@ fn every_fixture_matches_its_reference_within_one_lsb() {
                     .unwrap();
                 max_diff = max_diff.max(d);
                 off += got.iter().zip(exp).filter(|(a, b)| a != b).count();
-                let ref_top = argmax(exp);
+                let ref_top = qforget::eval::argmax(exp);
                 let top = logits.top1(r);
                 if top != ref_top {
                     top1_diff += 1;
@@ -67,14 +67,4 @@ fn every_fixture_matches_its_reference_within_one_lsb() {
     for r in report {
         eprintln!("{r}");
     }
-}
-
-fn argmax(v: &[i32]) -> usize {
-    let mut best = 0;
-    for (j, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = j;
-        }
-    }
-    best
 }
