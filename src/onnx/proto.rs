@@ -2,11 +2,12 @@
 //! device build without tract, the same subset from `pb_lite`), and turning initializers and
 //! attributes into plain Rust values.
 //!
-//! Only decoding is used here — not tract's inference engine. Tensor data is read from `raw_data` (little-endian) or from the typed fields
-//! (`float_data`, `int32_data` — where ONNX keeps int8/uint8/int32 —, `int64_data`).
+//! Only decoding is used here — not tract's inference engine. Tensor data is read from
+//! `raw_data` (little-endian) or from the typed fields (`float_data`, `int32_data` — where ONNX
+//! keeps int8/uint8/int32 —, `int64_data`).
 
-use prost::Message;
 use super::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
+use prost::Message;
 
 /// Constant tensor values we know how to use.
 #[derive(Debug, Clone, PartialEq)]
