@@ -1,6 +1,7 @@
 //! Argument parsing (clap) and the commands. Parsing does no I/O; each command resolves its
 //! arguments into library calls and prints results, as text or as one JSON object.
 
+mod bench;
 mod eval;
 mod inspect;
 mod output;
@@ -76,6 +77,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "qforget")]
         engine: Engine,
     },
+    /// Measure kernel GOPS and end-to-end inference speed (ours against tract).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
 }
 
 /// Run a parsed command.
@@ -86,6 +92,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .build_global()
             .map_err(|e| anyhow::anyhow!("cannot start {t} threads: {e}"))?;
     }
+    // A QFORGET_KERNEL this CPU cannot run is an error, not a silent fallback.
+    qforget::kernels::select()?;
     match args.command {
         Command::Inspect { model, json } => inspect::run(&model, json),
         Command::Eval {
@@ -106,5 +114,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             predictions,
             engine,
         }),
+        Command::Bench { what } => bench::run(what),
     }
 }

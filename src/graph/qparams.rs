@@ -53,9 +53,18 @@ impl QParams {
 }
 
 /// Round half to even, as ONNX QuantizeLinear and onnxruntime's requantization do.
+///
+/// Adding and subtracting 1.5·2²³ rounds to an integer in the FPU's default mode (nearest, ties
+/// to even) for |x| < 2²²; it replaces a libm `rintf` call on CPUs built without SSE4.1, which
+/// was a quarter of the forward's time. Larger values take the library path.
 #[inline]
 pub fn round_half_even(x: f32) -> f32 {
-    x.round_ties_even()
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
 }
 
 /// Clamp to the storage range and convert.
@@ -163,6 +172,30 @@ mod tests {
         assert_eq!(q.quantize(0.75), 12); // 1.5 → 2
         assert_eq!(q.quantize(-100.0), 0);
         assert_eq!(q.quantize(1000.0), 255);
+    }
+
+    #[test]
+    fn fast_rounding_equals_the_library() {
+        // Halves, near-halves, negatives, and both sides of the 2^22 switch.
+        let mut xs = vec![
+            0.5f32,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -2.5,
+            4_194_303.5,
+            4_194_304.5,
+            -8e6,
+        ];
+        let mut v = -300.0f32;
+        while v < 300.0 {
+            xs.push(v);
+            v += 0.0625 + f32::EPSILON * v.abs();
+        }
+        for x in xs {
+            assert_eq!(round_half_even(x), x.round_ties_even(), "{x}");
+        }
     }
 
     #[test]

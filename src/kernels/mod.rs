@@ -1,27 +1,58 @@
 //! Integer matrix products: the one narrow door through which every layer reaches the CPU.
 //!
 //! Layers ask for "the int8 GEMM" ([`gemm_u8i8`]) and never name an instruction set. The
-//! implementation is chosen once per process ([`active`]); today that is the portable scalar
-//! kernel (SIMD tiers are added behind the same door). Every kernel must give i32 results
-//! bit-identical to [`reference::gemm_u8i8`], the dead-simple definition.
+//! implementation is chosen once per process ([`active`]) from what the CPU supports at run time
+//! (never from compile-time flags: one binary must run, and run fast, on every board of its
+//! architecture). Every kernel gives i32 results bit-identical to [`reference::gemm_u8i8`], the
+//! dead-simple definition; `tests.rs` checks every kernel the host can run against it.
 //!
 //! Operand conventions (shared by every tier):
 //! - `a` is the activation matrix, `m × k`, row-major, **unsigned** bytes with a zero point
 //!   `a_zp` in `0..=255` (signed activations are shifted by +128 before they get here, which
 //!   turns `x − zp` into `(x+128) − (zp+128)` exactly);
-//! - `b` is the weight matrix, `n × k`, row-major, **signed** bytes, zero point 0 (symmetric);
+//! - `b` is the weight matrix, `n × k`, row-major, **signed** bytes over the full range
+//!   `-128..=127`, zero point 0 (symmetric);
 //! - `c` is `m × n`, row-major i32: `c[i][j] = Σ_k (a[i][k] − a_zp) · b[j][k]`.
 //!
-//! Both operands run along `k` contiguously, which is what im2col patches and `[out, in]`
-//! weight rows give for free and what dot-product instructions want.
+//! The int8 hazard every SIMD tier must dodge: x86's `vpmaddubsw` adds two `u8 × s8` products
+//! in a saturating i16, and `255·(−128)·2` does not fit. The AVX2 tier therefore widens both
+//! operands to i16 (`a − zp` fits in i16) and uses `vpmaddwd`, whose pair sums are i32; NEON widens
+//! to i16 too (`vmlal`); `sdot` multiplies `s8 × s8` into i32 after shifting `a` by −128, and
+//! AVX-512 VNNI's `vpdpbusd` adds four `u8 × s8` products straight into i32, both corrected
+//! exactly with the weights' row sums. No tier ever saturates.
+//!
+//! The source files under this folder use nothing of the crate outside it (only `std`, `rayon`
+//! and `log`), so `device-tests/kernels` can compile them alone for emulated ARM targets.
 
+mod dispatch;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod driver;
+mod pack;
+mod par;
 pub mod reference;
 mod scalar;
 
-use std::sync::OnceLock;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512vnni;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_dot;
 
-/// Weights prepared once for repeated products: the bytes plus their row sums (for the
-/// activation zero-point correction).
+#[cfg(test)]
+mod tests;
+
+pub use dispatch::{
+    active, available, by_name, current, known_names, select, with_kernel, KernelError,
+};
+
+/// Weights prepared once for repeated products: the bytes, their row sums (for zero-point
+/// corrections), and lazily built SIMD panel layouts (one per kernel family that asks).
+///
+/// Treat a value as immutable: the panels are derived from `data` on first use, so changing
+/// `data` afterwards would leave them stale. Build a new one with [`PackedWeights::new`].
 #[derive(Debug, Clone)]
 pub struct PackedWeights {
     /// `n × k` row-major.
@@ -32,6 +63,12 @@ pub struct PackedWeights {
     pub k: usize,
     /// `Σ_k b[j][k]` for every row `j`.
     pub row_sums: Vec<i32>,
+    // Empty (and unread) on targets without a SIMD tier, such as armv7.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    panels: pack::PanelCache,
 }
 
 impl PackedWeights {
@@ -53,16 +90,23 @@ impl PackedWeights {
             n,
             k,
             row_sums,
+            panels: pack::PanelCache::default(),
         }
     }
 }
 
+/// The signature every kernel entry point has (see [`GemmKernel::run`]).
+pub(crate) type GemmFn = fn(m: usize, a: &[u8], a_zp: i32, w: &PackedWeights, c: &mut [i32]);
+
 /// One GEMM implementation: a name (for logs and `QFORGET_KERNEL`) and its entry point.
+///
+/// A value of this type is only handed out for a kernel this CPU can run ([`available`],
+/// [`by_name`]), which is what makes calling it safe.
 #[derive(Clone, Copy)]
 pub struct GemmKernel {
-    /// Stable name, e.g. `scalar`.
+    /// Stable name, e.g. `scalar`, `avx2`, `avx512-vnni`, `neon`, `neon-dotprod`.
     pub name: &'static str,
-    run: fn(m: usize, a: &[u8], a_zp: i32, w: &PackedWeights, c: &mut [i32]),
+    run: GemmFn,
 }
 
 impl std::fmt::Debug for GemmKernel {
@@ -71,14 +115,23 @@ impl std::fmt::Debug for GemmKernel {
     }
 }
 
+impl PartialEq for GemmKernel {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
 impl GemmKernel {
-    /// `c (m × n) = (a (m × k) − a_zp) · wᵀ`.
+    /// `c (m × n) = (a (m × k) − a_zp) · wᵀ`. Splits output rows over rayon's current pool when
+    /// the product is large enough to pay for it.
     ///
     /// # Panics
-    /// If slice lengths do not match `m`, `w.n`, `w.k` (programming errors).
+    /// If slice lengths do not match `m`, `w.n`, `w.k`, or `a_zp` is outside `0..=255`
+    /// (programming errors).
     pub fn run(&self, m: usize, a: &[u8], a_zp: i32, w: &PackedWeights, c: &mut [i32]) {
         assert_eq!(a.len(), m * w.k, "a must be m × k");
         assert_eq!(c.len(), m * w.n, "c must be m × n");
+        assert!((0..=255).contains(&a_zp), "a_zp must be a u8 zero point");
         (self.run)(m, a, a_zp, w, c)
     }
 }
@@ -89,22 +142,7 @@ pub const SCALAR: GemmKernel = GemmKernel {
     run: scalar::gemm_u8i8,
 };
 
-/// Every kernel this CPU can run, portable first.
-pub fn available() -> Vec<GemmKernel> {
-    vec![SCALAR]
-}
-
-/// The kernel used by the graph, chosen once per process and logged once.
-pub fn active() -> GemmKernel {
-    static CHOSEN: OnceLock<GemmKernel> = OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        let k = *available().last().expect("scalar kernel always exists");
-        log::info!("int8 GEMM kernel: {}", k.name);
-        k
-    })
-}
-
-/// Convenience: run the active kernel.
+/// Convenience: run the kernel in force on this thread ([`current`]).
 pub fn gemm_u8i8(m: usize, a: &[u8], a_zp: i32, w: &PackedWeights, c: &mut [i32]) {
-    active().run(m, a, a_zp, w, c)
+    current().run(m, a, a_zp, w, c)
 }

@@ -1,0 +1,115 @@
+//! The blocked GEMM shared by every SIMD tier: packs activations, walks `MR × NR` output tiles
+//! in cache-sized column blocks, applies the zero-point correction, and splits output rows over
+//! rayon when the product is big enough (see [`super::par`]). Each tier only supplies a [`Tile`]: its layout
+//! constants, how bytes map into its lanes, and an `unsafe` micro-kernel that never spawns.
+
+use super::pack::pack_a;
+use super::par::par_rows;
+use super::PackedWeights;
+
+/// Bytes of weight panels walked per column block, sized to stay in a typical L2.
+const COL_BLOCK_BYTES: usize = 192 * 1024;
+
+/// Largest `MR × NR` any tier uses (the tile's scratch buffer).
+const MAX_TILE: usize = 128;
+
+/// One SIMD tier's micro-kernel and the layout it reads.
+pub(super) trait Tile {
+    /// Rows of `a` per tile.
+    const MR: usize;
+    /// Columns of `c` (rows of `b`) per tile.
+    const NR: usize;
+    /// Consecutive `k` values per lane group.
+    const KG: usize;
+    /// Packed activation element.
+    type A: Copy + Default + Send + Sync;
+    /// Packed weight element.
+    type B: Copy + Default + Send + Sync;
+    /// An activation byte as the tile consumes it, given the zero point.
+    fn a_elem(x: u8, zp: i32) -> Self::A;
+    /// `c[i][j] = tile_sum[i][j] + zp_factor(zp) · row_sums[j]`.
+    fn zp_factor(zp: i32) -> i32;
+    /// This tier's weight panels for `w` (built once, cached in `w`).
+    fn panels(w: &PackedWeights) -> &[Self::B];
+    /// `out[i·NR + j] = Σ_g Σ_t a[g][i][t] · b[g][j][t]` over `kgroups` groups.
+    ///
+    /// # Safety
+    /// The CPU must support the tier's instructions (guaranteed by its `kernel()` constructor);
+    /// `a` must be valid for `kgroups·MR·KG` reads, `b` for `kgroups·NR·KG`, and `out` must hold
+    /// at least `MR·NR` values.
+    unsafe fn tile(kgroups: usize, a: *const Self::A, b: *const Self::B, out: &mut [i32]);
+}
+
+/// `c = (a − zp) · wᵀ` with tier `T`; see [`super::GemmKernel::run`].
+///
+/// # Safety
+/// The CPU must support tier `T`'s instructions.
+pub(super) unsafe fn gemm<T: Tile>(m: usize, a: &[u8], zp: i32, w: &PackedWeights, c: &mut [i32]) {
+    let (n, k) = (w.n, w.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0);
+        return;
+    }
+    let panels = T::panels(w);
+    par_rows(m, n, k, T::MR, a, c, |rows, a, c| {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { block::<T>(rows, a, zp, w, panels, c) }
+    });
+}
+
+/// One row block on the calling thread.
+///
+/// # Safety
+/// As [`gemm`]; `panels` must be `T::panels(w)`.
+unsafe fn block<T: Tile>(
+    m: usize,
+    a: &[u8],
+    zp: i32,
+    w: &PackedWeights,
+    panels: &[T::B],
+    c: &mut [i32],
+) {
+    let (n, k) = (w.n, w.k);
+    let (mr, nr, kg) = (T::MR, T::NR, T::KG);
+    let kgroups = k.div_ceil(kg);
+    let a_step = kgroups * mr * kg;
+    let b_step = kgroups * nr * kg;
+    let row_blocks = m.div_ceil(mr);
+    let n_panels = n.div_ceil(nr);
+    let fz = T::zp_factor(zp);
+
+    let mut apack = vec![T::A::default(); row_blocks * a_step];
+    for (rows, dst) in a.chunks(mr * k).zip(apack.chunks_exact_mut(a_step)) {
+        pack_a(rows, k, mr, kg, dst, |x| T::a_elem(x, zp));
+    }
+
+    let panel_bytes = b_step * std::mem::size_of::<T::B>();
+    let panels_per_block = (COL_BLOCK_BYTES / panel_bytes.max(1)).max(1);
+    let mut buf = [0i32; MAX_TILE];
+    for p0 in (0..n_panels).step_by(panels_per_block) {
+        let p1 = (p0 + panels_per_block).min(n_panels);
+        for rb in 0..row_blocks {
+            let r0 = rb * mr;
+            let rows = mr.min(m - r0);
+            let ap = apack[rb * a_step..].as_ptr();
+            for p in p0..p1 {
+                let bp = panels[p * b_step..][..b_step].as_ptr();
+                // SAFETY: `ap`/`bp` point at whole packed blocks of the sizes `tile` reads, `buf`
+                // holds MAX_TILE ≥ MR·NR values, and the CPU check is the caller's contract.
+                unsafe { T::tile(kgroups, ap, bp, &mut buf) };
+                let c0 = p * nr;
+                let cols = nr.min(n - c0);
+                for i in 0..rows {
+                    let dst = &mut c[(r0 + i) * n + c0..][..cols];
+                    let src = &buf[i * nr..][..cols];
+                    for ((d, &s), &rs) in dst.iter_mut().zip(src).zip(&w.row_sums[c0..]) {
+                        *d = s + fz * rs;
+                    }
+                }
+            }
+        }
+    }
+}

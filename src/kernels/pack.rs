@@ -1,0 +1,76 @@
+//! Panel layouts: how weights and activations are rearranged so a micro-kernel reads both
+//! operands with unit stride, one register-wide load per step.
+//!
+//! Weights (`n × k`, row-major) become panels of `NR` columns: `[panel][k / KG][NR][KG]`, so one
+//! step of the micro-kernel loads `NR × KG` consecutive values. Activations are packed per call
+//! into `[k / KG][MR][KG]` blocks of `MR` rows. Both are zero-padded to whole panels and whole
+//! `KG` groups; padded weights are 0, so padded `k` contributes nothing and padded rows/columns
+//! are simply not written back. Weight panels are built once per [`PackedWeights`] and kernel
+//! family, on first use, and cached.
+
+use std::fmt;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use std::sync::OnceLock;
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::PackedWeights;
+
+/// Weight panels built so far, one slot per kernel family compiled for this target.
+#[derive(Clone, Default)]
+pub(super) struct PanelCache {
+    #[cfg(target_arch = "x86_64")]
+    pub(super) i16_nr16_kg2: OnceLock<Vec<i16>>,
+    #[cfg(target_arch = "x86_64")]
+    pub(super) i8_nr16_kg4: OnceLock<Vec<i8>>,
+    #[cfg(target_arch = "aarch64")]
+    pub(super) i16_nr8_kg1: OnceLock<Vec<i16>>,
+    #[cfg(target_arch = "aarch64")]
+    pub(super) i8_nr8_kg4: OnceLock<Vec<i8>>,
+}
+
+impl fmt::Debug for PanelCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PanelCache { .. }")
+    }
+}
+
+/// Weights `w` (`n × k`) as `[panel][k / kg][nr][kg]`, each value mapped by `f`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(super) fn pack_b<T: Copy + Default>(
+    w: &PackedWeights,
+    nr: usize,
+    kg: usize,
+    f: impl Fn(i8) -> T,
+) -> Vec<T> {
+    let (n, k) = (w.n, w.k);
+    let kgroups = k.div_ceil(kg);
+    let panels = n.div_ceil(nr);
+    let mut out = vec![T::default(); panels * kgroups * nr * kg];
+    for (col, row) in w.data.chunks_exact(k.max(1)).enumerate().take(n) {
+        let (p, j) = (col / nr, col % nr);
+        let base = p * kgroups * nr * kg + j * kg;
+        for (kk, &v) in row.iter().enumerate() {
+            out[base + (kk / kg) * nr * kg + kk % kg] = f(v);
+        }
+    }
+    out
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// Rows `a` (`rows × k`, `rows ≤ mr`) as `[k / kg][mr][kg]` into `out`, each byte mapped by `f`;
+/// missing rows and the `k` tail are zero.
+pub(super) fn pack_a<T: Copy + Default>(
+    a: &[u8],
+    k: usize,
+    mr: usize,
+    kg: usize,
+    out: &mut [T],
+    f: impl Fn(u8) -> T,
+) {
+    out.fill(T::default());
+    for (r, row) in a.chunks_exact(k).enumerate() {
+        for (kk, &v) in row.iter().enumerate() {
+            out[(kk / kg) * mr * kg + r * kg + kk % kg] = f(v);
+        }
+    }
+}
