@@ -5,6 +5,8 @@
 //! Weights are kept as `[c_out][kh][kw][c_in/group]` rows (the ONNX `[c_out][c_in][kh][kw]`
 //! reordered at import) so a row lines up with an im2col patch.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -41,6 +43,11 @@ impl Window {
             div(pw - span_w, self.stride_w) + 1,
         ))
     }
+}
+
+thread_local! {
+    /// Per-thread im2col and accumulator buffers, so an image does not allocate and zero them.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<i32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A quantized convolution layer.
@@ -89,11 +96,32 @@ impl Conv {
         let cout_g = c_out / self.group;
         let m = oh * ow;
         let k = self.window.kh * self.window.kw * cin_g;
-        let mut cols = vec![0u8; m * k];
-        let mut acc = vec![0i32; m * cout_g];
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut bufs) => {
+                // Reused per thread: im2col and the GEMM overwrite every element, so growing
+                // the buffers is the only time they are written twice.
+                let (cols, acc) = &mut *bufs;
+                cols.resize(m * k, 0);
+                acc.resize(m * cout_g, 0);
+                self.forward_groups(img, out, &mut cols[..m * k], &mut acc[..m * cout_g]);
+            }
+            // Busy: rayon let this thread pick up another image while the GEMM of the first
+            // one waits inside a join. Use fresh buffers rather than share.
+            Err(_) => {
+                let (mut cols, mut acc) = (vec![0u8; m * k], vec![0i32; m * cout_g]);
+                self.forward_groups(img, out, &mut cols, &mut acc);
+            }
+        });
+    }
+
+    fn forward_groups(&self, img: &[u8], out: &mut [u8], cols: &mut [u8], acc: &mut [i32]) {
+        let c_in = self.in_shape.c;
+        let (m, c_out) = (self.out_shape.h * self.out_shape.w, self.out_shape.c);
+        let cin_g = c_in / self.group;
+        let cout_g = c_out / self.group;
         for (g, w) in self.weights.iter().enumerate() {
-            self.im2col(img, g * cin_g, cin_g, &mut cols);
-            kernels::gemm_u8i8(m, &cols, self.in_zero_point, w, &mut acc);
+            self.im2col(img, g * cin_g, cin_g, cols);
+            kernels::gemm_u8i8(m, cols, self.in_zero_point, w, acc);
             for (p, row) in acc.chunks_exact(cout_g).enumerate() {
                 for (j, &a) in row.iter().enumerate() {
                     let co = g * cout_g + j;
@@ -116,12 +144,19 @@ impl Conv {
                     for kx in 0..win.kw {
                         let ix =
                             (ox * win.stride_w + kx * win.dil_w) as isize - win.pads[1] as isize;
-                        let dst = &mut cols[idx..idx + cn];
-                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                            dst.fill(pad);
+                        let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
+                        let base = if inside {
+                            (iy as usize * w + ix as usize) * c + c0
                         } else {
-                            let base = (iy as usize * w + ix as usize) * c + c0;
-                            dst.copy_from_slice(&img[base..base + cn]);
+                            0
+                        };
+                        if cn == 1 {
+                            // One channel (the first layer): a byte, not a memcpy call.
+                            cols[idx] = if inside { img[base] } else { pad };
+                        } else if inside {
+                            cols[idx..idx + cn].copy_from_slice(&img[base..base + cn]);
+                        } else {
+                            cols[idx..idx + cn].fill(pad);
                         }
                         idx += cn;
                     }
