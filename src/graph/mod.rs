@@ -247,37 +247,16 @@ fn input_pool(images: &[u8], n: usize, s: Shape, p: &InputPool, q: &QParams) -> 
         .zip(images.chunks_exact(s.len().max(1)))
     {
         for ch in 0..s.c {
-            for oy in 0..os.h {
-                for ox in 0..os.w {
-                    // Summed column by column (each column top to bottom, then the columns
-                    // left to right), the order of onnxruntime's float pooling (MLAS): it decides
-                    // which way exact halves round.
-                    let (mut sum, mut cnt) = (0f32, 0usize);
-                    for kx in 0..w.kw {
-                        let ix = (ox * w.stride_w + kx * w.dil_w) as isize - w.pads[1] as isize;
-                        let mut col = 0f32;
-                        let mut any = false;
-                        for ky in 0..w.kh {
-                            let iy = (oy * w.stride_h + ky * w.dil_h) as isize - w.pads[0] as isize;
-                            if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
-                                col += img[ch * plane + iy as usize * s.w + ix as usize] as f32
-                                    / 255.0;
-                                cnt += 1;
-                                any = true;
-                            }
-                        }
-                        if any {
-                            sum += col;
-                        }
-                    }
-                    let div = if p.count_include_pad {
-                        w.kh * w.kw
-                    } else {
-                        cnt.max(1)
-                    };
-                    o[(oy * os.w + ox) * os.c + ch] = q.quantize(sum / div as f32);
-                }
-            }
+            let pixels = &img[ch * plane..(ch + 1) * plane];
+            pool::for_each_window(w, s, os, |px, cells| {
+                let sum = pool::sum_columns_first(cells, s.w, |cell| pixels[cell] as f32 / 255.0);
+                let div = if p.count_include_pad {
+                    w.kh * w.kw
+                } else {
+                    cells.len().max(1)
+                };
+                o[px * os.c + ch] = q.quantize(sum / div as f32);
+            });
         }
     }
     QBatch { n, shape: os, data }

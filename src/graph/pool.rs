@@ -79,21 +79,10 @@ impl AvgPool {
                     sums.fill(0.0);
                     let deq = |v: u8| self.in_scale * (v as i32 - self.in_zero_point) as f32;
                     if self.columns_first {
-                        let mut order: Vec<usize> = cells.to_vec();
-                        order.sort_by_key(|&cell| (cell % self.in_shape.w, cell));
-                        let mut col = vec![0f32; c];
-                        let mut cur = order.first().map(|x| x % self.in_shape.w);
-                        for &cell in &order {
-                            if Some(cell % self.in_shape.w) != cur {
-                                sums.iter_mut().zip(&col).for_each(|(s, &x)| *s += x);
-                                col.fill(0.0);
-                                cur = Some(cell % self.in_shape.w);
-                            }
-                            for (s, &v) in col.iter_mut().zip(&img[cell * c..(cell + 1) * c]) {
-                                *s += deq(v);
-                            }
+                        let w = self.in_shape.w;
+                        for (ch, s) in sums.iter_mut().enumerate() {
+                            *s = sum_columns_first(cells, w, |cell| deq(img[cell * c + ch]));
                         }
-                        sums.iter_mut().zip(&col).for_each(|(s, &x)| *s += x);
                     } else {
                         for &cell in cells {
                             for (s, &v) in sums.iter_mut().zip(&img[cell * c..(cell + 1) * c]) {
@@ -152,9 +141,41 @@ impl GlobalAvgPool {
     }
 }
 
+/// Sum `value(cell)` over a window's cells (row-major pixel indices of an input `width` wide)
+/// column by column — each column top to bottom, then the columns left to right. That is the
+/// order of onnxruntime's float pooling (MLAS), and it decides which way exact halves round.
+/// A window clipped by the borders is still a rectangle, so column `j` is every `ncol`-th cell.
+pub(super) fn sum_columns_first(
+    cells: &[usize],
+    width: usize,
+    mut value: impl FnMut(usize) -> f32,
+) -> f32 {
+    let Some(&first) = cells.first() else {
+        return 0.0;
+    };
+    let ncol = cells
+        .iter()
+        .take_while(|&&c| c / width == first / width)
+        .count();
+    let mut sum = 0f32;
+    for j in 0..ncol {
+        let mut col = 0f32;
+        for &cell in cells[j..].iter().step_by(ncol) {
+            col += value(cell);
+        }
+        sum += col;
+    }
+    sum
+}
+
 /// Call `f(output_pixel, input_cells)` for every output pixel, with the in-bounds input cells
 /// (row-major pixel indices) of its window.
-fn for_each_window(win: &Window, ins: Shape, outs: Shape, mut f: impl FnMut(usize, &[usize])) {
+pub(super) fn for_each_window(
+    win: &Window,
+    ins: Shape,
+    outs: Shape,
+    mut f: impl FnMut(usize, &[usize]),
+) {
     let mut cells = Vec::with_capacity(win.kh * win.kw);
     for oy in 0..outs.h {
         for ox in 0..outs.w {

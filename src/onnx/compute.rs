@@ -659,21 +659,21 @@ impl Importer<'_> {
     /// Flatten (axis 1) or a Reshape to `[N, features]`.
     pub(super) fn flatten(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        // `Err(pre)`: the float input (after the poolings `pre`), flattened before quantization.
         let (a, deq) = match self.value(ctx, x)? {
-            Value::Deq(a) => (Some(a), true),
-            Value::Quant(a) => (Some(a), false),
-            Value::FloatInput(..) => (None, false),
+            Value::Deq(a) => (Ok(a), true),
+            Value::Quant(a) => (Ok(a), false),
+            Value::FloatInput(pre, _) => (Err(pre), false),
             _ => {
                 return Err(ctx.unsupported("reshaping a tensor that is not a quantized activation"))
             }
         };
-        let len = match (a, self.value(ctx, x)?) {
-            (Some(a), _) => self.acts[a].shape.len(),
-            (None, Value::FloatInput(pre, _)) => match pre.last() {
+        let len = match &a {
+            Ok(a) => self.acts[*a].shape.len(),
+            Err(pre) => match pre.last() {
                 Some(p) => p.out_shape.len(),
                 None => self.input.as_ref().map(|i| i.1.len()).unwrap_or(0),
             },
-            _ => unreachable!("matched above"),
         } as i64;
         if ctx.node.op_type == "Flatten" {
             let axis = ctx.attrs().int("axis", 1).map_err(|e| ctx.bad(e))?;
@@ -693,13 +693,13 @@ impl Importer<'_> {
             }
         }
         let out = ctx.output()?.to_string();
-        let Some(a) = a else {
-            // Flatten of the float input: done after its QuantizeLinear.
-            let Value::FloatInput(pre, _) = self.value(ctx, x)? else {
-                unreachable!("matched above")
-            };
-            self.values.insert(out, Value::FloatInput(pre, true));
-            return Ok(());
+        let a = match a {
+            Ok(a) => a,
+            Err(pre) => {
+                // Flatten of the float input: done after its QuantizeLinear.
+                self.values.insert(out, Value::FloatInput(pre, true));
+                return Ok(());
+            }
         };
         let s = self.acts[a].shape;
         let id = if s.h * s.w == 1 {
