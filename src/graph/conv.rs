@@ -132,7 +132,7 @@ impl Conv {
     }
 
     /// Patches of input channels `c0..c0+cn` for every output pixel, `[oh·ow][kh][kw][cn]`.
-    fn im2col(&self, img: &[u8], c0: usize, cn: usize, cols: &mut [u8]) {
+    pub(crate) fn im2col(&self, img: &[u8], c0: usize, cn: usize, cols: &mut [u8]) {
         let Shape { h, w, c } = self.in_shape;
         let win = &self.window;
         let pad = self.in_zero_point as u8;

@@ -6,19 +6,32 @@
 //! has a per-sample [`Shape`] (NHWC) and [`QParams`]. The model input is float NCHW with
 //! pixels = byte / 255; it is quantized once by the first QuantizeLinear's parameters.
 
+pub mod backward;
+pub mod binding;
 pub mod conv;
+mod conv_grad;
 pub mod eltwise;
+pub mod float;
+pub mod grad;
 pub mod linear;
+pub mod params;
+mod linear_grad;
 pub mod pool;
+mod pool_grad;
 pub mod qparams;
 pub mod summary;
 pub mod tensor;
 
 use std::path::PathBuf;
 
+pub use backward::Tape;
+pub use binding::{ParamBinding, WeightLayout};
+pub use float::RealParams;
+pub use grad::{GradPath, LayerGrad};
 pub use conv::{Conv, Window};
 pub use eltwise::{Add, Requantize};
 pub use linear::Linear;
+pub use params::{ParamKind, Segment, Shadow};
 pub use pool::{AvgPool, GlobalAvgPool, MaxPool};
 pub use qparams::{Activation, QParams, Requant};
 pub use tensor::{QBatch, Shape};
@@ -79,6 +92,8 @@ pub struct Layer {
     pub output: ActId,
     /// ONNX initializer names of the weights and bias this layer owns (for export).
     pub params: Vec<String>,
+    /// Where trainable weights go back in the file; `None`: the layer is frozen.
+    pub binding: Option<ParamBinding>,
 }
 
 /// An average pooling the model does in float on its input, before the first QuantizeLinear.
@@ -181,6 +196,20 @@ impl Graph {
 
     /// Run the graph on `n` raw images (NCHW bytes). Activations are freed after their last use.
     pub fn forward(&self, images: &[u8], n: usize) -> Result<Logits> {
+        let mut vals = self.run(images, n, false)?;
+        let out = vals[self.output]
+            .take()
+            .ok_or_else(|| Error::Shape("the graph never computes its output".to_string()))?;
+        Ok(Logits {
+            n,
+            classes: out.shape.len(),
+            data: out.data,
+            q: self.acts[self.output].q,
+        })
+    }
+
+    /// Run the graph and return every activation (`keep`), or only those still needed.
+    pub(crate) fn run(&self, images: &[u8], n: usize, keep: bool) -> Result<Vec<Option<QBatch>>> {
         let mut last_use = vec![usize::MAX; self.acts.len()];
         for (i, l) in self.layers.iter().enumerate() {
             for &a in &l.inputs {
@@ -216,22 +245,16 @@ impl Graph {
                 Op::Requantize(r) => r.forward(x),
             };
             debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
-            for &a in &layer.inputs {
-                if last_use[a] == i && a != self.output {
-                    vals[a] = None;
+            if !keep {
+                for &a in &layer.inputs {
+                    if last_use[a] == i && a != self.output {
+                        vals[a] = None;
+                    }
                 }
             }
             vals[layer.output] = Some(y);
         }
-        let out = vals[self.output]
-            .take()
-            .ok_or_else(|| Error::Shape("the graph never computes its output".to_string()))?;
-        Ok(Logits {
-            n,
-            classes: out.shape.len(),
-            data: out.data,
-            q: self.acts[self.output].q,
-        })
+        Ok(vals)
     }
 }
 

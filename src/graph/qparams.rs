@@ -148,7 +148,8 @@ impl Activation {
         }
     }
 
-    fn bounds(self) -> (f32, f32) {
+    /// Real-valued `(min, max)` the activation keeps (infinite when unbounded).
+    pub fn bounds(self) -> (f32, f32) {
         match self {
             Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
             Activation::Relu => (0.0, f32::INFINITY),

@@ -1,7 +1,9 @@
 //! Float compute nodes of a QDQ model (Conv, Gemm, MatMul, BatchNormalization, Relu/Clip, Add,
 //! pools, Flatten/Reshape), and the weight handling shared with the QOperator nodes.
 
-use crate::graph::{Activation, InputPool, MaxPool, Op, Shape, Window};
+use crate::graph::{
+    Activation, InputPool, MaxPool, Op, ParamBinding, Shape, WeightLayout, Window,
+};
 use crate::Result;
 
 use super::proto::{ConstData, ConstTensor};
@@ -200,6 +202,7 @@ impl Importer<'_> {
             .map(|c| s_in * w.scale[if per_channel { c } else { 0 }])
             .collect();
         let mut params = vec![w.q.name.clone()];
+        let mut bias_binding = None;
         let (bias_i, float_bias) = match bias {
             None => (vec![0; out], vec![0.0; out]),
             Some(BiasIn::Int(v, scale, name)) => {
@@ -219,7 +222,10 @@ impl Importer<'_> {
                             .collect();
                         (vec![0; out], f)
                     }
-                    _ => (v, vec![0.0; out]),
+                    _ => {
+                        bias_binding = Some(name);
+                        (v, vec![0.0; out])
+                    }
                 }
             }
             Some(BiasIn::Float(v, name)) => {
@@ -249,6 +255,20 @@ impl Importer<'_> {
             negated: vec![false; out],
             act: Activation::None,
             params,
+            binding: Some(ParamBinding {
+                weight: w.q.name.clone(),
+                layout: match kind {
+                    MacKind::Conv(wd, _) => WeightLayout::Conv {
+                        kh: wd.kh,
+                        kw: wd.kw,
+                    },
+                    MacKind::Linear(LinearLayout::OutIn) => WeightLayout::OutIn,
+                    MacKind::Linear(LinearLayout::InOut) => WeightLayout::InOut,
+                },
+                zero_point: w.zero_point.clone(),
+                unsigned: matches!(w.q.data, ConstData::U8(_)),
+                bias: bias_binding,
+            }),
         })
     }
 
@@ -373,6 +393,8 @@ impl Importer<'_> {
         }
         m.params
             .extend(ctx.node.input.iter().skip(1).take(4).cloned());
+        // The integers no longer map one-to-one onto an initializer: frozen for training.
+        m.binding = None;
         let out = ctx.output()?.to_string();
         self.values
             .insert(out, Value::Pending(Box::new(Pending::Mac(m)), ctx.name()));
@@ -404,6 +426,7 @@ impl Importer<'_> {
             negated: vec![false; c],
             act: Activation::None,
             params: vec![],
+            binding: None,
         }
     }
 

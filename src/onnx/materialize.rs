@@ -112,6 +112,7 @@ impl Importer<'_> {
             inputs,
             output: id,
             params,
+            binding: None,
         });
         id
     }
@@ -260,7 +261,11 @@ impl Importer<'_> {
                 (Op::Linear(lin), Shape::flat(m.out))
             }
         };
-        Ok(self.push(ctx, op, m.act, vec![m.input], shape, q, out, m.params))
+        let id = self.push(ctx, op, m.act, vec![m.input], shape, q, out, m.params);
+        if let Some(l) = self.layers.last_mut() {
+            l.binding = m.binding;
+        }
+        Ok(id)
     }
 }
 

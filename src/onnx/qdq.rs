@@ -154,6 +154,7 @@ impl Importer<'_> {
             inputs: vec![a],
             output: id,
             params: vec![],
+            binding: None,
         });
         id
     }

@@ -73,6 +73,8 @@ pub struct Mac {
     pub act: Activation,
     /// Initializer names this layer's parameters come from.
     pub params: Vec<String>,
+    /// Where trained integers go back in the file (`None`: frozen, e.g. BatchNorm involved).
+    pub binding: Option<crate::graph::ParamBinding>,
 }
 
 /// A float result waiting for the QuantizeLinear that fixes its parameters.

@@ -18,6 +18,7 @@ fn check(name: &str, b: &B, out: &str, reference: impl Fn(&T) -> Vec<i32>) {
     let mut rng = Rng(0x9e3779b97f4a7c15 ^ name.len() as u64);
     let images: Vec<u8> = (0..N * c * h * w).map(|_| rng.int(0, 255) as u8).collect();
     let logits = g.forward(&images, N).unwrap();
+    super::grads::fd_check(name, &g, &images, N);
     let (mut max_d, mut exact, mut total) = (0, 0, 0);
     for i in 0..N {
         let img = &images[i * c * h * w..(i + 1) * c * h * w];

@@ -1,0 +1,226 @@
+//! Backward through the whole graph: from the gradient of the loss w.r.t. the real logits to
+//! the gradients of every conv/linear layer's real weights and biases.
+//!
+//! The forward that training uses is the deployed integer forward itself, run with every
+//! activation kept ([`Tape::Quant`], bytes: a quarter of what f32 would hold). The
+//! straight-through estimator treats rounding as identity and clamping as a gate: an output
+//! byte at its clamp bound (`lo`/`hi`, which include a fused ReLU's zero) passes no gradient.
+//! [`Tape::Float`] holds the float twin's activations instead, for gradient checks.
+
+use super::float::RealParams;
+use super::grad::{add_into, GradPath, LayerGrad};
+use super::pool_grad::unflatten_nchw;
+use super::{ActId, Graph, Layer, Op, QBatch};
+use crate::{Error, Result};
+
+/// Saved activations of one forward pass.
+#[derive(Debug, Clone)]
+pub enum Tape {
+    /// The integer forward's activations (storage bytes).
+    Quant(Vec<Option<QBatch>>),
+    /// The float twin's activations (real values).
+    Float(Vec<Option<Vec<f32>>>),
+}
+
+impl Op {
+    /// Output byte range the op clamps to, if it has one.
+    pub fn clamp_range(&self) -> Option<(u8, u8)> {
+        match self {
+            Op::Conv(c) => Some((c.requant.lo, c.requant.hi)),
+            Op::Linear(l) => Some((l.requant.lo, l.requant.hi)),
+            Op::Add(a) => Some((a.lo, a.hi)),
+            Op::Requantize(r) => Some((r.lo, r.hi)),
+            Op::GlobalAvgPool(p) => Some((p.requant.lo, p.requant.hi)),
+            Op::AvgPool(_) => Some((0, 255)),
+            Op::MaxPool(_) | Op::Flatten => None,
+        }
+    }
+}
+
+impl Graph {
+    /// Integer forward of `n` images keeping every activation.
+    pub fn forward_tape(&self, images: &[u8], n: usize) -> Result<Tape> {
+        Ok(Tape::Quant(self.run(images, n, true)?))
+    }
+
+    /// Float-twin forward keeping every activation (see [`Graph::forward_float`]).
+    pub fn forward_float_tape(
+        &self,
+        images: &[u8],
+        n: usize,
+        params: &[Option<RealParams>],
+    ) -> Result<Tape> {
+        Ok(Tape::Float(self.forward_float(images, n, params)?))
+    }
+
+    /// Real-valued logits (`n × classes`) of a tape.
+    pub fn tape_logits(&self, tape: &Tape) -> Vec<f32> {
+        match tape {
+            Tape::Quant(v) => {
+                let q = self.acts[self.output].q;
+                v[self.output]
+                    .as_ref()
+                    .map(|b| b.data.iter().map(|&x| q.dequantize(x)).collect())
+                    .unwrap_or_default()
+            }
+            Tape::Float(v) => v[self.output].clone().unwrap_or_default(),
+        }
+    }
+
+    /// Gradients of every conv/linear layer (indexed like `layers`; `None` for other layers or
+    /// where no gradient arrives) given `dlogits = ∂L/∂logits` (real). `params` are the real
+    /// weights the forward used ([`Graph::real_params`], or the float twin's).
+    pub fn backward(
+        &self,
+        tape: &Tape,
+        params: &[Option<RealParams>],
+        dlogits: &[f32],
+        path: GradPath,
+    ) -> Result<Vec<Option<LayerGrad>>> {
+        Ok(self.backward_full(tape, params, dlogits, path, false)?.0)
+    }
+
+    /// [`Graph::backward`], and also the gradient w.r.t. the (real) input activation if asked.
+    pub fn backward_full(
+        &self,
+        tape: &Tape,
+        params: &[Option<RealParams>],
+        dlogits: &[f32],
+        path: GradPath,
+        input_grad: bool,
+    ) -> Result<(Vec<Option<LayerGrad>>, Option<Vec<f32>>)> {
+        if path == GradPath::Int8 && matches!(tape, Tape::Float(_)) {
+            return Err(Error::Shape(
+                "the int8 backward needs the integer forward's tape".to_string(),
+            ));
+        }
+        let mut produced = vec![false; self.acts.len()];
+        for l in &self.layers {
+            produced[l.output] = true;
+        }
+        produced[self.input.act] = input_grad;
+        let mut grads: Vec<Option<Vec<f32>>> = vec![None; self.acts.len()];
+        grads[self.output] = Some(dlogits.to_vec());
+        let mut out: Vec<Option<LayerGrad>> = vec![None; self.layers.len()];
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let Some(mut gy) = grads[layer.output].take() else {
+                continue;
+            };
+            self.mask(tape, layer, &mut gy);
+            let x_id = layer.inputs[0];
+            let need_dx = produced[x_id];
+            let gx: Option<Vec<f32>> = match &layer.op {
+                Op::Conv(c) => {
+                    let (g, dx) = match (path, tape) {
+                        (GradPath::Int8, Tape::Quant(v)) => {
+                            c.backward_i8(saved_q(v, x_id)?, self.acts[x_id].q.scale, &gy, need_dx)
+                        }
+                        _ => c.backward_f32(&self.real_input(tape, x_id)?, &gy, &weights(params, i)?.w, need_dx),
+                    };
+                    out[i] = Some(g);
+                    dx
+                }
+                Op::Linear(l) => {
+                    let (g, dx) = match (path, tape) {
+                        (GradPath::Int8, Tape::Quant(v)) => {
+                            l.backward_i8(saved_q(v, x_id)?, self.acts[x_id].q.scale, &gy, need_dx)
+                        }
+                        _ => l.backward_f32(&self.real_input(tape, x_id)?, &gy, &weights(params, i)?.w, need_dx),
+                    };
+                    out[i] = Some(g);
+                    dx
+                }
+                Op::Add(_) => {
+                    if let Some(&b) = layer.inputs.get(1) {
+                        if produced[b] {
+                            accumulate(&mut grads, b, gy.clone());
+                        }
+                    }
+                    Some(gy)
+                }
+                Op::Requantize(_) => Some(gy),
+                Op::Flatten => Some(unflatten_nchw(self.acts[x_id].shape, &gy)),
+                Op::MaxPool(p) => Some(match tape {
+                    Tape::Quant(v) => p.backward(&saved_q(v, x_id)?.data, &gy),
+                    Tape::Float(v) => p.backward(saved_f(v, x_id)?, &gy),
+                }),
+                Op::AvgPool(p) => Some(p.backward(gy.len() / p.out_shape.len().max(1), &gy)),
+                Op::GlobalAvgPool(p) => Some(p.backward(gy.len() / p.in_shape.c.max(1), &gy)),
+            };
+            if let (Some(gx), true) = (gx, need_dx) {
+                accumulate(&mut grads, x_id, gx);
+            }
+        }
+        let gin = if input_grad {
+            grads[self.input.act].take()
+        } else {
+            None
+        };
+        Ok((out, gin))
+    }
+
+    /// Zero the gradient where the layer's output sat on a clamp bound.
+    fn mask(&self, tape: &Tape, layer: &Layer, gy: &mut [f32]) {
+        match tape {
+            Tape::Quant(v) => {
+                let (Some((lo, hi)), Some(y)) = (layer.op.clamp_range(), v[layer.output].as_ref())
+                else {
+                    return;
+                };
+                for (g, &q) in gy.iter_mut().zip(&y.data) {
+                    if q <= lo || q >= hi {
+                        *g = 0.0;
+                    }
+                }
+            }
+            Tape::Float(v) => {
+                let (lo, hi) = layer.activation.bounds();
+                let Some(y) = v[layer.output].as_ref() else {
+                    return;
+                };
+                if lo.is_finite() || hi.is_finite() {
+                    for (g, &r) in gy.iter_mut().zip(y) {
+                        if r <= lo || r >= hi {
+                            *g = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Real values of a saved activation.
+    fn real_input(&self, tape: &Tape, a: ActId) -> Result<Vec<f32>> {
+        match tape {
+            Tape::Quant(v) => {
+                let q = self.acts[a].q;
+                Ok(saved_q(v, a)?.data.iter().map(|&b| q.dequantize(b)).collect())
+            }
+            Tape::Float(v) => Ok(saved_f(v, a)?.clone()),
+        }
+    }
+}
+
+fn accumulate(grads: &mut [Option<Vec<f32>>], a: ActId, g: Vec<f32>) {
+    match &mut grads[a] {
+        Some(acc) => add_into(acc, &g),
+        slot => *slot = Some(g),
+    }
+}
+
+fn saved_q(v: &[Option<QBatch>], a: ActId) -> Result<&QBatch> {
+    v[a].as_ref()
+        .ok_or_else(|| Error::Shape(format!("activation {a} was not kept for backward")))
+}
+
+fn saved_f(v: &[Option<Vec<f32>>], a: ActId) -> Result<&Vec<f32>> {
+    v[a].as_ref()
+        .ok_or_else(|| Error::Shape(format!("activation {a} was not kept for backward")))
+}
+
+fn weights(params: &[Option<RealParams>], i: usize) -> Result<&RealParams> {
+    params
+        .get(i)
+        .and_then(|p| p.as_ref())
+        .ok_or_else(|| Error::Shape(format!("no real weights for layer {i}")))
+}

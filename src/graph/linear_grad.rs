@@ -1,0 +1,129 @@
+//! Backward of [`Linear`]: `dW = Gᵀ·X`, `db = Σ_batch G`, `dX = G·W`, by f32 GEMMs or by int8
+//! GEMMs on the saved uint8 input and a per-tensor int8 output gradient (see `conv_grad`).
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use super::grad::{quantize_i8, quantize_u8, LayerGrad};
+use super::linear::Linear;
+use super::tensor::QBatch;
+use crate::kernels::{self, PackedWeights};
+
+impl Linear {
+    /// Weight scale of output `o`.
+    pub fn scale_of(&self, o: usize) -> f32 {
+        self.weight_scales[if self.weight_scales.len() > 1 { o } else { 0 }]
+    }
+
+    /// `out × in` real weights.
+    pub fn real_weights(&self) -> Vec<f32> {
+        let k = self.in_features.max(1);
+        self.weights
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| self.scale_of(i / k) * v as f32)
+            .collect()
+    }
+
+    /// f32 backward; see [`crate::graph::Conv::backward_f32`].
+    pub fn backward_f32(
+        &self,
+        x: &[f32],
+        gy: &[f32],
+        w: &[f32],
+        need_dx: bool,
+    ) -> (LayerGrad, Option<Vec<f32>>) {
+        let (fi, fo) = (self.in_features, self.out_features);
+        let n = x.len() / fi.max(1);
+        let xv = ArrayView2::from_shape((n, fi), x).unwrap();
+        let gv = ArrayView2::from_shape((n, fo), gy).unwrap();
+        let mut dw = vec![0f32; fo * fi];
+        general_mat_mul(
+            1.0,
+            &gv.t(),
+            &xv,
+            0.0,
+            &mut ArrayViewMut2::from_shape((fo, fi), &mut dw[..]).unwrap(),
+        );
+        let mut db = vec![0f32; fo];
+        for row in gy.chunks_exact(fo.max(1)) {
+            super::grad::add_into(&mut db, row);
+        }
+        let dx = need_dx.then(|| {
+            let wv = ArrayView2::from_shape((fo, fi), w).unwrap();
+            let mut dx = vec![0f32; n * fi];
+            general_mat_mul(
+                1.0,
+                &gv,
+                &wv,
+                0.0,
+                &mut ArrayViewMut2::from_shape((n, fi), &mut dx[..]).unwrap(),
+            );
+            dx
+        });
+        (LayerGrad { dw, db }, dx)
+    }
+
+    /// int8 backward on the saved quantized input (real input scale `in_scale`).
+    pub fn backward_i8(
+        &self,
+        x: &QBatch,
+        in_scale: f32,
+        gy: &[f32],
+        need_dx: bool,
+    ) -> (LayerGrad, Option<Vec<f32>>) {
+        let (fi, fo, n) = (self.in_features, self.out_features, x.n);
+        let mut db = vec![0f32; fo];
+        for row in gy.chunks_exact(fo.max(1)) {
+            super::grad::add_into(&mut db, row);
+        }
+        // dW: Xᵀ (fi rows of n) against Gᵀ (fo rows of n) → fi × fo.
+        let mut x_t = vec![0u8; fi * n];
+        for (b, row) in x.data.chunks_exact(fi.max(1)).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                x_t[i * n + b] = v;
+            }
+        }
+        let (gq, s_g) = quantize_i8(gy);
+        let mut g_t = vec![0i8; fo * n];
+        for (b, row) in gq.chunks_exact(fo.max(1)).enumerate() {
+            for (o, &v) in row.iter().enumerate() {
+                g_t[o * n + b] = v;
+            }
+        }
+        let mut acc = vec![0i32; fi * fo];
+        kernels::gemm_u8i8(
+            fi,
+            &x_t,
+            self.in_zero_point,
+            &PackedWeights::new(g_t, fo, n),
+            &mut acc,
+        );
+        let unit = in_scale * s_g;
+        let mut dw = vec![0f32; fo * fi];
+        for i in 0..fi {
+            for o in 0..fo {
+                dw[o * fi + i] = unit * acc[i * fo + o] as f32;
+            }
+        }
+        let dx = need_dx.then(|| {
+            let scaled: Vec<f32> = gy
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v * self.scale_of(i % fo))
+                .collect();
+            let (a, s) = quantize_u8(&scaled);
+            let mut w_t = vec![0i8; fi * fo];
+            for o in 0..fo {
+                for i in 0..fi {
+                    w_t[i * fo + o] = self.weights.data[o * fi + i];
+                }
+            }
+            let mut dacc = vec![0i32; n * fi];
+            kernels::gemm_u8i8(n, &a, 128, &PackedWeights::new(w_t, fi, fo), &mut dacc);
+            dacc.iter().map(|&v| v as f32 * s).collect()
+        });
+        (LayerGrad { dw, db }, dx)
+    }
+}

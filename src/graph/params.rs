@@ -1,0 +1,262 @@
+//! The trainable parameters of a graph as one flat f32 vector of real values (the "shadow"
+//! weights), and the way back: after each optimizer step the shadow is re-quantized with the
+//! layer's frozen scales into the integers the forward runs on.
+//!
+//! Only layers with a [`super::ParamBinding`] train (their integers map one-to-one onto an ONNX
+//! initializer, so the result can be exported). Layout inside the vector: per layer, weights
+//! `c_out × row` in graph layout, then the bias (if the file has an int32 bias) — the same
+//! layout [`super::LayerGrad`] uses, so gradients flatten without reordering.
+
+use std::ops::Range;
+
+use super::grad::LayerGrad;
+use super::qparams::round_half_even;
+use super::{Graph, Op, RealParams};
+use crate::kernels::PackedWeights;
+
+/// Weight or bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    Weight,
+    Bias,
+}
+
+/// One parameter tensor inside the flat vector.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub layer: usize,
+    pub kind: ParamKind,
+    pub range: Range<usize>,
+    /// ONNX initializer the values go back to.
+    pub initializer: String,
+}
+
+/// File type of exported values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportType {
+    I8,
+    U8,
+    I32,
+}
+
+/// New contents of one initializer, in file order and file type.
+#[derive(Debug, Clone)]
+pub struct ParamExport {
+    pub name: String,
+    pub dtype: ExportType,
+    pub values: Vec<i64>,
+}
+
+/// Flat real-valued trainable parameters of a graph.
+#[derive(Debug, Clone)]
+pub struct Shadow {
+    pub theta: Vec<f32>,
+    pub segments: Vec<Segment>,
+}
+
+/// `(c_out, row, weight scales, bias multiplier·s_out per channel)` of a conv/linear layer.
+fn dims(g: &Graph, i: usize) -> Option<(usize, usize)> {
+    match &g.layers[i].op {
+        Op::Conv(c) => Some((c.out_shape.c, c.row())),
+        Op::Linear(l) => Some((l.out_features, l.in_features)),
+        _ => None,
+    }
+}
+
+impl Shadow {
+    /// The graph's current trainable parameters, as real values.
+    pub fn new(g: &Graph) -> Self {
+        let real = g.real_params();
+        let mut theta = Vec::new();
+        let mut segments = Vec::new();
+        for (i, layer) in g.layers.iter().enumerate() {
+            let (Some(b), Some(p)) = (&layer.binding, &real[i]) else {
+                continue;
+            };
+            let start = theta.len();
+            theta.extend_from_slice(&p.w);
+            segments.push(Segment {
+                layer: i,
+                kind: ParamKind::Weight,
+                range: start..theta.len(),
+                initializer: b.weight.clone(),
+            });
+            if let Some(name) = &b.bias {
+                let start = theta.len();
+                theta.extend_from_slice(&p.b);
+                segments.push(Segment {
+                    layer: i,
+                    kind: ParamKind::Bias,
+                    range: start..theta.len(),
+                    initializer: name.clone(),
+                });
+            }
+        }
+        Shadow { theta, segments }
+    }
+
+    /// Number of trainable values.
+    pub fn len(&self) -> usize {
+        self.theta.len()
+    }
+
+    /// True when nothing trains.
+    pub fn is_empty(&self) -> bool {
+        self.theta.is_empty()
+    }
+
+    /// Index ranges of the parameter tensors.
+    pub fn ranges(&self) -> Vec<Range<usize>> {
+        self.segments.iter().map(|s| s.range.clone()).collect()
+    }
+
+    /// Flatten layer gradients into one vector, applying the straight-through estimator's gate:
+    /// a weight whose shadow value lies outside the representable range gets no gradient.
+    pub fn gather(&self, g: &Graph, grads: &[Option<LayerGrad>]) -> Vec<f32> {
+        let mut out = vec![0f32; self.theta.len()];
+        for s in &self.segments {
+            let Some(lg) = grads[s.layer].as_ref() else {
+                continue;
+            };
+            let dst = &mut out[s.range.clone()];
+            match s.kind {
+                ParamKind::Bias => dst.copy_from_slice(&lg.db),
+                ParamKind::Weight => {
+                    let (_, row) = dims(g, s.layer).unwrap_or((0, 1));
+                    let b = g.layers[s.layer].binding.as_ref().expect("bound layer");
+                    for (k, (d, &gv)) in dst.iter_mut().zip(&lg.dw).enumerate() {
+                        let c = k / row.max(1);
+                        let (lo, hi) = b.range_of(c);
+                        let q = self.theta[s.range.start + k] / weight_scale(g, s.layer, c);
+                        *d = if q >= lo as f32 - 0.5 && q <= hi as f32 + 0.5 {
+                            gv
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Real parameters for the float twin with the shadow values unrounded (gradient checks).
+    pub fn real_params(&self, g: &Graph) -> Vec<Option<RealParams>> {
+        let mut p = g.real_params();
+        for s in &self.segments {
+            if let Some(rp) = p[s.layer].as_mut() {
+                let src = &self.theta[s.range.clone()];
+                match s.kind {
+                    ParamKind::Weight => rp.w.copy_from_slice(src),
+                    ParamKind::Bias => rp.b.copy_from_slice(src),
+                }
+            }
+        }
+        p
+    }
+
+    /// Re-quantize the shadow values into the graph's integer weights and biases.
+    pub fn apply(&self, g: &mut Graph) {
+        for s in &self.segments {
+            let vals = &self.theta[s.range.clone()];
+            let (c_out, row) = dims(g, s.layer).expect("conv or linear");
+            let binding = g.layers[s.layer].binding.clone().expect("bound layer");
+            match s.kind {
+                ParamKind::Weight => {
+                    let q: Vec<i8> = vals
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &v)| {
+                            let c = k / row.max(1);
+                            let (lo, hi) = binding.range_of(c);
+                            let s = weight_scale(g, s.layer, c);
+                            round_half_even(v / s).clamp(lo as f32, hi as f32) as i8
+                        })
+                        .collect();
+                    match &mut g.layers[s.layer].op {
+                        Op::Conv(conv) => {
+                            let cout_g = c_out / conv.group;
+                            for (grp, w) in conv.weights.iter_mut().enumerate() {
+                                let part = &q[grp * cout_g * row..(grp + 1) * cout_g * row];
+                                if w.data != part {
+                                    *w = PackedWeights::new(part.to_vec(), cout_g, row);
+                                }
+                            }
+                        }
+                        Op::Linear(l) => {
+                            if l.weights.data != q {
+                                l.weights = PackedWeights::new(q, c_out, row);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                ParamKind::Bias => {
+                    let s_out = g.acts[g.layers[s.layer].output].q.scale;
+                    let (bias, rq) = match &mut g.layers[s.layer].op {
+                        Op::Conv(c) => (&mut c.bias, &c.requant),
+                        Op::Linear(l) => (&mut l.bias, &l.requant),
+                        _ => continue,
+                    };
+                    for (c, (b, &v)) in bias.iter_mut().zip(vals).enumerate() {
+                        let unit =
+                            rq.multiplier[if rq.multiplier.len() > 1 { c } else { 0 }] * s_out;
+                        let r = round_half_even(v / unit);
+                        *b = r.clamp(i32::MIN as f32, i32::MAX as f32) as i32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The integers of every trained initializer, in file layout and type, from the graph
+    /// (call [`Shadow::apply`] first).
+    pub fn exports(&self, g: &Graph) -> Vec<ParamExport> {
+        let mut out = Vec::new();
+        for s in &self.segments {
+            let layer = &g.layers[s.layer];
+            let b = layer.binding.as_ref().expect("bound layer");
+            let (c_out, row) = dims(g, s.layer).expect("conv or linear");
+            match s.kind {
+                ParamKind::Weight => {
+                    let w: Vec<i8> = match &layer.op {
+                        Op::Conv(c) => c.weights.iter().flat_map(|w| w.data.iter().copied()).collect(),
+                        Op::Linear(l) => l.weights.data.clone(),
+                        _ => continue,
+                    };
+                    out.push(ParamExport {
+                        name: s.initializer.clone(),
+                        dtype: if b.unsigned {
+                            ExportType::U8
+                        } else {
+                            ExportType::I8
+                        },
+                        values: b.to_file_order(&w, c_out, row),
+                    });
+                }
+                ParamKind::Bias => {
+                    let bias = match &layer.op {
+                        Op::Conv(c) => &c.bias,
+                        Op::Linear(l) => &l.bias,
+                        _ => continue,
+                    };
+                    out.push(ParamExport {
+                        name: s.initializer.clone(),
+                        dtype: ExportType::I32,
+                        values: bias.iter().map(|&v| v as i64).collect(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Weight scale of output channel `c` of layer `i`.
+fn weight_scale(g: &Graph, i: usize, c: usize) -> f32 {
+    match &g.layers[i].op {
+        Op::Conv(conv) => conv.scale_of(c),
+        Op::Linear(l) => l.scale_of(c),
+        _ => 1.0,
+    }
+}

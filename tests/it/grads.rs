@@ -1,0 +1,159 @@
+//! Backward checks.
+//!
+//! - Every layer family (the small graphs of `layers.rs`, and the fixture models) against
+//!   central finite differences of the float twin: weights, biases and the input gradient (the
+//!   latter covers pools, Clip and Add, which have no parameters). Budget: the float twin is
+//!   piecewise linear (ReLU, max), so a difference that straddles a kink may disagree; at least
+//!   90 % of sampled coordinates must agree within 2 % of the gradient's scale, and the sampled
+//!   vectors must have cosine ≥ 0.99.
+//! - The int8 backward against the f32 backward on the same integer forward (fixtures, a real
+//!   cross-entropy batch). Budget: cosine ≥ 0.99 over all parameters and ≥ 0.95 per tensor.
+
+use qforget::graph::{GradPath, Graph, Shadow};
+
+/// A fixed pseudo-random ±1 weighting of the logits: L = Σ r·z, ∂L/∂z = r.
+fn weights_r(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let h = (i as u64).wrapping_mul(0x9e3779b97f4a7c15) >> 60;
+            h as f32 / 8.0 - 1.0
+        })
+        .collect()
+}
+
+fn loss(g: &Graph, x0: &[f32], sh: &Shadow, r: &[f32]) -> f64 {
+    let acts = g
+        .forward_float_input(x0.to_vec(), &sh.real_params(g))
+        .unwrap();
+    let z = acts[g.output].as_ref().unwrap();
+    z.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Finite-difference check of the float twin's backward on `images`.
+pub fn fd_check(name: &str, g: &Graph, images: &[u8], n: usize) {
+    let sh = Shadow::new(g);
+    let q = g.quantize_images(images, n).unwrap();
+    let x0: Vec<f32> = q.data.iter().map(|&b| g.input.q.dequantize(b)).collect();
+    let params = sh.real_params(g);
+    let tape = qforget::graph::Tape::Float(g.forward_float_input(x0.clone(), &params).unwrap());
+    let r = weights_r(n * g.classes());
+    let (grads, gin) = g
+        .backward_full(&tape, &params, &r, GradPath::F32, true)
+        .unwrap();
+    let an = sh.gather(g, &grads);
+    let gin = gin.expect("input gradient");
+    let (mut pass, mut total) = (0usize, 0usize);
+    let (mut dot, mut na, mut nf) = (0f64, 0f64, 0f64);
+    let mut check = |analytic: f64, numeric: f64, scale: f64| {
+        total += 1;
+        if (analytic - numeric).abs() <= 0.02 * scale + 1e-6 {
+            pass += 1;
+        }
+        dot += analytic * numeric;
+        na += analytic * analytic;
+        nf += numeric * numeric;
+    };
+    // Parameters: up to 12 coordinates per tensor.
+    for s in &sh.segments {
+        let seg = &an[s.range.clone()];
+        let scale = seg.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        let mag = sh.theta[s.range.clone()]
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()))
+            .max(1e-3);
+        let h = 2e-3 * mag;
+        let step = (seg.len() / 12).max(1);
+        for j in (s.range.clone()).step_by(step).take(12) {
+            let mut p = sh.clone();
+            p.theta[j] += h;
+            let up = loss(g, &x0, &p, &r);
+            p.theta[j] -= 2.0 * h;
+            let down = loss(g, &x0, &p, &r);
+            check(an[j] as f64, (up - down) / (2.0 * h as f64), scale);
+        }
+    }
+    // Input: up to 24 coordinates.
+    let scale = gin.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let h = 2e-3 * g.input.q.scale.max(1e-3);
+    let step = (x0.len() / 24).max(1);
+    for j in (0..x0.len()).step_by(step).take(24) {
+        let mut x = x0.clone();
+        x[j] += h;
+        let up = loss(g, &x, &sh, &r);
+        x[j] -= 2.0 * h;
+        let down = loss(g, &x, &sh, &r);
+        check(gin[j] as f64, (up - down) / (2.0 * h as f64), scale);
+    }
+    let cos = dot / (na.sqrt() * nf.sqrt()).max(1e-30);
+    eprintln!(
+        "{name}: finite differences: {pass}/{total} coordinates within budget, cosine {cos:.5}"
+    );
+    assert!(
+        pass as f64 >= 0.9 * total as f64 && (cos >= 0.99 || na + nf == 0.0),
+        "{name}: {pass}/{total} within budget, cosine {cos}"
+    );
+}
+
+fn fixture(name: &str) -> (Graph, qforget::data::IdxDataset) {
+    let g = qforget::onnx::load(super::model(name)).unwrap();
+    let set = if name.starts_with("fmnist") {
+        "fashion-mnist"
+    } else {
+        "mnist"
+    };
+    let d = qforget::data::IdxDataset::load(super::dataset(set), qforget::data::Split::Train)
+        .unwrap();
+    (g, d)
+}
+
+#[test]
+fn fixtures_backward_matches_finite_differences() {
+    for name in [
+        "fmnist_cnn_qdq.onnx",
+        "fmnist_cnn_bn_qdq.onnx",
+        "fmnist_cnn_relu6_qdq.onnx",
+        "mnist_res_s8.onnx",
+        "mnist_mlp_matmul_qdq.onnx",
+        "mnist_res_qop_u8.onnx",
+    ] {
+        let (g, d) = fixture(name);
+        let n = 3;
+        fd_check(name, &g, &d.images[..n * 784], n);
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+#[test]
+fn int8_backward_agrees_with_f32_backward() {
+    for name in [
+        "fmnist_cnn_qdq.onnx",
+        "mnist_res_s8.onnx",
+        "mnist_mlp_matmul_qdq.onnx",
+        "fmnist_cnn_qop.onnx",
+    ] {
+        let (g, d) = fixture(name);
+        let n = 64;
+        let sh = Shadow::new(&g);
+        assert!(!sh.is_empty(), "{name}: nothing trainable");
+        let tape = g.forward_tape(&d.images[..n * 784], n).unwrap();
+        let z = g.tape_logits(&tape);
+        let (_, dz) = qforget::train::loss::cross_entropy(&z, g.classes(), &d.labels[..n]);
+        let params = g.real_params();
+        let f = sh.gather(&g, &g.backward(&tape, &params, &dz, GradPath::F32).unwrap());
+        let i = sh.gather(&g, &g.backward(&tape, &params, &dz, GradPath::Int8).unwrap());
+        let total = cosine(&f, &i);
+        let mut worst = 1f64;
+        for s in &sh.segments {
+            worst = worst.min(cosine(&f[s.range.clone()], &i[s.range.clone()]));
+        }
+        eprintln!("{name}: int8 vs f32 backward: cosine {total:.5} overall, worst tensor {worst:.5}");
+        assert!(total >= 0.99 && worst >= 0.95, "{name}: {total} / {worst}");
+    }
+}
+
