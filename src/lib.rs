@@ -19,5 +19,6 @@ pub mod eval;
 pub mod graph;
 pub mod kernels;
 pub mod onnx;
+pub mod train;
 
 pub use error::{Error, Result};

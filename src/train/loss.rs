@@ -1,0 +1,268 @@
+//! The two losses OEU needs on a batch of logits, each with its gradient w.r.t. the logits, so a
+//! layer's backward can start from them: cross-entropy for the retain batch, and the negative
+//! normalized prediction entropy for the forget batch (minimizing it pushes the forget predictions
+//! towards uniform). Rows are processed in f64 after a max shift: logits of an int8 model can sit
+//! far apart, and `exp` of the raw values would overflow or lose the small probabilities.
+
+/// Log-softmax of one row, in f64, shifted by the row's maximum so `exp` never overflows.
+fn log_softmax(row: &[f32], out: &mut [f64]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
+    let sum: f64 = row.iter().map(|&z| (z as f64 - max).exp()).sum();
+    let log_sum = sum.ln();
+    for (o, &z) in out.iter_mut().zip(row) {
+        *o = z as f64 - max - log_sum;
+    }
+}
+
+fn check_shape(logits: &[f32], classes: usize) -> usize {
+    assert!(classes > 0, "logits need at least one class");
+    assert_eq!(
+        logits.len() % classes,
+        0,
+        "{} logits are not a whole number of rows of {classes} classes",
+        logits.len()
+    );
+    logits.len() / classes
+}
+
+/// Mean cross-entropy of `logits` (n × classes, row-major) against `labels`; returns the loss
+/// and its gradient w.r.t. the logits, (softmax − onehot)/n. Numerically stable (max-shifted).
+///
+/// An empty batch has loss 0. Panics if `labels.len() != n` or a label is `>= classes`.
+pub fn cross_entropy(logits: &[f32], classes: usize, labels: &[u8]) -> (f32, Vec<f32>) {
+    let n = check_shape(logits, classes);
+    assert_eq!(
+        labels.len(),
+        n,
+        "{} labels for {n} rows of logits",
+        labels.len()
+    );
+    let mut grad = vec![0f32; logits.len()];
+    if n == 0 {
+        return (0.0, grad);
+    }
+    let inv_n = 1.0 / n as f64;
+    let mut lp = vec![0f64; classes];
+    let mut loss = 0f64;
+    for ((row, g), &y) in logits
+        .chunks_exact(classes)
+        .zip(grad.chunks_exact_mut(classes))
+        .zip(labels)
+    {
+        let y = y as usize;
+        assert!(y < classes, "label {y} out of range for {classes} classes");
+        log_softmax(row, &mut lp);
+        loss -= lp[y];
+        for (j, (g, &l)) in g.iter_mut().zip(&lp).enumerate() {
+            let onehot = if j == y { 1.0 } else { 0.0 };
+            *g = ((l.exp() - onehot) * inv_n) as f32;
+        }
+    }
+    ((loss * inv_n) as f32, grad)
+}
+
+/// Entropy of one row from its log-probabilities; `p·ln p` is taken as 0 when `p` underflows.
+fn entropy(lp: &[f64]) -> f64 {
+    -lp.iter()
+        .map(|&l| {
+            let p = l.exp();
+            if p > 0.0 {
+                p * l
+            } else {
+                0.0
+            }
+        })
+        .sum::<f64>()
+}
+
+/// L = −(1/n) Σ_i H(softmax(z_i)) / ln C, and dL/dz (maximizing normalized entropy).
+///
+/// With p = softmax(z) and H = −Σ_k p_k ln p_k, dH/dz_j = −p_j (ln p_j + H), so
+/// dL/dz_ij = p_j (ln p_j + H_i) / (n ln C). An empty batch has loss 0. Panics if `classes < 2`
+/// (the entropy of a single class is always 0 and ln C would be 0).
+pub fn neg_normalized_entropy(logits: &[f32], classes: usize) -> (f32, Vec<f32>) {
+    let n = check_shape(logits, classes);
+    assert!(classes >= 2, "normalized entropy needs at least 2 classes");
+    let mut grad = vec![0f32; logits.len()];
+    if n == 0 {
+        return (0.0, grad);
+    }
+    let scale = 1.0 / (n as f64 * (classes as f64).ln());
+    let mut lp = vec![0f64; classes];
+    let mut total = 0f64;
+    for (row, g) in logits
+        .chunks_exact(classes)
+        .zip(grad.chunks_exact_mut(classes))
+    {
+        log_softmax(row, &mut lp);
+        let h = entropy(&lp);
+        total += h;
+        for (g, &l) in g.iter_mut().zip(&lp) {
+            let p = l.exp();
+            *g = if p > 0.0 {
+                (p * (l + h) * scale) as f32
+            } else {
+                0.0
+            };
+        }
+    }
+    ((-total * scale) as f32, grad)
+}
+
+/// Mean normalized entropy H/ln C of the rows (for stopping rules), in [0, 1].
+///
+/// An empty batch gives 0. Panics if `classes < 2`.
+pub fn mean_normalized_entropy(logits: &[f32], classes: usize) -> f32 {
+    let n = check_shape(logits, classes);
+    assert!(classes >= 2, "normalized entropy needs at least 2 classes");
+    if n == 0 {
+        return 0.0;
+    }
+    let mut lp = vec![0f64; classes];
+    let total: f64 = logits
+        .chunks_exact(classes)
+        .map(|row| {
+            log_softmax(row, &mut lp);
+            entropy(&lp)
+        })
+        .sum();
+    ((total / (n as f64 * (classes as f64).ln())) as f32).clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Central finite differences of `f` at `x`, in f64, step `h`.
+    fn numeric_grad(x: &[f32], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+        let mut xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        (0..x.len())
+            .map(|i| {
+                let v = xs[i];
+                xs[i] = v + h;
+                let up = f(&xs);
+                xs[i] = v - h;
+                let down = f(&xs);
+                xs[i] = v;
+                (up - down) / (2.0 * h)
+            })
+            .collect()
+    }
+
+    /// Reference losses written directly from their definitions, in f64.
+    fn softmax64(row: &[f64]) -> Vec<f64> {
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = row.iter().map(|z| (z - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / s).collect()
+    }
+    fn ce64(z: &[f64], c: usize, labels: &[u8]) -> f64 {
+        let rows: Vec<_> = z.chunks(c).collect();
+        rows.iter()
+            .zip(labels)
+            .map(|(r, &y)| -softmax64(r)[y as usize].ln())
+            .sum::<f64>()
+            / rows.len() as f64
+    }
+    fn nne64(z: &[f64], c: usize) -> f64 {
+        let rows: Vec<_> = z.chunks(c).collect();
+        let h: f64 = rows
+            .iter()
+            .map(|r| {
+                -softmax64(r)
+                    .iter()
+                    .map(|&p| if p > 0.0 { p * p.ln() } else { 0.0 })
+                    .sum::<f64>()
+            })
+            .sum();
+        -h / (rows.len() as f64 * (c as f64).ln())
+    }
+
+    /// Deterministic pseudo-random logits in [-4, 4).
+    fn logits(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 8.0 - 4.0
+            })
+            .collect()
+    }
+
+    fn assert_close(a: &[f32], b: &[f64], tol: f64) {
+        for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x as f64 - y).abs() < tol,
+                "element {i}: analytic {x} vs numeric {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn cross_entropy_gradient_matches_finite_differences() {
+        let (c, labels) = (5, [0u8, 3, 4, 1]);
+        let z = logits(c * labels.len(), 1);
+        let (loss, grad) = cross_entropy(&z, c, &labels);
+        let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+        assert!((loss as f64 - ce64(&z64, c, &labels)).abs() < 1e-6);
+        assert_close(
+            &grad,
+            &numeric_grad(&z, 1e-5, |x| ce64(x, c, &labels)),
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn neg_entropy_gradient_matches_finite_differences() {
+        let c = 10;
+        let z = logits(c * 3, 7);
+        let (loss, grad) = neg_normalized_entropy(&z, c);
+        let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+        assert!((loss as f64 - nne64(&z64, c)).abs() < 1e-6);
+        assert_close(&grad, &numeric_grad(&z, 1e-5, |x| nne64(x, c)), 1e-6);
+        assert!((mean_normalized_entropy(&z, c) + loss).abs() < 1e-6);
+    }
+
+    #[test]
+    fn uniform_logits_have_entropy_one_and_zero_gradient() {
+        let z = vec![2.5f32; 4 * 10];
+        assert!((mean_normalized_entropy(&z, 10) - 1.0).abs() < 1e-6);
+        let (loss, grad) = neg_normalized_entropy(&z, 10);
+        assert!((loss + 1.0).abs() < 1e-6);
+        assert!(grad.iter().all(|g| g.abs() < 1e-7), "{grad:?}");
+    }
+
+    #[test]
+    fn one_dominant_class_is_finite() {
+        // Logits 1000 apart: exp of the raw values overflows f32 and f64 both.
+        let z = [1000.0f32, 0.0, 0.0, -1000.0, 0.0, 1000.0];
+        let (ce, g) = cross_entropy(&z, 3, &[0, 2]);
+        assert!(ce.abs() < 1e-6, "{ce}");
+        assert!(g.iter().all(|v| v.is_finite() && v.abs() < 1e-6));
+        // Wrong label on a confident row: loss ≈ 1000/2 (mean of 1000 and 0), grad −1/2 on it.
+        let (ce, g) = cross_entropy(&z, 3, &[1, 2]);
+        assert!((ce - 500.0).abs() < 1e-3, "{ce}");
+        assert!((g[0] - 0.5).abs() < 1e-6 && (g[1] + 0.5).abs() < 1e-6);
+        let (h, g) = neg_normalized_entropy(&z, 3);
+        assert!(h.abs() < 1e-6 && g.iter().all(|v| v.is_finite()));
+        assert!(mean_normalized_entropy(&z, 3) < 1e-6);
+    }
+
+    #[test]
+    fn cross_entropy_gradient_rows_sum_to_zero() {
+        let z = logits(6 * 4, 3);
+        let (_, g) = cross_entropy(&z, 6, &[5, 0, 2, 2]);
+        for row in g.chunks(6) {
+            assert!(row.iter().sum::<f32>().abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn empty_batch_is_zero() {
+        assert_eq!(cross_entropy(&[], 10, &[]), (0.0, vec![]));
+        assert_eq!(neg_normalized_entropy(&[], 10), (0.0, vec![]));
+        assert_eq!(mean_normalized_entropy(&[], 10), 0.0);
+    }
+}

@@ -1,0 +1,16 @@
+//! Training machinery shared by the unlearning methods: losses with their gradients w.r.t. the
+//! logits, flattened gradient vectors and OEU's projection, the SGD optimizer, seeded batching, and
+//! the activation-range observers a model trained from scratch needs for its scales. Nothing here
+//! knows the network graph; the layers' backward passes produce and consume these plain slices.
+
+pub mod batch;
+pub mod loss;
+pub mod observer;
+pub mod sgd;
+pub mod vector;
+
+pub use batch::{batches, shuffled, BatchStream};
+pub use loss::{cross_entropy, mean_normalized_entropy, neg_normalized_entropy};
+pub use observer::RangeObserver;
+pub use sgd::Sgd;
+pub use vector::{axpy, dot, norm_sq, project_out, project_out_per_segment, Projection};
