@@ -20,5 +20,6 @@ pub mod graph;
 pub mod kernels;
 pub mod onnx;
 pub mod train;
+pub mod unlearn;
 
 pub use error::{Error, Result};

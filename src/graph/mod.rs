@@ -19,6 +19,7 @@ mod linear_grad;
 pub mod pool;
 mod pool_grad;
 pub mod qparams;
+mod rescale;
 pub mod summary;
 pub mod tensor;
 

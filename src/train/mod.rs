@@ -7,10 +7,12 @@ pub mod batch;
 pub mod loss;
 pub mod observer;
 pub mod sgd;
+pub mod step;
 pub mod vector;
 
-pub use batch::{batches, shuffled, BatchStream};
+pub use batch::{batches, rng, shuffled, BatchStream};
 pub use loss::{cross_entropy, mean_normalized_entropy, neg_normalized_entropy};
 pub use observer::RangeObserver;
 pub use sgd::Sgd;
+pub use step::{gather, BatchGrad, Objective, TrainState};
 pub use vector::{axpy, dot, norm_sq, project_out, project_out_per_segment, Projection};

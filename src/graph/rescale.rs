@@ -1,0 +1,125 @@
+//! Changing a graph's scales after import: the Retrain baseline trains a model from scratch, so
+//! its weight scales follow the weights (per-channel max / 127) and its activation scales follow
+//! the observers. Every derived integer parameter — requantization multipliers, zero points,
+//! clamp ranges, Add ratios, pooling scales — is recomputed here from the activation and weight
+//! scales, in one place, so no layer is left holding a stale one.
+
+use super::qparams::QParams;
+use super::{Graph, Op};
+
+impl Graph {
+    /// Set new per-channel weight scales of conv/linear layer `i` (integers untouched; call
+    /// [`super::Shadow::apply`] afterwards) and refresh its multipliers.
+    pub fn set_weight_scales(&mut self, i: usize, scales: Vec<f32>) {
+        match &mut self.layers[i].op {
+            Op::Conv(c) => c.weight_scales = scales,
+            Op::Linear(l) => l.weight_scales = scales,
+            _ => return,
+        }
+        self.refresh_layer(i, None);
+    }
+
+    /// Give activations new parameters (`None`: keep) and refresh every layer. Outputs of max
+    /// pooling and flatten take their input's parameters (they move values, not scales); the
+    /// model input keeps the file's.
+    pub fn set_activation_params(&mut self, q: &[Option<QParams>]) {
+        let old: Vec<QParams> = self.acts.iter().map(|a| a.q).collect();
+        for (a, nq) in q.iter().enumerate() {
+            if let (Some(nq), true) = (nq, a != self.input.act) {
+                self.acts[a].q = QParams {
+                    signed: self.acts[a].q.signed,
+                    ..*nq
+                };
+            }
+        }
+        for i in 0..self.layers.len() {
+            let l = &self.layers[i];
+            if matches!(l.op, Op::MaxPool(_) | Op::Flatten) {
+                let qi = self.acts[l.inputs[0]].q;
+                self.acts[l.output].q = qi;
+            }
+            self.refresh_layer(i, Some(&old));
+        }
+    }
+
+    /// Recompute layer `i`'s derived parameters from current scales (`old`: the activation
+    /// parameters before a change, for values stored relative to them).
+    fn refresh_layer(&mut self, i: usize, old: Option<&[QParams]>) {
+        let l = &self.layers[i];
+        let qi = self.acts[l.inputs[0]].q;
+        let qo = self.acts[l.output].q;
+        let qb = l.inputs.get(1).map(|&b| self.acts[b].q);
+        let old_out = old.map(|o| o[l.output]).unwrap_or(qo);
+        let (lo, hi) = l.activation.range(&qo);
+        let l = &mut self.layers[i];
+        match &mut l.op {
+            Op::Conv(c) => {
+                c.in_zero_point = qi.zero_point;
+                let ws = c.weight_scales.clone();
+                refresh_requant(&mut c.requant, &ws, qi.scale, qo, old_out, lo, hi);
+            }
+            Op::Linear(li) => {
+                li.in_zero_point = qi.zero_point;
+                let ws = li.weight_scales.clone();
+                refresh_requant(&mut li.requant, &ws, qi.scale, qo, old_out, lo, hi);
+            }
+            Op::Add(a) => {
+                let b_scale = match qb {
+                    Some(qb) => {
+                        a.b_zero_point = qb.zero_point;
+                        qb.scale
+                    }
+                    None => a.b_ratio * old_out.scale,
+                };
+                a.a_zero_point = qi.zero_point;
+                a.a_ratio = qi.scale / qo.scale;
+                a.b_ratio = b_scale / qo.scale;
+                a.out_zero_point = qo.zero_point;
+                (a.lo, a.hi) = (lo, hi);
+            }
+            Op::Requantize(r) => {
+                r.in_zero_point = qi.zero_point;
+                r.ratio = qi.scale / qo.scale;
+                r.out_zero_point = qo.zero_point;
+                r.identity = qi.scale == qo.scale && qi.zero_point == qo.zero_point;
+                (r.lo, r.hi) = (lo, hi);
+            }
+            Op::AvgPool(p) => {
+                p.in_zero_point = qi.zero_point;
+                p.in_scale = qi.scale;
+                p.out_scale = qo.scale;
+                p.out_zero_point = qo.zero_point;
+            }
+            Op::GlobalAvgPool(p) => {
+                let hw = (p.in_shape.h * p.in_shape.w) as f32;
+                p.in_zero_point = qi.zero_point;
+                p.requant.multiplier = vec![qi.scale / hw / qo.scale];
+                p.requant.zero_point = qo.zero_point;
+                (p.requant.lo, p.requant.hi) = (lo, hi);
+            }
+            Op::MaxPool(_) | Op::Flatten => {}
+        }
+    }
+}
+
+fn refresh_requant(
+    rq: &mut super::Requant,
+    weight_scales: &[f32],
+    s_in: f32,
+    qo: QParams,
+    old_out: QParams,
+    lo: u8,
+    hi: u8,
+) {
+    let c_n = rq.multiplier.len().max(weight_scales.len());
+    rq.multiplier = (0..c_n)
+        .map(|c| s_in * weight_scales[if weight_scales.len() > 1 { c } else { 0 }] / qo.scale)
+        .collect();
+    // Offsets are in output steps: keep their real value.
+    for o in rq.offset.iter_mut() {
+        *o *= old_out.scale / qo.scale;
+    }
+    rq.zero_point = qo.zero_point;
+    rq.lo = lo;
+    rq.hi = hi;
+}

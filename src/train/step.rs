@@ -1,0 +1,107 @@
+//! One model being trained: the integer graph the forward runs on, its f32 shadow parameters,
+//! and the optimizer. A gradient is always taken on the deployed integer forward (straight-
+//! through estimator); a step updates the shadow and re-quantizes it into the graph.
+
+use crate::data::IdxDataset;
+use crate::graph::{GradPath, Graph, Shadow};
+use crate::Result;
+
+use super::loss::{cross_entropy, neg_normalized_entropy};
+use super::sgd::Sgd;
+
+/// What a batch's loss is.
+#[derive(Debug, Clone, Copy)]
+pub enum Objective<'a> {
+    /// Cross-entropy against these labels (one per batch sample).
+    CrossEntropy(&'a [u8]),
+    /// −mean normalized entropy (descending it maximizes the entropy).
+    NegEntropy,
+}
+
+/// Loss, flattened gradient and real logits of one batch.
+#[derive(Debug, Clone)]
+pub struct BatchGrad {
+    pub loss: f32,
+    pub grad: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+/// Images and labels of dataset samples `idx`, in that order.
+pub fn gather(data: &IdxDataset, idx: &[usize]) -> (Vec<u8>, Vec<u8>) {
+    let len = data.rows * data.cols;
+    let mut images = Vec::with_capacity(idx.len() * len);
+    let mut labels = Vec::with_capacity(idx.len());
+    for &i in idx {
+        images.extend_from_slice(data.image(i));
+        labels.push(data.labels[i]);
+    }
+    (images, labels)
+}
+
+/// A graph under training.
+#[derive(Debug, Clone)]
+pub struct TrainState {
+    pub graph: Graph,
+    pub shadow: Shadow,
+    pub sgd: Sgd,
+    pub path: GradPath,
+}
+
+impl TrainState {
+    /// Start from the graph's current integers.
+    pub fn new(graph: Graph, sgd: Sgd, path: GradPath) -> Self {
+        let shadow = Shadow::new(&graph);
+        TrainState {
+            graph,
+            shadow,
+            sgd,
+            path,
+        }
+    }
+
+    /// Loss and gradient of `objective` on the images `images` (`n` of them).
+    pub fn grad_images(&self, images: &[u8], n: usize, objective: Objective) -> Result<BatchGrad> {
+        let g = &self.graph;
+        let tape = g.forward_tape(images, n)?;
+        let logits = g.tape_logits(&tape);
+        let (loss, dz) = match objective {
+            Objective::CrossEntropy(labels) => cross_entropy(&logits, g.classes(), labels),
+            Objective::NegEntropy => neg_normalized_entropy(&logits, g.classes()),
+        };
+        let params = match self.path {
+            GradPath::F32 => g.real_params(),
+            // The int8 path reads the integer weights directly.
+            GradPath::Int8 => vec![None; g.layers.len()],
+        };
+        let grads = g.backward(&tape, &params, &dz, self.path)?;
+        Ok(BatchGrad {
+            loss,
+            grad: self.shadow.gather(g, &grads),
+            logits,
+        })
+    }
+
+    /// Loss and gradient on dataset samples `idx`; `labels` overrides the dataset's labels for
+    /// cross-entropy (random or "similar" labels).
+    pub fn grad(
+        &self,
+        data: &IdxDataset,
+        idx: &[usize],
+        entropy: bool,
+        labels: Option<&[u8]>,
+    ) -> Result<BatchGrad> {
+        let (images, own) = gather(data, idx);
+        let obj = if entropy {
+            Objective::NegEntropy
+        } else {
+            Objective::CrossEntropy(labels.unwrap_or(&own))
+        };
+        self.grad_images(&images, idx.len(), obj)
+    }
+
+    /// One optimizer step along `direction` (a gradient to descend), then re-quantize.
+    pub fn step(&mut self, direction: &[f32]) {
+        self.sgd.step(&mut self.shadow.theta, direction);
+        self.shadow.apply(&mut self.graph);
+    }
+}

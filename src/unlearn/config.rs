@@ -1,0 +1,166 @@
+//! Settings of an unlearning run, with the defaults the CLI offers.
+
+use serde::Serialize;
+
+use super::Request;
+use crate::data::IdxDataset;
+use crate::graph::{GradPath, Graph};
+use crate::train::gather;
+use crate::Result;
+
+/// The methods qforget implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodName {
+    /// Orthogonal Entropy Unlearning (the default).
+    Oeu,
+    /// Fine-tune on the retain set.
+    Finetune,
+    /// Gradient ascent on the forget set.
+    GradAscent,
+    /// Random labels on the forget set, plus the retain set.
+    RandomLabel,
+    /// Q-MUL: similar labels and gradient-norm weighting.
+    Qmul,
+    /// Train from scratch on the retain set (the gold standard).
+    Retrain,
+}
+
+impl MethodName {
+    /// Name as the CLI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodName::Oeu => "oeu",
+            MethodName::Finetune => "finetune",
+            MethodName::GradAscent => "grad-ascent",
+            MethodName::RandomLabel => "random-label",
+            MethodName::Qmul => "qmul",
+            MethodName::Retrain => "retrain",
+        }
+    }
+}
+
+/// OEU's projection of the forget gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+pub enum ProjectionMode {
+    /// One projection over all parameters.
+    Global,
+    /// A projection per parameter tensor.
+    PerTensor,
+    /// No projection (ablation).
+    None,
+}
+
+/// When a run stops before its epochs are done.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Stop {
+    /// Run every epoch.
+    Fixed,
+    /// Once the forget set's mean normalized entropy reaches this value (0..1).
+    Entropy(f32),
+    /// Once forget accuracy (percent) is at or below this value.
+    ForgetAcc(f64),
+}
+
+impl Stop {
+    /// `Some(reason)` when the rule is met on `graph`.
+    pub fn reached(&self, graph: &Graph, req: &Request) -> Result<Option<String>> {
+        match *self {
+            Stop::Fixed => Ok(None),
+            Stop::Entropy(target) => {
+                let z = logits(graph, req.train, req.forget)?;
+                let h = crate::train::mean_normalized_entropy(&z, graph.classes());
+                Ok((h >= target).then(|| format!("forget entropy {h:.3} ≥ {target}")))
+            }
+            Stop::ForgetAcc(target) => {
+                let z = logits(graph, req.train, req.forget)?;
+                let c = graph.classes();
+                let hits = z
+                    .chunks_exact(c)
+                    .zip(req.forget)
+                    .filter(|(row, &i)| crate::eval::argmax(row) == req.train.labels[i] as usize)
+                    .count();
+                let acc = 100.0 * hits as f64 / req.forget.len().max(1) as f64;
+                Ok((acc <= target).then(|| format!("forget accuracy {acc:.2} % ≤ {target} %")))
+            }
+        }
+    }
+}
+
+/// Real logits of samples `idx`, in batches.
+pub fn logits(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(idx.len() * graph.classes());
+    for chunk in idx.chunks(512) {
+        let (images, _) = gather(data, chunk);
+        let l = graph.forward(&images, chunk.len())?;
+        out.extend(l.data.iter().map(|&q| l.q.dequantize(q)));
+    }
+    Ok(out)
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub epochs: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub forget_batch: usize,
+    pub retain_batch: usize,
+    /// OEU's weight of the retain gradient.
+    pub lambda: f32,
+    pub projection: ProjectionMode,
+    /// Project only when ⟨g_f, g_r⟩ < 0.
+    pub only_on_conflict: bool,
+    pub stop: Stop,
+    pub seed: u64,
+    pub grad_path: GradPath,
+    /// Retrain: how often (in steps) the activation observers update the scales.
+    pub observe_every: usize,
+}
+
+impl Config {
+    /// Defaults for `method`.
+    pub fn defaults(method: MethodName) -> Self {
+        let base = Config {
+            epochs: 3,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            forget_batch: 64,
+            retain_batch: 64,
+            lambda: 1.0,
+            projection: ProjectionMode::Global,
+            only_on_conflict: false,
+            stop: Stop::Fixed,
+            seed: 0,
+            grad_path: GradPath::Int8,
+            observe_every: 20,
+        };
+        match method {
+            MethodName::Retrain => Config {
+                epochs: 20,
+                lr: 0.05,
+                weight_decay: 0.0,
+                ..base
+            },
+            MethodName::Finetune => Config {
+                epochs: 2,
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    /// The settings as strings, for the journal and reports.
+    pub fn settings(&self) -> std::collections::BTreeMap<String, String> {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.to_string().trim_matches('"').to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,86 @@
+//! OEU — Orthogonal Entropy Unlearning (DESIGN.md, "OEU as implemented").
+//!
+//! Per step, a forget batch `B_f` and a retain batch `B_r`:
+//! `g_f = ∇(−mean H(softmax)/ln C)` on `B_f`, `g_r = ∇CE` on `B_r`,
+//! `g_f⊥ = g_f − ⟨g_f,g_r⟩/(‖g_r‖²+ε)·g_r` (globally or per tensor, optionally only when they
+//! conflict), and SGD with momentum descends `g_f⊥ + λ·g_r`. Removing the retain direction from
+//! the forget step means the entropy ascent has no first-order effect on the retain loss; the
+//! λ term repairs what second-order effects and quantization do.
+
+use super::{state, Config, EpochLoop, Method, Progress, ProjectionMode, Request, RunInfo};
+use crate::graph::Graph;
+use crate::train::{axpy, batches, project_out, project_out_per_segment, BatchStream};
+use crate::Result;
+
+/// Orthogonal Entropy Unlearning.
+pub struct Oeu;
+
+const EPS: f64 = 1e-12;
+
+impl Method for Oeu {
+    fn name(&self) -> &'static str {
+        "oeu"
+    }
+
+    fn run(
+        &self,
+        graph: &mut Graph,
+        req: &Request,
+        cfg: &Config,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<RunInfo> {
+        let mut st = state(graph.clone(), cfg);
+        let ranges = st.shadow.ranges();
+        let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
+        let mut lp = EpochLoop::new();
+        let (mut projected, mut conflicts, mut steps) = (0usize, 0usize, 0usize);
+        for epoch in 0..cfg.epochs {
+            let fb = batches(req.forget, cfg.forget_batch, cfg.seed.wrapping_add(epoch as u64));
+            for (k, b_f) in fb.iter().enumerate() {
+                let b_r = retain.next_batch();
+                let f = st.grad(req.train, b_f, true, None)?;
+                let r = st.grad(req.train, &b_r, false, None)?;
+                let mut g = f.grad;
+                let did = match cfg.projection {
+                    ProjectionMode::Global => {
+                        let p = project_out(&mut g, &r.grad, EPS, cfg.only_on_conflict);
+                        conflicts += (p.dot < 0.0) as usize;
+                        p.projected
+                    }
+                    ProjectionMode::PerTensor => {
+                        let ps = project_out_per_segment(
+                            &mut g,
+                            &r.grad,
+                            &ranges,
+                            EPS,
+                            cfg.only_on_conflict,
+                        );
+                        conflicts += ps.iter().any(|p| p.dot < 0.0) as usize;
+                        ps.iter().any(|p| p.projected)
+                    }
+                    ProjectionMode::None => false,
+                };
+                projected += did as usize;
+                axpy(&mut g, cfg.lambda, &r.grad);
+                st.step(&g);
+                steps += 1;
+                progress(&Progress {
+                    epoch,
+                    epochs: cfg.epochs,
+                    step: k + 1,
+                    steps_per_epoch: fb.len(),
+                    loss: f.loss,
+                });
+            }
+            if lp.end_epoch(&st, req, cfg, epoch)? {
+                break;
+            }
+        }
+        lp.info.steps = steps;
+        lp.info.notes.push(format!(
+            "projected {projected} of {steps} steps; forget and retain gradients conflicted in {conflicts}"
+        ));
+        *graph = st.graph;
+        Ok(lp.finish(cfg.epochs))
+    }
+}
