@@ -49,6 +49,15 @@ pub enum Error {
     /// Inputs given to a graph do not fit it (shape or count).
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// An initializer could not be read or replaced in a model's bytes (see `onnx::patch`).
+    #[error("cannot patch the model: {0}")]
+    Patch(String),
+    /// A delta file is malformed, corrupt, or does not fit the model or chain it is applied to.
+    #[error("{}: {reason}", path.display())]
+    Delta { path: PathBuf, reason: String },
+    /// The request journal is malformed or has been tampered with.
+    #[error("{}: {reason}", path.display())]
+    Journal { path: PathBuf, reason: String },
     /// The reference engine failed.
     #[error("reference engine: {0}")]
     Reference(String),

@@ -9,6 +9,7 @@ mod compute;
 mod materialize;
 #[cfg(not(feature = "tract-engine"))]
 pub mod pb_lite;
+pub mod patch;
 mod proto;
 mod qdq;
 mod qop;
