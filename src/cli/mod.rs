@@ -3,6 +3,7 @@
 
 mod bench;
 mod eval;
+mod forget;
 mod inspect;
 mod output;
 
@@ -77,6 +78,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "qforget")]
         engine: Engine,
     },
+    /// Make a model forget training samples (OEU or a baseline); measure before and after.
+    Forget(Box<forget::ForgetArgs>),
     /// Measure kernel GOPS and end-to-end inference speed (ours against tract).
     Bench {
         #[command(subcommand)]
@@ -114,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             predictions,
             engine,
         }),
+        Command::Forget(a) => forget::run(*a),
         Command::Bench { what } => bench::run(what),
     }
 }

@@ -1,0 +1,422 @@
+//! `qforget forget MODEL --dataset DIR (--forget-class K | --forget-ids FILE | --forget-random F)
+//! [--method M] [...] [--export OUT.onnx] [--json]`: one forget request, measured before and
+//! after, optionally exported as a patched .onnx.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use qforget::data::forget::{select, ForgetSpec};
+use qforget::data::{IdxDataset, Split};
+use qforget::eval::forgetting::{measure, EvalSets, Measured};
+use qforget::eval::metrics::{avg_gap, Metrics};
+use qforget::graph::params::{ExportType, Shadow};
+use qforget::onnx::patch::{patch_initializers, InitializerUpdate, TensorValues};
+use qforget::unlearn::{self, Config, MethodName, ProjectionMode, Request, RunInfo, Stop};
+use serde::Serialize;
+
+use super::output::write_atomic;
+
+/// Options of `forget` (see `cli::Command::Forget` for their help).
+#[derive(Debug, clap::Args)]
+pub struct ForgetArgs {
+    /// Quantized .onnx model to unlearn (never modified).
+    pub model: PathBuf,
+    /// Dataset directory (idx files); sample ids refer to its training split.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Forget every training sample of this class.
+    #[arg(long, group = "what", value_name = "K")]
+    pub forget_class: Option<u8>,
+    /// Forget the training samples listed in FILE (0-based indices, one per line).
+    #[arg(long, group = "what", value_name = "FILE")]
+    pub forget_ids: Option<PathBuf>,
+    /// Forget a random fraction of the training split (with --seed).
+    #[arg(long, group = "what", value_name = "FRAC")]
+    pub forget_random: Option<f64>,
+    /// Seed of every random choice (forget set, retain subset, batches, init).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Unlearning method.
+    #[arg(long, value_enum, default_value = "oeu")]
+    pub method: MethodName,
+    /// Epochs (default: 3; finetune 2; retrain 20).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Learning rate (default: 0.01; retrain 0.05).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// SGD weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Forget batch size.
+    #[arg(long)]
+    pub forget_batch: Option<usize>,
+    /// Retain batch size.
+    #[arg(long)]
+    pub retain_batch: Option<usize>,
+    /// OEU: weight λ of the retain gradient.
+    #[arg(long)]
+    pub lambda: Option<f32>,
+    /// OEU: project the forget gradient globally, per tensor, or not at all.
+    #[arg(long, value_enum)]
+    pub projection: Option<ProjectionMode>,
+    /// OEU: project only when the forget and retain gradients conflict (⟨g_f,g_r⟩ < 0).
+    #[arg(long)]
+    pub only_on_conflict: bool,
+    /// Stop once the forget set's mean normalized entropy reaches this value (0..1).
+    #[arg(long, value_name = "H", conflicts_with = "stop_forget_acc")]
+    pub stop_entropy: Option<f32>,
+    /// Stop once forget accuracy (percent) is at or below this value.
+    #[arg(long, value_name = "PCT")]
+    pub stop_forget_acc: Option<f64>,
+    /// Backward arithmetic: int8 (default) or f32.
+    #[arg(long, default_value = "int8")]
+    pub grad_path: qforget::graph::GradPath,
+    /// Use only this many retain samples (a seeded subset: the device's retain buffer).
+    #[arg(long, value_name = "N")]
+    pub retain_limit: Option<usize>,
+    /// Use only the first N images of the training split.
+    #[arg(long, value_name = "N")]
+    pub train_limit: Option<usize>,
+    /// A reference model (.onnx, e.g. a retrained one) or the JSON output of an earlier
+    /// `forget --json` run (its `after` metrics): report the Avg. Gap to it.
+    #[arg(long, value_name = "MODEL.onnx|RUN.json")]
+    pub reference: Option<PathBuf>,
+    /// Write the unlearned model here (the input file with its trained initializers replaced).
+    #[arg(long, value_name = "OUT.onnx")]
+    pub export: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Side {
+    #[serde(flatten)]
+    m: Measured,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gap: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    method: &'static str,
+    model: String,
+    dataset: String,
+    forget_count: usize,
+    retain_count: usize,
+    seconds: f64,
+    epoch_seconds: Vec<f64>,
+    steps: usize,
+    stopped: String,
+    notes: Vec<String>,
+    before: Side,
+    after: Side,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<Metrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export: Option<String>,
+    changed_weights: usize,
+    settings: std::collections::BTreeMap<String, String>,
+}
+
+fn load_train(dir: &Path, limit: Option<usize>) -> anyhow::Result<IdxDataset> {
+    let mut d = IdxDataset::load(dir, Split::Train)?;
+    if let Some(n) = limit {
+        if n == 0 || n > d.n {
+            bail!(
+                "--train-limit {n}: the training split of {} has {} images",
+                dir.display(),
+                d.n
+            );
+        }
+        d.images.truncate(n * d.rows * d.cols);
+        d.labels.truncate(n);
+        d.n = n;
+    }
+    Ok(d)
+}
+
+fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
+    let mut c = Config::defaults(a.method);
+    c.epochs = a.epochs.unwrap_or(c.epochs);
+    c.lr = a.lr.unwrap_or(c.lr);
+    c.momentum = a.momentum.unwrap_or(c.momentum);
+    c.weight_decay = a.weight_decay.unwrap_or(c.weight_decay);
+    c.forget_batch = a.forget_batch.unwrap_or(c.forget_batch);
+    c.retain_batch = a.retain_batch.unwrap_or(c.retain_batch);
+    c.lambda = a.lambda.unwrap_or(c.lambda);
+    c.projection = a.projection.unwrap_or(c.projection);
+    c.only_on_conflict = a.only_on_conflict;
+    c.seed = a.seed;
+    c.grad_path = a.grad_path;
+    c.stop = match (a.stop_entropy, a.stop_forget_acc) {
+        (Some(h), _) => Stop::Entropy(h),
+        (_, Some(p)) => Stop::ForgetAcc(p),
+        _ => Stop::Fixed,
+    };
+    if c.epochs == 0 || c.forget_batch == 0 || c.retain_batch == 0 {
+        bail!("--epochs and batch sizes must be at least 1");
+    }
+    if !(c.lr.is_finite() && c.lr > 0.0) {
+        bail!("--lr must be a positive number, not {}", c.lr);
+    }
+    Ok(c)
+}
+
+/// Metrics of the reference: measured on its model, or read from an earlier run's JSON.
+fn reference(
+    path: &Path,
+    sets: &EvalSets,
+) -> anyhow::Result<Metrics> {
+    if path.extension().is_some_and(|e| e == "json") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not JSON", path.display()))?;
+        let after = v.get("after").with_context(|| {
+            format!("{}: no \"after\" object (expected `forget --json` output)", path.display())
+        })?;
+        let f = |k: &str| {
+            after
+                .get(k)
+                .and_then(|x| x.as_f64())
+                .with_context(|| format!("{}: \"after\" has no number \"{k}\"", path.display()))
+        };
+        return Ok(Metrics {
+            forget_acc: f("forget_acc")?,
+            retain_acc: f("retain_acc")?,
+            test_acc: f("test_acc")?,
+            mia: f("mia")?,
+        });
+    }
+    let g = qforget::onnx::load(path)?;
+    Ok(measure(&g, sets)?.metrics)
+}
+
+/// Exported initializers as the patcher takes them.
+fn updates(shadow: &Shadow, g: &qforget::graph::Graph) -> Vec<InitializerUpdate> {
+    shadow
+        .exports(g)
+        .into_iter()
+        .map(|e| InitializerUpdate {
+            name: e.name,
+            values: match e.dtype {
+                ExportType::I8 => TensorValues::I8(e.values.iter().map(|&v| v as i8).collect()),
+                ExportType::U8 => TensorValues::U8(e.values.iter().map(|&v| v as u8).collect()),
+                ExportType::I32 => TensorValues::I32(e.values.iter().map(|&v| v as i32).collect()),
+            },
+        })
+        .collect()
+}
+
+pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
+    let cfg = config(&a)?;
+    if let Some(out) = &a.export {
+        if out.exists() && same_file(out, &a.model) {
+            bail!("{}: --export would overwrite the input model", out.display());
+        }
+        if a.method == MethodName::Retrain {
+            bail!("--export: a retrained model has new scales and cannot be written as a weight patch of {}; run retrain without --export (its metrics serve as --reference)", a.model.display());
+        }
+    }
+    let model_bytes =
+        std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;
+    let mut graph = qforget::onnx::import(&model_bytes, &a.model)?;
+    let train = load_train(&a.dataset, a.train_limit)?;
+    let test = IdxDataset::load(&a.dataset, Split::Test)?;
+    qforget::eval::check_fits(&graph, &train)?;
+    let spec = match (a.forget_class, &a.forget_ids, a.forget_random) {
+        (Some(k), _, _) => ForgetSpec::Class(k),
+        (_, Some(f), _) => ForgetSpec::Ids(read_ids(f, train.n)?),
+        (_, _, Some(p)) => ForgetSpec::Random {
+            fraction: p,
+            seed: a.seed,
+        },
+        _ => bail!("say what to forget: --forget-class K, --forget-ids FILE or --forget-random FRAC"),
+    };
+    let split = select(&train.labels, &spec, a.retain_limit, a.seed)
+        .with_context(|| format!("{}: choosing the forget set", a.dataset.display()))?;
+    let sets = EvalSets {
+        train: &train,
+        test: &test,
+        forget: &split.forget,
+        retain: &split.retain,
+        test_exclude: a.forget_class,
+        seed: a.seed,
+    };
+    let reference = match &a.reference {
+        Some(p) => Some(reference(p, &sets)?),
+        None => None,
+    };
+    let quiet = a.json || !std::io::stderr().is_terminal();
+    if !quiet {
+        eprintln!(
+            "forget {} of {} training samples ({} retained) with {}; measuring the model first",
+            split.forget.len(),
+            train.n,
+            split.retain.len(),
+            a.method.as_str()
+        );
+    }
+    let before = measure(&graph, &sets)?;
+    let base = graph.clone();
+    let req = Request {
+        train: &train,
+        forget: &split.forget,
+        retain: &split.retain,
+    };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} steps  loss {msg}  {elapsed}<{eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b
+    };
+    let t0 = Instant::now();
+    let info: RunInfo = unlearn::method(a.method).run(&mut graph, &req, &cfg, &mut |p| {
+        bar.set_length(p.steps_per_epoch as u64);
+        bar.set_position(p.step as u64);
+        bar.set_prefix(format!("epoch {}/{}", p.epoch + 1, p.epochs));
+        bar.set_message(format!("{:.4}", p.loss));
+    })?;
+    let seconds = t0.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let after = measure(&graph, &sets)?;
+    let changed = changed_weights(&base, &graph);
+    if let Some(out) = &a.export {
+        let shadow = Shadow::new(&graph);
+        let patched = patch_initializers(&model_bytes, &updates(&shadow, &graph))
+            .with_context(|| format!("{}: exporting", a.model.display()))?;
+        write_atomic(out, &patched)?;
+    }
+    let side = |m: Measured| Side {
+        gap: reference.as_ref().map(|r| avg_gap(&m.metrics, r)),
+        m,
+    };
+    let report = Report {
+        method: a.method.as_str(),
+        model: a.model.display().to_string(),
+        dataset: a.dataset.display().to_string(),
+        forget_count: split.forget.len(),
+        retain_count: split.retain.len(),
+        seconds,
+        epoch_seconds: info.epoch_seconds.clone(),
+        steps: info.steps,
+        stopped: info.stopped.clone(),
+        notes: info.notes.clone(),
+        before: side(before),
+        after: side(after),
+        reference,
+        export: a.export.as_ref().map(|p| p.display().to_string()),
+        changed_weights: changed,
+        settings: cfg.settings(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+fn print_text(r: &Report) {
+    println!(
+        "{}: forgot {} samples ({} retained) in {:.2} s, {} steps ({})",
+        r.method, r.forget_count, r.retain_count, r.seconds, r.steps, r.stopped
+    );
+    println!("            forget acc  retain acc  test acc     MIA    gap");
+    for (name, s) in [("before", &r.before), ("after", &r.after)] {
+        let m = &s.m.metrics;
+        println!(
+            "  {name:<8} {:>9.2} %  {:>8.2} %  {:>6.2} %  {:>5.2} %  {}",
+            m.forget_acc,
+            m.retain_acc,
+            m.test_acc,
+            m.mia,
+            s.gap.map(|g| format!("{g:.2} pp")).unwrap_or_else(|| "-".into())
+        );
+    }
+    if let Some(m) = &r.reference {
+        println!(
+            "  reference {:>8.2} %  {:>8.2} %  {:>6.2} %  {:>5.2} %",
+            m.forget_acc, m.retain_acc, m.test_acc, m.mia
+        );
+    }
+    for n in &r.notes {
+        println!("  {n}");
+    }
+    println!("  {} int8 weights changed", r.changed_weights);
+    if let Some(e) = &r.export {
+        println!("  wrote {e}");
+    }
+}
+
+/// Number of integer weights that differ between two graphs of the same architecture.
+fn changed_weights(a: &qforget::graph::Graph, b: &qforget::graph::Graph) -> usize {
+    use qforget::graph::Op;
+    a.layers
+        .iter()
+        .zip(&b.layers)
+        .map(|(x, y)| match (&x.op, &y.op) {
+            (Op::Conv(p), Op::Conv(q)) => p
+                .weights
+                .iter()
+                .zip(&q.weights)
+                .map(|(u, v)| u.data.iter().zip(&v.data).filter(|(s, t)| s != t).count())
+                .sum(),
+            (Op::Linear(p), Op::Linear(q)) => p
+                .weights
+                .data
+                .iter()
+                .zip(&q.weights.data)
+                .filter(|(s, t)| s != t)
+                .count(),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The id list: one 0-based training index per line; `#` comments and blank lines allowed.
+fn read_ids(path: &Path, n: usize) -> anyhow::Result<Vec<usize>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the id list", path.display()))?;
+    let mut ids = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        if t.is_empty() {
+            continue;
+        }
+        let v: usize = t.parse().map_err(|_| {
+            anyhow::anyhow!("{}:{}: '{t}' is not a sample index", path.display(), no + 1)
+        })?;
+        if v >= n {
+            bail!(
+                "{}:{}: index {v} is out of range (the training split has {n} samples)",
+                path.display(),
+                no + 1
+            );
+        }
+        ids.push(v);
+    }
+    Ok(ids)
+}
