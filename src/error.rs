@@ -61,6 +61,15 @@ pub enum Error {
     /// The reference engine failed.
     #[error("reference engine: {0}")]
     Reference(String),
+    /// A caller-supplied setting or selection is unusable (forget set, fraction, sizes...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A metric could not be computed (e.g. the MIA classifier failed to train).
+    #[error("metric {metric}: {reason}")]
+    Metric {
+        metric: &'static str,
+        reason: String,
+    },
 }
 
 impl Error {

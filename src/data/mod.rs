@@ -1,6 +1,7 @@
 //! Datasets the model is evaluated and unlearned on. Today: the idx format of MNIST and
 //! Fashion-MNIST (optionally gzip-compressed), read into memory as raw bytes.
 
+pub mod forget;
 mod idx;
 
 pub use idx::{read_idx, IdxArray};

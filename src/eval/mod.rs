@@ -1,8 +1,14 @@
-//! Measuring a model on a dataset. Today: top-1 accuracy and predictions; the forgetting
-//! metrics (forget/retain/test accuracy, membership inference, gap to a reference) build on it.
+//! Measuring a model on a dataset: top-1 accuracy and predictions here; the forgetting metrics
+//! built on them (forget/retain/test accuracy, Avg. Gap) in [`metrics`], membership inference in
+//! [`mia`].
 
 #[cfg(feature = "tract-engine")]
 pub mod tract_ref;
+
+pub mod metrics;
+pub mod mia;
+
+pub use metrics::{avg_gap, Metrics};
 
 use crate::data::IdxDataset;
 use crate::graph::{Graph, Logits};

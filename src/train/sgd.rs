@@ -62,6 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::approx_constant)] // −3.14 below is a hand-computed value, not π
     fn three_steps_by_hand() {
         // lr 0.5, μ 0.9, wd 0.1; θ0 = [1, −2], g = [0.5, 1] at every step.
         // step 1: d = [0.6, 0.8];          v = [0.6, 0.8];           θ = [0.7, −2.4]
