@@ -228,7 +228,7 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
     }
     let model_bytes =
         std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;
-    let mut graph = qforget::onnx::import(&model_bytes, &a.model)?;
+    let mut graph = qforget::onnx::from_bytes(&model_bytes, &a.model)?;
     let train = load_train(&a.dataset, a.train_limit)?;
     let test = IdxDataset::load(&a.dataset, Split::Test)?;
     qforget::eval::check_fits(&graph, &train)?;

@@ -7,6 +7,7 @@ pub mod tract_ref;
 
 pub mod metrics;
 pub mod mia;
+pub mod forgetting;
 
 pub use metrics::{avg_gap, Metrics};
 

@@ -47,6 +47,15 @@ pub fn load(path: impl AsRef<Path>) -> Result<Graph> {
     import(&model, path)
 }
 
+/// Import a model from its file bytes; `path` is used in messages.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Graph> {
+    let model = decode_model(bytes).map_err(|reason| Error::InvalidModel {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    import(&model, path)
+}
+
 /// Import an already decoded model; `path` is used in messages.
 pub fn import(model: &pb::ModelProto, path: &Path) -> Result<Graph> {
     let graph = model.graph.as_ref().ok_or_else(|| Error::InvalidModel {

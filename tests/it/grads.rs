@@ -48,6 +48,8 @@ pub fn fd_check(name: &str, g: &Graph, images: &[u8], n: usize) {
         total += 1;
         if (analytic - numeric).abs() <= 0.02 * scale + 1e-6 {
             pass += 1;
+        } else if std::env::var_os("QFORGET_FD_VERBOSE").is_some() {
+            eprintln!("  analytic {analytic:.6e} numeric {numeric:.6e} scale {scale:.3e}");
         }
         dot += analytic * numeric;
         na += analytic * analytic;
@@ -74,7 +76,7 @@ pub fn fd_check(name: &str, g: &Graph, images: &[u8], n: usize) {
     }
     // Input: up to 24 coordinates.
     let scale = gin.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-    let h = 2e-3 * g.input.q.scale.max(1e-3);
+    let h = 1e-3;
     let step = (x0.len() / 24).max(1);
     for j in (0..x0.len()).step_by(step).take(24) {
         let mut x = x0.clone();
@@ -85,6 +87,11 @@ pub fn fd_check(name: &str, g: &Graph, images: &[u8], n: usize) {
         check(gin[j] as f64, (up - down) / (2.0 * h as f64), scale);
     }
     let cos = dot / (na.sqrt() * nf.sqrt()).max(1e-30);
+    if na + nf == 0.0 {
+        // residual_add: relu(x − 1.5x) of non-negative pixels is 0 everywhere; its Add is
+        // covered by the residual fixtures below.
+        eprintln!("{name}: no gradient reaches the parameters or the input (output clamped)");
+    }
     eprintln!(
         "{name}: finite differences: {pass}/{total} coordinates within budget, cosine {cos:.5}"
     );
@@ -116,9 +123,20 @@ fn fixtures_backward_matches_finite_differences() {
         "mnist_mlp_matmul_qdq.onnx",
         "mnist_res_qop_u8.onnx",
     ] {
-        let (g, d) = fixture(name);
+        // Random images, not real ones: the flat background of a real digit gives equal values
+        // in a max window, a tie where the float twin has no derivative at all.
+        let (g, _) = fixture(name);
         let n = 3;
-        fd_check(name, &g, &d.images[..n * 784], n);
+        let mut state = 0x2545f4914f6cdd1du64 ^ name.len() as u64;
+        let images: Vec<u8> = (0..n * 784)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8
+            })
+            .collect();
+        fd_check(name, &g, &images, n);
     }
 }
 
