@@ -42,10 +42,10 @@ pub struct ForgetArgs {
     /// Unlearning method.
     #[arg(long, value_enum, default_value = "oeu")]
     pub method: MethodName,
-    /// Epochs (default: 3; finetune 2; retrain 20).
+    /// Epochs (default: 3; finetune 2; retrain 10).
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Learning rate (default: 0.01; retrain 0.05).
+    /// Learning rate (default: 0.01).
     #[arg(long)]
     pub lr: Option<f32>,
     /// SGD momentum.

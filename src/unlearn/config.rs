@@ -139,9 +139,7 @@ impl Config {
         };
         match method {
             MethodName::Retrain => Config {
-                epochs: 20,
-                lr: 0.05,
-                weight_decay: 0.0,
+                epochs: 10,
                 ..base
             },
             MethodName::Finetune => Config {
