@@ -75,6 +75,9 @@ pub struct ForgetArgs {
     /// Stop once forget accuracy (percent) is at or below this value.
     #[arg(long, value_name = "PCT")]
     pub stop_forget_acc: Option<f64>,
+    /// Also check the stopping rule every N steps (default: only after each epoch).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub check_every: usize,
     /// Backward arithmetic: int8 (default) or f32.
     #[arg(long, default_value = "int8")]
     pub grad_path: qforget::graph::GradPath,
@@ -155,6 +158,7 @@ fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
     c.projection = a.projection.unwrap_or(c.projection);
     c.only_on_conflict = a.only_on_conflict;
     c.seed = a.seed;
+    c.check_every = a.check_every;
     c.grad_path = a.grad_path;
     c.stop = match (a.stop_entropy, a.stop_forget_acc) {
         (Some(h), _) => Stop::Entropy(h),
@@ -171,17 +175,17 @@ fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
 }
 
 /// Metrics of the reference: measured on its model, or read from an earlier run's JSON.
-fn reference(
-    path: &Path,
-    sets: &EvalSets,
-) -> anyhow::Result<Metrics> {
+fn reference(path: &Path, sets: &EvalSets) -> anyhow::Result<Metrics> {
     if path.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not JSON", path.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
         let after = v.get("after").with_context(|| {
-            format!("{}: no \"after\" object (expected `forget --json` output)", path.display())
+            format!(
+                "{}: no \"after\" object (expected `forget --json` output)",
+                path.display()
+            )
         })?;
         let f = |k: &str| {
             after
@@ -220,7 +224,10 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
     let cfg = config(&a)?;
     if let Some(out) = &a.export {
         if out.exists() && same_file(out, &a.model) {
-            bail!("{}: --export would overwrite the input model", out.display());
+            bail!(
+                "{}: --export would overwrite the input model",
+                out.display()
+            );
         }
         if a.method == MethodName::Retrain {
             bail!("--export: a retrained model has new scales and cannot be written as a weight patch of {}; run retrain without --export (its metrics serve as --reference)", a.model.display());
@@ -239,7 +246,9 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
             fraction: p,
             seed: a.seed,
         },
-        _ => bail!("say what to forget: --forget-class K, --forget-ids FILE or --forget-random FRAC"),
+        _ => {
+            bail!("say what to forget: --forget-class K, --forget-ids FILE or --forget-random FRAC")
+        }
     };
     let split = select(&train.labels, &spec, a.retain_limit, a.seed)
         .with_context(|| format!("{}: choosing the forget set", a.dataset.display()))?;
@@ -346,7 +355,9 @@ fn print_text(r: &Report) {
             m.retain_acc,
             m.test_acc,
             m.mia,
-            s.gap.map(|g| format!("{g:.2} pp")).unwrap_or_else(|| "-".into())
+            s.gap
+                .map(|g| format!("{g:.2} pp"))
+                .unwrap_or_else(|| "-".into())
         );
     }
     if let Some(m) = &r.reference {

@@ -5,9 +5,9 @@
 #[cfg(feature = "tract-engine")]
 pub mod tract_ref;
 
+pub mod forgetting;
 pub mod metrics;
 pub mod mia;
-pub mod forgetting;
 
 pub use metrics::{avg_gap, Metrics};
 

@@ -115,7 +115,12 @@ impl Graph {
                         (GradPath::Int8, Tape::Quant(v)) => {
                             c.backward_i8(saved_q(v, x_id)?, self.acts[x_id].q.scale, &gy, need_dx)
                         }
-                        _ => c.backward_f32(&self.real_input(tape, x_id)?, &gy, &weights(params, i)?.w, need_dx),
+                        _ => c.backward_f32(
+                            &self.real_input(tape, x_id)?,
+                            &gy,
+                            &weights(params, i)?.w,
+                            need_dx,
+                        ),
                     };
                     out[i] = Some(g);
                     dx
@@ -125,7 +130,12 @@ impl Graph {
                         (GradPath::Int8, Tape::Quant(v)) => {
                             l.backward_i8(saved_q(v, x_id)?, self.acts[x_id].q.scale, &gy, need_dx)
                         }
-                        _ => l.backward_f32(&self.real_input(tape, x_id)?, &gy, &weights(params, i)?.w, need_dx),
+                        _ => l.backward_f32(
+                            &self.real_input(tape, x_id)?,
+                            &gy,
+                            &weights(params, i)?.w,
+                            need_dx,
+                        ),
                     };
                     out[i] = Some(g);
                     dx
@@ -194,7 +204,11 @@ impl Graph {
         match tape {
             Tape::Quant(v) => {
                 let q = self.acts[a].q;
-                Ok(saved_q(v, a)?.data.iter().map(|&b| q.dequantize(b)).collect())
+                Ok(saved_q(v, a)?
+                    .data
+                    .iter()
+                    .map(|&b| q.dequantize(b))
+                    .collect())
             }
             Tape::Float(v) => Ok(saved_f(v, a)?.clone()),
         }

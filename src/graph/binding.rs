@@ -110,7 +110,9 @@ mod tests {
         }
         let file = b.to_file_order(&ours, 2, 6);
         let want: Vec<i64> = (0..2)
-            .flat_map(|co| (0..3).flat_map(move |ci| (0..2).map(move |k| co * 100 + ci * 10 + k - 100)))
+            .flat_map(|co| {
+                (0..3).flat_map(move |ci| (0..2).map(move |k| co * 100 + ci * 10 + k - 100))
+            })
             .collect();
         assert_eq!(file, want);
         let t = ParamBinding {

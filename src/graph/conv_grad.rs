@@ -52,7 +52,11 @@ impl Conv {
         need_dx: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
         let (il, ol) = (self.in_shape.len().max(1), self.out_shape.len().max(1));
-        let (m, c_out, row) = (self.out_shape.h * self.out_shape.w, self.out_shape.c, self.row());
+        let (m, c_out, row) = (
+            self.out_shape.h * self.out_shape.w,
+            self.out_shape.c,
+            self.row(),
+        );
         let cout_g = c_out / self.group;
         let cin_g = self.in_shape.c / self.group;
         let mut dx = if need_dx { vec![0f32; x.len()] } else { vec![] };
@@ -111,7 +115,11 @@ impl Conv {
         need_dx: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
         let n = x.n;
-        let (m, c_out, row) = (self.out_shape.h * self.out_shape.w, self.out_shape.c, self.row());
+        let (m, c_out, row) = (
+            self.out_shape.h * self.out_shape.w,
+            self.out_shape.c,
+            self.row(),
+        );
         let cout_g = c_out / self.group;
         let cin_g = self.in_shape.c / self.group;
         let il = self.in_shape.len().max(1);
@@ -132,7 +140,11 @@ impl Conv {
             (vec![], 1.0)
         };
         let (gq, s_g) = quantize_i8(gy);
-        let mut dx = if need_dx { vec![0f32; x.data.len()] } else { vec![] };
+        let mut dx = if need_dx {
+            vec![0f32; x.data.len()]
+        } else {
+            vec![]
+        };
         let pixels = n * m;
         for grp in 0..self.group {
             // Patches of the whole batch, transposed: row k holds patch element k of every pixel.

@@ -70,9 +70,9 @@ impl Graph {
         let mut vals: Vec<Option<Vec<f32>>> = vec![None; self.acts.len()];
         vals[self.input.act] = Some(x0);
         for (i, layer) in self.layers.iter().enumerate() {
-            let x = vals[layer.inputs[0]]
-                .as_ref()
-                .ok_or_else(|| crate::Error::Shape(format!("layer '{}' input missing", layer.name)))?;
+            let x = vals[layer.inputs[0]].as_ref().ok_or_else(|| {
+                crate::Error::Shape(format!("layer '{}' input missing", layer.name))
+            })?;
             let mut y = match &layer.op {
                 Op::Conv(c) => {
                     let p = params[i].as_ref().expect("conv params");
@@ -106,23 +106,39 @@ impl Graph {
                             .collect()
                     }
                 },
-                Op::MaxPool(p) => pool_f32(x, &p.window, p.in_shape, p.out_shape, |cells, img, c, ch| {
-                    cells
-                        .iter()
-                        .map(|&cell| img[cell * c + ch])
-                        .fold(f32::NEG_INFINITY, f32::max)
-                }),
+                Op::MaxPool(p) => pool_f32(
+                    x,
+                    &p.window,
+                    p.in_shape,
+                    p.out_shape,
+                    |cells, img, c, ch| {
+                        cells
+                            .iter()
+                            .map(|&cell| img[cell * c + ch])
+                            .fold(f32::NEG_INFINITY, f32::max)
+                    },
+                ),
                 Op::AvgPool(p) => {
                     let full = p.window.kh * p.window.kw;
-                    pool_f32(x, &p.window, p.in_shape, p.out_shape, |cells, img, c, ch| {
-                        let count = if p.count_include_pad { full } else { cells.len() };
-                        let s = if p.columns_first {
-                            sum_columns_first(cells, p.in_shape.w, |cell| img[cell * c + ch])
-                        } else {
-                            cells.iter().map(|&cell| img[cell * c + ch]).sum()
-                        };
-                        s / count.max(1) as f32
-                    })
+                    pool_f32(
+                        x,
+                        &p.window,
+                        p.in_shape,
+                        p.out_shape,
+                        |cells, img, c, ch| {
+                            let count = if p.count_include_pad {
+                                full
+                            } else {
+                                cells.len()
+                            };
+                            let s = if p.columns_first {
+                                sum_columns_first(cells, p.in_shape.w, |cell| img[cell * c + ch])
+                            } else {
+                                cells.iter().map(|&cell| img[cell * c + ch]).sum()
+                            };
+                            s / count.max(1) as f32
+                        },
+                    )
                 }
                 Op::GlobalAvgPool(p) => {
                     let c = p.in_shape.c;

@@ -42,7 +42,9 @@ pub fn quantize_u8(g: &[f32]) -> (Vec<u8>, f32) {
     let inv = 1.0 / scale;
     let q = g
         .iter()
-        .map(|&v| (crate::graph::qparams::round_half_even(v * inv).clamp(-127.0, 127.0) + 128.0) as u8)
+        .map(|&v| {
+            (crate::graph::qparams::round_half_even(v * inv).clamp(-127.0, 127.0) + 128.0) as u8
+        })
         .collect();
     (q, scale)
 }

@@ -220,7 +220,11 @@ impl Shadow {
             match s.kind {
                 ParamKind::Weight => {
                     let w: Vec<i8> = match &layer.op {
-                        Op::Conv(c) => c.weights.iter().flat_map(|w| w.data.iter().copied()).collect(),
+                        Op::Conv(c) => c
+                            .weights
+                            .iter()
+                            .flat_map(|w| w.data.iter().copied())
+                            .collect(),
                         Op::Linear(l) => l.weights.data.clone(),
                         _ => continue,
                     };

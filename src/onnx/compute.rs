@@ -1,9 +1,7 @@
 //! Float compute nodes of a QDQ model (Conv, Gemm, MatMul, BatchNormalization, Relu/Clip, Add,
 //! pools, Flatten/Reshape), and the weight handling shared with the QOperator nodes.
 
-use crate::graph::{
-    Activation, InputPool, MaxPool, Op, ParamBinding, Shape, WeightLayout, Window,
-};
+use crate::graph::{Activation, InputPool, MaxPool, Op, ParamBinding, Shape, WeightLayout, Window};
 use crate::Result;
 
 use super::proto::{ConstData, ConstTensor};

@@ -113,6 +113,8 @@ pub struct Config {
     /// Project only when ⟨g_f, g_r⟩ < 0.
     pub only_on_conflict: bool,
     pub stop: Stop,
+    /// Check the stopping rule every this many steps too (0: only at the end of an epoch).
+    pub check_every: usize,
     pub seed: u64,
     pub grad_path: GradPath,
     /// Retrain: how often (in steps) the activation observers update the scales.
@@ -133,19 +135,14 @@ impl Config {
             projection: ProjectionMode::Global,
             only_on_conflict: false,
             stop: Stop::Fixed,
+            check_every: 0,
             seed: 0,
             grad_path: GradPath::Int8,
             observe_every: 20,
         };
         match method {
-            MethodName::Retrain => Config {
-                epochs: 10,
-                ..base
-            },
-            MethodName::Finetune => Config {
-                epochs: 2,
-                ..base
-            },
+            MethodName::Retrain => Config { epochs: 10, ..base },
+            MethodName::Finetune => Config { epochs: 2, ..base },
             _ => base,
         }
     }

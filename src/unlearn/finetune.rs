@@ -23,8 +23,12 @@ impl Method for Finetune {
     ) -> Result<RunInfo> {
         let mut st = state(graph.clone(), cfg);
         let mut lp = EpochLoop::new();
-        for epoch in 0..cfg.epochs {
-            let rb = batches(req.retain, cfg.retain_batch, cfg.seed.wrapping_add(epoch as u64));
+        'epochs: for epoch in 0..cfg.epochs {
+            let rb = batches(
+                req.retain,
+                cfg.retain_batch,
+                cfg.seed.wrapping_add(epoch as u64),
+            );
             for (k, b) in rb.iter().enumerate() {
                 let r = st.grad(req.train, b, false, None)?;
                 st.step(&r.grad);
@@ -36,6 +40,9 @@ impl Method for Finetune {
                     steps_per_epoch: rb.len(),
                     loss: r.loss,
                 });
+                if lp.after_step(&st, req, cfg, epoch)? {
+                    break 'epochs;
+                }
             }
             if lp.end_epoch(&st, req, cfg, epoch)? {
                 break;

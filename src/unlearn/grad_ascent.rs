@@ -24,8 +24,12 @@ impl Method for GradAscent {
     ) -> Result<RunInfo> {
         let mut st = state(graph.clone(), cfg);
         let mut lp = EpochLoop::new();
-        for epoch in 0..cfg.epochs {
-            let fb = batches(req.forget, cfg.forget_batch, cfg.seed.wrapping_add(epoch as u64));
+        'epochs: for epoch in 0..cfg.epochs {
+            let fb = batches(
+                req.forget,
+                cfg.forget_batch,
+                cfg.seed.wrapping_add(epoch as u64),
+            );
             for (k, b) in fb.iter().enumerate() {
                 let f = st.grad(req.train, b, false, None)?;
                 let ascent: Vec<f32> = f.grad.iter().map(|g| -g).collect();
@@ -38,6 +42,9 @@ impl Method for GradAscent {
                     steps_per_epoch: fb.len(),
                     loss: f.loss,
                 });
+                if lp.after_step(&st, req, cfg, epoch)? {
+                    break 'epochs;
+                }
             }
             if lp.end_epoch(&st, req, cfg, epoch)? {
                 break;

@@ -92,6 +92,7 @@ pub(crate) fn state(graph: Graph, cfg: &Config) -> TrainState {
 pub(crate) struct EpochLoop {
     pub info: RunInfo,
     started: Instant,
+    steps: usize,
 }
 
 impl EpochLoop {
@@ -99,7 +100,31 @@ impl EpochLoop {
         EpochLoop {
             info: RunInfo::default(),
             started: Instant::now(),
+            steps: 0,
         }
+    }
+
+    /// After an optimizer step: `true` if the stopping rule, checked every `check_every`
+    /// steps, says stop (the partial epoch's time is recorded).
+    pub fn after_step(
+        &mut self,
+        st: &TrainState,
+        req: &Request,
+        cfg: &Config,
+        epoch: usize,
+    ) -> Result<bool> {
+        self.steps += 1;
+        if cfg.check_every == 0 || !self.steps.is_multiple_of(cfg.check_every) {
+            return Ok(false);
+        }
+        if let Some(why) = cfg.stop.reached(&st.graph, req)? {
+            self.info
+                .epoch_seconds
+                .push(self.started.elapsed().as_secs_f64());
+            self.info.stopped = format!("{why} at step {} (epoch {})", self.steps, epoch + 1);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Close an epoch: record its time; `true` if the stopping rule says stop.

@@ -34,8 +34,12 @@ impl Method for Oeu {
         let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
         let mut lp = EpochLoop::new();
         let (mut projected, mut conflicts, mut steps) = (0usize, 0usize, 0usize);
-        for epoch in 0..cfg.epochs {
-            let fb = batches(req.forget, cfg.forget_batch, cfg.seed.wrapping_add(epoch as u64));
+        'epochs: for epoch in 0..cfg.epochs {
+            let fb = batches(
+                req.forget,
+                cfg.forget_batch,
+                cfg.seed.wrapping_add(epoch as u64),
+            );
             for (k, b_f) in fb.iter().enumerate() {
                 let b_r = retain.next_batch();
                 let f = st.grad(req.train, b_f, true, None)?;
@@ -71,6 +75,9 @@ impl Method for Oeu {
                     steps_per_epoch: fb.len(),
                     loss: f.loss,
                 });
+                if lp.after_step(&st, req, cfg, epoch)? {
+                    break 'epochs;
+                }
             }
             if lp.end_epoch(&st, req, cfg, epoch)? {
                 break;

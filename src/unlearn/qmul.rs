@@ -45,7 +45,7 @@ impl Method for Qmul {
         let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
         let mut lp = EpochLoop::new();
         let (mut sum_f, mut sum_r, mut count) = (0f64, 0f64, 0usize);
-        for epoch in 0..cfg.epochs {
+        'epochs: for epoch in 0..cfg.epochs {
             let z = logits(&st.graph, req.train, req.forget)?;
             let similar: std::collections::HashMap<usize, u8> = req
                 .forget
@@ -53,7 +53,11 @@ impl Method for Qmul {
                 .zip(z.chunks_exact(classes))
                 .map(|(&i, row)| (i, similar_label(row, req.train.labels[i] as usize)))
                 .collect();
-            let fb = batches(req.forget, cfg.forget_batch, cfg.seed.wrapping_add(epoch as u64));
+            let fb = batches(
+                req.forget,
+                cfg.forget_batch,
+                cfg.seed.wrapping_add(epoch as u64),
+            );
             for (k, b) in fb.iter().enumerate() {
                 let labels: Vec<u8> = b.iter().map(|i| similar[i]).collect();
                 let f = st.grad(req.train, b, false, Some(&labels))?;
@@ -78,6 +82,9 @@ impl Method for Qmul {
                     steps_per_epoch: fb.len(),
                     loss: f.loss,
                 });
+                if lp.after_step(&st, req, cfg, epoch)? {
+                    break 'epochs;
+                }
             }
             if lp.end_epoch(&st, req, cfg, epoch)? {
                 break;

@@ -38,8 +38,12 @@ impl Method for RandomLabel {
             .collect();
         let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
         let mut lp = EpochLoop::new();
-        for epoch in 0..cfg.epochs {
-            let fb = batches(req.forget, cfg.forget_batch, cfg.seed.wrapping_add(epoch as u64));
+        'epochs: for epoch in 0..cfg.epochs {
+            let fb = batches(
+                req.forget,
+                cfg.forget_batch,
+                cfg.seed.wrapping_add(epoch as u64),
+            );
             for (k, b) in fb.iter().enumerate() {
                 let labels: Vec<u8> = b.iter().map(|i| wrong[i]).collect();
                 let f = st.grad(req.train, b, false, Some(&labels))?;
@@ -55,6 +59,9 @@ impl Method for RandomLabel {
                     steps_per_epoch: fb.len(),
                     loss: f.loss,
                 });
+                if lp.after_step(&st, req, cfg, epoch)? {
+                    break 'epochs;
+                }
             }
             if lp.end_epoch(&st, req, cfg, epoch)? {
                 break;

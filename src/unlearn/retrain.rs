@@ -5,7 +5,8 @@
 //! EMA min/max observers fed by the float twin every `observe_every` steps (and on a first
 //! calibration batch), frozen for the last epoch so the final model is trained on the scales it
 //! is measured with. Only meaningful for metrics: its scales differ from the file's, so it is
-//! not exportable as a weight-only patch.
+//! not exportable as a weight-only patch. The learning rate follows a cosine schedule from
+//! `lr` to near 0 over the epochs.
 
 use rand::RngExt;
 
@@ -44,9 +45,18 @@ impl Method for Retrain {
             o.momentum = MOMENTUM;
         }
         let mut lp = EpochLoop::new();
-        for epoch in 0..cfg.epochs {
-            let rb = batches(req.retain, cfg.retain_batch, cfg.seed.wrapping_add(epoch as u64));
+        'epochs: for epoch in 0..cfg.epochs {
+            let rb = batches(
+                req.retain,
+                cfg.retain_batch,
+                cfg.seed.wrapping_add(epoch as u64),
+            );
             let frozen = epoch + 1 == cfg.epochs;
+            // Cosine-annealed learning rate: training from scratch must converge (memorize its
+            // training data as the original did) in a fixed budget of epochs.
+            st.sgd.lr = cfg.lr
+                * 0.5
+                * (1.0 + (std::f32::consts::PI * epoch as f32 / cfg.epochs as f32).cos());
             for (k, b) in rb.iter().enumerate() {
                 let r = st.grad(req.train, b, false, None)?;
                 st.sgd.step(&mut st.shadow.theta, &r.grad);
@@ -63,6 +73,9 @@ impl Method for Retrain {
                     steps_per_epoch: rb.len(),
                     loss: r.loss,
                 });
+                if lp.after_step(&st, req, cfg, epoch)? {
+                    break 'epochs;
+                }
             }
             if lp.end_epoch(&st, req, cfg, epoch)? {
                 break;

@@ -108,8 +108,8 @@ fn fixture(name: &str) -> (Graph, qforget::data::IdxDataset) {
     } else {
         "mnist"
     };
-    let d = qforget::data::IdxDataset::load(super::dataset(set), qforget::data::Split::Train)
-        .unwrap();
+    let d =
+        qforget::data::IdxDataset::load(super::dataset(set), qforget::data::Split::Train).unwrap();
     (g, d)
 }
 
@@ -164,14 +164,18 @@ fn int8_backward_agrees_with_f32_backward() {
         let (_, dz) = qforget::train::loss::cross_entropy(&z, g.classes(), &d.labels[..n]);
         let params = g.real_params();
         let f = sh.gather(&g, &g.backward(&tape, &params, &dz, GradPath::F32).unwrap());
-        let i = sh.gather(&g, &g.backward(&tape, &params, &dz, GradPath::Int8).unwrap());
+        let i = sh.gather(
+            &g,
+            &g.backward(&tape, &params, &dz, GradPath::Int8).unwrap(),
+        );
         let total = cosine(&f, &i);
         let mut worst = 1f64;
         for s in &sh.segments {
             worst = worst.min(cosine(&f[s.range.clone()], &i[s.range.clone()]));
         }
-        eprintln!("{name}: int8 vs f32 backward: cosine {total:.5} overall, worst tensor {worst:.5}");
+        eprintln!(
+            "{name}: int8 vs f32 backward: cosine {total:.5} overall, worst tensor {worst:.5}"
+        );
         assert!(total >= 0.99 && worst >= 0.95, "{name}: {total} / {worst}");
     }
 }
-

@@ -3,6 +3,7 @@
 
 mod cli;
 mod fixtures;
+mod forget;
 mod grads;
 mod kernel_tiers;
 mod layers;
