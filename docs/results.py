@@ -37,7 +37,7 @@ SCENARIOS = [
         data="data/fashion-mnist",
         forget=["--forget-random", "0.1"],
         stop_at_test_acc=True,
-        retrain=["--epochs", "20", "--lr", "0.02"],
+        retrain=["--epochs", "15", "--lr", "0.01"],
     ),
     dict(
         key="random10_mnist",
@@ -46,7 +46,7 @@ SCENARIOS = [
         data="data/mnist",
         forget=["--forget-random", "0.1"],
         stop_at_test_acc=True,
-        retrain=["--epochs", "20", "--lr", "0.02"],
+        retrain=["--epochs", "15", "--lr", "0.01"],
     ),
     dict(
         key="class3_fmnist",
@@ -55,7 +55,7 @@ SCENARIOS = [
         data="{shared}/fashion-mnist",
         forget=["--forget-class", "3"],
         stop_at_test_acc=False,
-        retrain=["--epochs", "6", "--lr", "0.02"],
+        retrain=["--epochs", "3", "--lr", "0.01"],
     ),
     dict(
         key="class3_mnist",
@@ -64,11 +64,28 @@ SCENARIOS = [
         data="{shared}/mnist",
         forget=["--forget-class", "3"],
         stop_at_test_acc=False,
-        retrain=["--epochs", "6", "--lr", "0.02"],
+        retrain=["--epochs", "3", "--lr", "0.01"],
     ),
 ]
 
 METHODS = ["oeu", "finetune", "grad-ascent", "random-label", "qmul"]
+
+# Random forgetting on a memorizing model: the entropy gradient of a confident prediction is tiny,
+# so the forget-set methods get a larger step and a budget of 8 epochs, with the stopping rule
+# checked every 2 steps; all of them get the same budget (FT keeps its defaults: it never sees
+# the forget set). Picked from a small sweep on seed 1 of Fashion-MNIST (lr 0.02–0.2, λ 0.25–2,
+# retain batch 64–512), reported in the closing note of issue 4.
+FORGET_BUDGET = ["--lr", "0.05", "--epochs", "8", "--check-every", "2", "--retain-batch", "256"]
+RANDOM_SETTINGS = {
+    "oeu": FORGET_BUDGET + ["--lambda", "0.5"],
+    "grad-ascent": FORGET_BUDGET,
+    "random-label": FORGET_BUDGET,
+    "qmul": FORGET_BUDGET,
+}
+# Class-wise: CLI defaults (lr 0.01, 3 epochs), stopping once forget accuracy ≤ 1 %, checked
+# every 10 steps, for every method that sees the forget set.
+CLASS_STOP = ["--stop-forget-acc", "1", "--check-every", "10"]
+CLASS_SETTINGS = {m: CLASS_STOP for m in ["oeu", "grad-ascent", "random-label", "qmul"]}
 NAMES = {
     "none": "Original (do nothing)",
     "retrain": "Retrain (gold standard)",
@@ -132,9 +149,10 @@ def main() -> None:
             ref = str(d / f"retrain_seed{seed}.json")
             rows["retrain"].append({**rt["after"], "gap": 0.0, "seconds": rt["seconds"]})
             for m in METHODS:
-                extra = []
                 if sc["stop_at_test_acc"]:
-                    extra = ["--stop-forget-acc", f"{rt['before']['test_acc']:.2f}"]
+                    extra = ["--stop-forget-acc", f"{rt['before']['test_acc']:.2f}", *RANDOM_SETTINGS.get(m, [])]
+                else:
+                    extra = CLASS_SETTINGS.get(m, [])
                 r = run(common + ["--method", m, "--reference", ref, *extra])
                 (d / f"{m}_seed{seed}.json").write_text(json.dumps(r, indent=1))
                 rows[m].append({**r["after"], "seconds": r["seconds"]})
@@ -197,11 +215,14 @@ def write_md(sections, summary, args) -> None:
           "retain samples as members and test samples as non-members, calls non-members), Avg. Gap = mean "
           "|Δ| to Retrain over FA, RA, TA, MIA (same seed). Wall time is the method's own run (metrics excluded).",
           "",
-          "Settings: every method runs on qforget's int8 engine (int8 backward, STE), SGD momentum 0.9, "
-          "batch 64 (forget) + 64 (retain), lr 0.01, CLI defaults for epochs (OEU/GA/RL/Q-MUL 3, FT 2). "
-          "In random forgetting every method that sees the forget set stops once its forget accuracy is at or "
-          "below the original model's test accuracy (`--stop-forget-acc`), checked after each epoch. Retrain "
-          "trains from random init with observers on, cosine learning rate; its epochs are in `docs/results.py`.",
+          "Settings (all in `docs/results.py`): every method runs on qforget's int8 engine (int8 backward, "
+          "STE), SGD momentum 0.9, batch 64 (forget) + 64 (retain). Random forgetting: OEU, GA, RL and Q-MUL "
+          "get lr 0.05, up to 8 epochs, retain batch 256 (OEU λ = 0.5), and stop once forget accuracy is at "
+          "or below the original model's test accuracy (`--stop-forget-acc`, checked every 2 steps); FT keeps "
+          "the defaults (lr 0.01, 2 epochs over the retain set). Class-wise: defaults (lr 0.01, up to 3 "
+          "epochs), stopping once forget accuracy ≤ 1 % (checked every 10 steps). Retrain trains from random "
+          "init with activation observers and a cosine learning rate (random: 15 epochs; class-wise: 3 epochs "
+          "over the 54k retain images).",
           "", "## Targets", ""] + checks + [""] + ["## Tables", ""] + ["\n\n".join(sections), ""]
     (ROOT / "docs" / "RESULTS.md").write_text("\n".join(md))
     print("wrote docs/RESULTS.md")
