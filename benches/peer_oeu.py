@@ -33,7 +33,9 @@ runs in its own child so that onnxruntime does not count in the benchmark's memo
 
 With --qforget BIN it also runs, per thread count,
     BIN forget MODEL --dataset DIR --forget-random F --seed S --method oeu --epochs E --lr X --json
-        --threads T --export TMP.onnx
+        --threads T --export TMP.onnx --lambda L --momentum M --forget-batch B --retain-batch B
+(the last four spell out the torch side's OEU settings; --qforget-minimal leaves them to qforget's
+defaults; --same-forget-set replaces --forget-random by --forget-ids with the torch side's set)
 and reads `epoch_seconds` from its JSON; its peak RSS is the child's ru_maxrss from os.wait4. If
 that command fails, its stderr is printed and the torch figures are still reported.
 """
@@ -142,19 +144,18 @@ def build_twin(model_path: Path, weight_qmin: int):
             s = inits[n.input[1]].astype(np.float32)
             zp = inits[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros_like(s, dtype=q.dtype)
             axis = a.get("axis", 1)
-            if s.ndim == 0 or s.size == 1 and q.ndim <= 1 and q.dtype == np.int32:
-                deq = (q.astype(np.float32) - zp.astype(np.float32)) * s.reshape(-1)[0] if s.ndim else \
-                    (q.astype(np.float32) - np.float32(zp)) * s
-            else:
+            if s.size == 1:  # per tensor
+                deq = (q.astype(np.float32) - np.float32(zp.reshape(-1)[0])) * s.reshape(-1)[0]
+            else:  # per channel along `axis`
                 shape = [1] * q.ndim
                 shape[axis] = -1
                 deq = (q.astype(np.float32) - zp.astype(np.float32).reshape(shape)) * s.reshape(shape)
             p = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(deq, dtype=np.float32)))
             params.append(p)
             param_names.append(n.input[0])
-            if q.dtype == np.int32:
-                kind = ("bias", torch.from_numpy(np.broadcast_to(s, q.shape).copy() if s.size > 1 or q.ndim == 0
-                                                 else np.full(q.shape, s.reshape(-1)[0], np.float32)))
+            if q.dtype == np.int32:  # bias at scale s_in * s_w[c]: rounding only (int32 never clamps here)
+                kind = ("bias", torch.from_numpy(np.broadcast_to(s.reshape(-1) if s.size > 1 else s.reshape(()),
+                                                                 q.shape).astype(np.float32)))
             elif q.dtype == np.int8 and s.size > 1:
                 kind = ("wpc", torch.from_numpy(s.reshape(-1).copy()),
                         torch.from_numpy(zp.reshape(-1).astype(np.int32)), axis, weight_qmin, 127)
@@ -332,9 +333,12 @@ def child_bench(args) -> dict:
                 tot += len(j)
         return 100.0 * correct / tot  # percent, like qforget's JSON
 
+    # class-wise forgetting: test accuracy on the other classes (as qforget reports it)
+    test_idx = None if args.forget_class is None else np.flatnonzero(yte != args.forget_class)
+
     def metrics():
         return dict(forget_acc=accuracy(fidx, Xtr, Ytr), retain_acc=accuracy(ridx, Xtr, Ytr),
-                    test_acc=accuracy(None, Xte, Yte))
+                    test_acc=accuracy(test_idx, Xte, Yte))
 
     before = metrics() if args.eval else None
 
