@@ -94,6 +94,10 @@ pub struct ForgetArgs {
     /// Write the unlearned model here (the input file with its trained initializers replaced).
     #[arg(long, value_name = "OUT.onnx")]
     pub export: Option<PathBuf>,
+    /// Skip the before/after measurements (only the request itself runs; for timing it, or
+    /// on a device that cannot spare the memory of the MIA attacker).
+    #[arg(long, conflicts_with = "reference")]
+    pub no_metrics: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -119,8 +123,10 @@ struct Report {
     steps: usize,
     stopped: String,
     notes: Vec<String>,
-    before: Side,
-    after: Side,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<Side>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<Side>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<Metrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,7 +280,11 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
             a.method.as_str()
         );
     }
-    let before = measure(&graph, &sets)?;
+    let before = if a.no_metrics {
+        None
+    } else {
+        Some(measure(&graph, &sets)?)
+    };
     let base = graph.clone();
     let req = Request {
         train: &train,
@@ -303,7 +313,11 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
     })?;
     let seconds = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let after = measure(&graph, &sets)?;
+    let after = if a.no_metrics {
+        None
+    } else {
+        Some(measure(&graph, &sets)?)
+    };
     let changed = changed_weights(&base, &graph);
     if let Some(out) = &a.export {
         let shadow = Shadow::new(&graph);
@@ -326,8 +340,8 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
         steps: info.steps,
         stopped: info.stopped.clone(),
         notes: info.notes.clone(),
-        before: side(before),
-        after: side(after),
+        before: before.map(side),
+        after: after.map(side),
         reference,
         export: a.export.as_ref().map(|p| p.display().to_string()),
         changed_weights: changed,
@@ -348,6 +362,9 @@ fn print_text(r: &Report) {
     );
     println!("            forget acc  retain acc  test acc     MIA    gap");
     for (name, s) in [("before", &r.before), ("after", &r.after)] {
+        let Some(s) = s else {
+            continue;
+        };
         let m = &s.m.metrics;
         println!(
             "  {name:<8} {:>9.2} %  {:>8.2} %  {:>6.2} %  {:>5.2} %  {}",
