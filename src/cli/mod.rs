@@ -1,10 +1,13 @@
 //! Argument parsing (clap) and the commands. Parsing does no I/O; each command resolves its
 //! arguments into library calls and prints results, as text or as one JSON object.
 
+mod apply;
 mod bench;
 mod eval;
 mod inspect;
+mod log;
 mod output;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -77,6 +80,50 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "qforget")]
         engine: Engine,
     },
+    /// Rebuild a model from the untouched base and a chain of deltas (checks the chain).
+    Apply {
+        /// The base .onnx the first delta was made on (never written).
+        model: PathBuf,
+        /// Deltas in request order.
+        #[arg(required = true)]
+        deltas: Vec<PathBuf>,
+        /// Where to write the patched model (atomically; must not be MODEL).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Return to an earlier state: the base plus the first N deltas (apply of a shorter chain).
+    Revert {
+        /// The base .onnx (never written).
+        model: PathBuf,
+        /// The whole chain of deltas, in request order.
+        deltas: Vec<PathBuf>,
+        /// How many requests to keep (0 = the base model).
+        #[arg(long)]
+        to: usize,
+        /// Where to write the model (atomically; must not be MODEL).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show the request journal, oldest first.
+    Log {
+        /// Journal file (default: qforget-journal.jsonl in the working directory).
+        #[arg(long, default_value = qforget::delta::journal::DEFAULT_NAME)]
+        journal: PathBuf,
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a model, its deltas and the journal: hashes, checksums, chain; exit 1 on any mismatch.
+    Verify {
+        /// The base .onnx.
+        model: PathBuf,
+        /// Deltas in request order.
+        deltas: Vec<PathBuf>,
+        /// Journal file (default: qforget-journal.jsonl beside the first delta, else in the
+        /// working directory).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+    },
     /// Measure kernel GOPS and end-to-end inference speed (ours against tract).
     Bench {
         #[command(subcommand)]
@@ -114,6 +161,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             predictions,
             engine,
         }),
+        Command::Apply { model, deltas, out } => apply::run(&model, &deltas, &out),
+        Command::Revert {
+            model,
+            deltas,
+            to,
+            out,
+        } => apply::revert(&model, &deltas, to, &out),
+        Command::Log { journal, json } => log::run(&journal, json),
+        Command::Verify {
+            model,
+            deltas,
+            journal,
+        } => verify::run(&model, &deltas, journal.as_deref()),
         Command::Bench { what } => bench::run(what),
     }
 }

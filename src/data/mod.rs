@@ -1,8 +1,10 @@
 //! Datasets the model is evaluated and unlearned on. Today: the idx format of MNIST and
 //! Fashion-MNIST (optionally gzip-compressed), read into memory as raw bytes.
 
+mod ids;
 mod idx;
 
+pub use ids::{parse_ids, read_ids};
 pub use idx::{parse_idx, read_idx, IdxArray};
 
 use std::path::{Path, PathBuf};

@@ -9,7 +9,11 @@ use super::format::{Change, TensorDelta};
 
 /// The change from `old` to `new`, or `None` when they are equal (bit for bit). The error says
 /// what does not fit (type or length).
-pub fn diff(name: &str, old: &TensorValues, new: &TensorValues) -> Result<Option<TensorDelta>, String> {
+pub fn diff(
+    name: &str,
+    old: &TensorValues,
+    new: &TensorValues,
+) -> Result<Option<TensorDelta>, String> {
     use TensorValues::*;
     if old.len() != new.len() || old.type_name() != new.type_name() {
         return Err(format!(
@@ -75,7 +79,11 @@ pub fn diff(name: &str, old: &TensorValues, new: &TensorValues) -> Result<Option
         len,
         change: Change::Sparse { gaps, values },
     };
-    let size = |t: &TensorDelta| postcard::to_stdvec(t).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = |t: &TensorDelta| {
+        postcard::to_stdvec(t)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX)
+    };
     Ok(Some(if size(&sparse_td) <= size(&dense_td) {
         sparse_td
     } else {
@@ -129,9 +137,18 @@ pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String
     };
     let mut new = cur.clone();
     match (&mut new, vals) {
-        (I8(n), I8(d)) => idx.iter().zip(d).for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
-        (U8(n), U8(d)) => idx.iter().zip(d).for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
-        (I32(n), I32(d)) => idx.iter().zip(d).for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
+        (I8(n), I8(d)) => idx
+            .iter()
+            .zip(d)
+            .for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
+        (U8(n), U8(d)) => idx
+            .iter()
+            .zip(d)
+            .for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
+        (I32(n), I32(d)) => idx
+            .iter()
+            .zip(d)
+            .for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
         (F32(n), F32(d)) => idx.iter().zip(d).for_each(|(&i, v)| n[i] = *v),
         _ => unreachable!("types compared above"),
     }

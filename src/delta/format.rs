@@ -49,7 +49,10 @@ pub enum Change {
     Dense(TensorValues),
     /// Changed elements only: `gaps[k]` = index − previous index − 1 (the first is the index),
     /// `values[k]` the element's difference or new value.
-    Sparse { gaps: Vec<u32>, values: TensorValues },
+    Sparse {
+        gaps: Vec<u32>,
+        values: TensorValues,
+    },
 }
 
 /// The change of one initializer, keyed by its ONNX name.
@@ -108,13 +111,21 @@ pub fn encode(body: &DeltaBody) -> (Vec<u8>, Hash) {
 fn deflate_columns(plain: &[u8], body: &DeltaBody) -> std::io::Result<Vec<u8>> {
     let size = |v: postcard::Result<Vec<u8>>| v.map(|v| v.len()).unwrap_or(0);
     let mut cuts = Vec::new();
-    let tensors_len: usize = body.tensors.iter().map(|t| size(postcard::to_stdvec(t))).sum();
+    let tensors_len: usize = body
+        .tensors
+        .iter()
+        .map(|t| size(postcard::to_stdvec(t)))
+        .sum();
     let mut at = plain.len() - tensors_len;
     for t in &body.tensors {
         cuts.push(at);
         if let Change::Sparse { gaps, .. } = &t.change {
             // name, len, the variant index (one byte), then the gaps.
-            cuts.push(at + size(postcard::to_stdvec(&(&t.name, t.len))) + 1 + size(postcard::to_stdvec(gaps)));
+            cuts.push(
+                at + size(postcard::to_stdvec(&(&t.name, t.len)))
+                    + 1
+                    + size(postcard::to_stdvec(gaps)),
+            );
         }
         at += size(postcard::to_stdvec(t));
     }
@@ -258,7 +269,10 @@ pub fn read(path: &Path) -> crate::Result<(DeltaBody, Hash)> {
         reason,
     };
     let file = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| crate::Error::io(path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| crate::Error::io(path, e))?
+        .len();
     if len == 0 {
         return decode(&[]).map_err(bad);
     }

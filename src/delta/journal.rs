@@ -175,7 +175,10 @@ fn split_line(line: &[u8]) -> Option<(&str, &[u8])> {
     let rest = line.strip_prefix(b"{\"hash\":\"")?;
     let (h, rest) = rest.split_at_checked(64)?;
     let h = std::str::from_utf8(h).ok()?;
-    if !h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+    if !h
+        .bytes()
+        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    {
         return None;
     }
     let body = rest.strip_prefix(b"\",\"entry\":")?.strip_suffix(b"}")?;

@@ -191,7 +191,9 @@ pub fn record_request(
             ))));
         }
         let old = patch::read_initializer(&cur, &u.name).map_err(bad_model)?;
-        if let Some(t) = diff::diff(&u.name, &old, &u.values).map_err(|e| bad_model(Error::Patch(e)))? {
+        if let Some(t) =
+            diff::diff(&u.name, &old, &u.values).map_err(|e| bad_model(Error::Patch(e)))?
+        {
             tensors.push(t);
         }
     }

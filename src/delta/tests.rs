@@ -74,7 +74,10 @@ fn apply_reproduces_the_patched_model_and_deltas_are_small() {
         let out = dir.join(format!("d{frac}.qfd"));
         record_request(&fixture(), &[], &upd, &rec(""), &out, &j).unwrap();
         let applied = apply_files(&fixture(), std::slice::from_ref(&out)).unwrap();
-        assert!(applied == direct, "apply(base, delta) must equal the patched model");
+        assert!(
+            applied == direct,
+            "apply(base, delta) must equal the patched model"
+        );
         let size = std::fs::metadata(&out).unwrap().len();
         let ratio = size as f64 / base.len() as f64;
         eprintln!(
@@ -82,7 +85,11 @@ fn apply_reproduces_the_patched_model_and_deltas_are_small() {
             base.len(),
             ratio * 100.0
         );
-        assert!(ratio <= limit, "delta is {:.2} % of the model", ratio * 100.0);
+        assert!(
+            ratio <= limit,
+            "delta is {:.2} % of the model",
+            ratio * 100.0
+        );
     }
     let jr = journal::read(&j).unwrap();
     assert!(jr.problems.is_empty(), "{:?}", jr.problems);
@@ -101,15 +108,32 @@ fn chains_apply_in_order_and_mismatches_name_the_hash() {
     let m2 = patch::patch_initializers(&m1, &u2).unwrap();
     let (d1, d2) = (dir.join("d1.qfd"), dir.join("d2.qfd"));
     let h1 = record_request(&fixture(), &[], &u1, &rec("r1"), &d1, &j).unwrap();
-    record_request(&fixture(), std::slice::from_ref(&d1), &u2, &rec("r2"), &d2, &j).unwrap();
+    record_request(
+        &fixture(),
+        std::slice::from_ref(&d1),
+        &u2,
+        &rec("r2"),
+        &d2,
+        &j,
+    )
+    .unwrap();
     assert!(apply_files(&fixture(), &[d1.clone(), d2.clone()]).unwrap() == m2);
     assert!(apply_files(&fixture(), std::slice::from_ref(&d1)).unwrap() == m1);
-    let e = apply_files(&fixture(), &[d2.clone(), d1.clone()]).unwrap_err().to_string();
-    assert!(e.contains("d2.qfd") && e.contains(&h1) && e.contains("given first"), "{e}");
-    let e = apply_files(&fixture(), std::slice::from_ref(&d2)).unwrap_err().to_string();
+    let e = apply_files(&fixture(), &[d2.clone(), d1.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("d2.qfd") && e.contains(&h1) && e.contains("given first"),
+        "{e}"
+    );
+    let e = apply_files(&fixture(), std::slice::from_ref(&d2))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("given first"), "{e}");
     let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx-models/fmnist_cnn_qop.onnx");
-    let e = apply_files(&other, std::slice::from_ref(&d1)).unwrap_err().to_string();
+    let e = apply_files(&other, std::slice::from_ref(&d1))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("made for a base model with sha256"), "{e}");
     assert!(e.contains(&hex(&sha256(&base))), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -7,9 +7,9 @@
 
 mod compute;
 mod materialize;
+pub mod patch;
 #[cfg(not(feature = "tract-engine"))]
 pub mod pb_lite;
-pub mod patch;
 mod proto;
 mod qdq;
 mod qop;

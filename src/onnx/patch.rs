@@ -146,7 +146,10 @@ fn varint(buf: &[u8], pos: &mut usize) -> R<u64> {
             return Ok(v);
         }
     }
-    Err(format!("varint longer than 10 bytes ending at byte {}", *pos))
+    Err(format!(
+        "varint longer than 10 bytes ending at byte {}",
+        *pos
+    ))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -183,7 +186,8 @@ fn fields(buf: &[u8], base: usize) -> R<Vec<Field>> {
                 (pos, pos + n)
             }
             2 => {
-                let len = varint(buf, &mut pos).map_err(|e| format!("{e} (offset {})", base + start))?;
+                let len =
+                    varint(buf, &mut pos).map_err(|e| format!("{e} (offset {})", base + start))?;
                 if len > (buf.len() - pos) as u64 {
                     return Err(format!(
                         "field {number} at offset {} claims {len} bytes, only {} remain",
@@ -337,7 +341,9 @@ impl<'a> Tensor<'a> {
                 ));
             }
             if rf.wire != 2 {
-                return Err(format!("initializer '{name}': raw_data has the wrong wire type"));
+                return Err(format!(
+                    "initializer '{name}': raw_data has the wrong wire type"
+                ));
             }
             let r = &self.bytes[rf.value..rf.end];
             if !r.len().is_multiple_of(width) || r.len() / width != count {
@@ -458,18 +464,22 @@ impl<'a> Tensor<'a> {
         for (k, &i) in data.iter().enumerate() {
             repl.insert(i, (k == 0).then(|| payload.clone()));
         }
-        Ok(splice(self.bytes, &self.fields, &mut |i| match repl.remove(&i) {
-            None => Keep,
-            Some(None) => Drop,
-            Some(Some(p)) => {
-                let f = &self.fields[i];
-                if f.number == number && f.wire == 2 {
-                    Value(p)
-                } else {
-                    Field(number, p)
+        Ok(splice(
+            self.bytes,
+            &self.fields,
+            &mut |i| match repl.remove(&i) {
+                None => Keep,
+                Some(None) => Drop,
+                Some(Some(p)) => {
+                    let f = &self.fields[i];
+                    if f.number == number && f.wire == 2 {
+                        Value(p)
+                    } else {
+                        Field(number, p)
+                    }
                 }
-            }
-        }))
+            },
+        ))
     }
 }
 

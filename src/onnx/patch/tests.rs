@@ -60,7 +60,11 @@ fn same_size_raw_patch_changes_only_those_bytes() {
 
 #[test]
 fn every_fixture_reads_and_round_trips() {
-    for f in ["fmnist_cnn_qop.onnx", "mnist_res_qdq_u8.onnx", "mnist_mlp_matmul_qdq.onnx"] {
+    for f in [
+        "fmnist_cnn_qop.onnx",
+        "mnist_res_qdq_u8.onnx",
+        "mnist_mlp_matmul_qdq.onnx",
+    ] {
         let base = fixture(f);
         let all = initializers(&base).unwrap();
         assert!(!all.is_empty(), "{f}");
@@ -137,9 +141,17 @@ fn typed_fields_are_rewritten_and_unknown_fields_kept() {
 fn wrong_updates_name_the_initializer() {
     let base = typed_model();
     let cases = [
-        ("a", TensorValues::U8(vec![0; 4]), "'a' is int8 in the model"),
+        (
+            "a",
+            TensorValues::U8(vec![0; 4]),
+            "'a' is int8 in the model",
+        ),
         ("a", TensorValues::I8(vec![0; 3]), "'a' has 4 elements"),
-        ("zz", TensorValues::I8(vec![0; 3]), "no initializer named 'zz'"),
+        (
+            "zz",
+            TensorValues::I8(vec![0; 3]),
+            "no initializer named 'zz'",
+        ),
     ];
     for (name, values, want) in cases {
         let e = patch_initializers(
