@@ -4,6 +4,7 @@
 mod apply;
 mod bench;
 mod eval;
+mod ids;
 mod inspect;
 mod log;
 mod output;
@@ -124,6 +125,20 @@ pub enum Command {
         #[arg(long)]
         journal: Option<PathBuf>,
     },
+    /// Check a list of sample ids to forget (one 0-based index per line, `#` comments).
+    Ids {
+        /// The id list.
+        file: PathBuf,
+        /// Number of samples the ids index into.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Or: the dataset directory whose split the ids index into.
+        #[arg(long, conflicts_with = "count")]
+        dataset: Option<PathBuf>,
+        /// Which split of --dataset.
+        #[arg(long, value_enum, default_value = "train")]
+        split: SplitArg,
+    },
     /// Measure kernel GOPS and end-to-end inference speed (ours against tract).
     Bench {
         #[command(subcommand)]
@@ -174,6 +189,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             deltas,
             journal,
         } => verify::run(&model, &deltas, journal.as_deref()),
+        Command::Ids {
+            file,
+            count,
+            dataset,
+            split,
+        } => ids::run(
+            &file,
+            count,
+            dataset,
+            match split {
+                SplitArg::Train => qforget::data::Split::Train,
+                SplitArg::Test => qforget::data::Split::Test,
+            },
+        ),
         Command::Bench { what } => bench::run(what),
     }
 }

@@ -269,10 +269,11 @@ pub fn read(path: &Path) -> crate::Result<(DeltaBody, Hash)> {
         reason,
     };
     let file = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| crate::Error::io(path, e))?
-        .len();
+    let meta = file.metadata().map_err(|e| crate::Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file (a delta is a file)".into()));
+    }
+    let len = meta.len();
     if len == 0 {
         return decode(&[]).map_err(bad);
     }
