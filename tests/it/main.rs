@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod crash;
 mod fixtures;
 mod kernel_tiers;
 mod layers;
