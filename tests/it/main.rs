@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod delta_cli;
 mod fixtures;
 mod kernel_tiers;
 mod layers;
