@@ -79,16 +79,36 @@ pub fn diff(
         len,
         change: Change::Sparse { gaps, values },
     };
-    let size = |t: &TensorDelta| {
-        postcard::to_stdvec(t)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX)
+    let mut best = vec![sparse_td, dense_td];
+    let bytes = match &dense {
+        I8(d) => Some(d.iter().map(|&x| x as u8).collect::<Vec<u8>>()),
+        U8(d) => Some(d.clone()),
+        _ => None,
     };
-    Ok(Some(if size(&sparse_td) <= size(&dense_td) {
-        sparse_td
-    } else {
-        dense_td
-    }))
+    if let Some(b) = bytes {
+        let (changed, bytes) = super::rc::encode(&b);
+        best.insert(
+            0,
+            TensorDelta {
+                name: name.to_string(),
+                len,
+                change: Change::Coded { changed, bytes },
+            },
+        );
+    }
+    // The smallest after the body's deflate (ties: the earlier, i.e. coded, then sparse).
+    Ok(best.into_iter().min_by_key(deflated_size))
+}
+
+/// Size of a tensor's change once postcard-encoded and deflated, as the file will hold it.
+fn deflated_size(t: &TensorDelta) -> usize {
+    use std::io::Write;
+    let plain = postcard::to_stdvec(t).unwrap_or_default();
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    match z.write_all(&plain).and_then(|_| z.finish()) {
+        Ok(v) => v.len().min(plain.len()),
+        Err(_) => plain.len(),
+    }
 }
 
 fn nonzero(it: impl Iterator<Item = bool>) -> Vec<usize> {
@@ -108,6 +128,7 @@ pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String
     }
     let vals = match &t.change {
         Change::Dense(v) | Change::Sparse { values: v, .. } => v,
+        Change::Coded { changed, bytes } => return apply_coded(t, cur, *changed, bytes),
     };
     if vals.type_name() != cur.type_name() {
         return Err(format!(
@@ -118,6 +139,7 @@ pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String
     }
     let idx: Vec<usize> = match &t.change {
         Change::Dense(_) => (0..cur.len()).collect(),
+        Change::Coded { .. } => unreachable!("returned above"),
         Change::Sparse { gaps, .. } => {
             let mut out = Vec::with_capacity(gaps.len());
             let mut next = 0u64;
@@ -155,6 +177,36 @@ pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String
     Ok(new)
 }
 
+/// Apply range-coded byte differences (int8/uint8 tensors only).
+fn apply_coded(
+    t: &TensorDelta,
+    cur: &TensorValues,
+    changed: u64,
+    bytes: &[u8],
+) -> Result<TensorValues, String> {
+    use TensorValues::*;
+    let name = &t.name;
+    let diffs = |n: usize| {
+        super::rc::decode(bytes, n, changed).map_err(|e| format!("initializer '{name}': {e}"))
+    };
+    Ok(match cur {
+        I8(v) => I8(v
+            .iter()
+            .zip(diffs(v.len())?)
+            .map(|(&x, d)| x.wrapping_add(d as i8))
+            .collect()),
+        U8(v) => U8(v
+            .iter()
+            .zip(diffs(v.len())?)
+            .map(|(&x, d)| x.wrapping_add(d))
+            .collect()),
+        other => return Err(format!(
+            "initializer '{name}' is {} in the model, the delta holds coded int8/uint8 differences",
+            other.type_name()
+        )),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,8 +224,28 @@ mod tests {
         assert_eq!(apply(&t, &old).unwrap(), few);
         let all = TensorValues::I8((0..1000).map(|i| (i % 7) as i8).collect());
         let t = diff("w", &old, &all).unwrap().unwrap();
-        assert!(matches!(t.change, Change::Dense(_)));
+        assert!(!matches!(t.change, Change::Sparse { .. }));
         assert_eq!(apply(&t, &old).unwrap(), all);
+        // Every form applies the same way.
+        for change in [
+            Change::Dense(TensorValues::I8(vec![0, 1, 0, -1])),
+            Change::Sparse {
+                gaps: vec![1, 1],
+                values: TensorValues::I8(vec![1, -1]),
+            },
+            Change::Coded {
+                changed: 2,
+                bytes: crate::delta::rc::encode(&[0, 1, 0, 255]).1,
+            },
+        ] {
+            let t = TensorDelta {
+                name: "w".into(),
+                len: 4,
+                change,
+            };
+            let got = apply(&t, &TensorValues::I8(vec![5, 5, 5, 5])).unwrap();
+            assert_eq!(got, TensorValues::I8(vec![5, 6, 5, 4]));
+        }
         assert!(diff("w", &old, &old).unwrap().is_none());
         let s_old = TensorValues::F32(vec![0.5, f32::NAN, 1.0]);
         let s_new = TensorValues::F32(vec![0.5, f32::NAN, 2.0]);

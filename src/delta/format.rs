@@ -53,6 +53,9 @@ pub enum Change {
         gaps: Vec<u32>,
         values: TensorValues,
     },
+    /// int8/uint8 only: every element's wrapping difference, range-coded (see `rc.rs`);
+    /// `changed` is the number of non-zero differences.
+    Coded { changed: u64, bytes: Vec<u8> },
 }
 
 /// The change of one initializer, keyed by its ONNX name.

@@ -21,6 +21,7 @@ mod atomic;
 mod diff;
 pub mod format;
 pub mod journal;
+mod rc;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

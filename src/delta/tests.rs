@@ -66,9 +66,9 @@ fn apply_reproduces_the_patched_model_and_deltas_are_small() {
     let dir = tmp("ratio");
     let base = std::fs::read(fixture()).unwrap();
     let j = dir.join(journal::DEFAULT_NAME);
-    // Measured: 5.65 % and 10.25 % (deflate costs ~8.6 bits per changed weight, the entropy
-    // bound of this random change is ~7.3); these limits guard against regressions.
-    for (frac, limit) in [(0.05, 0.06), (0.10, 0.105)] {
+    // Measured: 5.34 % and 9.19 % (the 10 % case costs ~7.7 bits per changed weight with the
+    // range-coded form; its entropy is ~7.3); the limits guard against regressions.
+    for (frac, limit) in [(0.05, 0.06), (0.10, 0.10)] {
         let upd = synthetic(&base, frac, 7);
         let direct = patch::patch_initializers(&base, &upd).unwrap();
         let out = dir.join(format!("d{frac}.qfd"));
