@@ -55,7 +55,7 @@ fn synthetic(model: &[u8], seed: u64) -> anyhow::Result<Vec<InitializerUpdate>> 
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                if s % 100 == 0 {
+                if s.is_multiple_of(100) {
                     *x = if s & 256 == 0 {
                         x.saturating_add(1)
                     } else {

@@ -200,10 +200,12 @@ fn apply_coded(
             .zip(diffs(v.len())?)
             .map(|(&x, d)| x.wrapping_add(d))
             .collect()),
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "initializer '{name}' is {} in the model, the delta holds coded int8/uint8 differences",
             other.type_name()
-        )),
+        ))
+        }
     })
 }
 

@@ -227,7 +227,7 @@ mod tests {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                if s % 10 == 0 {
+                if s.is_multiple_of(10) {
                     [1u8, 2, 3, 253, 254, 255][(s >> 8) as usize % 6]
                 } else {
                     0

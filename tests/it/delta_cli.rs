@@ -72,7 +72,7 @@ fn apply_revert_log_verify_round_trip() {
         std::fs::read(&out).unwrap() == models[2],
         "apply must reproduce the patched model"
     );
-    for to in 0..=2usize {
+    for (to, want) in models.iter().enumerate() {
         let o = dir.join(format!("rev{to}.onnx"));
         let t = to.to_string();
         let r = qforget(&[
@@ -86,7 +86,7 @@ fn apply_revert_log_verify_round_trip() {
             s(&o),
         ]);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        assert!(std::fs::read(&o).unwrap() == models[to], "revert --to {to}");
+        assert!(std::fs::read(&o).unwrap() == *want, "revert --to {to}");
     }
     // The journal: two entries whose recorded accuracy is what the rebuilt model evaluates to.
     let r = qforget(&["log", "--journal", s(&j), "--json"]);
