@@ -2,7 +2,8 @@
 //! — delta file, then journal entry, each atomically — and is SIGKILLed at random moments,
 //! over and over. After every kill the journal must verify, every request completed before
 //! must still be there unchanged, `qforget verify` must pass on the base, the recorded deltas
-//! and the journal, and the base model must be untouched.
+//! and the journal, and the base model must be untouched. At least 10 requests must complete
+//! across the rounds, so that "nothing completed is lost" is actually exercised.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -43,6 +44,7 @@ fn sigkill_at_random_points_loses_nothing() {
     let t0 = Instant::now();
     let mut done: Vec<String> = Vec::new();
     let mut killed_running = 0;
+    let mut stalled = 0u64;
     for round in 0..KILLS {
         let mut child = Command::new(writer())
             .args([s(&base), s(&dir), "100000"])
@@ -50,7 +52,10 @@ fn sigkill_at_random_points_loses_nothing() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(next() % 60_000));
+        // Kill at a random moment; the window widens while the writer makes no progress (a
+        // loaded machine), so kills land in every phase and requests still complete.
+        let window = 40_000 + 30_000 * stalled.min(15);
+        std::thread::sleep(Duration::from_micros(next() % window));
         match child.try_wait().unwrap() {
             None => {
                 child.kill().unwrap(); // SIGKILL
@@ -80,6 +85,11 @@ fn sigkill_at_random_points_loses_nothing() {
             hashes.len() >= done.len() && hashes[..done.len()] == done[..],
             "round {round}: a completed request was lost or changed"
         );
+        stalled = if hashes.len() > done.len() {
+            0
+        } else {
+            stalled + 1
+        };
         done = hashes;
         if round % 10 == 9 || round == KILLS - 1 {
             let mut args = vec!["verify".to_string(), s(&base).to_string()];
@@ -119,5 +129,5 @@ fn sigkill_at_random_points_loses_nothing() {
         t0.elapsed().as_secs_f64()
     );
     assert!(killed_running >= 100);
-    assert!(!done.is_empty(), "the writer never completed a request");
+    assert!(done.len() >= 10, "only {} requests completed", done.len());
 }
