@@ -120,6 +120,18 @@ fn check_journal(
         ));
     }
     let jp = path.display();
+    let model_sha = hex(base_sha);
+    for (e, _) in &j.entries {
+        if e.base_sha256 != model_sha {
+            f.bad(format!(
+                "{jp}: entry {} (request '{}') records base model sha256 {}, but {} has sha256 {model_sha}",
+                e.seq,
+                e.request_id,
+                e.base_sha256,
+                model.display()
+            ));
+        }
+    }
     for d in ds {
         let h = hex(&d.hash);
         let Some((e, _)) = j.entries.iter().find(|(e, _)| e.delta_sha256 == h) else {
@@ -168,6 +180,5 @@ fn check_journal(
             ));
         }
     }
-    let _ = (model, base_sha);
     Ok(())
 }

@@ -197,6 +197,22 @@ pub fn decode(bytes: &[u8]) -> Result<(DeltaBody, Hash), String> {
             MAX_BODY >> 20
         ));
     }
+    // Deflate expands at most ~1032:1, so a larger claim is a lie told before inflating.
+    let most = if flags & FLAG_DEFLATE != 0 {
+        stored.saturating_mul(1032).saturating_add(64)
+    } else {
+        stored
+    };
+    if plain_len > most || (flags & FLAG_DEFLATE == 0 && plain_len != stored) {
+        return Err(format!(
+            "header says the body decodes to {plain_len} bytes, impossible for {stored} {} bytes",
+            if flags & FLAG_DEFLATE != 0 {
+                "deflated"
+            } else {
+                "uncompressed"
+            }
+        ));
+    }
     let end = bytes.len() - CHECKSUM_LEN;
     let want: Hash = bytes[end..].try_into().expect("32 bytes");
     let got = sha256(&bytes[..end]);

@@ -312,6 +312,16 @@ fn fifty_malformed_inputs_fail_cleanly_and_change_nothing() {
         "hugeplain.qfd",
         "limit",
     ));
+    let mut b = d1b.clone();
+    b[20..28].copy_from_slice(&(1u64 << 29).to_le_bytes());
+    let p = put(&dir, "bomb.qfd", &resign(b));
+    cases.push(apply(
+        "decoded length beyond deflate's ratio",
+        &base_s,
+        &[s(&p)],
+        "bomb.qfd",
+        "impossible for",
+    ));
     // A valid header and checksum around garbage, and around a body that does not fit.
     let garbage = {
         let mut f = d1b[..28].to_vec();
@@ -566,6 +576,12 @@ fn fifty_malformed_inputs_fail_cleanly_and_change_nothing() {
         &["verify", &base_s, "--journal", s(&dir.join("nojournal"))],
         "nojournal",
         "journal not found",
+    ));
+    cases.push(case(
+        "journal of another base",
+        &["verify", &qop, "--journal", s(&j)],
+        "qforget-journal.jsonl",
+        "records base model sha256",
     ));
     cases.push(case(
         "log without journal",
