@@ -170,6 +170,28 @@ pub fn record_request(
             reason: "refusing to overwrite the base model or a parent delta".into(),
         });
     }
+    // The journal must verify before anything is written, and a delta it records is never
+    // overwritten (that would break the chain); an unrecorded file at `out` is a leftover of an
+    // interrupted request and is replaced.
+    let j = journal::read(journal)?;
+    if let Some(p) = j.problems.first() {
+        return Err(Error::Journal {
+            path: journal.to_path_buf(),
+            reason: format!("refusing to record a request in a journal that does not verify: {p}"),
+        });
+    }
+    if let Ok((_, h)) = format::read(out) {
+        let h = hex(&h);
+        if let Some((e, _)) = j.entries.iter().find(|(e, _)| e.delta_sha256 == h) {
+            return Err(Error::Delta {
+                path: out.to_path_buf(),
+                reason: format!(
+                    "refusing to overwrite the delta of request '{}' (journal entry {})",
+                    e.request_id, e.seq
+                ),
+            });
+        }
+    }
     let base = std::fs::read(base_model).map_err(|e| Error::io(base_model, e))?;
     let base_sha = sha256(&base);
     let ds = parents

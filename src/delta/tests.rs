@@ -119,6 +119,14 @@ fn chains_apply_in_order_and_mismatches_name_the_hash() {
     .unwrap();
     assert!(apply_files(&fixture(), &[d1.clone(), d2.clone()]).unwrap() == m2);
     assert!(apply_files(&fixture(), std::slice::from_ref(&d1)).unwrap() == m1);
+    // A recorded delta is never overwritten.
+    let e = record_request(&fixture(), &[], &u1, &rec("again"), &d1, &j)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refusing to overwrite the delta of request 'r1'"),
+        "{e}"
+    );
     let e = apply_files(&fixture(), &[d2.clone(), d1.clone()])
         .unwrap_err()
         .to_string();
