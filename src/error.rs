@@ -9,13 +9,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in qforget.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read or written. (The I/O error is part of the message, not a
+    /// `source`, so that `main`'s `{:#}` chain does not print it twice.)
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// The file is not a readable ONNX model (not protobuf, truncated, no graph...).
     #[error("{}: not a valid ONNX model: {reason}", path.display())]
     InvalidModel { path: PathBuf, reason: String },
@@ -76,7 +73,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod data;
+pub mod delta;
 pub mod error;
 pub mod eval;
 pub mod graph;

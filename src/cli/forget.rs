@@ -94,6 +94,16 @@ pub struct ForgetArgs {
     /// Write the unlearned model here (the input file with its trained initializers replaced).
     #[arg(long, value_name = "OUT.onnx")]
     pub export: Option<PathBuf>,
+    /// Write the request as a delta file over the untouched MODEL (and append it to the journal).
+    #[arg(long, value_name = "DELTA")]
+    pub out: Option<PathBuf>,
+    /// Earlier deltas of MODEL, in request order: this request continues that chain (the
+    /// unlearning then starts from the model they give).
+    #[arg(long, value_name = "DELTA")]
+    pub parent: Vec<PathBuf>,
+    /// Journal to append the request to (default: qforget-journal.jsonl beside --out).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
     /// Skip the before/after measurements (only the request itself runs; for timing it, or
     /// on a device that cannot spare the memory of the MIA attacker).
     #[arg(long, conflicts_with = "reference")]
@@ -131,6 +141,10 @@ struct Report {
     reference: Option<Metrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     export: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta_sha256: Option<String>,
     changed_weights: usize,
     settings: std::collections::BTreeMap<String, String>,
 }
@@ -235,19 +249,27 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
                 out.display()
             );
         }
+    }
+    if a.export.is_some() || a.out.is_some() {
         if a.method == MethodName::Retrain {
-            bail!("--export: a retrained model has new scales and cannot be written as a weight patch of {}; run retrain without --export (its metrics serve as --reference)", a.model.display());
+            bail!("--export: a retrained model has new scales and cannot be written as a weight patch of {}; run retrain without --export/--out (its metrics serve as --reference)", a.model.display());
         }
     }
     let model_bytes =
         std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;
-    let mut graph = qforget::onnx::from_bytes(&model_bytes, &a.model)?;
+    // A continued chain starts from the model its deltas give; the delta is always over MODEL.
+    let start_bytes = if a.parent.is_empty() {
+        model_bytes.clone()
+    } else {
+        qforget::delta::apply_files(&a.model, &a.parent)?
+    };
+    let mut graph = qforget::onnx::from_bytes(&start_bytes, &a.model)?;
     let train = load_train(&a.dataset, a.train_limit)?;
     let test = IdxDataset::load(&a.dataset, Split::Test)?;
     qforget::eval::check_fits(&graph, &train)?;
     let spec = match (a.forget_class, &a.forget_ids, a.forget_random) {
         (Some(k), _, _) => ForgetSpec::Class(k),
-        (_, Some(f), _) => ForgetSpec::Ids(read_ids(f, train.n)?),
+        (_, Some(f), _) => ForgetSpec::Ids(qforget::data::read_ids(f, train.n)?),
         (_, _, Some(p)) => ForgetSpec::Random {
             fraction: p,
             seed: a.seed,
@@ -319,12 +341,47 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
         Some(measure(&graph, &sets)?)
     };
     let changed = changed_weights(&base, &graph);
+    let ups = updates(&Shadow::new(&graph), &graph);
     if let Some(out) = &a.export {
-        let shadow = Shadow::new(&graph);
-        let patched = patch_initializers(&model_bytes, &updates(&shadow, &graph))
+        let patched = patch_initializers(&start_bytes, &ups)
             .with_context(|| format!("{}: exporting", a.model.display()))?;
         write_atomic(out, &patched)?;
     }
+    let delta_sha256 = match &a.out {
+        Some(out) => {
+            let journal = a.journal.clone().unwrap_or_else(|| {
+                out.parent()
+                    .unwrap_or(Path::new("."))
+                    .join(qforget::delta::journal::DEFAULT_NAME)
+            });
+            let flat = |m: &Option<Measured>| {
+                m.as_ref()
+                    .map(|m| {
+                        let v = serde_json::to_value(m).unwrap_or_default();
+                        v.as_object()
+                            .map(|o| {
+                                o.iter()
+                                    .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_default()
+            };
+            let rec = qforget::delta::RequestRecord {
+                request_id: String::new(),
+                method: a.method.as_str().to_string(),
+                settings: cfg.settings(),
+                forget_ids: split.forget.iter().map(|&i| i as u64).collect(),
+                metrics_before: flat(&before),
+                metrics_after: flat(&after),
+            };
+            Some(qforget::delta::record_request(
+                &a.model, &a.parent, &ups, &rec, out, &journal,
+            )?)
+        }
+        None => None,
+    };
     let side = |m: Measured| Side {
         gap: reference.as_ref().map(|r| avg_gap(&m.metrics, r)),
         m,
@@ -344,6 +401,8 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
         after: after.map(side),
         reference,
         export: a.export.as_ref().map(|p| p.display().to_string()),
+        delta: a.out.as_ref().map(|p| p.display().to_string()),
+        delta_sha256,
         changed_weights: changed,
         settings: cfg.settings(),
     };
@@ -390,6 +449,9 @@ fn print_text(r: &Report) {
     if let Some(e) = &r.export {
         println!("  wrote {e}");
     }
+    if let (Some(d), Some(h)) = (&r.delta, &r.delta_sha256) {
+        println!("  wrote delta {d} (sha256 {h}) and its journal entry");
+    }
 }
 
 /// Number of integer weights that differ between two graphs of the same architecture.
@@ -422,29 +484,4 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
-}
-
-/// The id list: one 0-based training index per line; `#` comments and blank lines allowed.
-fn read_ids(path: &Path, n: usize) -> anyhow::Result<Vec<usize>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read the id list", path.display()))?;
-    let mut ids = Vec::new();
-    for (no, line) in text.lines().enumerate() {
-        let t = line.split('#').next().unwrap_or("").trim();
-        if t.is_empty() {
-            continue;
-        }
-        let v: usize = t.parse().map_err(|_| {
-            anyhow::anyhow!("{}:{}: '{t}' is not a sample index", path.display(), no + 1)
-        })?;
-        if v >= n {
-            bail!(
-                "{}:{}: index {v} is out of range (the training split has {n} samples)",
-                path.display(),
-                no + 1
-            );
-        }
-        ids.push(v);
-    }
-    Ok(ids)
 }

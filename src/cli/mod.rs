@@ -1,11 +1,15 @@
 //! Argument parsing (clap) and the commands. Parsing does no I/O; each command resolves its
 //! arguments into library calls and prints results, as text or as one JSON object.
 
+mod apply;
 mod bench;
 mod eval;
 mod forget;
+mod ids;
 mod inspect;
+mod log;
 mod output;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -80,6 +84,64 @@ pub enum Command {
     },
     /// Make a model forget training samples (OEU or a baseline); measure before and after.
     Forget(Box<forget::ForgetArgs>),
+    /// Rebuild a model from the untouched base and a chain of deltas (checks the chain).
+    Apply {
+        /// The base .onnx the first delta was made on (never written).
+        model: PathBuf,
+        /// Deltas in request order.
+        #[arg(required = true)]
+        deltas: Vec<PathBuf>,
+        /// Where to write the patched model (atomically; must not be MODEL).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Return to an earlier state: the base plus the first N deltas (apply of a shorter chain).
+    Revert {
+        /// The base .onnx (never written).
+        model: PathBuf,
+        /// The whole chain of deltas, in request order.
+        deltas: Vec<PathBuf>,
+        /// How many requests to keep (0 = the base model).
+        #[arg(long)]
+        to: usize,
+        /// Where to write the model (atomically; must not be MODEL).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show the request journal, oldest first.
+    Log {
+        /// Journal file (default: qforget-journal.jsonl in the working directory).
+        #[arg(long, default_value = qforget::delta::journal::DEFAULT_NAME)]
+        journal: PathBuf,
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a model, its deltas and the journal: hashes, checksums, chain; exit 1 on any mismatch.
+    Verify {
+        /// The base .onnx.
+        model: PathBuf,
+        /// Deltas in request order.
+        deltas: Vec<PathBuf>,
+        /// Journal file (default: qforget-journal.jsonl beside the first delta, else in the
+        /// working directory).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+    },
+    /// Check a list of sample ids to forget (one 0-based index per line, `#` comments).
+    Ids {
+        /// The id list.
+        file: PathBuf,
+        /// Number of samples the ids index into.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Or: the dataset directory whose split the ids index into.
+        #[arg(long, conflicts_with = "count")]
+        dataset: Option<PathBuf>,
+        /// Which split of --dataset.
+        #[arg(long, value_enum, default_value = "train")]
+        split: SplitArg,
+    },
     /// Measure kernel GOPS and end-to-end inference speed (ours against tract).
     Bench {
         #[command(subcommand)]
@@ -118,6 +180,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             engine,
         }),
         Command::Forget(a) => forget::run(*a),
+        Command::Apply { model, deltas, out } => apply::run(&model, &deltas, &out),
+        Command::Revert {
+            model,
+            deltas,
+            to,
+            out,
+        } => apply::revert(&model, &deltas, to, &out),
+        Command::Log { journal, json } => log::run(&journal, json),
+        Command::Verify {
+            model,
+            deltas,
+            journal,
+        } => verify::run(&model, &deltas, journal.as_deref()),
+        Command::Ids {
+            file,
+            count,
+            dataset,
+            split,
+        } => ids::run(
+            &file,
+            count,
+            dataset,
+            match split {
+                SplitArg::Train => qforget::data::Split::Train,
+                SplitArg::Test => qforget::data::Split::Test,
+            },
+        ),
         Command::Bench { what } => bench::run(what),
     }
 }

@@ -2,9 +2,11 @@
 //! Fashion-MNIST (optionally gzip-compressed), read into memory as raw bytes.
 
 pub mod forget;
+mod ids;
 mod idx;
 
-pub use idx::{read_idx, IdxArray};
+pub use ids::{parse_ids, read_ids};
+pub use idx::{parse_idx, read_idx, IdxArray};
 
 use std::path::{Path, PathBuf};
 

@@ -153,7 +153,14 @@ impl Config {
         v.as_object()
             .map(|o| {
                 o.iter()
-                    .map(|(k, v)| (k.clone(), v.to_string().trim_matches('"').to_string()))
+                    .map(|(k, v)| {
+                        // f32 settings print as the f32 they are (0.01, not 0.009999999776…).
+                        let s = match v.as_f64() {
+                            Some(x) if !v.is_u64() && !v.is_i64() => (x as f32).to_string(),
+                            _ => v.to_string().trim_matches('"').to_string(),
+                        };
+                        (k.clone(), s)
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -1,7 +1,10 @@
 //! Integration tests: the committed fixture models against their reference outputs, the CLI
 //! end to end, and malformed inputs. One test binary, shared helpers.
 
+mod bad_input;
 mod cli;
+mod crash;
+mod delta_cli;
 mod fixtures;
 mod forget;
 mod grads;

@@ -1,0 +1,275 @@
+//! Turning (old, new) initializer values into a [`Change`] and back. Integer tensors store
+//! wrapping differences (`new - old`), so small weight updates become small numbers that
+//! deflate well; float tensors store new values. Of the sparse and dense forms, the one whose
+//! postcard encoding is smaller is kept.
+
+use crate::onnx::patch::TensorValues;
+
+use super::format::{Change, TensorDelta};
+
+/// The change from `old` to `new`, or `None` when they are equal (bit for bit). The error says
+/// what does not fit (type or length).
+pub fn diff(
+    name: &str,
+    old: &TensorValues,
+    new: &TensorValues,
+) -> Result<Option<TensorDelta>, String> {
+    use TensorValues::*;
+    if old.len() != new.len() || old.type_name() != new.type_name() {
+        return Err(format!(
+            "initializer '{name}' is {} × {} in the model, the update gives {} × {}",
+            old.len(),
+            old.type_name(),
+            new.len(),
+            new.type_name()
+        ));
+    }
+    // Per-element differences (integers) or new values (floats), and which elements changed.
+    let (dense, changed): (TensorValues, Vec<usize>) = match (old, new) {
+        (I8(a), I8(b)) => {
+            let d: Vec<i8> = a.iter().zip(b).map(|(x, y)| y.wrapping_sub(*x)).collect();
+            let c = nonzero(d.iter().map(|&x| x != 0));
+            (I8(d), c)
+        }
+        (U8(a), U8(b)) => {
+            let d: Vec<u8> = a.iter().zip(b).map(|(x, y)| y.wrapping_sub(*x)).collect();
+            let c = nonzero(d.iter().map(|&x| x != 0));
+            (U8(d), c)
+        }
+        (I32(a), I32(b)) => {
+            let d: Vec<i32> = a.iter().zip(b).map(|(x, y)| y.wrapping_sub(*x)).collect();
+            let c = nonzero(d.iter().map(|&x| x != 0));
+            (I32(d), c)
+        }
+        (F32(a), F32(b)) => {
+            let c = nonzero(a.iter().zip(b).map(|(x, y)| x.to_bits() != y.to_bits()));
+            (F32(b.clone()), c)
+        }
+        _ => unreachable!("type names compared above"),
+    };
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    let len = old.len() as u64;
+    let dense_td = TensorDelta {
+        name: name.to_string(),
+        len,
+        change: Change::Dense(dense.clone()),
+    };
+    if old.len() > u32::MAX as usize {
+        return Ok(Some(dense_td));
+    }
+    let mut gaps = Vec::with_capacity(changed.len());
+    let mut prev: Option<usize> = None;
+    for &i in &changed {
+        gaps.push(match prev {
+            None => i as u32,
+            Some(p) => (i - p - 1) as u32,
+        });
+        prev = Some(i);
+    }
+    let values = match &dense {
+        I8(d) => I8(changed.iter().map(|&i| d[i]).collect()),
+        U8(d) => U8(changed.iter().map(|&i| d[i]).collect()),
+        I32(d) => I32(changed.iter().map(|&i| d[i]).collect()),
+        F32(d) => F32(changed.iter().map(|&i| d[i]).collect()),
+    };
+    let sparse_td = TensorDelta {
+        name: name.to_string(),
+        len,
+        change: Change::Sparse { gaps, values },
+    };
+    let mut best = vec![sparse_td, dense_td];
+    let bytes = match &dense {
+        I8(d) => Some(d.iter().map(|&x| x as u8).collect::<Vec<u8>>()),
+        U8(d) => Some(d.clone()),
+        _ => None,
+    };
+    if let Some(b) = bytes {
+        let (changed, bytes) = super::rc::encode(&b);
+        best.insert(
+            0,
+            TensorDelta {
+                name: name.to_string(),
+                len,
+                change: Change::Coded { changed, bytes },
+            },
+        );
+    }
+    // The smallest after the body's deflate (ties: the earlier, i.e. coded, then sparse).
+    Ok(best.into_iter().min_by_key(deflated_size))
+}
+
+/// Size of a tensor's change once postcard-encoded and deflated, as the file will hold it.
+fn deflated_size(t: &TensorDelta) -> usize {
+    use std::io::Write;
+    let plain = postcard::to_stdvec(t).unwrap_or_default();
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    match z.write_all(&plain).and_then(|_| z.finish()) {
+        Ok(v) => v.len().min(plain.len()),
+        Err(_) => plain.len(),
+    }
+}
+
+fn nonzero(it: impl Iterator<Item = bool>) -> Vec<usize> {
+    it.enumerate().filter(|(_, c)| *c).map(|(i, _)| i).collect()
+}
+
+/// Apply one tensor's change to its current values; the error says what does not fit.
+pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String> {
+    use TensorValues::*;
+    let name = &t.name;
+    if cur.len() as u64 != t.len {
+        return Err(format!(
+            "initializer '{name}' has {} elements in the model, the delta expects {}",
+            cur.len(),
+            t.len
+        ));
+    }
+    let vals = match &t.change {
+        Change::Dense(v) | Change::Sparse { values: v, .. } => v,
+        Change::Coded { changed, bytes } => return apply_coded(t, cur, *changed, bytes),
+    };
+    if vals.type_name() != cur.type_name() {
+        return Err(format!(
+            "initializer '{name}' is {} in the model, the delta holds {}",
+            cur.type_name(),
+            vals.type_name()
+        ));
+    }
+    let idx: Vec<usize> = match &t.change {
+        Change::Dense(_) => (0..cur.len()).collect(),
+        Change::Coded { .. } => unreachable!("returned above"),
+        Change::Sparse { gaps, .. } => {
+            let mut out = Vec::with_capacity(gaps.len());
+            let mut next = 0u64;
+            for &g in gaps {
+                let i = next + g as u64;
+                if i >= t.len {
+                    return Err(format!(
+                        "initializer '{name}': changed index {i} is out of range (it has {} elements)",
+                        t.len
+                    ));
+                }
+                out.push(i as usize);
+                next = i + 1;
+            }
+            out
+        }
+    };
+    let mut new = cur.clone();
+    match (&mut new, vals) {
+        (I8(n), I8(d)) => idx
+            .iter()
+            .zip(d)
+            .for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
+        (U8(n), U8(d)) => idx
+            .iter()
+            .zip(d)
+            .for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
+        (I32(n), I32(d)) => idx
+            .iter()
+            .zip(d)
+            .for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
+        (F32(n), F32(d)) => idx.iter().zip(d).for_each(|(&i, v)| n[i] = *v),
+        _ => unreachable!("types compared above"),
+    }
+    Ok(new)
+}
+
+/// Apply range-coded byte differences (int8/uint8 tensors only).
+fn apply_coded(
+    t: &TensorDelta,
+    cur: &TensorValues,
+    changed: u64,
+    bytes: &[u8],
+) -> Result<TensorValues, String> {
+    use TensorValues::*;
+    let name = &t.name;
+    let diffs = |n: usize| {
+        super::rc::decode(bytes, n, changed).map_err(|e| format!("initializer '{name}': {e}"))
+    };
+    Ok(match cur {
+        I8(v) => I8(v
+            .iter()
+            .zip(diffs(v.len())?)
+            .map(|(&x, d)| x.wrapping_add(d as i8))
+            .collect()),
+        U8(v) => U8(v
+            .iter()
+            .zip(diffs(v.len())?)
+            .map(|(&x, d)| x.wrapping_add(d))
+            .collect()),
+        other => {
+            return Err(format!(
+            "initializer '{name}' is {} in the model, the delta holds coded int8/uint8 differences",
+            other.type_name()
+        ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_picks_the_smaller_form() {
+        let old = TensorValues::I8((0..1000).map(|i| (i % 200) as i8).collect());
+        let mut few = old.clone();
+        if let TensorValues::I8(v) = &mut few {
+            v[3] = 100;
+            v[999] = -128;
+        }
+        let t = diff("w", &old, &few).unwrap().unwrap();
+        assert!(matches!(t.change, Change::Sparse { .. }));
+        assert_eq!(apply(&t, &old).unwrap(), few);
+        let all = TensorValues::I8((0..1000).map(|i| (i % 7) as i8).collect());
+        let t = diff("w", &old, &all).unwrap().unwrap();
+        assert!(!matches!(t.change, Change::Sparse { .. }));
+        assert_eq!(apply(&t, &old).unwrap(), all);
+        // Every form applies the same way.
+        for change in [
+            Change::Dense(TensorValues::I8(vec![0, 1, 0, -1])),
+            Change::Sparse {
+                gaps: vec![1, 1],
+                values: TensorValues::I8(vec![1, -1]),
+            },
+            Change::Coded {
+                changed: 2,
+                bytes: crate::delta::rc::encode(&[0, 1, 0, 255]).1,
+            },
+        ] {
+            let t = TensorDelta {
+                name: "w".into(),
+                len: 4,
+                change,
+            };
+            let got = apply(&t, &TensorValues::I8(vec![5, 5, 5, 5])).unwrap();
+            assert_eq!(got, TensorValues::I8(vec![5, 6, 5, 4]));
+        }
+        assert!(diff("w", &old, &old).unwrap().is_none());
+        let s_old = TensorValues::F32(vec![0.5, f32::NAN, 1.0]);
+        let s_new = TensorValues::F32(vec![0.5, f32::NAN, 2.0]);
+        let t = diff("s", &s_old, &s_new).unwrap().unwrap();
+        assert_eq!(
+            format!("{:?}", apply(&t, &s_old).unwrap()),
+            format!("{s_new:?}")
+        );
+        assert!(diff("w", &old, &s_old).is_err());
+    }
+
+    #[test]
+    fn out_of_range_indices_are_errors() {
+        let t = TensorDelta {
+            name: "w".into(),
+            len: 3,
+            change: Change::Sparse {
+                gaps: vec![1, u32::MAX],
+                values: TensorValues::I8(vec![1, 1]),
+            },
+        };
+        let e = apply(&t, &TensorValues::I8(vec![0; 3])).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+    }
+}
