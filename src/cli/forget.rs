@@ -250,10 +250,12 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if a.export.is_some() || a.out.is_some() {
-        if a.method == MethodName::Retrain {
-            bail!("--export: a retrained model has new scales and cannot be written as a weight patch of {}; run retrain without --export/--out (its metrics serve as --reference)", a.model.display());
-        }
+    if (a.export.is_some() || a.out.is_some()) && a.method == MethodName::Retrain {
+        bail!(
+            "--export/--out: a retrained model has new scales and cannot be written as a weight \
+             patch of {}; run retrain without them (its --json output serves as --reference)",
+            a.model.display()
+        );
     }
     let model_bytes =
         std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;

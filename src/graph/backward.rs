@@ -13,6 +13,9 @@ use super::pool_grad::unflatten_nchw;
 use super::{ActId, Graph, Layer, Op, QBatch};
 use crate::{Error, Result};
 
+/// Layer gradients, and the input gradient when asked for.
+pub type FullGrads = (Vec<Option<LayerGrad>>, Option<Vec<f32>>);
+
 /// Saved activations of one forward pass.
 #[derive(Debug, Clone)]
 pub enum Tape {
@@ -88,7 +91,7 @@ impl Graph {
         dlogits: &[f32],
         path: GradPath,
         input_grad: bool,
-    ) -> Result<(Vec<Option<LayerGrad>>, Option<Vec<f32>>)> {
+    ) -> Result<FullGrads> {
         if path == GradPath::Int8 && matches!(tape, Tape::Float(_)) {
             return Err(Error::Shape(
                 "the int8 backward needs the integer forward's tape".to_string(),

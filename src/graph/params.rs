@@ -54,7 +54,7 @@ pub struct Shadow {
     pub segments: Vec<Segment>,
 }
 
-/// `(c_out, row, weight scales, bias multiplier·s_out per channel)` of a conv/linear layer.
+/// `(c_out, row)` of a conv/linear layer.
 fn dims(g: &Graph, i: usize) -> Option<(usize, usize)> {
     match &g.layers[i].op {
         Op::Conv(c) => Some((c.out_shape.c, c.row())),
@@ -183,10 +183,8 @@ impl Shadow {
                                 }
                             }
                         }
-                        Op::Linear(l) => {
-                            if l.weights.data != q {
-                                l.weights = PackedWeights::new(q, c_out, row);
-                            }
+                        Op::Linear(l) if l.weights.data != q => {
+                            l.weights = PackedWeights::new(q, c_out, row);
                         }
                         _ => {}
                     }

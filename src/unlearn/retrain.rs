@@ -63,7 +63,10 @@ impl Method for Retrain {
                 rescale_weights(&mut st);
                 st.shadow.apply(&mut st.graph);
                 lp.info.steps += 1;
-                if !frozen && cfg.observe_every > 0 && lp.info.steps % cfg.observe_every == 0 {
+                if !frozen
+                    && cfg.observe_every > 0
+                    && lp.info.steps.is_multiple_of(cfg.observe_every)
+                {
                     observe(&mut st, &mut observers, req, b)?;
                 }
                 progress(&Progress {

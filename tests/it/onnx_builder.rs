@@ -1,3 +1,4 @@
+#![allow(clippy::needless_update)] // `..Default::default()` is needed for tract's protobuf types, not for pb_lite's
 //! Building small quantized ONNX graphs in tests, node by node, with tract-onnx's protobuf
 //! types — the same structures onnxruntime's quantizer writes — plus a dead-simple f64
 //! reference of the ONNX semantics to check qforget's integer layers against.
