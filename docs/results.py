@@ -237,7 +237,10 @@ def write_md(sections, summary, args) -> None:
           "(RA 11 %) in all three seeds, so its Avg. Gap column compares against a broken reference; and every "
           "method that uses the forget set (OEU, GA, RL, Q-MUL) damaged the model within 10–30 steps at lr 0.01 "
           "(OEU RA 30–74 %). On the same data with 10k images, Retrain reaches 81 % in 2 epochs, and OEU on "
-          "the uint8 twin `mnist_res_qdq_u8.onnx` keeps RA at 96 %: the cause is not found yet.",
+          "the uint8 twin `mnist_res_qdq_u8.onnx` keeps RA at 96 %. What is known (bundled 10k, class 3, "
+          "defaults): the collapse is OEU's projection on this model, not the int8 backward — with "
+          "`--grad-path f32` RA still falls to 63 %, with `--projection none` RA stays 98.1 % (FA 6.5 %), and "
+          "at lr 0.001 RA stays 98.8 % (FA 13.8 %). The root cause is not found yet.",
           "- **Retrain is under-trained.** 15 epochs (random) / 3 epochs (class-wise) leave its retain accuracy "
           "below the original's (Fashion-MNIST random: 95.7 % vs 100 %; class-wise: 91.9 % vs 95.4 %), so "
           "methods that keep RA high are penalised in the Avg. Gap, and class-wise RA/TA within 1 pp of "
