@@ -9,7 +9,7 @@
 
 use super::{state, Config, EpochLoop, Method, Progress, ProjectionMode, Request, RunInfo};
 use crate::graph::Graph;
-use crate::train::{axpy, batches, project_out, project_out_per_segment, BatchStream};
+use crate::train::{axpy, batches, norm_sq, project_out, project_out_per_segment, BatchStream};
 use crate::Result;
 
 /// Orthogonal Entropy Unlearning.
@@ -34,6 +34,9 @@ impl Method for Oeu {
         let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
         let mut lp = EpochLoop::new();
         let (mut projected, mut conflicts, mut steps) = (0usize, 0usize, 0usize);
+        // Size of the removed component relative to g_f and to the λ·g_r repair term (global
+        // projection), for diagnosing runs where the projection destabilises training.
+        let (mut max_coef, mut max_removed) = (0f64, 0f64);
         'epochs: for epoch in 0..cfg.epochs {
             let fb = batches(
                 req.forget,
@@ -47,8 +50,14 @@ impl Method for Oeu {
                 let mut g = f.grad;
                 let did = match cfg.projection {
                     ProjectionMode::Global => {
+                        let nf = norm_sq(&g).sqrt();
                         let p = project_out(&mut g, &r.grad, EPS, cfg.only_on_conflict);
                         conflicts += (p.dot < 0.0) as usize;
+                        if p.projected {
+                            max_coef = max_coef.max(p.coef.abs());
+                            let removed = p.coef.abs() * norm_sq(&r.grad).sqrt();
+                            max_removed = max_removed.max(removed / nf.max(1e-30));
+                        }
                         p.projected
                     }
                     ProjectionMode::PerTensor => {
@@ -87,6 +96,12 @@ impl Method for Oeu {
         lp.info.notes.push(format!(
             "projected {projected} of {steps} steps; forget and retain gradients conflicted in {conflicts}"
         ));
+        if cfg.projection == ProjectionMode::Global && projected > 0 {
+            lp.info.notes.push(format!(
+                "largest projection coefficient |⟨g_f,g_r⟩|/‖g_r‖² = {max_coef:.3e} (λ = {}); largest removed component {:.2} × ‖g_f‖",
+                cfg.lambda, max_removed
+            ));
+        }
         *graph = st.graph;
         Ok(lp.finish(cfg.epochs))
     }
