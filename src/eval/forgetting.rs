@@ -72,14 +72,16 @@ pub fn measure(graph: &Graph, sets: &EvalSets) -> Result<Measured> {
         .filter(|&i| Some(sets.test.labels[i]) != sets.test_exclude)
         .collect();
     let (pf, cf) = predict(graph, sets.train, sets.forget)?;
-    let (pr, _) = predict(graph, sets.train, sets.retain)?;
+    let (pr, cr) = predict(graph, sets.train, sets.retain)?;
     let (pt, ct) = predict(graph, sets.test, &test_idx)?;
-    // Members for the attacker: as many retain samples as test samples.
-    let members: Vec<usize> = shuffled(sets.retain, sets.seed ^ 0x3141)
+    // Members for the attacker: as many retain samples as test samples (a seeded choice of
+    // positions in the retain set, whose confidences are already computed).
+    let positions: Vec<usize> = (0..sets.retain.len()).collect();
+    let cm: Vec<f32> = shuffled(&positions, sets.seed ^ 0x3141)
         .into_iter()
         .take(test_idx.len())
+        .map(|j| cr[j])
         .collect();
-    let (_, cm) = predict(graph, sets.train, &members)?;
     let mia = mia_efficacy(
         &cm,
         &ct,

@@ -215,8 +215,9 @@ impl Conv {
     }
 }
 
-/// Real-valued patches of input channels `c0..c0+cn` (padding is real 0), `[oh·ow][kh][kw][cn]`.
-pub(crate) fn im2col_f32(conv: &Conv, img: &[f32], c0: usize, cn: usize, cols: &mut [f32]) {
+/// Visit every im2col cell of a conv in patch order: `f(column offset, input pixel offset or
+/// None for padding)`, each cell `cn` values wide.
+fn for_each_cell(conv: &Conv, c0: usize, cn: usize, mut f: impl FnMut(usize, Option<usize>)) {
     let Shape { h, w, c } = conv.in_shape;
     let win = &conv.window;
     let mut idx = 0;
@@ -226,12 +227,11 @@ pub(crate) fn im2col_f32(conv: &Conv, img: &[f32], c0: usize, cn: usize, cols: &
                 let iy = (oy * win.stride_h + ky * win.dil_h) as isize - win.pads[0] as isize;
                 for kx in 0..win.kw {
                     let ix = (ox * win.stride_w + kx * win.dil_w) as isize - win.pads[1] as isize;
-                    if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
-                        let base = (iy as usize * w + ix as usize) * c + c0;
-                        cols[idx..idx + cn].copy_from_slice(&img[base..base + cn]);
-                    } else {
-                        cols[idx..idx + cn].fill(0.0);
-                    }
+                    let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
+                    f(
+                        idx,
+                        inside.then(|| (iy as usize * w + ix as usize) * c + c0),
+                    );
                     idx += cn;
                 }
             }
@@ -239,24 +239,19 @@ pub(crate) fn im2col_f32(conv: &Conv, img: &[f32], c0: usize, cn: usize, cols: &
     }
 }
 
+/// Real-valued patches of input channels `c0..c0+cn` (padding is real 0), `[oh·ow][kh][kw][cn]`.
+pub(crate) fn im2col_f32(conv: &Conv, img: &[f32], c0: usize, cn: usize, cols: &mut [f32]) {
+    for_each_cell(conv, c0, cn, |idx, base| match base {
+        Some(b) => cols[idx..idx + cn].copy_from_slice(&img[b..b + cn]),
+        None => cols[idx..idx + cn].fill(0.0),
+    });
+}
+
 /// Scatter-add patch gradients back onto the input channels `c0..c0+cn` of one image.
 fn col2im_add(conv: &Conv, dcols: &[f32], c0: usize, cn: usize, dx: &mut [f32]) {
-    let Shape { h, w, c } = conv.in_shape;
-    let win = &conv.window;
-    let mut idx = 0;
-    for oy in 0..conv.out_shape.h {
-        for ox in 0..conv.out_shape.w {
-            for ky in 0..win.kh {
-                let iy = (oy * win.stride_h + ky * win.dil_h) as isize - win.pads[0] as isize;
-                for kx in 0..win.kw {
-                    let ix = (ox * win.stride_w + kx * win.dil_w) as isize - win.pads[1] as isize;
-                    if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
-                        let base = (iy as usize * w + ix as usize) * c + c0;
-                        super::grad::add_into(&mut dx[base..base + cn], &dcols[idx..idx + cn]);
-                    }
-                    idx += cn;
-                }
-            }
+    for_each_cell(conv, c0, cn, |idx, base| {
+        if let Some(b) = base {
+            super::grad::add_into(&mut dx[b..b + cn], &dcols[idx..idx + cn]);
         }
-    }
+    });
 }

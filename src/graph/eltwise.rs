@@ -84,20 +84,24 @@ impl Requantize {
 
 /// Flatten `[h][w][c]` (NHWC storage) into the NCHW order ONNX's Flatten/Reshape produce.
 pub fn flatten_nchw(x: &QBatch) -> QBatch {
-    let s = x.shape;
-    let out_shape = super::tensor::Shape::flat(s.len());
-    if s.h * s.w == 1 {
-        return QBatch {
-            n: x.n,
-            shape: out_shape,
-            data: x.data.clone(),
-        };
+    QBatch {
+        n: x.n,
+        shape: super::tensor::Shape::flat(x.shape.len()),
+        data: nchw_order(x.shape, &x.data),
     }
-    let mut data = vec![0u8; x.data.len()];
+}
+
+/// Samples of shape `s` (NHWC, one after another) reordered to NCHW; the float twin's Flatten
+/// uses it on real values.
+pub fn nchw_order<T: Copy + Default>(s: super::tensor::Shape, x: &[T]) -> Vec<T> {
+    if s.h * s.w == 1 {
+        return x.to_vec();
+    }
     let plane = s.h * s.w;
-    for (o, img) in data
+    let mut out = vec![T::default(); x.len()];
+    for (o, img) in out
         .chunks_exact_mut(s.len().max(1))
-        .zip(x.data.chunks_exact(s.len().max(1)))
+        .zip(x.chunks_exact(s.len().max(1)))
     {
         for (p, px) in img.chunks_exact(s.c).enumerate() {
             for (ch, &v) in px.iter().enumerate() {
@@ -105,9 +109,5 @@ pub fn flatten_nchw(x: &QBatch) -> QBatch {
             }
         }
     }
-    QBatch {
-        n: x.n,
-        shape: out_shape,
-        data,
-    }
+    out
 }

@@ -153,7 +153,7 @@ impl Graph {
                         })
                         .collect()
                 }
-                Op::Flatten => flatten_f32(self.acts[layer.inputs[0]].shape, x),
+                Op::Flatten => super::eltwise::nchw_order(self.acts[layer.inputs[0]].shape, x),
                 Op::Requantize(_) => x.clone(),
             };
             let (lo, hi) = layer.activation.bounds();
@@ -220,24 +220,5 @@ fn pool_f32(
                 }
             })
         });
-    y
-}
-
-fn flatten_f32(s: super::Shape, x: &[f32]) -> Vec<f32> {
-    if s.h * s.w == 1 {
-        return x.to_vec();
-    }
-    let plane = s.h * s.w;
-    let mut y = vec![0f32; x.len()];
-    for (o, img) in y
-        .chunks_exact_mut(s.len().max(1))
-        .zip(x.chunks_exact(s.len().max(1)))
-    {
-        for (p, px) in img.chunks_exact(s.c).enumerate() {
-            for (ch, &v) in px.iter().enumerate() {
-                o[ch * plane + p] = v;
-            }
-        }
-    }
     y
 }

@@ -1,7 +1,7 @@
 //! FT: fine-tune on the retain set only (cross-entropy), relying on catastrophic forgetting.
 //! One epoch is one pass over the retain set.
 
-use super::{state, Config, EpochLoop, Method, Progress, Request, RunInfo};
+use super::{run_epochs, state, Config, Method, Progress, Request, RunInfo};
 use crate::graph::Graph;
 use crate::train::batches;
 use crate::Result;
@@ -22,33 +22,22 @@ impl Method for Finetune {
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<RunInfo> {
         let mut st = state(graph.clone(), cfg);
-        let mut lp = EpochLoop::new();
-        'epochs: for epoch in 0..cfg.epochs {
-            let rb = batches(
-                req.retain,
-                cfg.retain_batch,
-                cfg.seed.wrapping_add(epoch as u64),
-            );
-            for (k, b) in rb.iter().enumerate() {
+        let info = run_epochs(
+            &mut st,
+            req,
+            cfg,
+            progress,
+            |_, epoch| {
+                let seed = cfg.seed.wrapping_add(epoch as u64);
+                Ok(batches(req.retain, cfg.retain_batch, seed))
+            },
+            |st, _, b| {
                 let r = st.grad(req.train, b, false, None)?;
                 st.step(&r.grad);
-                lp.info.steps += 1;
-                progress(&Progress {
-                    epoch,
-                    epochs: cfg.epochs,
-                    step: k + 1,
-                    steps_per_epoch: rb.len(),
-                    loss: r.loss,
-                });
-                if lp.after_step(&st, req, cfg, epoch)? {
-                    break 'epochs;
-                }
-            }
-            if lp.end_epoch(&st, req, cfg, epoch)? {
-                break;
-            }
-        }
+                Ok(r.loss)
+            },
+        )?;
         *graph = st.graph;
-        Ok(lp.finish(cfg.epochs))
+        Ok(info)
     }
 }

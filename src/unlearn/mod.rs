@@ -88,70 +88,49 @@ pub(crate) fn state(graph: Graph, cfg: &Config) -> TrainState {
     )
 }
 
-/// Times epochs and decides when to stop.
-pub(crate) struct EpochLoop {
-    pub info: RunInfo,
-    started: Instant,
-    steps: usize,
-}
-
-impl EpochLoop {
-    pub fn new() -> Self {
-        EpochLoop {
-            info: RunInfo::default(),
-            started: Instant::now(),
-            steps: 0,
+/// The epoch loop every method shares: per epoch, `epoch_start` returns that epoch's batches
+/// (and may adjust the state, e.g. a learning-rate schedule); `step` takes one optimizer step on
+/// a batch, given the 1-based count of steps so far, and returns the loss to report. The loop
+/// reports progress, times epochs, and applies the stopping rule after each epoch and every
+/// `check_every` steps.
+pub(crate) fn run_epochs(
+    st: &mut TrainState,
+    req: &Request,
+    cfg: &Config,
+    progress: &mut dyn FnMut(&Progress),
+    mut epoch_start: impl FnMut(&mut TrainState, usize) -> Result<Vec<Vec<usize>>>,
+    mut step: impl FnMut(&mut TrainState, usize, &[usize]) -> Result<f32>,
+) -> Result<RunInfo> {
+    let mut info = RunInfo::default();
+    'epochs: for epoch in 0..cfg.epochs {
+        let started = Instant::now();
+        let batches = epoch_start(st, epoch)?;
+        for (k, b) in batches.iter().enumerate() {
+            info.steps += 1;
+            let loss = step(st, info.steps, b)?;
+            progress(&Progress {
+                epoch,
+                epochs: cfg.epochs,
+                step: k + 1,
+                steps_per_epoch: batches.len(),
+                loss,
+            });
+            if cfg.check_every > 0 && info.steps.is_multiple_of(cfg.check_every) {
+                if let Some(why) = cfg.stop.reached(&st.graph, req)? {
+                    info.epoch_seconds.push(started.elapsed().as_secs_f64());
+                    info.stopped = format!("{why} at step {} (epoch {})", info.steps, epoch + 1);
+                    break 'epochs;
+                }
+            }
         }
-    }
-
-    /// After an optimizer step: `true` if the stopping rule, checked every `check_every`
-    /// steps, says stop (the partial epoch's time is recorded).
-    pub fn after_step(
-        &mut self,
-        st: &TrainState,
-        req: &Request,
-        cfg: &Config,
-        epoch: usize,
-    ) -> Result<bool> {
-        self.steps += 1;
-        if cfg.check_every == 0 || !self.steps.is_multiple_of(cfg.check_every) {
-            return Ok(false);
-        }
+        info.epoch_seconds.push(started.elapsed().as_secs_f64());
         if let Some(why) = cfg.stop.reached(&st.graph, req)? {
-            self.info
-                .epoch_seconds
-                .push(self.started.elapsed().as_secs_f64());
-            self.info.stopped = format!("{why} at step {} (epoch {})", self.steps, epoch + 1);
-            return Ok(true);
+            info.stopped = format!("{why} after epoch {}", epoch + 1);
+            break;
         }
-        Ok(false)
     }
-
-    /// Close an epoch: record its time; `true` if the stopping rule says stop.
-    pub fn end_epoch(
-        &mut self,
-        st: &TrainState,
-        req: &Request,
-        cfg: &Config,
-        epoch: usize,
-    ) -> Result<bool> {
-        self.info
-            .epoch_seconds
-            .push(self.started.elapsed().as_secs_f64());
-        let stop = cfg.stop.reached(&st.graph, req)?;
-        if let Some(why) = stop {
-            self.info.stopped = format!("{why} after epoch {}", epoch + 1);
-            return Ok(true);
-        }
-        self.started = Instant::now();
-        Ok(false)
+    if info.stopped.is_empty() {
+        info.stopped = format!("{} epoch(s) done", cfg.epochs);
     }
-
-    /// Finish: the reason is "epochs done" unless a rule stopped it earlier.
-    pub fn finish(mut self, epochs: usize) -> RunInfo {
-        if self.info.stopped.is_empty() {
-            self.info.stopped = format!("{epochs} epoch(s) done");
-        }
-        self.info
-    }
+    Ok(info)
 }

@@ -7,7 +7,7 @@
 //! the forget step means the entropy ascent has no first-order effect on the retain loss; the
 //! λ term repairs what second-order effects and quantization do.
 
-use super::{state, Config, EpochLoop, Method, Progress, ProjectionMode, Request, RunInfo};
+use super::{run_epochs, state, Config, Method, Progress, ProjectionMode, Request, RunInfo};
 use crate::graph::Graph;
 use crate::train::{axpy, batches, norm_sq, project_out, project_out_per_segment, BatchStream};
 use crate::Result;
@@ -32,18 +32,20 @@ impl Method for Oeu {
         let mut st = state(graph.clone(), cfg);
         let ranges = st.shadow.ranges();
         let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
-        let mut lp = EpochLoop::new();
-        let (mut projected, mut conflicts, mut steps) = (0usize, 0usize, 0usize);
+        let (mut projected, mut conflicts) = (0usize, 0usize);
         // Size of the removed component relative to g_f and to the λ·g_r repair term (global
         // projection), for diagnosing runs where the projection destabilises training.
         let (mut max_coef, mut max_removed) = (0f64, 0f64);
-        'epochs: for epoch in 0..cfg.epochs {
-            let fb = batches(
-                req.forget,
-                cfg.forget_batch,
-                cfg.seed.wrapping_add(epoch as u64),
-            );
-            for (k, b_f) in fb.iter().enumerate() {
+        let mut info = run_epochs(
+            &mut st,
+            req,
+            cfg,
+            progress,
+            |_, epoch| {
+                let seed = cfg.seed.wrapping_add(epoch as u64);
+                Ok(batches(req.forget, cfg.forget_batch, seed))
+            },
+            |st, _, b_f| {
                 let b_r = retain.next_batch();
                 let f = st.grad(req.train, b_f, true, None)?;
                 let r = st.grad(req.train, &b_r, false, None)?;
@@ -76,33 +78,20 @@ impl Method for Oeu {
                 projected += did as usize;
                 axpy(&mut g, cfg.lambda, &r.grad);
                 st.step(&g);
-                steps += 1;
-                progress(&Progress {
-                    epoch,
-                    epochs: cfg.epochs,
-                    step: k + 1,
-                    steps_per_epoch: fb.len(),
-                    loss: f.loss,
-                });
-                if lp.after_step(&st, req, cfg, epoch)? {
-                    break 'epochs;
-                }
-            }
-            if lp.end_epoch(&st, req, cfg, epoch)? {
-                break;
-            }
-        }
-        lp.info.steps = steps;
-        lp.info.notes.push(format!(
+                Ok(f.loss)
+            },
+        )?;
+        let steps = info.steps;
+        info.notes.push(format!(
             "projected {projected} of {steps} steps; forget and retain gradients conflicted in {conflicts}"
         ));
         if cfg.projection == ProjectionMode::Global && projected > 0 {
-            lp.info.notes.push(format!(
+            info.notes.push(format!(
                 "largest projection coefficient |⟨g_f,g_r⟩|/‖g_r‖² = {max_coef:.3e} (λ = {}); largest removed component {:.2} × ‖g_f‖",
                 cfg.lambda, max_removed
             ));
         }
         *graph = st.graph;
-        Ok(lp.finish(cfg.epochs))
+        Ok(info)
     }
 }

@@ -4,8 +4,11 @@
 //! `w_f = Ḡ_r/(Ḡ_f+Ḡ_r)`, `w_r = Ḡ_f/(Ḡ_f+Ḡ_r)`, the mean per-batch gradient norms so far,
 //! so neither side dominates the step.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use super::config::logits;
-use super::{state, Config, EpochLoop, Method, Progress, Request, RunInfo};
+use super::{run_epochs, state, Config, Method, Progress, Request, RunInfo};
 use crate::graph::Graph;
 use crate::train::{axpy, batches, norm_sq, BatchStream};
 use crate::Result;
@@ -43,23 +46,27 @@ impl Method for Qmul {
         let classes = graph.classes();
         let mut st = state(graph.clone(), cfg);
         let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
-        let mut lp = EpochLoop::new();
         let (mut sum_f, mut sum_r, mut count) = (0f64, 0f64, 0usize);
-        'epochs: for epoch in 0..cfg.epochs {
-            let z = logits(&st.graph, req.train, req.forget)?;
-            let similar: std::collections::HashMap<usize, u8> = req
-                .forget
-                .iter()
-                .zip(z.chunks_exact(classes))
-                .map(|(&i, row)| (i, similar_label(row, req.train.labels[i] as usize)))
-                .collect();
-            let fb = batches(
-                req.forget,
-                cfg.forget_batch,
-                cfg.seed.wrapping_add(epoch as u64),
-            );
-            for (k, b) in fb.iter().enumerate() {
-                let labels: Vec<u8> = b.iter().map(|i| similar[i]).collect();
+        // Similar labels of the forget set, recomputed at the start of every epoch.
+        let similar = RefCell::new(HashMap::new());
+        let info = run_epochs(
+            &mut st,
+            req,
+            cfg,
+            progress,
+            |st, epoch| {
+                let z = logits(&st.graph, req.train, req.forget)?;
+                *similar.borrow_mut() = req
+                    .forget
+                    .iter()
+                    .zip(z.chunks_exact(classes))
+                    .map(|(&i, row)| (i, similar_label(row, req.train.labels[i] as usize)))
+                    .collect();
+                let seed = cfg.seed.wrapping_add(epoch as u64);
+                Ok(batches(req.forget, cfg.forget_batch, seed))
+            },
+            |st, _, b| {
+                let labels: Vec<u8> = b.iter().map(|i| similar.borrow()[i]).collect();
                 let f = st.grad(req.train, b, false, Some(&labels))?;
                 let r = st.grad(req.train, &retain.next_batch(), false, None)?;
                 sum_f += norm_sq(&f.grad).sqrt();
@@ -74,24 +81,11 @@ impl Method for Qmul {
                 let mut g: Vec<f32> = f.grad.iter().map(|&v| v * wf as f32).collect();
                 axpy(&mut g, wr as f32, &r.grad);
                 st.step(&g);
-                lp.info.steps += 1;
-                progress(&Progress {
-                    epoch,
-                    epochs: cfg.epochs,
-                    step: k + 1,
-                    steps_per_epoch: fb.len(),
-                    loss: f.loss,
-                });
-                if lp.after_step(&st, req, cfg, epoch)? {
-                    break 'epochs;
-                }
-            }
-            if lp.end_epoch(&st, req, cfg, epoch)? {
-                break;
-            }
-        }
+                Ok(f.loss)
+            },
+        )?;
         *graph = st.graph;
-        Ok(lp.finish(cfg.epochs))
+        Ok(info)
     }
 }
 

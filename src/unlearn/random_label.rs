@@ -4,7 +4,7 @@
 
 use rand::RngExt;
 
-use super::{state, Config, EpochLoop, Method, Progress, Request, RunInfo};
+use super::{run_epochs, state, Config, Method, Progress, Request, RunInfo};
 use crate::graph::Graph;
 use crate::train::{axpy, batches, rng, BatchStream};
 use crate::Result;
@@ -37,37 +37,26 @@ impl Method for RandomLabel {
             })
             .collect();
         let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
-        let mut lp = EpochLoop::new();
-        'epochs: for epoch in 0..cfg.epochs {
-            let fb = batches(
-                req.forget,
-                cfg.forget_batch,
-                cfg.seed.wrapping_add(epoch as u64),
-            );
-            for (k, b) in fb.iter().enumerate() {
+        let info = run_epochs(
+            &mut st,
+            req,
+            cfg,
+            progress,
+            |_, epoch| {
+                let seed = cfg.seed.wrapping_add(epoch as u64);
+                Ok(batches(req.forget, cfg.forget_batch, seed))
+            },
+            |st, _, b| {
                 let labels: Vec<u8> = b.iter().map(|i| wrong[i]).collect();
                 let f = st.grad(req.train, b, false, Some(&labels))?;
                 let rg = st.grad(req.train, &retain.next_batch(), false, None)?;
                 let mut g = f.grad;
                 axpy(&mut g, 1.0, &rg.grad);
                 st.step(&g);
-                lp.info.steps += 1;
-                progress(&Progress {
-                    epoch,
-                    epochs: cfg.epochs,
-                    step: k + 1,
-                    steps_per_epoch: fb.len(),
-                    loss: f.loss,
-                });
-                if lp.after_step(&st, req, cfg, epoch)? {
-                    break 'epochs;
-                }
-            }
-            if lp.end_epoch(&st, req, cfg, epoch)? {
-                break;
-            }
-        }
+                Ok(f.loss)
+            },
+        )?;
         *graph = st.graph;
-        Ok(lp.finish(cfg.epochs))
+        Ok(info)
     }
 }

@@ -8,9 +8,11 @@
 //! not exportable as a weight-only patch. The learning rate follows a cosine schedule from
 //! `lr` to near 0 over the epochs.
 
+use std::cell::Cell;
+
 use rand::RngExt;
 
-use super::{state, Config, EpochLoop, Method, Progress, Request, RunInfo};
+use super::{run_epochs, state, Config, Method, Progress, Request, RunInfo};
 use crate::graph::{Graph, ParamKind, QParams};
 use crate::train::{batches, gather, rng, RangeObserver, TrainState};
 use crate::Result;
@@ -44,48 +46,37 @@ impl Method for Retrain {
         for o in observers.iter_mut() {
             o.momentum = MOMENTUM;
         }
-        let mut lp = EpochLoop::new();
-        'epochs: for epoch in 0..cfg.epochs {
-            let rb = batches(
-                req.retain,
-                cfg.retain_batch,
-                cfg.seed.wrapping_add(epoch as u64),
-            );
-            let frozen = epoch + 1 == cfg.epochs;
-            // Cosine-annealed learning rate: training from scratch must converge (memorize its
-            // training data as the original did) in a fixed budget of epochs.
-            st.sgd.lr = cfg.lr
-                * 0.5
-                * (1.0 + (std::f32::consts::PI * epoch as f32 / cfg.epochs as f32).cos());
-            for (k, b) in rb.iter().enumerate() {
+        // The last epoch trains on frozen activation scales.
+        let frozen = Cell::new(false);
+        let info = run_epochs(
+            &mut st,
+            req,
+            cfg,
+            progress,
+            |st, epoch| {
+                frozen.set(epoch + 1 == cfg.epochs);
+                // Cosine-annealed learning rate: training from scratch must converge (memorize
+                // its training data as the original did) in a fixed budget of epochs.
+                st.sgd.lr = cfg.lr
+                    * 0.5
+                    * (1.0 + (std::f32::consts::PI * epoch as f32 / cfg.epochs as f32).cos());
+                let seed = cfg.seed.wrapping_add(epoch as u64);
+                Ok(batches(req.retain, cfg.retain_batch, seed))
+            },
+            |st, steps, b| {
                 let r = st.grad(req.train, b, false, None)?;
                 st.sgd.step(&mut st.shadow.theta, &r.grad);
-                rescale_weights(&mut st);
+                rescale_weights(st);
                 st.shadow.apply(&mut st.graph);
-                lp.info.steps += 1;
-                if !frozen
-                    && cfg.observe_every > 0
-                    && lp.info.steps.is_multiple_of(cfg.observe_every)
+                if !frozen.get() && cfg.observe_every > 0 && steps.is_multiple_of(cfg.observe_every)
                 {
-                    observe(&mut st, &mut observers, req, b)?;
+                    observe(st, &mut observers, req, b)?;
                 }
-                progress(&Progress {
-                    epoch,
-                    epochs: cfg.epochs,
-                    step: k + 1,
-                    steps_per_epoch: rb.len(),
-                    loss: r.loss,
-                });
-                if lp.after_step(&st, req, cfg, epoch)? {
-                    break 'epochs;
-                }
-            }
-            if lp.end_epoch(&st, req, cfg, epoch)? {
-                break;
-            }
-        }
+                Ok(r.loss)
+            },
+        )?;
         *graph = st.graph;
-        Ok(lp.finish(cfg.epochs))
+        Ok(info)
     }
 }
 
