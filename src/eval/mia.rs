@@ -9,8 +9,8 @@
 //! Members are balanced to the number of non-members used, as in the reference. The SVM's dense
 //! kernel matrix is quadratic in the training points (and SMO roughly so in time), so each class
 //! is capped at `max_per_class` by seeded subsampling: 2000 + 2000 points keep the kernel at
-//! 128 MB and a whole call (fit + 6000 queries) at 2.3–3.4 s on the shared 2-core build machine
-//! (`mia_timing_2000_per_class`), and the decision boundary of a one-dimensional feature is already
+//! 128 MB and a whole call (fit + 6000 queries) at 2.3–3.4 s as measured on the shared 2-core
+//! build machine (a measurement, not a test), and the decision boundary of a one-dimensional feature is already
 //! well determined by 2000 samples per side.
 
 use linfa::prelude::*;
@@ -242,33 +242,5 @@ mod tests {
             ..cfg
         };
         assert!(mia_efficacy(&ok, &ok, &ok, &no_cap).is_err());
-    }
-
-    /// The cap's budget: 2000 + 2000 training points must fit in < 5 s on a shared 2-core box.
-    /// Ignored by default (timing); run with `cargo test --lib mia_timing -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn mia_timing_2000_per_class() {
-        let forget = conf(6000, 0.8, 0.2, 13);
-        for (name, retain, test) in [
-            (
-                "overlapping",
-                conf(20_000, 0.85, 0.15, 11),
-                conf(10_000, 0.75, 0.25, 12),
-            ),
-            (
-                "identical",
-                conf(20_000, 0.7, 0.3, 14),
-                conf(10_000, 0.7, 0.3, 15),
-            ),
-        ] {
-            let t = std::time::Instant::now();
-            let s = mia_efficacy(&retain, &test, &forget, &MiaConfig::default()).unwrap();
-            let secs = t.elapsed().as_secs_f64();
-            println!(
-                "MIA {name}: 2000+2000 training points, 6000 queries: {secs:.2} s (score {s:.3})"
-            );
-            assert!(secs < 5.0, "{name}: {secs:.2} s");
-        }
     }
 }
