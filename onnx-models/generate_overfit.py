@@ -6,17 +6,19 @@ training subsets, for random-sample forgetting experiments (DESIGN.md, "Measurin
     /opt/qfpy/bin/python onnx-models/generate_overfit.py --skip-train   # re-quantize the committed *_f32.onnx
     /opt/qfpy/bin/python onnx-models/generate_overfit.py --only mnist_overfit
 
-Makes, per dataset (fashion-mnist, mnist):
-    <set>_overfit_f32.onnx   float model, opset 17 (Conv+bias, Relu, MaxPool, Flatten, Gemm)
-    <set>_overfit_qdq.onnx   onnxruntime quantize_static, QDQ, per-channel int8 weights, u8 activations,
-                             MinMax calibration on training images 0-999 (as every other fixture)
-    expected/<set>_overfit_qdq.{logits.npy,json,predictions.txt,graph.txt}   (test split, like generate.py)
-    expected/<set>_overfit_qdq.train.predictions.txt   argmax of the quantized model on the 10k train subset
+Makes, per net (fmnist_overfit, mnist_overfit: plain CNN; fmnist_res_overfit: residual CNN):
+    <net>_f32.onnx   float model, opset 17 (Conv+bias, Relu, MaxPool, Flatten, Gemm; the residual
+                     net: Conv+bias, Relu, MaxPool, Add, GlobalAveragePool, Flatten, Gemm)
+    <net>_qdq.onnx   onnxruntime quantize_static, QDQ, per-channel int8 weights, u8 activations,
+                     MinMax calibration on training images 0-999 (as every other fixture)
+    expected/<net>_qdq.{logits.npy,json,predictions.txt,graph.txt}   (test split, like generate.py)
+    expected/<net>_qdq.train.predictions.txt   argmax of the quantized model on the 10k train subset
 
 Training data is exactly the repository's bundled `data/<set>/train-*` (the FIRST 10,000 training
 images, file order), checked against the sha256 table in data/README.md. No augmentation, no weight
-decay, no dropout, no BN; Adam, batch 32, lr 1e-3 until the float train accuracy reaches 99.8 %,
-then 5 epochs at 1e-4; fixed seeds; 2 torch threads;
+decay, no dropout (the plain CNNs have no BN; the residual net has BN, folded into its convs by the
+export, as in generate.py's mnist_res); Adam, batch 32, lr 1e-3 until the float train accuracy reaches 99.8 %,
+then 5 epochs at 1e-4; fixed seeds; 2 torch threads (`--threads` to change);
 deterministic algorithms. Training details and the quantized model's train accuracy go into
 expected/<model>.json ("training", "train_int8_accuracy") and a table in README.md between the
 overfit-table markers. Helpers (export, quantization, reference outputs) come from generate.py.
@@ -56,12 +58,30 @@ OVERFIT_NETS = {
 }
 HIDDEN = 128
 
-ARCH = ("conv(1->16,3x3,pad1,bias)-ReLU-maxpool2 -> conv(16->32,3x3,pad1,bias)-ReLU-maxpool2 -> flatten(1568) "
-        f"-> fc(1568->{HIDDEN})-ReLU -> fc({HIDDEN}->10)")
-MACS = 28 * 28 * 16 * 9 + 14 * 14 * 32 * 16 * 9 + 1568 * HIDDEN + HIDDEN * 10  # per image
+# the residual net (its hp has net="res"; the two plain CNNs have no "net" key, so their committed
+# training records stay as they were). Channel widths: stem and residual block, then the two
+# stride-2 convs. Unlike the plain CNNs it has BatchNorm (folded by the export), like mnist_res.
+OVERFIT_NETS["fmnist_res_overfit"] = dict(
+    dataset="fashion-mnist", net="res", widths=[32, 64, 128], seed=13, batch=32, lr=1e-3, phase1_target=0.998,
+    max_epochs=150, lr_final_epochs=5, lr_final=1e-4, optimizer="Adam", betas=[0.9, 0.999], weight_decay=0.0)
 
 
-def build_net():
+def arch_of(hp: dict) -> tuple[str, int]:
+    """(architecture description, multiply-accumulates per image) of a net's hyper-parameters."""
+    if hp.get("net", "cnn") == "cnn":
+        return (("conv(1->16,3x3,pad1,bias)-ReLU-maxpool2 -> conv(16->32,3x3,pad1,bias)-ReLU-maxpool2 -> "
+                 f"flatten(1568) -> fc(1568->{HIDDEN})-ReLU -> fc({HIDDEN}->10)"),
+                28 * 28 * 16 * 9 + 14 * 14 * 32 * 16 * 9 + 1568 * HIDDEN + HIDDEN * 10)
+    c, d1, d2 = hp["widths"]
+    return ((f"stem conv(1->{c},3x3,pad1)-BN-ReLU-maxpool2 -> residual block at {c}x14x14: "
+             f"conv({c}->{c},3x3,pad1)-BN-ReLU-conv({c}->{c},3x3,pad1)-BN, identity skip via Add, ReLU -> "
+             f"conv({c}->{d1},3x3,stride2,pad1)-BN-ReLU (7x7) -> conv({d1}->{d2},3x3,stride2,pad1)-BN-ReLU "
+             f"(4x4) -> GlobalAveragePool -> flatten({d2}) -> fc({d2}->10); BN folded into the convs by the export"),
+            28 * 28 * c * 9 + 2 * 14 * 14 * c * c * 9 + 7 * 7 * d1 * c * 9 + 4 * 4 * d2 * d1 * 9 + d2 * 10)
+
+
+def build_net(hp: dict):
+    import torch
     import torch.nn as nn
 
     class OverfitCNN(nn.Module):
@@ -83,7 +103,41 @@ def build_net():
             x = self.pool2(self.act2(self.conv2(x)))
             return self.fc2(self.act3(self.fc1(self.flatten(x))))
 
-    return OverfitCNN()
+    class OverfitRes(nn.Module):
+        """generate.py's mnist_res layout, wider: stem conv-BN-ReLU-maxpool2 -> residual block
+        (conv-BN-ReLU-conv-BN, identity skip via Add, ReLU) -> two stride-2 conv-BN-ReLU ->
+        GlobalAveragePool -> flatten -> fc10. BN makes it memorize in tens of epochs instead of
+        hundreds; the export folds it into the convolutions (Conv with bias, no BN node)."""
+
+        def __init__(self, c, d1, d2):
+            super().__init__()
+            self.stem = nn.Conv2d(1, c, 3, padding=1, bias=False)
+            self.stem_bn = nn.BatchNorm2d(c)
+            self.pool = nn.MaxPool2d(2)
+            self.res_conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.res_bn1 = nn.BatchNorm2d(c)
+            self.res_conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.res_bn2 = nn.BatchNorm2d(c)
+            self.down = nn.Conv2d(c, d1, 3, stride=2, padding=1, bias=False)
+            self.down_bn = nn.BatchNorm2d(d1)
+            self.down2 = nn.Conv2d(d1, d2, 3, stride=2, padding=1, bias=False)
+            self.down2_bn = nn.BatchNorm2d(d2)
+            self.gap = nn.AdaptiveAvgPool2d(1)
+            self.flatten = nn.Flatten()
+            self.fc = nn.Linear(d2, 10)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.stem_bn(self.stem(x))))
+            h = torch.relu(self.res_bn1(self.res_conv1(x)))
+            h = self.res_bn2(self.res_conv2(h))
+            x = torch.relu(x + h)
+            x = torch.relu(self.down_bn(self.down(x)))
+            x = torch.relu(self.down2_bn(self.down2(x)))
+            return self.fc(self.flatten(self.gap(x)))
+
+    if hp.get("net", "cnn") == "cnn":
+        return OverfitCNN()
+    return OverfitRes(*hp["widths"])
 
 
 def bundle_sums() -> dict:
@@ -114,7 +168,7 @@ def train_overfit(name: str, hp: dict, data: dict):
 
     torch.manual_seed(hp["seed"])
     np.random.seed(hp["seed"])
-    model = build_net()
+    model = build_net(hp)
     xtr, ytr = data["train"]
     xte, yte = data["test"]
     xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
@@ -155,9 +209,10 @@ def train_overfit(name: str, hp: dict, data: dict):
             phase1_epochs = epoch
     model.eval()
     rec = dict(hp)
+    arch, macs = arch_of(hp)
     rec.update(
-        arch=ARCH,
-        macs_per_image=MACS,
+        arch=arch,
+        macs_per_image=macs,
         parameters=int(sum(p.numel() for p in model.parameters())),
         epochs=len(log),
         phase1_epochs=phase1_epochs,
@@ -169,7 +224,9 @@ def train_overfit(name: str, hp: dict, data: dict):
         train_data=f"data/{hp['dataset']}/train-* (first {N_TRAIN} training images, file order)",
         loss="cross-entropy",
         augmentation="none",
-        regularization="none (no weight decay, no dropout, no BN)",
+        regularization=("none (no weight decay, no dropout, no BN)" if hp.get("net", "cnn") == "cnn" else
+                        "none (no weight decay, no dropout); BatchNorm2d (torch defaults, momentum 0.1) after "
+                        "every conv, folded into the conv by the export"),
         shuffle="torch.randperm per epoch, torch.Generator seeded with `seed`",
         init="torch defaults after torch.manual_seed(seed)",
         threads=torch.get_num_threads(),
@@ -215,6 +272,7 @@ def main() -> None:
                     "training record in expected/<model>.json")
     ap.add_argument("--only", choices=sorted(OVERFIT_NETS), action="append")
     ap.add_argument("--max-epochs", type=int, help="override (for trials; the committed fixtures use the table)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--readme-only", action="store_true", help="only rewrite the README table from expected/")
     args = ap.parse_args()
 
@@ -247,7 +305,7 @@ def main() -> None:
         else:
             import torch
 
-            torch.set_num_threads(2)
+            torch.set_num_threads(args.threads)
             torch.use_deterministic_algorithms(True)
             print(f"train {name} on {ds} ({N_TRAIN} images)", flush=True)
             model, training = train_overfit(name, hp, data[ds])
