@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use qforget::data::forget::{select, ForgetSpec};
+use qforget::data::forget::{
+    default_probe_size, hold_out_probe, select, whole_classes, ForgetSpec,
+};
 use qforget::data::{IdxDataset, Split};
 use qforget::eval::forgetting::{measure, EvalSets, Measured};
 use qforget::eval::metrics::{avg_gap, Metrics};
@@ -42,7 +44,8 @@ pub struct ForgetArgs {
     /// Unlearning method.
     #[arg(long, value_enum, default_value = "oeu")]
     pub method: MethodName,
-    /// Epochs (default: 3; finetune 2; retrain 10).
+    /// Epoch budget (default: 10 for OEU, 3 for GA, RL and Q-MUL, 2 for finetune, 10 for
+    /// retrain); runs stop earlier once the forgetting target is met.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Learning rate (default: 0.01).
@@ -66,21 +69,50 @@ pub struct ForgetArgs {
     /// OEU: project the forget gradient globally, per tensor, or not at all.
     #[arg(long, value_enum)]
     pub projection: Option<ProjectionMode>,
+    /// OEU: length of the forget part of each step, as a fraction of the parameters' norm
+    /// (default 5e-4; 0: the raw projected entropy gradient).
+    #[arg(long, value_name = "RHO")]
+    pub forget_step: Option<f32>,
     /// OEU: project only when the forget and retain gradients conflict (⟨g_f,g_r⟩ < 0).
     #[arg(long)]
     pub only_on_conflict: bool,
-    /// Stop once the forget set's mean normalized entropy reaches this value (0..1).
-    #[arg(long, value_name = "H", conflicts_with = "stop_forget_acc")]
+    /// Stop once the forget set's mean normalized entropy reaches this value (0..1), instead of
+    /// the default target.
+    #[arg(long, value_name = "H", conflicts_with_all = ["stop_forget_acc", "no_stop"])]
     pub stop_entropy: Option<f32>,
-    /// Stop once forget accuracy (percent) is at or below this value.
-    #[arg(long, value_name = "PCT")]
+    /// Stop once forget accuracy (percent) is at or below this value, instead of the default
+    /// target (class-wise: 1 %; sample-wise: the starting model's test accuracy).
+    #[arg(long, value_name = "PCT", conflicts_with = "no_stop")]
     pub stop_forget_acc: Option<f64>,
-    /// Also check the stopping rule every N steps (default: only after each epoch).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub check_every: usize,
+    /// Run the whole epoch budget: no forgetting target, no early stop.
+    #[arg(long)]
+    pub no_stop: bool,
+    /// Run the guard and the stopping rule every N steps, and after each epoch (default 5; 0:
+    /// only after each epoch).
+    #[arg(long, value_name = "N")]
+    pub check_every: Option<usize>,
+    /// Retain guard: the largest drop of retain accuracy (percentage points, on a held-out
+    /// probe of the retain set) a request may cause; beyond it the run rolls back and slows down.
+    #[arg(long, value_name = "PP", default_value_t = 2.0)]
+    pub retain_budget: f64,
+    /// Retain guard: probe size (default: a tenth of the retain set, 200 to 1,000 samples).
+    #[arg(long, value_name = "N")]
+    pub probe_size: Option<usize>,
+    /// Turn the retain guard off (no probe is held out; the model is handed back whatever
+    /// happened to its retain accuracy).
+    #[arg(long, conflicts_with_all = ["retain_budget", "probe_size"])]
+    pub no_guard: bool,
+    /// Write the result even when the forgetting target was not met (by default such a request
+    /// fails and writes nothing).
+    #[arg(long)]
+    pub allow_partial: bool,
     /// Backward arithmetic: int8 (default) or f32.
     #[arg(long, default_value = "int8")]
     pub grad_path: qforget::graph::GradPath,
+    /// Samples forgotten by earlier requests (ids, one per line): no longer on the device, so
+    /// they are neither retained nor measured (use with --parent).
+    #[arg(long, value_name = "FILE")]
+    pub forgotten: Option<PathBuf>,
     /// Use only this many retain samples (a seeded subset: the device's retain buffer).
     #[arg(long, value_name = "N")]
     pub retain_limit: Option<usize>,
@@ -132,6 +164,15 @@ struct Report {
     epoch_seconds: Vec<f64>,
     steps: usize,
     stopped: String,
+    /// The forgetting target (stopping rule) the request ran to.
+    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_met: Option<bool>,
+    /// Why nothing was written (the request failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guard: Option<qforget::unlearn::GuardReport>,
     notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     before: Option<Side>,
@@ -177,14 +218,29 @@ fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
     c.lambda = a.lambda.unwrap_or(c.lambda);
     c.projection = a.projection.unwrap_or(c.projection);
     c.only_on_conflict = a.only_on_conflict;
+    c.forget_step = a.forget_step.unwrap_or(c.forget_step);
+    if !(c.forget_step.is_finite() && c.forget_step >= 0.0) {
+        bail!("--forget-step must be a non-negative number, not {}", c.forget_step);
+    }
     c.seed = a.seed;
-    c.check_every = a.check_every;
+    c.check_every = a.check_every.unwrap_or(c.check_every);
     c.grad_path = a.grad_path;
     c.stop = match (a.stop_entropy, a.stop_forget_acc) {
         (Some(h), _) => Stop::Entropy(h),
         (_, Some(p)) => Stop::ForgetAcc(p),
         _ => Stop::Fixed,
     };
+    if a.no_guard {
+        c.guard_budget = None;
+    } else if c.guard_budget.is_some() {
+        if !(a.retain_budget.is_finite() && a.retain_budget >= 0.0) {
+            bail!(
+                "--retain-budget must be a non-negative number of percentage points, not {}",
+                a.retain_budget
+            );
+        }
+        c.guard_budget = Some(a.retain_budget);
+    }
     if c.epochs == 0 || c.forget_batch == 0 || c.retain_batch == 0 {
         bail!("--epochs and batch sizes must be at least 1");
     }
@@ -192,6 +248,31 @@ fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
         bail!("--lr must be a positive number, not {}", c.lr);
     }
     Ok(c)
+}
+
+/// The forgetting target a request implies (DESIGN.md): a whole class is forgotten once at most
+/// 1 % of its samples are still recognised; some samples once they are recognised no more often
+/// than data the model never saw (the starting model's accuracy on the test images of the
+/// classes it still knows, i.e. those with retain samples).
+fn default_stop(
+    graph: &qforget::graph::Graph,
+    train: &IdxDataset,
+    test: &IdxDataset,
+    retain: &[usize],
+    class_wise: Option<&[u8]>,
+) -> anyhow::Result<Stop> {
+    if class_wise.is_some() {
+        return Ok(Stop::ForgetAcc(1.0));
+    }
+    let mut known = [false; 256];
+    for &i in retain {
+        known[train.labels[i] as usize] = true;
+    }
+    let held_out: Vec<usize> = (0..test.n)
+        .filter(|&i| known[test.labels[i] as usize])
+        .collect();
+    let acc = unlearn::accuracy_on(graph, test, &held_out)?;
+    Ok(Stop::ForgetAcc((acc * 100.0).round() / 100.0))
 }
 
 /// Metrics of the reference: measured on its model, or read from an earlier run's JSON.
@@ -241,7 +322,7 @@ fn updates(shadow: &Shadow, g: &qforget::graph::Graph) -> Vec<InitializerUpdate>
 }
 
 pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
-    let cfg = config(&a)?;
+    let mut cfg = config(&a)?;
     if let Some(out) = &a.export {
         if out.exists() && same_file(out, &a.model) {
             bail!(
@@ -280,8 +361,37 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
             bail!("say what to forget: --forget-class K, --forget-ids FILE or --forget-random FRAC")
         }
     };
-    let split = select(&train.labels, &spec, a.retain_limit, a.seed)
+    let mut split = select(&train.labels, &spec, a.retain_limit, a.seed)
         .with_context(|| format!("{}: choosing the forget set", a.dataset.display()))?;
+    if let Some(f) = &a.forgotten {
+        let mut gone = qforget::data::read_ids(f, train.n)?;
+        gone.sort_unstable();
+        let is_gone = |i: &usize| gone.binary_search(i).is_ok();
+        if let Some(i) = split.forget.iter().find(|i| is_gone(i)) {
+            bail!(
+                "{}: sample {i} is both in the forget set and among the samples already forgotten",
+                f.display()
+            );
+        }
+        split.retain.retain(|i| !is_gone(i));
+        if split.retain.is_empty() {
+            bail!("{}: no retain sample is left", f.display());
+        }
+    }
+    // The guard's probe: held-out retain samples, never trained on (metrics still count them
+    // as retain samples).
+    let (train_retain, probe) = if cfg.guard_budget.is_some() {
+        let size = a
+            .probe_size
+            .unwrap_or_else(|| default_probe_size(split.retain.len()));
+        hold_out_probe(&split.retain, size, a.seed)
+    } else {
+        (split.retain.clone(), Vec::new())
+    };
+    let class_wise = whole_classes(&train.labels, &split.forget);
+    if cfg.stop == Stop::Fixed && !a.no_stop && a.method != MethodName::Retrain {
+        cfg.stop = default_stop(&graph, &train, &test, &split.retain, class_wise.as_deref())?;
+    }
     let sets = EvalSets {
         train: &train,
         test: &test,
@@ -313,7 +423,8 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
     let req = Request {
         train: &train,
         forget: &split.forget,
-        retain: &split.retain,
+        retain: &train_retain,
+        probe: &probe,
     };
     let bar = if quiet {
         ProgressBar::hidden()
@@ -344,13 +455,35 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
     };
     let changed = changed_weights(&base, &graph);
     let ups = updates(&Shadow::new(&graph), &graph);
-    if let Some(out) = &a.export {
+    let refused = (info.target_met == Some(false) && !a.allow_partial).then(|| {
+        let guard = match &info.guard {
+            Some(g) => format!(
+                " without losing more than {} pp of retain accuracy (probe {:.2} % → {:.2} %, {} back-off(s){})",
+                g.budget_pp,
+                g.start_acc,
+                g.final_acc,
+                g.backoffs,
+                if g.gave_up { ", gave up" } else { "" }
+            ),
+            None => String::new(),
+        };
+        format!(
+            "{} could not meet the forgetting target ({}){guard} within {} epoch(s): {}; nothing \
+             was written (--allow-partial writes such a result anyway; --retain-budget, --epochs \
+             and --lr change what is tried)",
+            a.method.as_str(),
+            cfg.stop.describe(),
+            cfg.epochs,
+            info.stopped
+        )
+    });
+    if let (Some(out), None) = (&a.export, &refused) {
         let patched = patch_initializers(&start_bytes, &ups)
             .with_context(|| format!("{}: exporting", a.model.display()))?;
         write_atomic(out, &patched)?;
     }
-    let delta_sha256 = match &a.out {
-        Some(out) => {
+    let delta_sha256 = match (&a.out, &refused) {
+        (Some(out), None) => {
             let journal = a.journal.clone().unwrap_or_else(|| {
                 out.parent()
                     .unwrap_or(Path::new("."))
@@ -382,7 +515,7 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
                 &a.model, &a.parent, &ups, &rec, out, &journal,
             )?)
         }
-        None => None,
+        _ => None,
     };
     let side = |m: Measured| Side {
         gap: reference.as_ref().map(|r| avg_gap(&m.metrics, r)),
@@ -398,12 +531,24 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
         epoch_seconds: info.epoch_seconds.clone(),
         steps: info.steps,
         stopped: info.stopped.clone(),
+        target: cfg.stop.describe(),
+        target_met: info.target_met,
+        refused: refused.clone(),
+        guard: info.guard.clone(),
         notes: info.notes.clone(),
         before: before.map(side),
         after: after.map(side),
         reference,
-        export: a.export.as_ref().map(|p| p.display().to_string()),
-        delta: a.out.as_ref().map(|p| p.display().to_string()),
+        export: a
+            .export
+            .as_ref()
+            .filter(|_| refused.is_none())
+            .map(|p| p.display().to_string()),
+        delta: a
+            .out
+            .as_ref()
+            .filter(|_| refused.is_none())
+            .map(|p| p.display().to_string()),
         delta_sha256,
         changed_weights: changed,
         settings: cfg.settings(),
@@ -413,7 +558,10 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
     } else {
         print_text(&report);
     }
-    Ok(())
+    match refused {
+        Some(why) => bail!("{}: {why}", a.model.display()),
+        None => Ok(()),
+    }
 }
 
 fn print_text(r: &Report) {
@@ -443,6 +591,30 @@ fn print_text(r: &Report) {
             "  reference {:>8.2} %  {:>8.2} %  {:>6.2} %  {:>5.2} %",
             m.forget_acc, m.retain_acc, m.test_acc, m.mia
         );
+    }
+    println!(
+        "  target: {}{}",
+        r.target,
+        match r.target_met {
+            Some(true) => " (met)",
+            Some(false) => " (NOT met)",
+            None => "",
+        }
+    );
+    if let Some(g) = &r.guard {
+        println!(
+            "  retain guard: probe of {} held out, accuracy {:.2} % → {:.2} % (budget {} pp), {} check(s), {} back-off(s){}",
+            g.probe_size,
+            g.start_acc,
+            g.final_acc,
+            g.budget_pp,
+            g.checks,
+            g.backoffs,
+            if g.gave_up { ", gave up" } else { "" }
+        );
+        for e in &g.events {
+            println!("    {e}");
+        }
     }
     for n in &r.notes {
         println!("  {n}");

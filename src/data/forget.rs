@@ -117,6 +117,49 @@ pub fn select(
     Ok(Split { forget, retain })
 }
 
+/// Added to `seed` for the guard's probe, a stream of its own.
+const PROBE_STREAM: u64 = 0xD1B5_4A32_D192_ED03;
+
+/// Default probe size for a retain set of `n`: a tenth of it, at least 200 and at most 1,000
+/// samples (accuracy steps of 0.1–0.5 pp, a forward of at most 1,000 images per check), and
+/// never more than half of it.
+pub fn default_probe_size(n: usize) -> usize {
+    (n / 10).clamp(200, 1000).min(n / 2)
+}
+
+/// Hold out `size` seeded retain samples as the guard's probe: returns `(train, probe)`, both
+/// ascending; training never sees the probe.
+pub fn hold_out_probe(retain: &[usize], size: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let size = size.min(retain.len().saturating_sub(1));
+    let mut probe = shuffled(retain, seed.wrapping_add(PROBE_STREAM));
+    probe.truncate(size);
+    probe.sort_unstable();
+    let train = retain
+        .iter()
+        .copied()
+        .filter(|i| probe.binary_search(i).is_err())
+        .collect();
+    (train, probe)
+}
+
+/// The classes a forget set removes whole: `Some(classes)` when it is exactly every training
+/// sample of one or more classes (a class-wise request, whatever way it was named).
+pub fn whole_classes(labels: &[u8], forget: &[usize]) -> Option<Vec<u8>> {
+    let mut in_forget = [0usize; 256];
+    let mut total = [0usize; 256];
+    for &l in labels {
+        total[l as usize] += 1;
+    }
+    for &i in forget {
+        in_forget[labels[i] as usize] += 1;
+    }
+    let classes: Vec<u8> = (0..=255u8)
+        .filter(|&k| in_forget[k as usize] > 0)
+        .collect();
+    (!classes.is_empty() && classes.iter().all(|&k| in_forget[k as usize] == total[k as usize]))
+        .then_some(classes)
+}
+
 fn invalid(msg: String) -> Error {
     Error::InvalidArgument(msg)
 }
@@ -200,6 +243,36 @@ mod tests {
             None,
         );
         assert!(e.contains("forget set is empty"), "{e}");
+    }
+
+    #[test]
+    fn probe_is_held_out_and_seeded() {
+        let retain: Vec<usize> = (0..1000).map(|i| i * 3).collect();
+        let (train, probe) = hold_out_probe(&retain, 100, 4);
+        assert_eq!((train.len(), probe.len()), (900, 100));
+        assert!(probe.iter().all(|p| retain.contains(p) && !train.contains(p)));
+        assert_eq!(hold_out_probe(&retain, 100, 4).1, probe);
+        assert_ne!(hold_out_probe(&retain, 100, 5).1, probe);
+        // Never the whole retain set.
+        assert_eq!(hold_out_probe(&[1, 2], 5, 0).0, [1]);
+        assert_eq!(default_probe_size(90_000), 1000);
+        assert_eq!(default_probe_size(5_000), 500);
+        assert_eq!(default_probe_size(1_000), 200);
+        assert_eq!(default_probe_size(100), 50);
+    }
+
+    #[test]
+    fn whole_classes_are_recognised() {
+        let l = labels();
+        let class3: Vec<usize> = (0..10).map(|i| i * 10 + 3).collect();
+        assert_eq!(whole_classes(&l, &class3), Some(vec![3]));
+        let mut two = class3.clone();
+        two.extend((0..10).map(|i| i * 10 + 5));
+        assert_eq!(whole_classes(&l, &two), Some(vec![3, 5]));
+        assert_eq!(whole_classes(&l, &class3[1..]), None);
+        let mut extra = class3;
+        extra.push(4);
+        assert_eq!(whole_classes(&l, &extra), None);
     }
 
     #[test]

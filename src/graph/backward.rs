@@ -70,6 +70,28 @@ impl Graph {
         }
     }
 
+    /// The logits training losses are taken on (DESIGN.md, "Losses see real logits"): where the
+    /// output is a linear layer with no fused activation, its real value before requantization
+    /// ([`super::Linear::real_outputs`]; so a calibrated output range narrower than what training
+    /// produces never cuts the loss gradient off), else the deployed logits. The flag says
+    /// which: `true` means the output clamp must not gate the gradient
+    /// ([`Graph::backward_full`]'s `unclamped_output`).
+    pub fn loss_logits(&self, tape: &Tape) -> (Vec<f32>, bool) {
+        if let (Tape::Quant(v), Some(layer)) = (tape, self.output_layer()) {
+            if let (Op::Linear(l), super::Activation::None) = (&layer.op, layer.activation) {
+                if let Some(x) = v[layer.inputs[0]].as_ref() {
+                    return (l.real_outputs(x, self.acts[self.output].q.scale), true);
+                }
+            }
+        }
+        (self.tape_logits(tape), false)
+    }
+
+    /// The layer that computes the graph's output.
+    fn output_layer(&self) -> Option<&Layer> {
+        self.layers.iter().rev().find(|l| l.output == self.output)
+    }
+
     /// Gradients of every conv/linear layer (indexed like `layers`; `None` for other layers or
     /// where no gradient arrives) given `dlogits = ∂L/∂logits` (real). `params` are the real
     /// weights the forward used ([`Graph::real_params`], or the float twin's).
@@ -80,10 +102,14 @@ impl Graph {
         dlogits: &[f32],
         path: GradPath,
     ) -> Result<Vec<Option<LayerGrad>>> {
-        Ok(self.backward_full(tape, params, dlogits, path, false)?.0)
+        Ok(self
+            .backward_full(tape, params, dlogits, path, false, false)?
+            .0)
     }
 
     /// [`Graph::backward`], and also the gradient w.r.t. the (real) input activation if asked.
+    /// With `unclamped_output`, `dlogits` is the gradient w.r.t. the output layer's value before
+    /// requantization ([`Graph::loss_logits`]), so the output's clamp gate is not applied.
     pub fn backward_full(
         &self,
         tape: &Tape,
@@ -91,6 +117,7 @@ impl Graph {
         dlogits: &[f32],
         path: GradPath,
         input_grad: bool,
+        unclamped_output: bool,
     ) -> Result<FullGrads> {
         if path == GradPath::Int8 && matches!(tape, Tape::Float(_)) {
             return Err(Error::Shape(
@@ -109,7 +136,9 @@ impl Graph {
             let Some(mut gy) = grads[layer.output].take() else {
                 continue;
             };
-            self.mask(tape, layer, &mut gy);
+            if !(unclamped_output && layer.output == self.output) {
+                self.mask(tape, layer, &mut gy);
+            }
             let x_id = layer.inputs[0];
             let need_dx = produced[x_id];
             let gx: Option<Vec<f32>> = match &layer.op {

@@ -40,4 +40,27 @@ impl Linear {
         }
         out
     }
+
+    /// Real outputs before requantization and clamping, `s_out · (m[o]·(acc + bias) + offset[o])`
+    /// (`= (acc + bias)·s_in·s_w[o]` without an offset), for an output of step `s_out`: the
+    /// logits training losses are taken on.
+    pub fn real_outputs(&self, x: &QBatch, s_out: f32) -> Vec<f32> {
+        let f_out = self.out_features;
+        let mut acc = vec![0i32; x.n * f_out];
+        kernels::gemm_u8i8(x.n, &x.data, self.in_zero_point, &self.weights, &mut acc);
+        let rq = &self.requant;
+        let pick = |v: &[f32], o: usize| match v.len() {
+            0 => 0.0,
+            1 => v[0],
+            _ => v[o],
+        };
+        acc.chunks_exact(f_out.max(1))
+            .flat_map(|row| {
+                row.iter().enumerate().map(move |(o, &a)| {
+                    let m = pick(&rq.multiplier, o);
+                    s_out * (m * (a + self.bias[o]) as f32 + pick(&rq.offset, o))
+                })
+            })
+            .collect()
+    }
 }

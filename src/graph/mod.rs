@@ -10,6 +10,7 @@ pub mod backward;
 pub mod binding;
 pub mod conv;
 mod conv_grad;
+pub mod dead;
 pub mod eltwise;
 pub mod float;
 pub mod grad;

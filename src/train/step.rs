@@ -63,7 +63,7 @@ impl TrainState {
     pub fn grad_images(&self, images: &[u8], n: usize, objective: Objective) -> Result<BatchGrad> {
         let g = &self.graph;
         let tape = g.forward_tape(images, n)?;
-        let logits = g.tape_logits(&tape);
+        let (logits, unclamped) = g.loss_logits(&tape);
         let (loss, dz) = match objective {
             Objective::CrossEntropy(labels) => cross_entropy(&logits, g.classes(), labels),
             Objective::NegEntropy => neg_normalized_entropy(&logits, g.classes()),
@@ -73,7 +73,9 @@ impl TrainState {
             // The int8 path reads the integer weights directly.
             GradPath::Int8 => vec![None; g.layers.len()],
         };
-        let grads = g.backward(&tape, &params, &dz, self.path)?;
+        let grads = g
+            .backward_full(&tape, &params, &dz, self.path, false, unclamped)?
+            .0;
         Ok(BatchGrad {
             loss,
             grad: self.shadow.gather(g, &grads),

@@ -63,6 +63,15 @@ pub enum Stop {
 }
 
 impl Stop {
+    /// The rule in words, for reports and errors.
+    pub fn describe(&self) -> String {
+        match *self {
+            Stop::Fixed => "none (whole epoch budget)".to_string(),
+            Stop::Entropy(h) => format!("forget-set entropy ≥ {h}"),
+            Stop::ForgetAcc(p) => format!("forget accuracy ≤ {p} %"),
+        }
+    }
+
     /// `Some(reason)` when the rule is met on `graph`.
     pub fn reached(&self, graph: &Graph, req: &Request) -> Result<Option<String>> {
         match *self {
@@ -112,6 +121,10 @@ pub struct Config {
     pub projection: ProjectionMode,
     /// Project only when ⟨g_f, g_r⟩ < 0.
     pub only_on_conflict: bool,
+    /// OEU: size of the forget part of each step as a fraction of the parameters' norm ‖θ₀‖
+    /// (the projected forget gradient is rescaled to `forget_step·‖θ₀‖/lr`); 0 keeps the raw
+    /// gradient (DESIGN.md's formula as written).
+    pub forget_step: f32,
     pub stop: Stop,
     /// Check the stopping rule every this many steps too (0: only at the end of an epoch).
     pub check_every: usize,
@@ -119,6 +132,10 @@ pub struct Config {
     pub grad_path: GradPath,
     /// Retrain: how often (in steps) the activation observers update the scales.
     pub observe_every: usize,
+    /// Retain guard: largest allowed drop of probe accuracy, percentage points (None: no guard).
+    pub guard_budget: Option<f64>,
+    /// Retain guard: roll-backs (each halving the learning rate) before it gives up.
+    pub max_backoffs: usize,
 }
 
 impl Config {
@@ -134,15 +151,26 @@ impl Config {
             lambda: 1.0,
             projection: ProjectionMode::Global,
             only_on_conflict: false,
+            forget_step: 5e-4,
             stop: Stop::Fixed,
-            check_every: 0,
+            check_every: 5,
             seed: 0,
             grad_path: GradPath::Int8,
             observe_every: 20,
+            guard_budget: Some(2.0),
+            max_backoffs: 6,
         };
         match method {
-            MethodName::Retrain => Config { epochs: 10, ..base },
+            // Retrain starts from random weights: there is no starting accuracy to guard.
+            MethodName::Retrain => Config {
+                epochs: 10,
+                guard_budget: None,
+                check_every: 0,
+                ..base
+            },
             MethodName::Finetune => Config { epochs: 2, ..base },
+            // A budget, not a schedule: OEU stops once the forgetting target is met.
+            MethodName::Oeu => Config { epochs: 10, ..base },
             _ => base,
         }
     }

@@ -6,6 +6,7 @@
 mod config;
 pub mod finetune;
 pub mod grad_ascent;
+pub mod guard;
 pub mod oeu;
 pub mod qmul;
 pub mod random_label;
@@ -14,6 +15,7 @@ pub mod retrain;
 use std::time::Instant;
 
 pub use config::{Config, MethodName, ProjectionMode, Stop};
+pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
 
 use crate::data::IdxDataset;
 use crate::graph::Graph;
@@ -26,8 +28,10 @@ pub struct Request<'a> {
     pub train: &'a IdxDataset,
     /// Indices of the samples to forget.
     pub forget: &'a [usize],
-    /// Indices of the samples to keep (the device's retain buffer).
+    /// Indices of the samples to keep (the device's retain buffer) that training may use.
     pub retain: &'a [usize],
+    /// Held-out retain samples the guard watches (never trained on); empty: no guard.
+    pub probe: &'a [usize],
 }
 
 /// Progress of a run, reported after every step.
@@ -51,6 +55,12 @@ pub struct RunInfo {
     pub stopped: String,
     /// Method-specific notes (e.g. how often OEU projected).
     pub notes: Vec<String>,
+    /// What the retain guard did (absent when the run had no guard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardReport>,
+    /// Whether the final model meets the stopping rule's target (absent for a fixed budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_met: Option<bool>,
 }
 
 /// An unlearning method.
@@ -91,8 +101,9 @@ pub(crate) fn state(graph: Graph, cfg: &Config) -> TrainState {
 /// The epoch loop every method shares: per epoch, `epoch_start` returns that epoch's batches
 /// (and may adjust the state, e.g. a learning-rate schedule); `step` takes one optimizer step on
 /// a batch, given the 1-based count of steps so far, and returns the loss to report. The loop
-/// reports progress, times epochs, and applies the stopping rule after each epoch and every
-/// `check_every` steps.
+/// reports progress, times epochs, and every `check_every` steps and after each epoch runs the
+/// retain guard (when the request has a probe and the config a budget) and then the stopping
+/// rule. The state a run ends in has passed the guard.
 pub(crate) fn run_epochs(
     st: &mut TrainState,
     req: &Request,
@@ -102,6 +113,43 @@ pub(crate) fn run_epochs(
     mut step: impl FnMut(&mut TrainState, usize, &[usize]) -> Result<f32>,
 ) -> Result<RunInfo> {
     let mut info = RunInfo::default();
+    let mut guard = match cfg.guard_budget {
+        Some(b) if !req.probe.is_empty() => Some(Guard::new(
+            st,
+            req.train,
+            req.probe,
+            b,
+            cfg.max_backoffs,
+        )?),
+        _ => None,
+    };
+    if cfg.stop != Stop::Fixed {
+        if let Some(why) = cfg.stop.reached(&st.graph, req)? {
+            // Nothing to do: the model already behaves as the request asks.
+            info.stopped = format!("{why} before any step");
+            info.target_met = Some(true);
+            if let Some(g) = guard {
+                info.guard = Some(g.finish(st, 0)?);
+            }
+            return Ok(info);
+        }
+    }
+    // Guard, then stopping rule: `Some(reason)` ends the run.
+    let mut checkpoint = |st: &mut TrainState, steps: usize| -> Result<Option<String>> {
+        if let Some(g) = guard.as_mut() {
+            match g.check(st, steps)? {
+                Verdict::Pass => {}
+                Verdict::BackedOff => return Ok(None),
+                Verdict::GaveUp => {
+                    return Ok(Some(format!(
+                        "the retain guard gave up after {} back-offs",
+                        cfg.max_backoffs
+                    )))
+                }
+            }
+        }
+        cfg.stop.reached(&st.graph, req)
+    };
     'epochs: for epoch in 0..cfg.epochs {
         let started = Instant::now();
         let batches = epoch_start(st, epoch)?;
@@ -115,8 +163,9 @@ pub(crate) fn run_epochs(
                 steps_per_epoch: batches.len(),
                 loss,
             });
-            if cfg.check_every > 0 && info.steps.is_multiple_of(cfg.check_every) {
-                if let Some(why) = cfg.stop.reached(&st.graph, req)? {
+            let last = k + 1 == batches.len();
+            if !last && cfg.check_every > 0 && info.steps.is_multiple_of(cfg.check_every) {
+                if let Some(why) = checkpoint(st, info.steps)? {
                     info.epoch_seconds.push(started.elapsed().as_secs_f64());
                     info.stopped = format!("{why} at step {} (epoch {})", info.steps, epoch + 1);
                     break 'epochs;
@@ -124,7 +173,7 @@ pub(crate) fn run_epochs(
             }
         }
         info.epoch_seconds.push(started.elapsed().as_secs_f64());
-        if let Some(why) = cfg.stop.reached(&st.graph, req)? {
+        if let Some(why) = checkpoint(st, info.steps)? {
             info.stopped = format!("{why} after epoch {}", epoch + 1);
             break;
         }
@@ -132,5 +181,22 @@ pub(crate) fn run_epochs(
     if info.stopped.is_empty() {
         info.stopped = format!("{} epoch(s) done", cfg.epochs);
     }
+    if let Some(g) = guard {
+        info.guard = Some(g.finish(st, info.steps)?);
+    }
+    if cfg.stop != Stop::Fixed {
+        info.target_met = Some(cfg.stop.reached(&st.graph, req)?.is_some());
+    }
+    // Units the run left dead, on (up to 512 of) the probe, else the retain set.
+    let watch = if req.probe.is_empty() { req.retain } else { req.probe };
+    let watch = &watch[..watch.len().min(512)];
+    let (images, _) = crate::train::gather(req.train, watch);
+    let d = st.graph.dead_units(&images, watch.len())?;
+    info.notes.push(format!(
+        "{} of {} activation units dead at the end (clamped for every one of {} retain samples)",
+        d.dead,
+        d.total,
+        watch.len()
+    ));
     Ok(info)
 }

@@ -22,6 +22,7 @@ fn small_request(seed: &str, out: &std::path::Path) -> serde_json::Value {
         seed,
         "--epochs",
         "2",
+        "--no-stop",
         "--export",
         s(out),
         "--json",

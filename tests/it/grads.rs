@@ -38,7 +38,7 @@ pub fn fd_check(name: &str, g: &Graph, images: &[u8], n: usize) {
     let tape = qforget::graph::Tape::Float(g.forward_float_input(x0.clone(), &params).unwrap());
     let r = weights_r(n * g.classes());
     let (grads, gin) = g
-        .backward_full(&tape, &params, &r, GradPath::F32, true)
+        .backward_full(&tape, &params, &r, GradPath::F32, true, false)
         .unwrap();
     let an = sh.gather(g, &grads);
     let gin = gin.expect("input gradient");

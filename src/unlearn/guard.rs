@@ -1,0 +1,165 @@
+//! The retain guard: a forget request never hands back a model that lost more than a budget of
+//! retain accuracy (DESIGN.md, "Defaults must work without tuning").
+//!
+//! Why it exists: entropy ascent can reach "uniform predictions" by silencing units, and once a
+//! unit sits at its clamp for every input the straight-through gate never revives it. A method
+//! that diverges does so within a few dozen steps, long before an epoch ends, so the guard
+//! watches a held-out probe of the retain set (never trained on) every few steps. On a check
+//! that finds probe accuracy more than `budget` below its starting value, it puts back the last
+//! state that passed (weights, shadow and optimizer), halves the learning rate and clears the
+//! momentum; after `max_backoffs` such back-offs it gives up, leaving the last good state.
+//! Every state a run can end in has passed a check, so the guard's promise holds whatever the
+//! method or its settings do.
+
+use serde::Serialize;
+
+use crate::data::IdxDataset;
+use crate::graph::Graph;
+use crate::train::{gather, TrainState};
+use crate::Result;
+
+/// What the guard did during a run (reported by `forget --json` as `guard`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuardReport {
+    /// Held-out retain samples watched.
+    pub probe_size: usize,
+    /// Largest allowed drop of probe accuracy, percentage points.
+    pub budget_pp: f64,
+    /// Probe accuracy of the starting model, percent.
+    pub start_acc: f64,
+    /// Probe accuracy of the model handed back, percent.
+    pub final_acc: f64,
+    /// Lowest probe accuracy seen at a check (including states that were rolled back).
+    pub lowest_acc: f64,
+    /// Checks made.
+    pub checks: usize,
+    /// Times a state was rolled back and the learning rate halved.
+    pub backoffs: usize,
+    /// Learning rate at the end of the run.
+    pub final_lr: f32,
+    /// True when the guard ran out of back-offs and stopped the run.
+    pub gave_up: bool,
+    /// One line per back-off.
+    pub events: Vec<String>,
+}
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within budget; the state is the new fallback.
+    Pass,
+    /// Over budget: the last good state was restored with a smaller learning rate.
+    BackedOff,
+    /// Over budget and out of back-offs: the last good state was restored; stop the run.
+    GaveUp,
+}
+
+/// Watches probe accuracy and keeps the last state within budget.
+pub struct Guard<'a> {
+    data: &'a IdxDataset,
+    probe: &'a [usize],
+    max_backoffs: usize,
+    good: TrainState,
+    report: GuardReport,
+}
+
+/// Accuracy (percent) of `graph` on samples `idx` of `data`, on the deployed int8 output.
+pub fn accuracy_on(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<f64> {
+    let mut hits = 0usize;
+    for chunk in idx.chunks(512) {
+        let (images, labels) = gather(data, chunk);
+        let l = graph.forward(&images, chunk.len())?;
+        hits += (0..chunk.len())
+            .filter(|&i| l.top1(i) == labels[i] as usize)
+            .count();
+    }
+    Ok(100.0 * hits as f64 / idx.len().max(1) as f64)
+}
+
+impl<'a> Guard<'a> {
+    /// Start watching `st` (its current state is the first fallback).
+    pub fn new(
+        st: &TrainState,
+        data: &'a IdxDataset,
+        probe: &'a [usize],
+        budget_pp: f64,
+        max_backoffs: usize,
+    ) -> Result<Self> {
+        let start = accuracy_on(&st.graph, data, probe)?;
+        Ok(Guard {
+            data,
+            probe,
+            max_backoffs,
+            good: st.clone(),
+            report: GuardReport {
+                probe_size: probe.len(),
+                budget_pp,
+                start_acc: start,
+                final_acc: start,
+                lowest_acc: start,
+                final_lr: st.sgd.lr,
+                ..GuardReport::default()
+            },
+        })
+    }
+
+    /// Check `st` after `step` optimizer steps; on a violation, restore the last good state.
+    pub fn check(&mut self, st: &mut TrainState, step: usize) -> Result<Verdict> {
+        let acc = accuracy_on(&st.graph, self.data, self.probe)?;
+        let r = &mut self.report;
+        r.checks += 1;
+        r.lowest_acc = r.lowest_acc.min(acc);
+        if acc >= r.start_acc - r.budget_pp {
+            r.final_acc = acc;
+            r.final_lr = st.sgd.lr;
+            self.good = st.clone();
+            return Ok(Verdict::Pass);
+        }
+        let lr = st.sgd.lr;
+        *st = self.good.clone();
+        st.sgd.reset();
+        if r.backoffs >= self.max_backoffs {
+            r.gave_up = true;
+            r.events.push(format!(
+                "step {step}: probe accuracy {acc:.2} % (start {:.2} %); out of back-offs, kept the last good state",
+                r.start_acc
+            ));
+            r.final_lr = st.sgd.lr;
+            return Ok(Verdict::GaveUp);
+        }
+        r.backoffs += 1;
+        st.sgd.lr = lr * 0.5;
+        r.final_lr = st.sgd.lr;
+        r.events.push(format!(
+            "step {step}: probe accuracy {acc:.2} % (start {:.2} %); rolled back, lr {lr} → {}",
+            r.start_acc, st.sgd.lr
+        ));
+        log::info!("guard: {}", r.events.last().map(String::as_str).unwrap_or(""));
+        Ok(Verdict::BackedOff)
+    }
+
+    /// Final check of the state a run ends in (the last good state is put back if it is over
+    /// budget), and the report.
+    pub fn finish(mut self, st: &mut TrainState, step: usize) -> Result<GuardReport> {
+        let acc = accuracy_on(&st.graph, self.data, self.probe)?;
+        let r = &mut self.report;
+        r.checks += 1;
+        r.lowest_acc = r.lowest_acc.min(acc);
+        if acc >= r.start_acc - r.budget_pp {
+            r.final_acc = acc;
+        } else {
+            *st = self.good;
+            r.events.push(format!(
+                "step {step} (end): probe accuracy {acc:.2} % (start {:.2} %); put back the last good state",
+                r.start_acc
+            ));
+        }
+        r.final_lr = st.sgd.lr;
+        Ok(self.report)
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> &GuardReport {
+        &self.report
+    }
+}
