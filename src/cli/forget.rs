@@ -70,7 +70,7 @@ pub struct ForgetArgs {
     #[arg(long, value_enum)]
     pub projection: Option<ProjectionMode>,
     /// OEU: length of the forget part of each step, as a fraction of the parameters' norm
-    /// (default 5e-4; 0: the raw projected entropy gradient).
+    /// (default 2e-4; 0: the raw projected entropy gradient).
     #[arg(long, value_name = "RHO")]
     pub forget_step: Option<f32>,
     /// OEU: project only when the forget and retain gradients conflict (⟨g_f,g_r⟩ < 0).
@@ -102,6 +102,10 @@ pub struct ForgetArgs {
     /// happened to its retain accuracy).
     #[arg(long, conflicts_with_all = ["retain_budget", "probe_size"])]
     pub no_guard: bool,
+    /// Keep the learning rate fixed (by default the guard raises it while retain accuracy is
+    /// well within budget, and halves it on a roll-back).
+    #[arg(long)]
+    pub fixed_lr: bool,
     /// Write the result even when the forgetting target was not met (by default such a request
     /// fails and writes nothing).
     #[arg(long)]
@@ -220,7 +224,10 @@ fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
     c.only_on_conflict = a.only_on_conflict;
     c.forget_step = a.forget_step.unwrap_or(c.forget_step);
     if !(c.forget_step.is_finite() && c.forget_step >= 0.0) {
-        bail!("--forget-step must be a non-negative number, not {}", c.forget_step);
+        bail!(
+            "--forget-step must be a non-negative number, not {}",
+            c.forget_step
+        );
     }
     c.seed = a.seed;
     c.check_every = a.check_every.unwrap_or(c.check_every);
@@ -230,6 +237,7 @@ fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
         (_, Some(p)) => Stop::ForgetAcc(p),
         _ => Stop::Fixed,
     };
+    c.lr_growth = !a.fixed_lr;
     if a.no_guard {
         c.guard_budget = None;
     } else if c.guard_budget.is_some() {

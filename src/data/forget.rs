@@ -153,11 +153,12 @@ pub fn whole_classes(labels: &[u8], forget: &[usize]) -> Option<Vec<u8>> {
     for &i in forget {
         in_forget[labels[i] as usize] += 1;
     }
-    let classes: Vec<u8> = (0..=255u8)
-        .filter(|&k| in_forget[k as usize] > 0)
-        .collect();
-    (!classes.is_empty() && classes.iter().all(|&k| in_forget[k as usize] == total[k as usize]))
-        .then_some(classes)
+    let classes: Vec<u8> = (0..=255u8).filter(|&k| in_forget[k as usize] > 0).collect();
+    (!classes.is_empty()
+        && classes
+            .iter()
+            .all(|&k| in_forget[k as usize] == total[k as usize]))
+    .then_some(classes)
 }
 
 fn invalid(msg: String) -> Error {
@@ -250,7 +251,9 @@ mod tests {
         let retain: Vec<usize> = (0..1000).map(|i| i * 3).collect();
         let (train, probe) = hold_out_probe(&retain, 100, 4);
         assert_eq!((train.len(), probe.len()), (900, 100));
-        assert!(probe.iter().all(|p| retain.contains(p) && !train.contains(p)));
+        assert!(probe
+            .iter()
+            .all(|p| retain.contains(p) && !train.contains(p)));
         assert_eq!(hold_out_probe(&retain, 100, 4).1, probe);
         assert_ne!(hold_out_probe(&retain, 100, 5).1, probe);
         // Never the whole retain set.

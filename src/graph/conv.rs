@@ -125,7 +125,7 @@ impl Conv {
             for (p, row) in acc.chunks_exact(cout_g).enumerate() {
                 for (j, &a) in row.iter().enumerate() {
                     let co = g * cout_g + j;
-                    out[p * c_out + co] = self.requant.apply(a + self.bias[co], co);
+                    out[p * c_out + co] = self.requant.apply(a.saturating_add(self.bias[co]), co);
                 }
             }
         }

@@ -35,7 +35,7 @@ impl Linear {
             .zip(acc.chunks_exact(f_out))
         {
             for (j, (dst, &v)) in o.iter_mut().zip(a).enumerate() {
-                *dst = self.requant.apply(v + self.bias[j], j);
+                *dst = self.requant.apply(v.saturating_add(self.bias[j]), j);
             }
         }
         out
@@ -58,7 +58,7 @@ impl Linear {
             .flat_map(|row| {
                 row.iter().enumerate().map(move |(o, &a)| {
                     let m = pick(&rq.multiplier, o);
-                    s_out * (m * (a + self.bias[o]) as f32 + pick(&rq.offset, o))
+                    s_out * (m * a.saturating_add(self.bias[o]) as f32 + pick(&rq.offset, o))
                 })
             })
             .collect()

@@ -14,6 +14,10 @@ use super::qparams::round_half_even;
 use super::{Graph, Op, RealParams};
 use crate::kernels::PackedWeights;
 
+/// Largest magnitude a trained int32 bias may take (2^30): a diverging run saturates here
+/// instead of overflowing the accumulator it is added to.
+const BIAS_LIMIT: f32 = 1_073_741_824.0;
+
 /// Weight or bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
@@ -200,7 +204,8 @@ impl Shadow {
                         let unit =
                             rq.multiplier[if rq.multiplier.len() > 1 { c } else { 0 }] * s_out;
                         let r = round_half_even(v / unit);
-                        *b = r.clamp(i32::MIN as f32, i32::MAX as f32) as i32;
+                        // Far beyond any accumulator a real input produces, and far from overflow.
+                        *b = r.clamp(-BIAS_LIMIT, BIAS_LIMIT) as i32;
                     }
                 }
             }

@@ -136,6 +136,8 @@ pub struct Config {
     pub guard_budget: Option<f64>,
     /// Retain guard: roll-backs (each halving the learning rate) before it gives up.
     pub max_backoffs: usize,
+    /// Retain guard: raise the learning rate while the probe is well within budget.
+    pub lr_growth: bool,
 }
 
 impl Config {
@@ -147,11 +149,11 @@ impl Config {
             momentum: 0.9,
             weight_decay: 0.0,
             forget_batch: 64,
-            retain_batch: 64,
+            retain_batch: 128,
             lambda: 1.0,
             projection: ProjectionMode::Global,
             only_on_conflict: false,
-            forget_step: 5e-4,
+            forget_step: 2e-4,
             stop: Stop::Fixed,
             check_every: 5,
             seed: 0,
@@ -159,6 +161,7 @@ impl Config {
             observe_every: 20,
             guard_budget: Some(2.0),
             max_backoffs: 6,
+            lr_growth: true,
         };
         match method {
             // Retrain starts from random weights: there is no starting accuracy to guard.

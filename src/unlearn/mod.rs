@@ -113,6 +113,7 @@ pub(crate) fn run_epochs(
     mut step: impl FnMut(&mut TrainState, usize, &[usize]) -> Result<f32>,
 ) -> Result<RunInfo> {
     let mut info = RunInfo::default();
+    let dead_at_start = dead_units(&st.graph, req)?;
     let mut guard = match cfg.guard_budget {
         Some(b) if !req.probe.is_empty() => Some(Guard::new(
             st,
@@ -120,6 +121,7 @@ pub(crate) fn run_epochs(
             req.probe,
             b,
             cfg.max_backoffs,
+            cfg.lr_growth,
         )?),
         _ => None,
     };
@@ -187,16 +189,30 @@ pub(crate) fn run_epochs(
     if cfg.stop != Stop::Fixed {
         info.target_met = Some(cfg.stop.reached(&st.graph, req)?.is_some());
     }
-    // Units the run left dead, on (up to 512 of) the probe, else the retain set.
-    let watch = if req.probe.is_empty() { req.retain } else { req.probe };
-    let watch = &watch[..watch.len().min(512)];
-    let (images, _) = crate::train::gather(req.train, watch);
-    let d = st.graph.dead_units(&images, watch.len())?;
+    // Units the run left dead, on the same samples as at the start.
+    let d = dead_units(&st.graph, req)?;
     info.notes.push(format!(
-        "{} of {} activation units dead at the end (clamped for every one of {} retain samples)",
+        "dead units: {} at the end, {} at the start, of {} (clamped for every one of {} retain samples)",
         d.dead,
+        dead_at_start.dead,
         d.total,
-        watch.len()
+        watched(req).len()
     ));
     Ok(info)
+}
+
+/// The retain samples dead units are counted on: up to 512 of the probe, else of the retain set.
+fn watched<'a>(req: &Request<'a>) -> &'a [usize] {
+    let w = if req.probe.is_empty() {
+        req.retain
+    } else {
+        req.probe
+    };
+    &w[..w.len().min(512)]
+}
+
+fn dead_units(g: &Graph, req: &Request) -> Result<crate::graph::dead::DeadUnits> {
+    let w = watched(req);
+    let (images, _) = crate::train::gather(req.train, w);
+    g.dead_units(&images, w.len())
 }

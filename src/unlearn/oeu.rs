@@ -26,6 +26,10 @@ pub struct Oeu;
 
 const EPS: f64 = 1e-12;
 
+/// Smallest step budget of a run, whatever the epoch budget says (a forget set of 20 samples is
+/// one batch per epoch).
+const MIN_STEPS: usize = 100;
+
 impl Method for Oeu {
     fn name(&self) -> &'static str {
         "oeu"
@@ -38,6 +42,12 @@ impl Method for Oeu {
         cfg: &Config,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<RunInfo> {
+        // A small forget set gets at least MIN_STEPS steps of budget, not ten.
+        let per_epoch = req.forget.len().div_ceil(cfg.forget_batch.max(1)).max(1);
+        let cfg = &Config {
+            epochs: cfg.epochs.max(MIN_STEPS.div_ceil(per_epoch)),
+            ..cfg.clone()
+        };
         let mut st = state(graph.clone(), cfg);
         let ranges = st.shadow.ranges();
         // Normalized forget step (see the module doc): its length in parameter space is
