@@ -123,12 +123,18 @@ impl<'a> Guard<'a> {
         })
     }
 
+    /// Probe accuracy of `st`, counted as a check.
+    fn probe_accuracy(&mut self, st: &TrainState) -> Result<f64> {
+        let acc = accuracy_on(&st.graph, self.data, self.probe)?;
+        self.report.checks += 1;
+        self.report.lowest_acc = self.report.lowest_acc.min(acc);
+        Ok(acc)
+    }
+
     /// Check `st` after `step` optimizer steps; on a violation, restore the last good state.
     pub fn check(&mut self, st: &mut TrainState, step: usize) -> Result<Verdict> {
-        let acc = accuracy_on(&st.graph, self.data, self.probe)?;
+        let acc = self.probe_accuracy(st)?;
         let r = &mut self.report;
-        r.checks += 1;
-        r.lowest_acc = r.lowest_acc.min(acc);
         if acc >= r.start_acc - r.budget_pp {
             r.final_acc = acc;
             self.good = st.clone();
@@ -170,10 +176,8 @@ impl<'a> Guard<'a> {
     /// Final check of the state a run ends in (the last good state is put back if it is over
     /// budget), and the report.
     pub fn finish(mut self, st: &mut TrainState, step: usize) -> Result<GuardReport> {
-        let acc = accuracy_on(&st.graph, self.data, self.probe)?;
+        let acc = self.probe_accuracy(st)?;
         let r = &mut self.report;
-        r.checks += 1;
-        r.lowest_acc = r.lowest_acc.min(acc);
         if acc >= r.start_acc - r.budget_pp {
             r.final_acc = acc;
         } else {
