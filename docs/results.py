@@ -231,6 +231,11 @@ def write_md(sections, summary, args) -> None:
           "epochs), stopping once forget accuracy ≤ 1 % (checked every 10 steps). Retrain trains from random "
           "init with activation observers and a cosine learning rate (random: 15 epochs; class-wise: 3 epochs "
           "over the 54k retain images); class-wise FT runs 1 epoch over the retain set.",
+          "", "**Stale since 2026-12-01 (issue 9).** These runs predate the retain guard, the targets taken "
+          "from the request, the normalized OEU forget step and the losses on pre-requantization logits; they "
+          "were not re-run with the new defaults (no time on a shared 2-core machine). What the new defaults "
+          "measure, with the PyTorch retrain references as gold standard, is in "
+          "[`docs/results/issue9-defaults.md`](results/issue9-defaults.md).",
           "", "## Targets", ""] + checks + ["", "## Worse than hoped (read this before the tables)", "",
           "- **Class-wise MNIST is a failed run, not a result.** On `mnist_res_s8.onnx` (residual CNN, int8 "
           "activations, per-tensor weights) Retrain from scratch on the 54k retain images diverged to chance "
