@@ -10,6 +10,8 @@ settings), with MinMax calibration on the first 1000 training images that are no
     /opt/qfpy/bin/python onnx-models/retrain/generate_references.py --only 'class3_mnist_res_*'
     /opt/qfpy/bin/python onnx-models/retrain/generate_references.py --list
     /opt/qfpy/bin/python onnx-models/retrain/generate_references.py --requantize   # reuse float/*_f32.onnx
+    /opt/qfpy/bin/python onnx-models/retrain/generate_references.py --skip '*_qop*'  # leave some out
+    /opt/qfpy/bin/python onnx-models/retrain/generate_references.py --readme-only    # the table in ../README.md
 
 Scenarios:
   random10_<model>_seed<k>   model in fmnist_overfit, mnist_overfit, fmnist_res_overfit (bundled 10k
@@ -24,9 +26,11 @@ Scenarios:
 
 Writes, per scenario: <scenario>.onnx (the quantized retrained model) and <scenario>.json
 (int8 accuracies from onnxruntime with ORT_DISABLE_ALL on train / retain / forget / test, the float
-model's, training details). Per training: float/<training>_f32.onnx (plus float/class3_fmnist_cnn_bn_f32.onnx,
-exported from the class-3 fmnist_cnn weights like generate.py does) and float/<training>.training.json
-(hyper-parameters, per-epoch log, timings). Resumable: a scenario whose JSON exists is skipped, and a
+model's, training details; for QOperator models the int8 accuracies come from qop_numpy_check.py's
+exact integer re-computation, because onnxruntime's QOperator kernels saturate on AVX2 CPUs without
+VNNI, and onnxruntime's figures are kept beside them). Per training: float/<training>_f32.onnx
+(plus float/class3_fmnist_cnn_bn_f32.onnx, exported from the class-3 fmnist_cnn weights like
+generate.py does) and float/<training>.training.json (hyper-parameters, per-epoch log, timings). Resumable: a scenario whose JSON exists is skipped, and a
 training whose float models and record exist is not redone.
 
 Threads: torch.set_num_threads(1) (--threads), OMP_WAIT_POLICY=PASSIVE, deterministic algorithms,
@@ -378,6 +382,43 @@ def quantize_and_measure(t: dict, s: dict, name: str, spec: dict, training: dict
 
 
 # ----------------------------------------------------------------------------------------------
+# README table
+
+
+TABLE_BEGIN = "<!-- retrain-table:begin (written by retrain/generate_references.py) -->"
+TABLE_END = "<!-- retrain-table:end -->"
+
+
+def update_readme() -> None:
+    rows = ["| scenario | base model | forget set | int8 FA | int8 RA | int8 TA | train acc (all) | "
+            "epochs | train time | sha256 (first 12) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for t in trainings():
+        for n, _ in t["scenarios"]:
+            p = HERE / f"{n}.json"
+            if not p.exists():
+                continue
+            r = json.loads(p.read_text())
+            a, tr = r["int8_accuracy"], r["training"]
+            note = " ¹" if r["format"] == "QOperator" else ""
+            ep = (f"{tr['epochs']} ({tr['phase1_epochs']} + {tr['lr_final_epochs']})" if "phase1_epochs" in tr
+                  else f"{tr['epochs']}")
+            rows.append(f"| `{n}`{note} | `{r['base_model']}` | {r['n']['forget']} of {r['n']['train']} | "
+                        f"{100 * a['forget']:.2f} % | {100 * a['retain']:.2f} % | {100 * a['test']:.2f} % | "
+                        f"{100 * a['train']:.2f} % | {ep} | {tr['train_seconds']:.0f} s | `{r['sha256'][:12]}` |")
+    readme = FIXTURES / "README.md"
+    text = readme.read_text()
+    block = TABLE_BEGIN + "\n" + "\n".join(rows) + "\n" + TABLE_END
+    if TABLE_BEGIN in text and TABLE_END in text:
+        head, rest = text.split(TABLE_BEGIN, 1)
+        _, tail = rest.split(TABLE_END, 1)
+        text = head + block + tail
+    else:
+        text += "\n" + block + "\n"
+    readme.write_text(text)
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -392,6 +433,7 @@ def main() -> None:
     ap.add_argument("--requantize", action="store_true",
                     help="redo quantization and measurements from the existing float models (never train)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--readme-only", action="store_true", help="only rewrite the table in ../README.md")
     args = ap.parse_args()
 
     import onnx
@@ -399,6 +441,9 @@ def main() -> None:
 
     assert onnx.__version__ == "1.23.2", onnx.__version__
     assert ort.__version__ == "1.32.0", ort.__version__
+    if args.readme_only:
+        update_readme()
+        return
     want = lambda n: ((not args.only or any(fnmatch.fnmatchcase(n, p) for p in args.only))  # noqa: E731
                       and not any(fnmatch.fnmatchcase(n, p) for p in args.skip))
     todo = [t for t in trainings() if any(want(n) for n, _ in t["scenarios"])]
@@ -433,6 +478,7 @@ def main() -> None:
         for n, spec in sorted(names, key=lambda ns: ns[1]["fmt"] != "QDQ"):
             print(f"quantize {n}", flush=True)
             quantize_and_measure(t, s, n, spec, training, qop_siblings)
+    update_readme()
     print(f"done in {time.time() - t_all:.0f}s", flush=True)
 
 
