@@ -48,7 +48,7 @@ pub struct ForgetArgs {
     /// retrain); runs stop earlier once the forgetting target is met.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Learning rate (default: 0.01).
+    /// Learning rate (default: 0.003; Retrain 0.01).
     #[arg(long)]
     pub lr: Option<f32>,
     /// SGD momentum.
@@ -106,6 +106,14 @@ pub struct ForgetArgs {
     /// well within budget, and halves it on a roll-back).
     #[arg(long)]
     pub fixed_lr: bool,
+    /// Retain guard: before rolling back a state over budget, try up to N retain-only steps to
+    /// repair it (default 10; 0: roll back at once).
+    #[arg(long, value_name = "N")]
+    pub repair_steps: Option<usize>,
+    /// Once the forgetting target is met, up to N retain-only steps that win back retain
+    /// accuracy while the target still holds (default 20; 0: none).
+    #[arg(long, value_name = "N")]
+    pub polish_steps: Option<usize>,
     /// Write the result even when the forgetting target was not met (by default such a request
     /// fails and writes nothing).
     #[arg(long)]
@@ -238,6 +246,8 @@ fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
         _ => Stop::Fixed,
     };
     c.lr_growth = !a.fixed_lr;
+    c.repair_steps = a.repair_steps.unwrap_or(c.repair_steps);
+    c.polish_steps = a.polish_steps.unwrap_or(c.polish_steps);
     if a.no_guard {
         c.guard_budget = None;
     } else if c.guard_budget.is_some() {

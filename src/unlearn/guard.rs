@@ -45,6 +45,10 @@ pub struct GuardReport {
     pub backoffs: usize,
     /// Times the learning rate grew after a check well within budget.
     pub growths: usize,
+    /// Checks over budget that retain-only repair steps brought back within it.
+    pub repairs: usize,
+    /// Retain-only repair steps taken (kept or rolled back).
+    pub repair_steps: usize,
     /// Learning rate at the end of the run.
     pub final_lr: f32,
     /// True when the guard ran out of back-offs and stopped the run.
@@ -131,9 +135,33 @@ impl<'a> Guard<'a> {
         Ok(acc)
     }
 
-    /// Check `st` after `step` optimizer steps; on a violation, restore the last good state.
-    pub fn check(&mut self, st: &mut TrainState, step: usize) -> Result<Verdict> {
-        let acc = self.probe_accuracy(st)?;
+    /// Check `st` after `step` optimizer steps. Over budget, `repair` gets a chance first: it
+    /// takes retain-only steps on `st` (returning how many) and the probe is checked again
+    /// after each call, up to `repair_rounds` calls; if the probe is still over budget, the
+    /// last good state is restored.
+    pub fn check(
+        &mut self,
+        st: &mut TrainState,
+        step: usize,
+        repair_rounds: usize,
+        repair: &mut dyn FnMut(&mut TrainState) -> Result<usize>,
+    ) -> Result<Verdict> {
+        let mut acc = self.probe_accuracy(st)?;
+        let floor = self.report.start_acc - self.report.budget_pp;
+        if acc < floor && repair_rounds > 0 {
+            // Collateral damage of a forget step is often undone by a few steps on the retain
+            // set (a forgotten class is not in it, so they do not teach it back); only a state
+            // that repair cannot bring back is rolled back.
+            st.sgd.reset();
+            for _ in 0..repair_rounds {
+                self.report.repair_steps += repair(st)?;
+                acc = self.probe_accuracy(st)?;
+                if acc >= floor {
+                    self.report.repairs += 1;
+                    break;
+                }
+            }
+        }
         let r = &mut self.report;
         if acc >= r.start_acc - r.budget_pp {
             r.final_acc = acc;

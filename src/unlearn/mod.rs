@@ -8,6 +8,7 @@ pub mod finetune;
 pub mod grad_ascent;
 pub mod guard;
 pub mod oeu;
+mod polish;
 pub mod qmul;
 pub mod random_label;
 pub mod retrain;
@@ -19,7 +20,7 @@ pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
 
 use crate::data::IdxDataset;
 use crate::graph::Graph;
-use crate::train::{Sgd, TrainState};
+use crate::train::{BatchStream, Sgd, TrainState};
 use crate::Result;
 
 /// What a method needs to know about the request.
@@ -136,10 +137,26 @@ pub(crate) fn run_epochs(
             return Ok(info);
         }
     }
+    // Retain-only steps the guard may take to repair a state over budget.
+    let mut repair_stream = BatchStream::new(
+        req.retain.to_vec(),
+        cfg.retain_batch,
+        cfg.seed ^ 0x2e9a_1e57,
+    );
+    let per_round = cfg.check_every.max(1).min(cfg.repair_steps);
+    let rounds = cfg.repair_steps.checked_div(per_round).unwrap_or(0);
+    let mut retain_steps = |st: &mut TrainState, n: usize| -> Result<usize> {
+        for _ in 0..n {
+            let b = repair_stream.next_batch();
+            let r = st.grad(req.train, &b, false, None)?;
+            st.step(&r.grad);
+        }
+        Ok(n)
+    };
     // Guard, then stopping rule: `Some(reason)` ends the run.
     let mut checkpoint = |st: &mut TrainState, steps: usize| -> Result<Option<String>> {
         if let Some(g) = guard.as_mut() {
-            match g.check(st, steps)? {
+            match g.check(st, steps, rounds, &mut |st| retain_steps(st, per_round))? {
                 Verdict::Pass => {}
                 Verdict::BackedOff => return Ok(None),
                 Verdict::GaveUp => {
@@ -188,6 +205,10 @@ pub(crate) fn run_epochs(
     }
     if cfg.stop != Stop::Fixed {
         info.target_met = Some(cfg.stop.reached(&st.graph, req)?.is_some());
+    }
+    if info.target_met == Some(true) && cfg.polish_steps > 0 && !req.probe.is_empty() {
+        let note = polish::polish(st, req, cfg)?;
+        info.notes.push(note);
     }
     // Units the run left dead, on the same samples as at the start.
     let d = dead_units(&st.graph, req)?;
