@@ -106,11 +106,12 @@ pub struct ForgetArgs {
     /// well within budget, and halves it on a roll-back).
     #[arg(long)]
     pub fixed_lr: bool,
-    /// Retain guard: before rolling back a state over budget, try up to N retain-only steps to
-    /// repair it (default 10; 0: roll back at once).
+    /// Retain guard: before rolling back a state over budget, try up to N repair steps (retain
+    /// cross-entropy, forget set held at its current outputs) to bring it back (default 10; 0:
+    /// roll back at once).
     #[arg(long, value_name = "N")]
     pub repair_steps: Option<usize>,
-    /// Once the forgetting target is met, up to N retain-only steps that win back retain
+    /// Once the forgetting target is met, up to N repair steps that win back retain
     /// accuracy while the target still holds (default 20; 0: none).
     #[arg(long, value_name = "N")]
     pub polish_steps: Option<usize>,

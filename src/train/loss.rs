@@ -61,6 +61,39 @@ pub fn cross_entropy(logits: &[f32], classes: usize, labels: &[u8]) -> (f32, Vec
     ((loss * inv_n) as f32, grad)
 }
 
+/// Mean cross-entropy of `logits` against soft `targets` (n × classes, each row a probability
+/// distribution): L = −(1/n) Σ_i Σ_k t_ik ln softmax(z_i)_k, gradient (softmax − t)/n. With a
+/// model's own earlier softmax as targets it holds predictions where they were (distillation).
+///
+/// Panics if `targets.len() != logits.len()`.
+pub fn soft_cross_entropy(logits: &[f32], classes: usize, targets: &[f32]) -> (f32, Vec<f32>) {
+    let n = check_shape(logits, classes);
+    assert_eq!(
+        targets.len(),
+        logits.len(),
+        "targets and logits differ in size"
+    );
+    let mut grad = vec![0f32; logits.len()];
+    if n == 0 {
+        return (0.0, grad);
+    }
+    let inv_n = 1.0 / n as f64;
+    let mut lp = vec![0f64; classes];
+    let mut loss = 0f64;
+    for ((row, g), t) in logits
+        .chunks_exact(classes)
+        .zip(grad.chunks_exact_mut(classes))
+        .zip(targets.chunks_exact(classes))
+    {
+        log_softmax(row, &mut lp);
+        for ((g, &l), &t) in g.iter_mut().zip(&lp).zip(t) {
+            loss -= t as f64 * l;
+            *g = ((l.exp() - t as f64) * inv_n) as f32;
+        }
+    }
+    ((loss * inv_n) as f32, grad)
+}
+
 /// Entropy of one row from its log-probabilities; `p·ln p` is taken as 0 when `p` underflows.
 fn entropy(lp: &[f64]) -> f64 {
     -lp.iter()
@@ -212,6 +245,45 @@ mod tests {
             &numeric_grad(&z, 1e-5, |x| ce64(x, c, &labels)),
             1e-6,
         );
+    }
+
+    #[test]
+    fn soft_cross_entropy_gradient_matches_finite_differences() {
+        let (c, n) = (6, 3);
+        let z = logits(c * n, 3);
+        // Targets: softmax of other logits (each row a distribution).
+        let t: Vec<f32> = logits(c * n, 9)
+            .chunks(c)
+            .flat_map(|r| softmax64(&r.iter().map(|&v| v as f64).collect::<Vec<_>>()))
+            .map(|p| p as f32)
+            .collect();
+        let sce64 = |x: &[f64]| -> f64 {
+            x.chunks(c)
+                .zip(t.chunks(c))
+                .map(|(r, tr)| {
+                    let p = softmax64(r);
+                    -tr.iter()
+                        .zip(&p)
+                        .map(|(&a, b)| a as f64 * b.ln())
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                / n as f64
+        };
+        let (loss, grad) = soft_cross_entropy(&z, c, &t);
+        let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+        assert!((loss as f64 - sce64(&z64)).abs() < 1e-6);
+        assert_close(&grad, &numeric_grad(&z, 1e-5, sce64), 1e-6);
+        // One-hot targets give plain cross-entropy.
+        let labels = [2u8, 0, 5];
+        let onehot: Vec<f32> = labels
+            .iter()
+            .flat_map(|&y| (0..c).map(move |j| (j == y as usize) as u8 as f32))
+            .collect();
+        let (a, ga) = soft_cross_entropy(&z, c, &onehot);
+        let (b, gb) = cross_entropy(&z, c, &labels);
+        assert!((a - b).abs() < 1e-6);
+        assert_close(&ga, &gb.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-7);
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub mod step;
 pub mod vector;
 
 pub use batch::{batches, rng, shuffled, BatchStream};
-pub use loss::{cross_entropy, mean_normalized_entropy, neg_normalized_entropy};
+pub use loss::{
+    cross_entropy, mean_normalized_entropy, neg_normalized_entropy, soft_cross_entropy,
+};
 pub use observer::RangeObserver;
 pub use sgd::Sgd;
 pub use step::{gather, BatchGrad, Objective, TrainState};

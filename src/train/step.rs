@@ -6,7 +6,7 @@ use crate::data::IdxDataset;
 use crate::graph::{GradPath, Graph, Shadow};
 use crate::Result;
 
-use super::loss::{cross_entropy, neg_normalized_entropy};
+use super::loss::{cross_entropy, neg_normalized_entropy, soft_cross_entropy};
 use super::sgd::Sgd;
 
 /// What a batch's loss is.
@@ -16,6 +16,8 @@ pub enum Objective<'a> {
     CrossEntropy(&'a [u8]),
     /// −mean normalized entropy (descending it maximizes the entropy).
     NegEntropy,
+    /// Cross-entropy against soft targets (one distribution per batch sample, row-major).
+    SoftCrossEntropy(&'a [f32]),
 }
 
 /// Loss, flattened gradient and real logits of one batch.
@@ -67,6 +69,7 @@ impl TrainState {
         let (loss, dz) = match objective {
             Objective::CrossEntropy(labels) => cross_entropy(&logits, g.classes(), labels),
             Objective::NegEntropy => neg_normalized_entropy(&logits, g.classes()),
+            Objective::SoftCrossEntropy(t) => soft_cross_entropy(&logits, g.classes(), t),
         };
         let params = match self.path {
             GradPath::F32 => g.real_params(),

@@ -138,11 +138,11 @@ pub struct Config {
     pub max_backoffs: usize,
     /// Retain guard: raise the learning rate while the probe is well within budget.
     pub lr_growth: bool,
-    /// Retain guard: before rolling back a state over budget, up to this many retain-only
-    /// (cross-entropy) steps try to repair it, the probe checked every `check_every` of them
+    /// Retain guard: before rolling back a state over budget, up to this many repair
+    /// steps (retain cross-entropy, forget set anchored; see `anchor`) try to bring it back, the probe checked every `check_every` of them
     /// (0: roll back at once).
     pub repair_steps: usize,
-    /// Once the target is met: up to this many retain-only steps that win back retain accuracy
+    /// Once the target is met: up to this many repair steps that win back retain accuracy
     /// while the target still holds (0: none).
     pub polish_steps: usize,
 }

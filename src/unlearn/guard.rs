@@ -45,7 +45,7 @@ pub struct GuardReport {
     pub backoffs: usize,
     /// Times the learning rate grew after a check well within budget.
     pub growths: usize,
-    /// Checks over budget that retain-only repair steps brought back within it.
+    /// Checks over budget that repair steps brought back within it.
     pub repairs: usize,
     /// Retain-only repair steps taken (kept or rolled back).
     pub repair_steps: usize,
@@ -136,25 +136,25 @@ impl<'a> Guard<'a> {
     }
 
     /// Check `st` after `step` optimizer steps. Over budget, `repair` gets a chance first: it
-    /// takes retain-only steps on `st` (returning how many) and the probe is checked again
-    /// after each call, up to `repair_rounds` calls; if the probe is still over budget, the
-    /// last good state is restored.
+    /// takes repair steps on `st` (given the round, from 0; returning how many steps) and the
+    /// probe is checked again after each call, up to `repair_rounds` calls; if the probe is
+    /// still over budget, the last good state is restored.
     pub fn check(
         &mut self,
         st: &mut TrainState,
         step: usize,
         repair_rounds: usize,
-        repair: &mut dyn FnMut(&mut TrainState) -> Result<usize>,
+        repair: &mut dyn FnMut(&mut TrainState, usize) -> Result<usize>,
     ) -> Result<Verdict> {
         let mut acc = self.probe_accuracy(st)?;
         let floor = self.report.start_acc - self.report.budget_pp;
         if acc < floor && repair_rounds > 0 {
             // Collateral damage of a forget step is often undone by a few steps on the retain
-            // set (a forgotten class is not in it, so they do not teach it back); only a state
-            // that repair cannot bring back is rolled back.
+            // set with the forget set held where it is; only a state that repair cannot bring
+            // back is rolled back.
             st.sgd.reset();
-            for _ in 0..repair_rounds {
-                self.report.repair_steps += repair(st)?;
+            for round in 0..repair_rounds {
+                self.report.repair_steps += repair(st, round)?;
                 acc = self.probe_accuracy(st)?;
                 if acc >= floor {
                     self.report.repairs += 1;

@@ -3,6 +3,7 @@
 //! graph (Retrain from a random one), trains on the integer forward with the straight-through
 //! estimator, and returns the new graph; the caller measures and exports it.
 
+mod anchor;
 mod config;
 pub mod finetune;
 pub mod grad_ascent;
@@ -22,6 +23,7 @@ use crate::data::IdxDataset;
 use crate::graph::Graph;
 use crate::train::{BatchStream, Sgd, TrainState};
 use crate::Result;
+use anchor::{anchored_step, Anchor};
 
 /// What a method needs to know about the request.
 pub struct Request<'a> {
@@ -137,26 +139,35 @@ pub(crate) fn run_epochs(
             return Ok(info);
         }
     }
-    // Retain-only steps the guard may take to repair a state over budget.
-    let mut repair_stream = BatchStream::new(
+    // Repair steps the guard may take on a state over budget (retain cross-entropy with the
+    // forget set anchored where that state has it, see `anchor`).
+    let mut repair_retain = BatchStream::new(
         req.retain.to_vec(),
         cfg.retain_batch,
         cfg.seed ^ 0x2e9a_1e57,
     );
+    let mut repair_forget = BatchStream::new(
+        req.forget.to_vec(),
+        cfg.forget_batch,
+        cfg.seed ^ 0x2e9a_1e58,
+    );
     let per_round = cfg.check_every.max(1).min(cfg.repair_steps);
     let rounds = cfg.repair_steps.checked_div(per_round).unwrap_or(0);
-    let mut retain_steps = |st: &mut TrainState, n: usize| -> Result<usize> {
-        for _ in 0..n {
-            let b = repair_stream.next_batch();
-            let r = st.grad(req.train, &b, false, None)?;
-            st.step(&r.grad);
+    let mut repair_anchor: Option<Anchor> = None;
+    let mut repair = |st: &mut TrainState, round: usize| -> Result<usize> {
+        if round == 0 || repair_anchor.is_none() {
+            repair_anchor = Some(Anchor::new(&st.graph, req)?);
         }
-        Ok(n)
+        let a = repair_anchor.as_ref().expect("anchor set above");
+        for _ in 0..per_round {
+            anchored_step(st, req, a, &mut repair_retain, &mut repair_forget)?;
+        }
+        Ok(per_round)
     };
     // Guard, then stopping rule: `Some(reason)` ends the run.
     let mut checkpoint = |st: &mut TrainState, steps: usize| -> Result<Option<String>> {
         if let Some(g) = guard.as_mut() {
-            match g.check(st, steps, rounds, &mut |st| retain_steps(st, per_round))? {
+            match g.check(st, steps, rounds, &mut repair)? {
                 Verdict::Pass => {}
                 Verdict::BackedOff => return Ok(None),
                 Verdict::GaveUp => {

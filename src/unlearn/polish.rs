@@ -6,29 +6,19 @@
 //! 1 pp of retain accuracy). Retain cross-entropy alone is not enough: on the s8 residual CNN,
 //! five retain-only steps let the forgotten class back above 1 % forget accuracy, because its
 //! images were only pushed to uncertain, not away. So each polish step also anchors the forget
-//! set to the predictions it had when the target was met (cross-entropy toward those labels),
-//! and the state kept is the one with the best probe accuracy among those that still meet the
+//! set to the outputs it had when the target was met (see [`super::anchor`]), and the state kept is the one with the best probe accuracy among those that still meet the
 //! target (the state polish started from, if none is better).
 
-use std::collections::HashMap;
-
-use super::config::logits;
+use super::anchor::{anchored_step, Anchor};
 use super::{accuracy_on, Config, Request};
-use crate::train::{axpy, BatchStream, TrainState};
+use crate::train::{BatchStream, TrainState};
 use crate::Result;
 
 /// Polish `st` (which meets `cfg.stop`) for up to `cfg.polish_steps` steps, checked every
 /// `cfg.check_every`; returns a note for the run report.
 pub(super) fn polish(st: &mut TrainState, req: &Request, cfg: &Config) -> Result<String> {
-    let classes = st.graph.classes();
-    // The forget set's labels as the model sees them now.
-    let z = logits(&st.graph, req.train, req.forget)?;
-    let anchor: HashMap<usize, u8> = req
-        .forget
-        .iter()
-        .zip(z.chunks_exact(classes))
-        .map(|(&i, row)| (i, crate::eval::argmax(row) as u8))
-        .collect();
+    // The forget set's outputs as the model gives them now.
+    let anchor = Anchor::new(&st.graph, req)?;
     let start = accuracy_on(&st.graph, req.train, req.probe)?;
     let mut best = (start, st.clone(), 0usize);
     let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x9011);
@@ -38,13 +28,7 @@ pub(super) fn polish(st: &mut TrainState, req: &Request, cfg: &Config) -> Result
     let mut steps = 0usize;
     while steps < cfg.polish_steps {
         for _ in 0..every.min(cfg.polish_steps - steps) {
-            let b_r = retain.next_batch();
-            let b_f = forget.next_batch();
-            let labels: Vec<u8> = b_f.iter().map(|i| anchor[i]).collect();
-            let mut g = st.grad(req.train, &b_r, false, None)?.grad;
-            let f = st.grad(req.train, &b_f, false, Some(&labels))?;
-            axpy(&mut g, 1.0, &f.grad);
-            st.step(&g);
+            anchored_step(st, req, &anchor, &mut retain, &mut forget)?;
             steps += 1;
         }
         if cfg.stop.reached(&st.graph, req)?.is_none() {
