@@ -48,10 +48,10 @@ pub struct ForgetArgs {
     /// retrain); runs stop earlier once the forgetting target is met.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Learning rate (default: 0.003; Retrain 0.01).
+    /// Learning rate (default: 0.003; 0.001 for retrain, which uses Adam).
     #[arg(long)]
     pub lr: Option<f32>,
-    /// SGD momentum.
+    /// SGD momentum (retrain: Adam's β1).
     #[arg(long)]
     pub momentum: Option<f32>,
     /// SGD weight decay.

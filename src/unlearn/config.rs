@@ -176,9 +176,10 @@ impl Config {
         };
         match method {
             // Retrain starts from random weights: there is no starting accuracy to guard.
+            // Adam at PyTorch's default rate, as the references' recipe (see retrain.rs).
             MethodName::Retrain => Config {
                 epochs: 10,
-                lr: 0.01,
+                lr: 1e-3,
                 guard_budget: None,
                 check_every: 0,
                 ..base

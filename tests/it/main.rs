@@ -12,6 +12,7 @@ mod kernel_tiers;
 mod layers;
 mod malformed;
 mod onnx_builder;
+mod retrain;
 mod safe_forget;
 #[cfg(feature = "tract-engine")]
 mod tract_crosscheck;
