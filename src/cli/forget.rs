@@ -73,6 +73,11 @@ pub struct ForgetArgs {
     /// (default 2e-4; 0: the raw projected entropy gradient).
     #[arg(long, value_name = "RHO")]
     pub forget_step: Option<f32>,
+    /// Re-quantization hysteresis in quantization steps: a weight keeps its integer until its
+    /// f32 shadow is more than 0.5 + H steps from it, then trails it by H (default 4 for OEU,
+    /// 0 otherwise; 0: plain rounding). Fewer weights change, so the delta is smaller.
+    #[arg(long, value_name = "H")]
+    pub requant_hysteresis: Option<f32>,
     /// OEU: project only when the forget and retain gradients conflict (⟨g_f,g_r⟩ < 0).
     #[arg(long)]
     pub only_on_conflict: bool,
@@ -227,6 +232,13 @@ fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
         bail!(
             "--forget-step must be a non-negative number, not {}",
             c.forget_step
+        );
+    }
+    c.requant_hysteresis = a.requant_hysteresis.unwrap_or(c.requant_hysteresis);
+    if !(c.requant_hysteresis.is_finite() && c.requant_hysteresis >= 0.0) {
+        bail!(
+            "--requant-hysteresis must be a non-negative number of quantization steps, not {}",
+            c.requant_hysteresis
         );
     }
     c.seed = a.seed;

@@ -138,6 +138,10 @@ pub struct Config {
     pub max_backoffs: usize,
     /// Retain guard: raise the learning rate while the probe is well within budget.
     pub lr_growth: bool,
+    /// Re-quantization hysteresis, in quantization steps: a weight keeps its integer until its
+    /// shadow is more than `0.5 + h` steps away, then trails it by `h` (`graph::params`); 0:
+    /// plain rounding.
+    pub requant_hysteresis: f32,
 }
 
 impl Config {
@@ -162,6 +166,7 @@ impl Config {
             guard_budget: Some(2.0),
             max_backoffs: 6,
             lr_growth: true,
+            requant_hysteresis: 0.0,
         };
         match method {
             // Retrain starts from random weights: there is no starting accuracy to guard.
@@ -173,7 +178,12 @@ impl Config {
             },
             MethodName::Finetune => Config { epochs: 2, ..base },
             // A budget, not a schedule: OEU stops once the forgetting target is met.
-            MethodName::Oeu => Config { epochs: 10, ..base },
+            // Hysteresis keeps the delta small (a few percent of the model file, not 10–30 %).
+            MethodName::Oeu => Config {
+                epochs: 10,
+                requant_hysteresis: 4.0,
+                ..base
+            },
             _ => base,
         }
     }

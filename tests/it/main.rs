@@ -13,6 +13,7 @@ mod layers;
 mod malformed;
 mod onnx_builder;
 mod safe_forget;
+mod small_deltas;
 #[cfg(feature = "tract-engine")]
 mod tract_crosscheck;
 
