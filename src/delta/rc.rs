@@ -8,6 +8,12 @@
 //! change) and, for changed ones, the difference byte through a 256-leaf bit tree gets within a
 //! few percent of that, in a few milliseconds for the Fashion-MNIST model.
 //!
+//! Measured against maintained codecs on the real deltas of the default class-wise requests on
+//! six fixtures plus a random-10 % request (re-quantization with hysteresis, issue 9): the int8
+//! tensors cost 4,209 bytes in all as the writer stores them (the smallest of this coder, sparse
+//! and dense, each deflated); with zstd level 19 in this coder's place 4,657, with brotli 11
+//! 4,394, with deflate alone 4,669. The changes cluster less than LZ77 needs to pay off.
+//!
 //! Decoding is bounded by the element count the caller passes (checked against the model
 //! before decoding) and reading past the end of the coded bytes is an error, never a panic.
 

@@ -139,12 +139,16 @@ pub struct Config {
     /// Retain guard: raise the learning rate while the probe is well within budget.
     pub lr_growth: bool,
     /// Retain guard: before rolling back a state over budget, up to this many repair
-    /// steps (retain cross-entropy, forget set anchored; see `anchor`) try to bring it back, the probe checked every `check_every` of them
-    /// (0: roll back at once).
+    /// steps (retain cross-entropy, forget set anchored; see `anchor`) try to bring it back,
+    /// the probe checked every `check_every` of them (0: roll back at once).
     pub repair_steps: usize,
     /// Once the target is met: up to this many repair steps that win back retain accuracy
     /// while the target still holds (0: none).
     pub polish_steps: usize,
+    /// Re-quantization hysteresis, in quantization steps: a weight keeps its integer until its
+    /// shadow is more than `0.5 + h` steps away, then trails it by `h` (`graph::params`); 0:
+    /// plain rounding.
+    pub requant_hysteresis: f32,
 }
 
 impl Config {
@@ -173,6 +177,7 @@ impl Config {
             lr_growth: true,
             repair_steps: 10,
             polish_steps: 20,
+            requant_hysteresis: 0.0,
         };
         match method {
             // Retrain starts from random weights: there is no starting accuracy to guard.
@@ -186,7 +191,12 @@ impl Config {
             },
             MethodName::Finetune => Config { epochs: 2, ..base },
             // A budget, not a schedule: OEU stops once the forgetting target is met.
-            MethodName::Oeu => Config { epochs: 10, ..base },
+            // Hysteresis keeps the delta small (a few percent of the model file, not 10–30 %).
+            MethodName::Oeu => Config {
+                epochs: 10,
+                requant_hysteresis: 4.0,
+                ..base
+            },
             _ => base,
         }
     }

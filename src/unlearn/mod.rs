@@ -94,11 +94,13 @@ pub fn method(name: MethodName) -> Box<dyn Method> {
 
 /// A training state on `graph` with the configured optimizer.
 pub(crate) fn state(graph: Graph, cfg: &Config) -> TrainState {
-    TrainState::new(
+    let mut st = TrainState::new(
         graph,
         Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay),
         cfg.grad_path,
-    )
+    );
+    st.shadow.hysteresis = cfg.requant_hysteresis;
+    st
 }
 
 /// The epoch loop every method shares: per epoch, `epoch_start` returns that epoch's batches

@@ -14,6 +14,7 @@ mod malformed;
 mod onnx_builder;
 mod retrain;
 mod safe_forget;
+mod small_deltas;
 #[cfg(feature = "tract-engine")]
 mod tract_crosscheck;
 
