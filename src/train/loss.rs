@@ -37,28 +37,15 @@ pub fn cross_entropy(logits: &[f32], classes: usize, labels: &[u8]) -> (f32, Vec
         "{} labels for {n} rows of logits",
         labels.len()
     );
-    let mut grad = vec![0f32; logits.len()];
-    if n == 0 {
-        return (0.0, grad);
-    }
-    let inv_n = 1.0 / n as f64;
-    let mut lp = vec![0f64; classes];
-    let mut loss = 0f64;
-    for ((row, g), &y) in logits
-        .chunks_exact(classes)
-        .zip(grad.chunks_exact_mut(classes))
-        .zip(labels)
-    {
-        let y = y as usize;
+    mean_cross_entropy(logits, classes, |i, j| {
+        let y = labels[i] as usize;
         assert!(y < classes, "label {y} out of range for {classes} classes");
-        log_softmax(row, &mut lp);
-        loss -= lp[y];
-        for (j, (g, &l)) in g.iter_mut().zip(&lp).enumerate() {
-            let onehot = if j == y { 1.0 } else { 0.0 };
-            *g = ((l.exp() - onehot) * inv_n) as f32;
+        if j == y {
+            1.0
+        } else {
+            0.0
         }
-    }
-    ((loss * inv_n) as f32, grad)
+    })
 }
 
 /// Mean cross-entropy of `logits` against soft `targets` (n × classes, each row a probability
@@ -67,12 +54,23 @@ pub fn cross_entropy(logits: &[f32], classes: usize, labels: &[u8]) -> (f32, Vec
 ///
 /// Panics if `targets.len() != logits.len()`.
 pub fn soft_cross_entropy(logits: &[f32], classes: usize, targets: &[f32]) -> (f32, Vec<f32>) {
-    let n = check_shape(logits, classes);
+    check_shape(logits, classes);
     assert_eq!(
         targets.len(),
         logits.len(),
         "targets and logits differ in size"
     );
+    mean_cross_entropy(logits, classes, |i, j| targets[i * classes + j] as f64)
+}
+
+/// −(1/n) Σ_i Σ_j t(i, j) ln softmax(z_i)_j and its gradient (softmax − t)/n, for a target
+/// distribution `t(row, class)` (one-hot for hard labels; adding its zero terms is exact).
+fn mean_cross_entropy(
+    logits: &[f32],
+    classes: usize,
+    target: impl Fn(usize, usize) -> f64,
+) -> (f32, Vec<f32>) {
+    let n = logits.len() / classes;
     let mut grad = vec![0f32; logits.len()];
     if n == 0 {
         return (0.0, grad);
@@ -80,15 +78,16 @@ pub fn soft_cross_entropy(logits: &[f32], classes: usize, targets: &[f32]) -> (f
     let inv_n = 1.0 / n as f64;
     let mut lp = vec![0f64; classes];
     let mut loss = 0f64;
-    for ((row, g), t) in logits
+    for (i, (row, g)) in logits
         .chunks_exact(classes)
         .zip(grad.chunks_exact_mut(classes))
-        .zip(targets.chunks_exact(classes))
+        .enumerate()
     {
         log_softmax(row, &mut lp);
-        for ((g, &l), &t) in g.iter_mut().zip(&lp).zip(t) {
-            loss -= t as f64 * l;
-            *g = ((l.exp() - t as f64) * inv_n) as f32;
+        for (j, (g, &l)) in g.iter_mut().zip(&lp).enumerate() {
+            let t = target(i, j);
+            loss -= t * l;
+            *g = ((l.exp() - t) * inv_n) as f32;
         }
     }
     ((loss * inv_n) as f32, grad)
