@@ -61,6 +61,13 @@ pub enum Error {
     /// A caller-supplied setting or selection is unusable (forget set, fraction, sizes...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A forget request did not meet its target within the retain budget: nothing may be written.
+    #[error("request refused: {0}")]
+    Refused(String),
+    /// A request was cancelled (by its caller, through the progress callback or a cancel flag);
+    /// nothing was written.
+    #[error("request cancelled")]
+    Cancelled,
     /// A metric could not be computed (e.g. the MIA classifier failed to train).
     #[error("metric {metric}: {reason}")]
     Metric {

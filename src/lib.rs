@@ -17,9 +17,11 @@ pub mod data;
 pub mod delta;
 pub mod error;
 pub mod eval;
+pub mod ffi;
 pub mod graph;
 pub mod kernels;
 pub mod onnx;
+pub mod request;
 pub mod train;
 pub mod unlearn;
 

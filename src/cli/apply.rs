@@ -6,49 +6,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
-use qforget::delta::{self, hex, sha256, Delta};
-
-/// Does `out` name the same file as `other` (when both exist), or the same path?
-fn same_file(out: &Path, other: &Path) -> bool {
-    match (out.canonicalize(), other.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => out == other,
-    }
-}
+use anyhow::bail;
+use qforget::delta::{hex, rebuild_to_file};
 
 /// Rebuild MODEL + DELTAS and write it atomically to `out`.
 pub fn run(model: &Path, deltas: &[PathBuf], out: &Path) -> anyhow::Result<()> {
-    if same_file(out, model) {
-        bail!(
-            "{}: refusing to write over the base model (choose another --out)",
-            out.display()
-        );
-    }
-    if let Some(d) = deltas.iter().find(|d| same_file(out, d)) {
-        bail!(
-            "{}: refusing to write over a delta of the chain (choose another --out)",
-            d.display()
-        );
-    }
-    let base = std::fs::read(model).with_context(|| format!("{}: cannot read", model.display()))?;
-    let ds = deltas
-        .iter()
-        .map(|p| Delta::open(p))
-        .collect::<qforget::Result<Vec<_>>>()?;
-    delta::check_chain(model, &sha256(&base), &ds)?;
-    let bytes = delta::apply_chain(&base, &ds)?;
-    qforget::onnx::decode_model(&bytes).map_err(|reason| qforget::Error::InvalidModel {
-        path: out.to_path_buf(),
-        reason: format!("the patched model does not decode: {reason}"),
-    })?;
-    delta::write_atomic(out, &bytes)?;
+    let sha = rebuild_to_file(model, deltas, out)?;
     println!(
         "{}: base {} + {} delta(s) → sha256 {}",
         out.display(),
         model.display(),
-        ds.len(),
-        hex(&sha256(&bytes))
+        deltas.len(),
+        hex(&sha)
     );
     Ok(())
 }

@@ -3,23 +3,12 @@
 //! after, optionally exported as a patched .onnx.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use qforget::data::forget::{
-    default_probe_size, hold_out_probe, select, whole_classes, ForgetSpec,
-};
-use qforget::data::{IdxDataset, Split};
-use qforget::eval::forgetting::{measure, EvalSets, Measured};
-use qforget::eval::metrics::{avg_gap, Metrics};
-use qforget::graph::params::{ExportType, Shadow};
-use qforget::onnx::patch::{patch_initializers, InitializerUpdate, TensorValues};
-use qforget::unlearn::{self, Config, MethodName, ProjectionMode, Request, RunInfo, Stop};
-use serde::Serialize;
-
-use super::output::write_atomic;
+use qforget::request::{Data, Event, Options, Report, Session};
+use qforget::unlearn::{MethodName, ProjectionMode};
 
 /// Options of `forget` (see `cli::Command::Forget` for their help).
 #[derive(Debug, clap::Args)]
@@ -163,439 +152,122 @@ pub struct ForgetArgs {
     pub json: bool,
 }
 
-#[derive(Serialize)]
-struct Side {
-    #[serde(flatten)]
-    m: Measured,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gap: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct Report {
-    method: &'static str,
-    model: String,
-    dataset: String,
-    forget_count: usize,
-    retain_count: usize,
-    seconds: f64,
-    epoch_seconds: Vec<f64>,
-    steps: usize,
-    stopped: String,
-    /// The forgetting target (stopping rule) the request ran to.
-    target: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target_met: Option<bool>,
-    /// Why nothing was written (the request failed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refused: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    guard: Option<qforget::unlearn::GuardReport>,
-    notes: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    before: Option<Side>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    after: Option<Side>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reference: Option<Metrics>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    export: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delta: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delta_sha256: Option<String>,
-    changed_weights: usize,
-    settings: std::collections::BTreeMap<String, String>,
-}
-
-fn load_train(dir: &Path, limit: Option<usize>) -> anyhow::Result<IdxDataset> {
-    let mut d = IdxDataset::load(dir, Split::Train)?;
-    if let Some(n) = limit {
-        if n == 0 || n > d.n {
-            bail!(
-                "--train-limit {n}: the training split of {} has {} images",
-                dir.display(),
-                d.n
-            );
+impl ForgetArgs {
+    /// The library's request options for these flags, but for the id files (`--forget-ids`,
+    /// `--forgotten`), which are read once the training split's size is known.
+    fn options(&self) -> Options {
+        Options {
+            forget_class: self.forget_class,
+            forget_ids: None,
+            forget_random: self.forget_random,
+            seed: self.seed,
+            method: self.method,
+            epochs: self.epochs,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            forget_batch: self.forget_batch,
+            retain_batch: self.retain_batch,
+            lambda: self.lambda,
+            projection: self.projection,
+            forget_step: self.forget_step,
+            requant_hysteresis: self.requant_hysteresis,
+            only_on_conflict: self.only_on_conflict,
+            stop_entropy: self.stop_entropy,
+            stop_forget_acc: self.stop_forget_acc,
+            no_stop: self.no_stop,
+            check_every: self.check_every,
+            retain_budget: self.retain_budget,
+            probe_size: self.probe_size,
+            no_guard: self.no_guard,
+            fixed_lr: self.fixed_lr,
+            repair_steps: self.repair_steps,
+            polish_steps: self.polish_steps,
+            allow_partial: self.allow_partial,
+            grad_path: self.grad_path,
+            forgotten: Vec::new(),
+            retain_limit: self.retain_limit,
+            reference: self.reference.clone(),
+            no_metrics: self.no_metrics,
         }
-        d.images.truncate(n * d.rows * d.cols);
-        d.labels.truncate(n);
-        d.n = n;
     }
-    Ok(d)
 }
 
-fn config(a: &ForgetArgs) -> anyhow::Result<Config> {
-    let mut c = Config::defaults(a.method);
-    c.epochs = a.epochs.unwrap_or(c.epochs);
-    c.lr = a.lr.unwrap_or(c.lr);
-    c.momentum = a.momentum.unwrap_or(c.momentum);
-    c.weight_decay = a.weight_decay.unwrap_or(c.weight_decay);
-    c.forget_batch = a.forget_batch.unwrap_or(c.forget_batch);
-    c.retain_batch = a.retain_batch.unwrap_or(c.retain_batch);
-    c.lambda = a.lambda.unwrap_or(c.lambda);
-    c.projection = a.projection.unwrap_or(c.projection);
-    c.only_on_conflict = a.only_on_conflict;
-    c.forget_step = a.forget_step.unwrap_or(c.forget_step);
-    if !(c.forget_step.is_finite() && c.forget_step >= 0.0) {
-        bail!(
-            "--forget-step must be a non-negative number, not {}",
-            c.forget_step
-        );
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
     }
-    c.requant_hysteresis = a.requant_hysteresis.unwrap_or(c.requant_hysteresis);
-    if !(c.requant_hysteresis.is_finite() && c.requant_hysteresis >= 0.0) {
-        bail!(
-            "--requant-hysteresis must be a non-negative number of quantization steps, not {}",
-            c.requant_hysteresis
-        );
-    }
-    c.seed = a.seed;
-    c.check_every = a.check_every.unwrap_or(c.check_every);
-    c.grad_path = a.grad_path;
-    c.stop = match (a.stop_entropy, a.stop_forget_acc) {
-        (Some(h), _) => Stop::Entropy(h),
-        (_, Some(p)) => Stop::ForgetAcc(p),
-        _ => Stop::Fixed,
-    };
-    c.lr_growth = !a.fixed_lr;
-    c.repair_steps = a.repair_steps.unwrap_or(c.repair_steps);
-    c.polish_steps = a.polish_steps.unwrap_or(c.polish_steps);
-    if a.no_guard {
-        c.guard_budget = None;
-    } else if c.guard_budget.is_some() {
-        if !(a.retain_budget.is_finite() && a.retain_budget >= 0.0) {
-            bail!(
-                "--retain-budget must be a non-negative number of percentage points, not {}",
-                a.retain_budget
-            );
-        }
-        c.guard_budget = Some(a.retain_budget);
-    }
-    if c.epochs == 0 || c.forget_batch == 0 || c.retain_batch == 0 {
-        bail!("--epochs and batch sizes must be at least 1");
-    }
-    if !(c.lr.is_finite() && c.lr > 0.0) {
-        bail!("--lr must be a positive number, not {}", c.lr);
-    }
-    Ok(c)
-}
-
-/// The forgetting target a request implies (DESIGN.md): a whole class is forgotten once at most
-/// 1 % of its samples are still recognised; some samples once they are recognised no more often
-/// than data the model never saw (the starting model's accuracy on the test images of the
-/// classes it still knows, i.e. those with retain samples).
-fn default_stop(
-    graph: &qforget::graph::Graph,
-    train: &IdxDataset,
-    test: &IdxDataset,
-    retain: &[usize],
-    class_wise: Option<&[u8]>,
-) -> anyhow::Result<Stop> {
-    if class_wise.is_some() {
-        return Ok(Stop::ForgetAcc(1.0));
-    }
-    let mut known = [false; 256];
-    for &i in retain {
-        known[train.labels[i] as usize] = true;
-    }
-    let held_out: Vec<usize> = (0..test.n)
-        .filter(|&i| known[test.labels[i] as usize])
-        .collect();
-    let acc = unlearn::accuracy_on(graph, test, &held_out)?;
-    Ok(Stop::ForgetAcc((acc * 100.0).round() / 100.0))
-}
-
-/// Metrics of the reference: measured on its model, or read from an earlier run's JSON.
-fn reference(path: &Path, sets: &EvalSets) -> anyhow::Result<Metrics> {
-    if path.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-        let after = v.get("after").with_context(|| {
-            format!(
-                "{}: no \"after\" object (expected `forget --json` output)",
-                path.display()
-            )
-        })?;
-        let f = |k: &str| {
-            after
-                .get(k)
-                .and_then(|x| x.as_f64())
-                .with_context(|| format!("{}: \"after\" has no number \"{k}\"", path.display()))
-        };
-        return Ok(Metrics {
-            forget_acc: f("forget_acc")?,
-            retain_acc: f("retain_acc")?,
-            test_acc: f("test_acc")?,
-            mia: f("mia")?,
-        });
-    }
-    let g = qforget::onnx::load(path)?;
-    Ok(measure(&g, sets)?.metrics)
-}
-
-/// Exported initializers as the patcher takes them.
-fn updates(shadow: &Shadow, g: &qforget::graph::Graph) -> Vec<InitializerUpdate> {
-    shadow
-        .exports(g)
-        .into_iter()
-        .map(|e| InitializerUpdate {
-            name: e.name,
-            values: match e.dtype {
-                ExportType::I8 => TensorValues::I8(e.values.iter().map(|&v| v as i8).collect()),
-                ExportType::U8 => TensorValues::U8(e.values.iter().map(|&v| v as u8).collect()),
-                ExportType::I32 => TensorValues::I32(e.values.iter().map(|&v| v as i32).collect()),
-            },
-        })
-        .collect()
+    let b = ProgressBar::new(0);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} steps  loss {msg}  {elapsed}<{eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b
 }
 
 pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
-    let mut cfg = config(&a)?;
-    if let Some(out) = &a.export {
-        if out.exists() && same_file(out, &a.model) {
-            bail!(
-                "{}: --export would overwrite the input model",
-                out.display()
-            );
-        }
+    // Settings are checked before anything is loaded.
+    let mut opts = a.options();
+    opts.config()?;
+    let session = Session::open(&a.model, &a.parent)?;
+    session.check_outputs(a.method, a.export.as_deref(), a.out.as_deref())?;
+    let data = Data::load(&a.dataset, a.train_limit)?;
+    if let Some(f) = &a.forget_ids {
+        opts.forget_ids = Some(qforget::data::read_ids(f, data.train.n)?);
     }
-    if (a.export.is_some() || a.out.is_some()) && a.method == MethodName::Retrain {
-        bail!(
-            "--export/--out: a retrained model has new scales and cannot be written as a weight \
-             patch of {}; run retrain without them (its --json output serves as --reference)",
-            a.model.display()
-        );
-    }
-    let model_bytes =
-        std::fs::read(&a.model).with_context(|| format!("{}: cannot read", a.model.display()))?;
-    // A continued chain starts from the model its deltas give; the delta is always over MODEL.
-    let start_bytes = if a.parent.is_empty() {
-        model_bytes.clone()
-    } else {
-        qforget::delta::apply_files(&a.model, &a.parent)?
-    };
-    let mut graph = qforget::onnx::from_bytes(&start_bytes, &a.model)?;
-    let train = load_train(&a.dataset, a.train_limit)?;
-    let test = IdxDataset::load(&a.dataset, Split::Test)?;
-    qforget::eval::check_fits(&graph, &train)?;
-    let spec = match (a.forget_class, &a.forget_ids, a.forget_random) {
-        (Some(k), _, _) => ForgetSpec::Class(k),
-        (_, Some(f), _) => ForgetSpec::Ids(qforget::data::read_ids(f, train.n)?),
-        (_, _, Some(p)) => ForgetSpec::Random {
-            fraction: p,
-            seed: a.seed,
-        },
-        _ => {
-            bail!("say what to forget: --forget-class K, --forget-ids FILE or --forget-random FRAC")
-        }
-    };
-    let mut split = select(&train.labels, &spec, a.retain_limit, a.seed)
-        .with_context(|| format!("{}: choosing the forget set", a.dataset.display()))?;
     if let Some(f) = &a.forgotten {
-        let mut gone = qforget::data::read_ids(f, train.n)?;
-        gone.sort_unstable();
-        let is_gone = |i: &usize| gone.binary_search(i).is_ok();
-        if let Some(i) = split.forget.iter().find(|i| is_gone(i)) {
-            bail!(
-                "{}: sample {i} is both in the forget set and among the samples already forgotten",
-                f.display()
-            );
-        }
-        split.retain.retain(|i| !is_gone(i));
-        if split.retain.is_empty() {
-            bail!("{}: no retain sample is left", f.display());
-        }
+        opts.forgotten = qforget::data::read_ids(f, data.train.n)?;
     }
-    // The guard's probe: held-out retain samples, never trained on (metrics still count them
-    // as retain samples).
-    let (train_retain, probe) = if cfg.guard_budget.is_some() {
-        let size = a
-            .probe_size
-            .unwrap_or_else(|| default_probe_size(split.retain.len()));
-        hold_out_probe(&split.retain, size, a.seed)
-    } else {
-        (split.retain.clone(), Vec::new())
-    };
-    let class_wise = whole_classes(&train.labels, &split.forget);
-    // Hysteresis by default for whole classes only: in a chain of sample-wise requests on
-    // fmnist_cnn_qdq (tests/it/safe_forget.rs) one was refused with h = 4, and plain rounding
-    // already gives sample-wise deltas of under 2 % of the model file.
-    if class_wise.is_none() && a.requant_hysteresis.is_none() {
-        cfg.requant_hysteresis = 0.0;
-    }
-    if cfg.stop == Stop::Fixed && !a.no_stop && a.method != MethodName::Retrain {
-        cfg.stop = default_stop(&graph, &train, &test, &split.retain, class_wise.as_deref())?;
-    }
-    let sets = EvalSets {
-        train: &train,
-        test: &test,
-        forget: &split.forget,
-        retain: &split.retain,
-        test_exclude: a.forget_class,
-        seed: a.seed,
-    };
-    let reference = match &a.reference {
-        Some(p) => Some(reference(p, &sets)?),
-        None => None,
-    };
     let quiet = a.json || !std::io::stderr().is_terminal();
-    if !quiet {
-        eprintln!(
-            "forget {} of {} training samples ({} retained) with {}; measuring the model first",
-            split.forget.len(),
-            train.n,
-            split.retain.len(),
-            a.method.as_str()
-        );
-    }
-    let before = if a.no_metrics {
-        None
-    } else {
-        Some(measure(&graph, &sets)?)
-    };
-    let base = graph.clone();
-    let req = Request {
-        train: &train,
-        forget: &split.forget,
-        retain: &train_retain,
-        probe: &probe,
-    };
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} steps  loss {msg}  {elapsed}<{eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b
-    };
-    let t0 = Instant::now();
-    let info: RunInfo = unlearn::method(a.method).run(&mut graph, &req, &cfg, &mut |p| {
-        bar.set_length(p.steps_per_epoch as u64);
-        bar.set_position(p.step as u64);
-        bar.set_prefix(format!("epoch {}/{}", p.epoch + 1, p.epochs));
-        bar.set_message(format!("{:.4}", p.loss));
-    })?;
-    let seconds = t0.elapsed().as_secs_f64();
+    let bar = progress_bar(quiet);
+    let mut outcome = session.forget(
+        &data,
+        &opts,
+        &mut |e| match e {
+            Event::Selected {
+                forget,
+                retain,
+                train,
+                method,
+            } => {
+                if !quiet {
+                    eprintln!(
+                        "forget {forget} of {train} training samples ({retain} retained) \
+                             with {}; measuring the model first",
+                        method.as_str()
+                    );
+                }
+            }
+            Event::Step(p) => {
+                bar.set_length(p.steps_per_epoch as u64);
+                bar.set_position(p.step as u64);
+                bar.set_prefix(format!("epoch {}/{}", p.epoch + 1, p.epochs));
+                bar.set_message(format!("{:.4}", p.loss));
+            }
+        },
+        None,
+    )?;
     bar.finish_and_clear();
-    let after = if a.no_metrics {
-        None
-    } else {
-        Some(measure(&graph, &sets)?)
-    };
-    let changed = changed_weights(&base, &graph);
-    let ups = updates(&Shadow::new(&graph), &graph);
-    let refused = (info.target_met == Some(false) && !a.allow_partial).then(|| {
-        let guard = match &info.guard {
-            Some(g) => format!(
-                " without losing more than {} pp of retain accuracy (probe {:.2} % → {:.2} %, {} back-off(s){})",
-                g.budget_pp,
-                g.start_acc,
-                g.final_acc,
-                g.backoffs,
-                if g.gave_up { ", gave up" } else { "" }
-            ),
-            None => String::new(),
-        };
-        format!(
-            "{} could not meet the forgetting target ({}){guard} within {} epoch(s): {}; nothing \
-             was written (--allow-partial writes such a result anyway; --retain-budget, --epochs \
-             and --lr change what is tried)",
-            a.method.as_str(),
-            cfg.stop.describe(),
-            cfg.epochs,
-            info.stopped
-        )
-    });
-    if let (Some(out), None) = (&a.export, &refused) {
-        let patched = patch_initializers(&start_bytes, &ups)
-            .with_context(|| format!("{}: exporting", a.model.display()))?;
-        write_atomic(out, &patched)?;
-    }
-    let delta_sha256 = match (&a.out, &refused) {
-        (Some(out), None) => {
-            let journal = a.journal.clone().unwrap_or_else(|| {
-                out.parent()
-                    .unwrap_or(Path::new("."))
-                    .join(qforget::delta::journal::DEFAULT_NAME)
-            });
-            let flat = |m: &Option<Measured>| {
-                m.as_ref()
-                    .map(|m| {
-                        let v = serde_json::to_value(m).unwrap_or_default();
-                        v.as_object()
-                            .map(|o| {
-                                o.iter()
-                                    .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
-                                    .collect()
-                            })
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_default()
-            };
-            let rec = qforget::delta::RequestRecord {
-                request_id: String::new(),
-                method: a.method.as_str().to_string(),
-                settings: cfg.settings(),
-                forget_ids: split.forget.iter().map(|&i| i as u64).collect(),
-                metrics_before: flat(&before),
-                metrics_after: flat(&after),
-            };
-            Some(qforget::delta::record_request(
-                &a.model, &a.parent, &ups, &rec, out, &journal,
-            )?)
+    if outcome.report.refused.is_none() {
+        if let Some(out) = &a.export {
+            outcome
+                .export(&session, out)
+                .with_context(|| format!("{}: exporting", a.model.display()))?;
         }
-        _ => None,
-    };
-    let side = |m: Measured| Side {
-        gap: reference.as_ref().map(|r| avg_gap(&m.metrics, r)),
-        m,
-    };
-    let report = Report {
-        method: a.method.as_str(),
-        model: a.model.display().to_string(),
-        dataset: a.dataset.display().to_string(),
-        forget_count: split.forget.len(),
-        retain_count: split.retain.len(),
-        seconds,
-        epoch_seconds: info.epoch_seconds.clone(),
-        steps: info.steps,
-        stopped: info.stopped.clone(),
-        target: cfg.stop.describe(),
-        target_met: info.target_met,
-        refused: refused.clone(),
-        guard: info.guard.clone(),
-        notes: info.notes.clone(),
-        before: before.map(side),
-        after: after.map(side),
-        reference,
-        export: a
-            .export
-            .as_ref()
-            .filter(|_| refused.is_none())
-            .map(|p| p.display().to_string()),
-        delta: a
-            .out
-            .as_ref()
-            .filter(|_| refused.is_none())
-            .map(|p| p.display().to_string()),
-        delta_sha256,
-        changed_weights: changed,
-        settings: cfg.settings(),
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_text(&report);
+        if let Some(out) = &a.out {
+            outcome.record(&session, out, a.journal.as_deref())?;
+        }
     }
-    match refused {
+    let report = &outcome.report;
+    if a.json {
+        println!("{}", report.to_json());
+    } else {
+        print_text(report);
+    }
+    match &report.refused {
         Some(why) => bail!("{}: {why}", a.model.display()),
         None => Ok(()),
     }
@@ -662,37 +334,5 @@ fn print_text(r: &Report) {
     }
     if let (Some(d), Some(h)) = (&r.delta, &r.delta_sha256) {
         println!("  wrote delta {d} (sha256 {h}) and its journal entry");
-    }
-}
-
-/// Number of integer weights that differ between two graphs of the same architecture.
-fn changed_weights(a: &qforget::graph::Graph, b: &qforget::graph::Graph) -> usize {
-    use qforget::graph::Op;
-    a.layers
-        .iter()
-        .zip(&b.layers)
-        .map(|(x, y)| match (&x.op, &y.op) {
-            (Op::Conv(p), Op::Conv(q)) => p
-                .weights
-                .iter()
-                .zip(&q.weights)
-                .map(|(u, v)| u.data.iter().zip(&v.data).filter(|(s, t)| s != t).count())
-                .sum(),
-            (Op::Linear(p), Op::Linear(q)) => p
-                .weights
-                .data
-                .iter()
-                .zip(&q.weights.data)
-                .filter(|(s, t)| s != t)
-                .count(),
-            _ => 0,
-        })
-        .sum()
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
     }
 }

@@ -4,181 +4,35 @@
 //! Each finding is one stdout line (`ok ...` or `MISMATCH ...`); any mismatch makes the command
 //! fail with the first one (and the count) as its single error line. Journal: `--journal`, or
 //! `qforget-journal.jsonl` beside the first delta (or in the working directory without
-//! deltas); a default journal that does not exist is reported as not checked.
+//! deltas); a default journal that does not exist is reported as not checked. The checks
+//! themselves are the library's (`qforget::delta::verify`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use qforget::delta::{self, hex, journal, sha256, Delta};
 
-struct Findings(Vec<String>);
-
-impl Findings {
-    fn ok(&self, s: impl AsRef<str>) {
-        println!("ok        {}", s.as_ref());
-    }
-    fn bad(&mut self, s: impl Into<String>) {
-        let s = s.into();
-        println!("MISMATCH  {s}");
-        self.0.push(s);
-    }
-}
-
-pub fn run(model: &Path, deltas: &[PathBuf], journal_arg: Option<&Path>) -> anyhow::Result<()> {
-    let mut f = Findings(Vec::new());
-    let base = std::fs::read(model)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", model.display()))?;
-    let base_sha = sha256(&base);
-    f.ok(format!("{}: sha256 {}", model.display(), hex(&base_sha)));
-    // Each delta on its own (magic, version, lengths, checksum), then the chain.
-    let mut ds = Vec::new();
-    for p in deltas {
-        match Delta::open(p) {
-            Ok(d) => {
-                f.ok(format!(
-                    "{}: checksum {} ({} tensor(s), request '{}')",
-                    p.display(),
-                    hex(&d.hash),
-                    d.body.tensors.len(),
-                    d.body.request_id
-                ));
-                ds.push(d);
+pub fn run(model: &Path, deltas: &[PathBuf], journal: Option<&Path>) -> anyhow::Result<()> {
+    let findings = qforget::delta::verify(model, deltas, journal)?;
+    let mut bad = Vec::new();
+    for f in &findings {
+        match f.kind {
+            "ok" => println!("ok        {}", f.text),
+            "note" => println!("note      {}", f.text),
+            _ => {
+                println!("MISMATCH  {}", f.text);
+                bad.push(&f.text);
             }
-            Err(e) => f.bad(e.to_string()),
         }
     }
-    if ds.len() == deltas.len() {
-        match delta::check_chain(model, &base_sha, &ds) {
-            Err(e) => f.bad(e.to_string()),
-            Ok(()) if !ds.is_empty() => {
-                f.ok(format!(
-                    "chain of {} delta(s) over {}",
-                    ds.len(),
-                    model.display()
-                ));
-                match delta::apply_chain(&base, &ds) {
-                    Ok(b) => match qforget::onnx::decode_model(&b) {
-                        Ok(_) => f.ok(format!("patched model: sha256 {}", hex(&sha256(&b)))),
-                        Err(e) => f.bad(format!(
-                            "{}: the patched model does not decode: {e}",
-                            model.display()
-                        )),
-                    },
-                    Err(e) => f.bad(e.to_string()),
-                }
-            }
-            Ok(()) => {}
-        }
-    }
-    check_journal(&mut f, model, &base_sha, deltas, &ds, journal_arg)?;
-    match f.0.first() {
+    match bad.first() {
         None => {
             println!("verified: no mismatch");
             Ok(())
         }
-        Some(first) if f.0.len() == 1 => bail!("{first}"),
+        Some(first) if bad.len() == 1 => bail!("{first}"),
         Some(first) => bail!(
             "{first} (and {} more mismatches, listed above)",
-            f.0.len() - 1
+            bad.len() - 1
         ),
     }
-}
-
-fn check_journal(
-    f: &mut Findings,
-    model: &Path,
-    base_sha: &delta::Hash,
-    deltas: &[PathBuf],
-    ds: &[Delta],
-    journal_arg: Option<&Path>,
-) -> anyhow::Result<()> {
-    let path = journal_arg
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| journal::default_path(deltas.first().map(|p| p.as_path())));
-    if !path.exists() {
-        if journal_arg.is_some() {
-            f.bad(format!("{}: journal not found", path.display()));
-        } else {
-            println!(
-                "note      no journal at {} (not checked; pass --journal)",
-                path.display()
-            );
-        }
-        return Ok(());
-    }
-    let j = journal::read(&path)?;
-    for p in &j.problems {
-        f.bad(format!("{}: {p}", path.display()));
-    }
-    if j.problems.is_empty() {
-        f.ok(format!(
-            "{}: {} entr{} chained, head {}",
-            path.display(),
-            j.entries.len(),
-            if j.entries.len() == 1 { "y" } else { "ies" },
-            j.head()
-        ));
-    }
-    let jp = path.display();
-    let model_sha = hex(base_sha);
-    for (e, _) in &j.entries {
-        if e.base_sha256 != model_sha {
-            f.bad(format!(
-                "{jp}: entry {} (request '{}') records base model sha256 {}, but {} has sha256 {model_sha}",
-                e.seq,
-                e.request_id,
-                e.base_sha256,
-                model.display()
-            ));
-        }
-    }
-    for d in ds {
-        let h = hex(&d.hash);
-        let Some((e, _)) = j.entries.iter().find(|(e, _)| e.delta_sha256 == h) else {
-            f.bad(format!(
-                "{}: no journal entry in {jp} records this delta (hash {h})",
-                d.path.display()
-            ));
-            continue;
-        };
-        let mut same = |what: &str, journal: &str, delta: &str| {
-            if journal != delta {
-                f.bad(format!(
-                    "{}: journal entry {} in {jp} records {what} {journal}, the delta says {delta}",
-                    d.path.display(),
-                    e.seq
-                ));
-                false
-            } else {
-                true
-            }
-        };
-        let parent = d
-            .body
-            .parent
-            .as_ref()
-            .map(hex)
-            .unwrap_or_else(|| "none".into());
-        let mut good = same("request id", &e.request_id, &d.body.request_id);
-        good &= same("base sha256", &e.base_sha256, &hex(&d.body.base_sha256));
-        good &= same(
-            "parent delta",
-            e.parent_delta.as_deref().unwrap_or("none"),
-            &parent,
-        );
-        good &= same(
-            "forget-set fingerprint",
-            &e.forget_fingerprint,
-            &hex(&d.body.forget_fingerprint),
-        );
-        good &= same("method", &e.method, &d.body.method);
-        if good {
-            f.ok(format!(
-                "{}: journal entry {} matches",
-                d.path.display(),
-                e.seq
-            ));
-        }
-    }
-    Ok(())
 }

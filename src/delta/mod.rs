@@ -22,12 +22,16 @@ mod diff;
 pub mod format;
 pub mod journal;
 mod rc;
+mod rebuild;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use atomic::write_atomic;
 pub use format::{hex, sha256, Change, DeltaBody, Hash, TensorDelta};
+pub use rebuild::rebuild_to_file;
+pub use verify::{verify, Finding};
 
 use crate::onnx::patch::{self, InitializerUpdate};
 use crate::{Error, Result};

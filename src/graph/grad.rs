@@ -6,12 +6,14 @@
 //! `max|g| / 127`), so the backward GEMMs run on the same integer kernels as the forward.
 
 /// Which arithmetic the backward GEMMs use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum GradPath {
     /// f32 on dequantized activations and weights (the reference path).
+    #[serde(alias = "f32")]
     F32,
     /// Gradients quantized per tensor to int8; integer GEMMs on the int8 kernels.
     #[default]
+    #[serde(alias = "int8")]
     Int8,
 }
 

@@ -1,6 +1,6 @@
 //! Settings of an unlearning run, with the defaults the CLI offers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Request;
 use crate::data::IdxDataset;
@@ -9,7 +9,7 @@ use crate::train::gather;
 use crate::Result;
 
 /// The methods qforget implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum MethodName {
     /// Orthogonal Entropy Unlearning (the default).
@@ -41,13 +41,16 @@ impl MethodName {
 }
 
 /// OEU's projection of the forget gradient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum ProjectionMode {
     /// One projection over all parameters.
+    #[serde(alias = "global")]
     Global,
     /// A projection per parameter tensor.
+    #[serde(alias = "per-tensor")]
     PerTensor,
     /// No projection (ablation).
+    #[serde(alias = "none")]
     None,
 }
 

@@ -14,6 +14,7 @@ pub mod qmul;
 pub mod random_label;
 pub mod retrain;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 pub use config::{Config, MethodName, ProjectionMode, Stop};
@@ -22,7 +23,7 @@ pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
 use crate::data::IdxDataset;
 use crate::graph::Graph;
 use crate::train::{BatchStream, Sgd, TrainState};
-use crate::Result;
+use crate::{Error, Result};
 use anchor::{anchored_step, Anchor};
 
 /// What a method needs to know about the request.
@@ -35,6 +36,17 @@ pub struct Request<'a> {
     pub retain: &'a [usize],
     /// Held-out retain samples the guard watches (never trained on); empty: no guard.
     pub probe: &'a [usize],
+    /// Set from any thread to stop the run after the current step with [`Error::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Request<'_> {
+    fn check_cancel(&self) -> Result<()> {
+        match self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Progress of a run, reported after every step.
@@ -186,6 +198,7 @@ pub(crate) fn run_epochs(
         let started = Instant::now();
         let batches = epoch_start(st, epoch)?;
         for (k, b) in batches.iter().enumerate() {
+            req.check_cancel()?;
             info.steps += 1;
             let loss = step(st, info.steps, b)?;
             progress(&Progress {
@@ -195,6 +208,7 @@ pub(crate) fn run_epochs(
                 steps_per_epoch: batches.len(),
                 loss,
             });
+            req.check_cancel()?;
             let last = k + 1 == batches.len();
             if !last && cfg.check_every > 0 && info.steps.is_multiple_of(cfg.check_every) {
                 if let Some(why) = checkpoint(st, info.steps)? {

@@ -8,6 +8,7 @@ mod delta_cli;
 mod fixtures;
 mod forget;
 mod grads;
+mod header;
 mod kernel_tiers;
 mod layers;
 mod malformed;

@@ -27,6 +27,7 @@ fn retrain(
         forget: &forget,
         retain: &retain,
         probe: &[],
+        cancel: None,
     };
     let cfg = Config {
         epochs,

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Build examples/c/forget.c (plain C99) against qforget's static library and the committed
+# header, run one real request on bundled data (the MNIST MLP forgets class 3), and check that
+# its JSON report is the one `qforget forget --json` prints for the same request (timings and
+# written paths aside) and that its delta verifies.
+#   examples/c/run.sh host      x86_64 (or whatever the host is), the lean library
+#   examples/c/run.sh aarch64   cross-built for aarch64, run under qemu-aarch64 -cpu cortex-a76,
+#                               compared with the host CLI's report: same request, same numbers
+# Uses the dev profile (the test build's dependencies) and the lean feature set (no tract).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+mode="${1:-host}"
+model=onnx-models/mnist_mlp_matmul_qdq.onnx
+data=data/mnist
+ids=examples/c/mnist-class3.ids
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# The report without what differs between two runs of the same request: wall times and the
+# paths (and the delta hash, whose request id is fresh) of what was written.
+normalize() {
+    sed -e '/"epoch_seconds": \[\],/d' -e '/"epoch_seconds": \[/,/\]/d' \
+        -e '/"seconds":/d' -e '/"delta":/d' -e '/"delta_sha256":/d' -e '/"export":/d' "$1"
+}
+
+echo "== reference: qforget forget --json (host CLI)"
+cargo build --quiet --bin qforget
+target/debug/qforget forget "$model" --dataset "$data" --forget-ids "$ids" --json > "$work/cli.json"
+
+case "$mode" in
+    host)
+        echo "== static library (lean, host) and the C example"
+        cargo rustc --quiet --lib --no-default-features --crate-type staticlib
+        cc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/forget.c \
+            target/debug/libqforget.a -lpthread -ldl -lm -o "$work/forget"
+        run=("$work/forget")
+        ;;
+    aarch64)
+        "$root/device-tests/install.sh" >/dev/null
+        echo "== static library (lean, aarch64) and the C example, cross-built"
+        cargo rustc --quiet --lib --no-default-features --crate-type staticlib \
+            --target aarch64-unknown-linux-gnu
+        aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude \
+            examples/c/forget.c target/aarch64-unknown-linux-gnu/debug/libqforget.a \
+            -lpthread -ldl -lm -o "$work/forget"
+        run=(qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a76 "$work/forget")
+        ;;
+    *)
+        echo "usage: $0 [host|aarch64]" >&2
+        exit 2
+        ;;
+esac
+
+echo "== C example: ${run[*]##*/} $model $data $ids req.qfd"
+"${run[@]}" "$model" "$data" "$ids" "$work/req.qfd" > "$work/c.json" 2> "$work/c.err" || {
+    cat "$work/c.err" >&2
+    exit 1
+}
+grep -q '"delta_sha256"' "$work/c.json" || { echo "the C example wrote no delta" >&2; exit 1; }
+if ! diff <(normalize "$work/cli.json") <(normalize "$work/c.json"); then
+    echo "the C API's report differs from qforget forget --json (diff above)" >&2
+    exit 1
+fi
+target/debug/qforget verify "$model" "$work/req.qfd" | tail -1
+echo "C example ($mode): same report as the CLI, delta verified"
