@@ -2,7 +2,8 @@
 # Build examples/c/forget.c (plain C99) against qforget's static library and the committed
 # header, run one real request on bundled data (the MNIST MLP forgets class 3), and check that
 # its JSON report is the one `qforget forget --json` prints for the same request (timings and
-# written paths aside) and that its delta verifies.
+# written paths aside), that its delta verifies, and that the model it gives is byte-identical
+# to the CLI's `--export`.
 #   examples/c/run.sh host      x86_64 (or whatever the host is), the lean library
 #   examples/c/run.sh aarch64   cross-built for aarch64, run under qemu-aarch64 -cpu cortex-a76,
 #                               compared with the host CLI's report: same request, same numbers
@@ -26,7 +27,8 @@ normalize() {
 
 echo "== reference: qforget forget --json (host CLI)"
 cargo build --quiet --bin qforget
-target/debug/qforget forget "$model" --dataset "$data" --forget-ids "$ids" --json > "$work/cli.json"
+target/debug/qforget forget "$model" --dataset "$data" --forget-ids "$ids" --json \
+    --export "$work/cli.onnx" > "$work/cli.json"
 
 case "$mode" in
     host)
@@ -52,7 +54,7 @@ case "$mode" in
         ;;
 esac
 
-echo "== C example: ${run[*]##*/} $model $data $ids req.qfd"
+echo "== C example ($mode): forget $model $data $ids req.qfd"
 "${run[@]}" "$model" "$data" "$ids" "$work/req.qfd" > "$work/c.json" 2> "$work/c.err" || {
     cat "$work/c.err" >&2
     exit 1
@@ -63,4 +65,7 @@ if ! diff <(normalize "$work/cli.json") <(normalize "$work/c.json"); then
     exit 1
 fi
 target/debug/qforget verify "$model" "$work/req.qfd" | tail -1
-echo "C example ($mode): same report as the CLI, delta verified"
+# Same request, same bytes: the model the C run's delta gives is the host CLI's export.
+target/debug/qforget apply "$model" "$work/req.qfd" --out "$work/c.onnx" >/dev/null
+cmp "$work/cli.onnx" "$work/c.onnx"
+echo "C example ($mode): same report as the CLI, delta verified, model byte-identical to the CLI's export"

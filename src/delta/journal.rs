@@ -185,9 +185,41 @@ fn split_line(line: &[u8]) -> Option<(&str, &[u8])> {
     Some((h, body))
 }
 
-/// Append one entry (its `seq` and `prev_entry` are filled in here) atomically. Refuses to
-/// append to a journal that does not verify. Returns the new entry's hash.
-pub fn append(path: &Path, mut entry: Entry) -> Result<String> {
+/// An exclusive advisory lock on a journal, held while a writer reads, checks and replaces it.
+///
+/// Why a side file (`<journal>.lock`): the journal itself is replaced by rename on every append,
+/// so a lock on its inode would not exclude a writer that opened the new one. Advisory
+/// (`flock`-style) locks are released by the OS when the process dies, so a writer killed
+/// mid-request never leaves the journal locked; the empty lock file stays behind, harmlessly.
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+/// Wait for and take the lock of the journal at `path`.
+pub fn lock(path: &Path) -> Result<Lock> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lp = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lp)
+        .map_err(|e| Error::io(&lp, e))?;
+    file.lock().map_err(|e| Error::io(&lp, e))?;
+    Ok(Lock { _file: file })
+}
+
+/// Append one entry (its `seq` and `prev_entry` are filled in here) atomically, under the
+/// journal's [`lock`]. Refuses to append to a journal that does not verify. Returns the new
+/// entry's hash.
+pub fn append(path: &Path, entry: Entry) -> Result<String> {
+    let _lock = lock(path)?;
+    append_locked(path, entry)
+}
+
+/// [`append`] for a caller that already holds the journal's [`lock`].
+pub(crate) fn append_locked(path: &Path, mut entry: Entry) -> Result<String> {
     let old = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -276,6 +308,30 @@ mod tests {
         let e = append(&p, entry("e")).unwrap_err().to_string();
         assert!(e.contains("refusing"), "{e}");
         assert_eq!(fingerprint(&[2, 1, 1]), fingerprint(&[1, 2]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_appends_lose_nothing() {
+        // Four writers, each with its own open lock file (as separate processes would have),
+        // appending at once: every entry must land, in one verifying chain.
+        let dir = std::env::temp_dir().join(format!("qf-journal-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(DEFAULT_NAME);
+        let _ = std::fs::remove_file(&p);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let p = &p;
+                s.spawn(move || {
+                    for i in 0..25 {
+                        append(p, entry(&format!("t{t}-{i}"))).unwrap();
+                    }
+                });
+            }
+        });
+        let j = read(&p).unwrap();
+        assert!(j.problems.is_empty(), "{:?}", j.problems);
+        assert_eq!(j.entries.len(), 100);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -174,6 +174,9 @@ pub fn record_request(
             reason: "refusing to overwrite the base model or a parent delta".into(),
         });
     }
+    // One writer at a time per journal, from the check below to the appended entry (two
+    // requests recorded at once must both land, in one chain).
+    let _lock = journal::lock(journal)?;
     // The journal must verify before anything is written, and a delta it records is never
     // overwritten (that would break the chain); an unrecorded file at `out` is a leftover of an
     // interrupted request and is replaced.
@@ -244,7 +247,7 @@ pub fn record_request(
     };
     let (bytes, hash) = format::encode(&body);
     write_atomic(out, &bytes)?;
-    journal::append(
+    journal::append_locked(
         journal,
         journal::Entry {
             seq: 0,

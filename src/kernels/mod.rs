@@ -45,7 +45,7 @@ mod neon_dot;
 mod tests;
 
 pub use dispatch::{
-    active, available, by_name, current, known_names, select, with_kernel, KernelError,
+    active, available, by_name, current, known_names, select, with_kernel, KernelError, ENV_VAR,
 };
 
 /// Weights prepared once for repeated products: the bytes, their row sums (for zero-point

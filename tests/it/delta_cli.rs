@@ -132,3 +132,69 @@ fn apply_revert_log_verify_round_trip() {
         assert!(max <= 1);
     }
 }
+
+#[test]
+fn concurrent_forget_processes_on_one_journal_all_land() {
+    // Six `qforget forget --out … --journal J` processes at once (a different class each, same
+    // model): every request is recorded, the journal verifies, and each delta verifies against
+    // it, through the journal's lock (delta::journal::lock). The read-check-rename window is
+    // short next to a request, so this end-to-end run passed here even with the lock removed:
+    // the lost-entry race itself is pinned by `journal::tests::concurrent_appends_lose_nothing`
+    // (four writers, 100 appends), which fails without the lock.
+    let dir = tempdir("journal-race");
+    let m = model("mnist_mlp_matmul_qdq.onnx");
+    let j = dir.join("shared-journal.jsonl");
+    let bin = env!("CARGO_BIN_EXE_qforget");
+    let spawn = |class: &str, out: &str| {
+        std::process::Command::new(bin)
+            .args([
+                "forget",
+                s(&m),
+                "--dataset",
+                s(&dataset("mnist")),
+                "--forget-class",
+                class,
+                "--train-limit",
+                "2000",
+                "--no-metrics",
+                "--out",
+                s(&dir.join(out)),
+                "--journal",
+                s(&j),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let classes = ["0", "1", "3", "5", "7", "9"];
+    let kids: Vec<_> = classes
+        .iter()
+        .map(|c| (*c, spawn(c, &format!("c{c}.qfd"))))
+        .collect();
+    for (name, c) in kids {
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "request {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let jr = journal::read(&j).unwrap();
+    assert!(jr.problems.is_empty(), "{:?}", jr.problems);
+    assert_eq!(
+        jr.entries.len(),
+        classes.len(),
+        "every request is in the journal"
+    );
+    for c in classes {
+        let d = format!("c{c}.qfd");
+        let o = qforget(&["verify", s(&m), s(&dir.join(&d)), "--journal", s(&j)]);
+        assert!(
+            o.status.success(),
+            "{d}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -49,3 +49,49 @@ fn fmnist_cnn_logits_identical_under_every_kernel() {
 fn mnist_residual_logits_identical_under_every_kernel() {
     logits_under_every_kernel("mnist_res_s8.onnx", "mnist", 300);
 }
+
+#[test]
+fn a_whole_forget_request_exports_the_same_bytes_under_every_kernel() {
+    // Same request, same bytes: training (forward, int8 backward GEMMs, re-quantization) under
+    // each tier this CPU runs, forced with QFORGET_KERNEL, exports a byte-identical model, so a
+    // server can recompute a device's erasure. (ARM: examples/c/run.sh aarch64 in .ci/run.)
+    let dir = super::tempdir("tier-export");
+    let m = model_path("fmnist_cnn_qdq.onnx");
+    let mut first: Option<(String, Vec<u8>)> = None;
+    for k in kernels::available() {
+        let out = dir.join(format!("{}.onnx", k.name));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_qforget"))
+            .args([
+                "forget",
+                super::s(&m),
+                "--dataset",
+                super::s(&dataset("fashion-mnist")),
+                "--forget-class",
+                "3",
+                "--train-limit",
+                "2000",
+                "--no-metrics",
+                "--export",
+                super::s(&out),
+            ])
+            .env(kernels::ENV_VAR, k.name)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            k.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        match &first {
+            None => first = Some((k.name.to_string(), bytes)),
+            Some((name, want)) => assert!(
+                &bytes == want,
+                "kernel {} exports different bytes than {name}",
+                k.name
+            ),
+        }
+    }
+    assert!(first.is_some());
+}
