@@ -7,6 +7,8 @@
 #   examples/c/run.sh host      x86_64 (or whatever the host is), the lean library
 #   examples/c/run.sh aarch64   cross-built for aarch64, run under qemu-aarch64 -cpu cortex-a76,
 #                               compared with the host CLI's report: same request, same numbers
+#   examples/c/run.sh armv7     the same for 32-bit ARM (thumbv7neon) under qemu-arm (not in CI:
+#                               another full cross build of the dependencies)
 # Uses the dev profile (the test build's dependencies) and the lean feature set (no tract).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -48,8 +50,18 @@ case "$mode" in
             -lpthread -ldl -lm -o "$work/forget"
         run=(qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a76 "$work/forget")
         ;;
+    armv7)
+        "$root/device-tests/install.sh" >/dev/null
+        echo "== static library (lean, armv7 with NEON) and the C example, cross-built"
+        cargo rustc --quiet --lib --no-default-features --crate-type staticlib \
+            --target thumbv7neon-unknown-linux-gnueabihf
+        arm-linux-gnueabihf-gcc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude \
+            examples/c/forget.c target/thumbv7neon-unknown-linux-gnueabihf/debug/libqforget.a \
+            -lpthread -ldl -lm -o "$work/forget"
+        run=(qemu-arm -L /usr/arm-linux-gnueabihf -cpu cortex-a15 "$work/forget")
+        ;;
     *)
-        echo "usage: $0 [host|aarch64]" >&2
+        echo "usage: $0 [host|aarch64|armv7]" >&2
         exit 2
         ;;
 esac
