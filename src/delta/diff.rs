@@ -324,4 +324,51 @@ mod tests {
         let e = apply(&t, &TensorValues::I8(vec![0; 3])).unwrap_err();
         assert!(e.contains("out of range"), "{e}");
     }
+
+    #[test]
+    fn four_bit_differences_wrap_modulo_16_and_every_form_applies() {
+        let old = TensorValues::I4((0..301).map(|i| (i % 16 - 8) as i8).collect());
+        let mut new = old.clone();
+        if let TensorValues::I4(v) = &mut new {
+            v[0] = 7; // −8 → 7: +15, i.e. −1 modulo 16
+            v[300] = -8;
+            v[150] = 7 - v[150];
+        }
+        let t = diff("w", &old, &new).unwrap().unwrap();
+        assert_eq!(apply(&t, &old).unwrap(), new);
+        let (TensorValues::I4(a), TensorValues::I4(b)) = (&old, &new) else {
+            unreachable!("built above")
+        };
+        let dense = Change::Dense(TensorValues::I4(
+            a.iter().zip(b).map(|(x, y)| wrap_i4(y - x)).collect(),
+        ));
+        let td = TensorDelta {
+            name: "w".into(),
+            len: 301,
+            change: dense,
+        };
+        assert_eq!(apply(&td, &old).unwrap(), new);
+        // The serialized dense form packs two differences per byte.
+        let bytes = postcard::to_stdvec(&td).unwrap();
+        assert!(bytes.len() < 301 / 2 + 16, "{} bytes", bytes.len());
+        let back: TensorDelta = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(apply(&back, &old).unwrap(), new);
+        // UINT4 wraps the same way.
+        let u_old = TensorValues::U4(vec![0, 15, 7]);
+        let u_new = TensorValues::U4(vec![15, 0, 7]);
+        let t = diff("u", &u_old, &u_new).unwrap().unwrap();
+        assert_eq!(apply(&t, &u_old).unwrap(), u_new);
+        // A coded difference that is not a nibble is an error.
+        let bad = TensorDelta {
+            name: "u".into(),
+            len: 3,
+            change: Change::Coded {
+                changed: 1,
+                bytes: crate::delta::rc::encode(&[0, 16, 0]).1,
+            },
+        };
+        assert!(apply(&bad, &u_old)
+            .unwrap_err()
+            .contains("not a 4-bit value"));
+    }
 }
