@@ -332,7 +332,7 @@ mod tests {
         if let TensorValues::I4(v) = &mut new {
             v[0] = 7; // −8 → 7: +15, i.e. −1 modulo 16
             v[300] = -8;
-            v[150] = 7 - v[150];
+            v[150] = -v[150] - 1; // stays in −8..=7
         }
         let t = diff("w", &old, &new).unwrap().unwrap();
         assert_eq!(apply(&t, &old).unwrap(), new);

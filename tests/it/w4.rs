@@ -319,3 +319,38 @@ fn blocked_scales_run_exactly_when_each_channel_has_one_scale() {
     let vary = edited(&dir, "blocked_vary.onnx", |g| blocked_fc2(g, true));
     fails(&vary, "differ within an output channel");
 }
+
+#[test]
+fn w4_shadow_requantizes_onto_the_four_bit_grid() {
+    use qforget::graph::params::Shadow;
+    use qforget::graph::Op;
+    let mut g = qforget::onnx::load(model("fmnist_cnn_w4.onnx")).unwrap();
+    let mut sh = Shadow::new(&g);
+    // Push every weight far beyond any range: alternately up and down by 100 of its own size.
+    for (k, v) in sh.theta.iter_mut().enumerate() {
+        *v *= if k % 2 == 0 { 100.0 } else { -100.0 };
+    }
+    sh.apply(&mut g);
+    let mut seen = (0i8, 0i8);
+    for l in &g.layers {
+        let w: Vec<i8> = match &l.op {
+            Op::Conv(c) => c.weights.iter().flat_map(|p| p.data.clone()).collect(),
+            Op::Linear(f) => f.weights.data.clone(),
+            _ => continue,
+        };
+        for &x in &w {
+            assert!(
+                (-8..=7).contains(&x),
+                "{}: {x} is off the INT4 grid",
+                l.name
+            );
+            seen = (seen.0.min(x), seen.1.max(x));
+        }
+    }
+    assert_eq!(seen, (-8, 7), "the clamp is reached at both ends");
+    // and the export writes them back as INT4
+    let ex = sh.exports(&g);
+    assert!(ex
+        .iter()
+        .any(|e| e.dtype == qforget::graph::params::ExportType::I4));
+}
