@@ -59,9 +59,15 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     println!();
+    let four = s
+        .layers
+        .iter()
+        .any(|l| l.weights.as_ref().is_some_and(|w| w.bits == 4));
     println!(
-        "parameters {} ({} bytes as int8 weights + int32 biases)",
-        s.parameters, s.int8_bytes
+        "parameters {} ({} bytes as {} weights + int32 biases)",
+        s.parameters,
+        s.int8_bytes,
+        if four { "packed 4/8-bit" } else { "int8" }
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Turning (old, new) initializer values into a [`Change`] and back. Integer tensors store
 //! wrapping differences (`new - old`), so small weight updates become small numbers that
-//! deflate well; float tensors store new values. Of the sparse and dense forms, the one whose
+//! deflate well; float tensors store new values. 4-bit tensors store differences modulo 16
+//! (a nibble each, packed two per byte by the serializer, one symbol each in the coded form). Of the sparse and dense forms, the one whose
 //! postcard encoding is smaller is kept.
 
 use crate::onnx::patch::TensorValues;
@@ -45,6 +46,20 @@ pub fn diff(
             let c = nonzero(a.iter().zip(b).map(|(x, y)| x.to_bits() != y.to_bits()));
             (F32(b.clone()), c)
         }
+        (I4(a), I4(b)) => {
+            let d: Vec<i8> = a.iter().zip(b).map(|(x, y)| wrap_i4(y - x)).collect();
+            let c = nonzero(d.iter().map(|&x| x != 0));
+            (I4(d), c)
+        }
+        (U4(a), U4(b)) => {
+            let d: Vec<u8> = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| y.wrapping_sub(*x) & 0x0f)
+                .collect();
+            let c = nonzero(d.iter().map(|&x| x != 0));
+            (U4(d), c)
+        }
         _ => unreachable!("type names compared above"),
     };
     if changed.is_empty() {
@@ -73,6 +88,8 @@ pub fn diff(
         U8(d) => U8(changed.iter().map(|&i| d[i]).collect()),
         I32(d) => I32(changed.iter().map(|&i| d[i]).collect()),
         F32(d) => F32(changed.iter().map(|&i| d[i]).collect()),
+        I4(d) => I4(changed.iter().map(|&i| d[i]).collect()),
+        U4(d) => U4(changed.iter().map(|&i| d[i]).collect()),
     };
     let sparse_td = TensorDelta {
         name: name.to_string(),
@@ -83,6 +100,8 @@ pub fn diff(
     let bytes = match &dense {
         I8(d) => Some(d.iter().map(|&x| x as u8).collect::<Vec<u8>>()),
         U8(d) => Some(d.clone()),
+        I4(d) => Some(d.iter().map(|&x| x as u8 & 0x0f).collect()),
+        U4(d) => Some(d.clone()),
         _ => None,
     };
     if let Some(b) = bytes {
@@ -172,6 +191,14 @@ pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String
             .zip(d)
             .for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v)),
         (F32(n), F32(d)) => idx.iter().zip(d).for_each(|(&i, v)| n[i] = *v),
+        (I4(n), I4(d)) => idx
+            .iter()
+            .zip(d)
+            .for_each(|(&i, v)| n[i] = wrap_i4(n[i] + v)),
+        (U4(n), U4(d)) => idx
+            .iter()
+            .zip(d)
+            .for_each(|(&i, v)| n[i] = n[i].wrapping_add(*v) & 0x0f),
         _ => unreachable!("types compared above"),
     }
     Ok(new)
@@ -200,13 +227,38 @@ fn apply_coded(
             .zip(diffs(v.len())?)
             .map(|(&x, d)| x.wrapping_add(d))
             .collect()),
+        I4(v) => I4(v
+            .iter()
+            .zip(nibbles(diffs(v.len())?)?)
+            .map(|(&x, d)| wrap_i4(x.wrapping_add(d as i8)))
+            .collect()),
+        U4(v) => U4(v
+            .iter()
+            .zip(nibbles(diffs(v.len())?)?)
+            .map(|(&x, d)| x.wrapping_add(d) & 0x0f)
+            .collect()),
         other => {
             return Err(format!(
-            "initializer '{name}' is {} in the model, the delta holds coded int8/uint8 differences",
+            "initializer '{name}' is {} in the model, the delta holds coded int8/uint8/4-bit differences",
             other.type_name()
         ))
         }
     })
+}
+
+/// A signed value taken modulo 16 into −8..=7 (4-bit two's complement).
+fn wrap_i4(v: i8) -> i8 {
+    ((v as u8) << 4) as i8 >> 4
+}
+
+/// Coded differences of a 4-bit tensor: each must be a nibble.
+fn nibbles(d: Vec<u8>) -> Result<Vec<u8>, String> {
+    match d.iter().find(|&&x| x > 15) {
+        Some(x) => Err(format!(
+            "a coded difference of a 4-bit tensor is {x}, not a 4-bit value"
+        )),
+        None => Ok(d),
+    }
 }
 
 #[cfg(test)]
@@ -271,5 +323,52 @@ mod tests {
         };
         let e = apply(&t, &TensorValues::I8(vec![0; 3])).unwrap_err();
         assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn four_bit_differences_wrap_modulo_16_and_every_form_applies() {
+        let old = TensorValues::I4((0..301).map(|i| (i % 16 - 8) as i8).collect());
+        let mut new = old.clone();
+        if let TensorValues::I4(v) = &mut new {
+            v[0] = 7; // −8 → 7: +15, i.e. −1 modulo 16
+            v[300] = -8;
+            v[150] = -v[150] - 1; // stays in −8..=7
+        }
+        let t = diff("w", &old, &new).unwrap().unwrap();
+        assert_eq!(apply(&t, &old).unwrap(), new);
+        let (TensorValues::I4(a), TensorValues::I4(b)) = (&old, &new) else {
+            unreachable!("built above")
+        };
+        let dense = Change::Dense(TensorValues::I4(
+            a.iter().zip(b).map(|(x, y)| wrap_i4(y - x)).collect(),
+        ));
+        let td = TensorDelta {
+            name: "w".into(),
+            len: 301,
+            change: dense,
+        };
+        assert_eq!(apply(&td, &old).unwrap(), new);
+        // The serialized dense form packs two differences per byte.
+        let bytes = postcard::to_stdvec(&td).unwrap();
+        assert!(bytes.len() < 301 / 2 + 16, "{} bytes", bytes.len());
+        let back: TensorDelta = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(apply(&back, &old).unwrap(), new);
+        // UINT4 wraps the same way.
+        let u_old = TensorValues::U4(vec![0, 15, 7]);
+        let u_new = TensorValues::U4(vec![15, 0, 7]);
+        let t = diff("u", &u_old, &u_new).unwrap().unwrap();
+        assert_eq!(apply(&t, &u_old).unwrap(), u_new);
+        // A coded difference that is not a nibble is an error.
+        let bad = TensorDelta {
+            name: "u".into(),
+            len: 3,
+            change: Change::Coded {
+                changed: 1,
+                bytes: crate::delta::rc::encode(&[0, 16, 0]).1,
+            },
+        };
+        assert!(apply(&bad, &u_old)
+            .unwrap_err()
+            .contains("not a 4-bit value"));
     }
 }

@@ -28,8 +28,11 @@ pub struct ParamBinding {
     pub layout: WeightLayout,
     /// The file's weight zero points (one, or one per output channel).
     pub zero_point: Vec<i64>,
-    /// True when the file's weights are uint8 (else int8).
+    /// True when the file's weights are unsigned (uint8, uint4), else signed.
     pub unsigned: bool,
+    /// Bits per weight in the file: 8, or 4 for INT4/UINT4 (the same i8 containers in the graph,
+    /// a narrower range).
+    pub bits: u32,
     /// Name of an int32 bias initializer stored at scale `s_in · s_w[c]` (the only bias form
     /// that maps one-to-one onto the layer's integer bias); `None`: no trainable bias.
     pub bias: Option<String>,
@@ -41,14 +44,22 @@ impl ParamBinding {
         self.zero_point[if self.zero_point.len() > 1 { c } else { 0 }]
     }
 
-    /// Range of `w − zp` the file's type can hold for channel `c`.
+    /// Range of the stored integers: 0..=255 / −128..=127, or 0..=15 / −8..=7 at 4 bits.
+    pub fn stored_range(&self) -> (i32, i32) {
+        let levels = 1i32 << self.bits.min(8);
+        if self.unsigned {
+            (0, levels - 1)
+        } else {
+            (-levels / 2, levels / 2 - 1)
+        }
+    }
+
+    /// Range of `w − zp` the file's type can hold for channel `c` (training clamps to it, so a
+    /// 4-bit weight stays on the file's 4-bit grid).
     pub fn range_of(&self, c: usize) -> (i32, i32) {
         let zp = self.zero_point_of(c) as i32;
-        if self.unsigned {
-            (-zp, 255 - zp)
-        } else {
-            (-128 - zp, 127 - zp)
-        }
+        let (lo, hi) = self.stored_range();
+        (lo - zp, hi - zp)
     }
 
     /// File-order weight values (`w + zp`, as i64) from graph-layout weights `w` with `c_out`
@@ -98,6 +109,7 @@ mod tests {
             layout: WeightLayout::Conv { kh: 1, kw: 2 },
             zero_point: vec![0],
             unsigned: false,
+            bits: 8,
             bias: None,
         };
         let mut ours = vec![];
@@ -127,5 +139,17 @@ mod tests {
             vec![128, 131, 129, 132, 130, 133]
         );
         assert_eq!(t.range_of(0), (-128, 127));
+        let u4 = ParamBinding {
+            zero_point: vec![7],
+            bits: 4,
+            ..t.clone()
+        };
+        assert_eq!(u4.range_of(0), (-7, 8));
+        let i4 = ParamBinding {
+            zero_point: vec![0],
+            unsigned: false,
+            ..u4
+        };
+        assert_eq!(i4.range_of(3), (-8, 7));
     }
 }

@@ -16,6 +16,8 @@ pub struct Linear {
     pub weights: PackedWeights,
     /// Per-output weight scales (length `f_out`, or 1 for per-tensor).
     pub weight_scales: Vec<f32>,
+    /// Bits of the file's weights (8, or 4 for INT4/UINT4; the values are i8 either way).
+    pub weight_bits: u32,
     /// i32 bias at scale `s_in · s_w[o]`, length `f_out`.
     pub bias: Vec<i32>,
     pub requant: Requant,

@@ -57,6 +57,8 @@ pub enum ExportType {
     I8,
     U8,
     I32,
+    I4,
+    U4,
 }
 
 /// New contents of one initializer, in file order and file type.
@@ -250,10 +252,11 @@ impl Shadow {
                     let w = current_weights(g, s.layer);
                     out.push(ParamExport {
                         name: s.initializer.clone(),
-                        dtype: if b.unsigned {
-                            ExportType::U8
-                        } else {
-                            ExportType::I8
+                        dtype: match (b.unsigned, b.bits) {
+                            (true, 4) => ExportType::U4,
+                            (false, 4) => ExportType::I4,
+                            (true, _) => ExportType::U8,
+                            (false, _) => ExportType::I8,
                         },
                         values: b.to_file_order(&w, c_out, row),
                     });

@@ -61,17 +61,23 @@ pub struct Summary {
     pub layers: Vec<LayerInfo>,
     /// Trainable parameters (weights + biases).
     pub parameters: usize,
-    /// Bytes of the int8 weights plus the i32 biases.
+    /// Bytes of the weights as the file packs them (8 or 4 bits each) plus the i32 biases.
     pub int8_bytes: usize,
 }
 
-fn weight_info(shape: Vec<usize>, scales: &[f32], params: usize, bias: usize) -> WeightInfo {
+fn weight_info(
+    shape: Vec<usize>,
+    scales: &[f32],
+    bits: u32,
+    params: usize,
+    bias: usize,
+) -> WeightInfo {
     let (lo, hi) = scales
         .iter()
         .fold((f32::INFINITY, 0f32), |(a, b), &s| (a.min(s), b.max(s)));
     WeightInfo {
         shape,
-        bits: 8,
+        bits,
         granularity: if scales.len() > 1 {
             "per-channel"
         } else {
@@ -100,6 +106,7 @@ impl Graph {
                         Some(weight_info(
                             shape,
                             &c.weight_scales,
+                            c.weight_bits,
                             c.weight_count(),
                             c.bias.len(),
                         ))
@@ -107,6 +114,7 @@ impl Graph {
                     Op::Linear(f) => Some(weight_info(
                         vec![f.out_features, f.in_features],
                         &f.weight_scales,
+                        f.weight_bits,
                         f.weights.data.len(),
                         f.bias.len(),
                     )),
@@ -114,7 +122,7 @@ impl Graph {
                 };
                 if let Some(w) = &weights {
                     parameters += w.params + w.bias;
-                    int8_bytes += w.params + 4 * w.bias;
+                    int8_bytes += (w.params * w.bits as usize).div_ceil(8) + 4 * w.bias;
                 }
                 LayerInfo {
                     name: l.name.clone(),

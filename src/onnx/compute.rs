@@ -148,6 +148,7 @@ impl Importer<'_> {
             MacKind::Linear(LinearLayout::OutIn) => (dims[0], 0),
             MacKind::Linear(LinearLayout::InOut) => (dims[1], 1),
         };
+        let w = &w.per_channel(out_axis).map_err(|e| ctx.unsupported(e))?;
         let n = w.q.len();
         let row = n.checked_div(out).unwrap_or(0);
         let per_channel = w.scale.len() > 1;
@@ -161,13 +162,13 @@ impl Importer<'_> {
         let raw =
             w.q.to_i64()
                 .ok_or_else(|| ctx.bad("weights are not integers"))?;
-        if !matches!(w.q.data, ConstData::I8(_) | ConstData::U8(_)) {
+        let Some(bits) = w.q.bits() else {
             return Err(ctx.unsupported(format!(
-                "weights '{}' are {}; 8-bit weights are expected",
+                "weights '{}' are {}; 8-bit or 4-bit weights are expected",
                 w.q.name,
                 w.q.type_name()
             )));
-        }
+        };
         let inner: usize = dims[out_axis + 1..].iter().product();
         let mut vals = Vec::with_capacity(n);
         for (i, &v) in raw.iter().enumerate() {
@@ -247,6 +248,7 @@ impl Importer<'_> {
             weights,
             row,
             weight_scales: w.scale.clone(),
+            weight_bits: bits,
             acc_scale,
             bias: bias_i,
             float_bias,
@@ -264,7 +266,8 @@ impl Importer<'_> {
                     MacKind::Linear(LinearLayout::InOut) => WeightLayout::InOut,
                 },
                 zero_point: w.zero_point.clone(),
-                unsigned: matches!(w.q.data, ConstData::U8(_)),
+                unsigned: w.q.is_unsigned(),
+                bits,
                 bias: bias_binding,
             }),
         })
@@ -418,6 +421,7 @@ impl Importer<'_> {
             weights: vec![0; c],
             row: 1,
             weight_scales: vec![1.0; c],
+            weight_bits: 8,
             acc_scale: vec![1.0; c],
             bias: vec![0; c],
             float_bias: vec![0.0; c],

@@ -237,6 +237,7 @@ impl Importer<'_> {
                     in_zero_point: qi.zero_point,
                     weights: packed,
                     weight_scales: m.weight_scales,
+                    weight_bits: m.weight_bits,
                     bias,
                     requant,
                 };
@@ -255,6 +256,7 @@ impl Importer<'_> {
                     in_zero_point: qi.zero_point,
                     weights: PackedWeights::new(weights, m.out, m.row),
                     weight_scales: m.weight_scales,
+                    weight_bits: m.weight_bits,
                     bias,
                     requant,
                 };

@@ -5,7 +5,9 @@
 //! why). Anything the integer graph cannot represent exactly is an error that names the op,
 //! the node and the file — never a guess and never a panic.
 
+mod blocked;
 mod compute;
+pub mod int4;
 mod materialize;
 pub mod patch;
 #[cfg(not(feature = "tract-engine"))]

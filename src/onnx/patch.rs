@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::int4;
 use crate::{Error, Result};
 
 /// ONNX TensorProto.DataType codes we read and write.
@@ -23,6 +24,8 @@ const FLOAT: u64 = 1;
 const UINT8: u64 = 2;
 const INT8: u64 = 3;
 const INT32: u64 = 6;
+const UINT4: u64 = super::int4::UINT4 as u64;
+const INT4: u64 = super::int4::INT4 as u64;
 
 /// The values of one initializer, in the element type the file stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +34,10 @@ pub enum TensorValues {
     U8(Vec<u8>),
     I32(Vec<i32>),
     F32(Vec<f32>),
+    /// INT4, one element per i8 (−8..=7); packed two per byte in the file and in delta files.
+    I4(#[serde(with = "packed4")] Vec<i8>),
+    /// UINT4, one element per u8 (0..=15); packed likewise.
+    U4(#[serde(with = "packed4")] Vec<u8>),
 }
 
 impl TensorValues {
@@ -41,6 +48,8 @@ impl TensorValues {
             TensorValues::U8(v) => v.len(),
             TensorValues::I32(v) => v.len(),
             TensorValues::F32(v) => v.len(),
+            TensorValues::I4(v) => v.len(),
+            TensorValues::U4(v) => v.len(),
         }
     }
 
@@ -56,6 +65,8 @@ impl TensorValues {
             TensorValues::U8(_) => "uint8",
             TensorValues::I32(_) => "int32",
             TensorValues::F32(_) => "float",
+            TensorValues::I4(_) => "int4",
+            TensorValues::U4(_) => "uint4",
         }
     }
 
@@ -65,6 +76,8 @@ impl TensorValues {
             TensorValues::U8(_) => UINT8,
             TensorValues::I32(_) => INT32,
             TensorValues::F32(_) => FLOAT,
+            TensorValues::I4(_) => INT4,
+            TensorValues::U4(_) => UINT4,
         }
     }
 
@@ -75,7 +88,55 @@ impl TensorValues {
             TensorValues::U8(v) => v.clone(),
             TensorValues::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorValues::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorValues::I4(v) => int4::pack(v.iter().map(|&x| x as u8)),
+            TensorValues::U4(v) => int4::pack(v.iter().copied()),
         }
+    }
+}
+
+/// Serde for 4-bit element vectors: the element count, then the packed bytes (half the size of
+/// one byte per element, before any compression).
+mod packed4 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::int4;
+
+    /// An element type of a 4-bit vector.
+    pub trait Nibble: Copy {
+        fn to_nibble(self) -> u8;
+        fn from_nibble(n: u8) -> Self;
+    }
+    impl Nibble for i8 {
+        fn to_nibble(self) -> u8 {
+            self as u8 & 0x0f
+        }
+        fn from_nibble(n: u8) -> Self {
+            ((n << 4) as i8) >> 4
+        }
+    }
+    impl Nibble for u8 {
+        fn to_nibble(self) -> u8 {
+            self & 0x0f
+        }
+        fn from_nibble(n: u8) -> Self {
+            n
+        }
+    }
+
+    pub fn serialize<T: Nibble, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        (v.len() as u64, int4::pack(v.iter().map(|x| x.to_nibble()))).serialize(s)
+    }
+
+    pub fn deserialize<'de, T: Nibble, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        let (n, bytes) = <(u64, Vec<u8>)>::deserialize(d)?;
+        let n = usize::try_from(n).map_err(serde::de::Error::custom)?;
+        if let Some(e) = int4::size_error(bytes.len(), n, &[n]) {
+            return Err(serde::de::Error::custom(format!("4-bit vector {e}")));
+        }
+        Ok(int4::unpack_u4(&bytes, n)
+            .into_iter()
+            .map(T::from_nibble)
+            .collect())
     }
 }
 
@@ -112,7 +173,7 @@ pub fn read_initializer(model: &[u8], name: &str) -> Result<TensorValues> {
 pub fn initializers(model: &[u8]) -> Result<Vec<(String, TensorValues)>> {
     let mut out = Vec::new();
     for_each_tensor(model, &mut |t| {
-        if matches!(t.data_type, FLOAT | UINT8 | INT8 | INT32) {
+        if matches!(t.data_type, FLOAT | UINT8 | INT8 | INT32 | UINT4 | INT4) {
             out.push((t.name.clone(), t.values()?));
         }
         Ok(())
@@ -307,9 +368,11 @@ impl<'a> Tensor<'a> {
             UINT8 => "uint8",
             INT8 => "int8",
             INT32 => "int32",
+            INT4 => "int4",
+            UINT4 => "uint4",
             d => {
                 return Err(format!(
-                    "initializer '{}' has data type {d}, which cannot be patched (float, int8, uint8, int32 can)",
+                    "initializer '{}' has data type {d}, which cannot be patched (float, int8, uint8, int4, uint4, int32 can)",
                     self.name
                 ))
             }
@@ -321,6 +384,9 @@ impl<'a> Tensor<'a> {
         self.type_name()?;
         self.check_location()?;
         let count = self.count()?;
+        if matches!(self.data_type, INT4 | UINT4) {
+            return self.values4(count);
+        }
         let width = if matches!(self.data_type, FLOAT | INT32) {
             4
         } else {
@@ -427,6 +493,46 @@ impl<'a> Tensor<'a> {
         Ok(vals)
     }
 
+    /// A 4-bit tensor's values: packed bytes in raw_data, or one packed byte per int32_data entry.
+    fn values4(&self, count: usize) -> R<TensorValues> {
+        let name = &self.name;
+        let raw: Vec<&Field> = self.fields.iter().filter(|f| f.number == 9).collect();
+        let typed: Vec<&Field> = self.fields.iter().filter(|f| f.number == 5).collect();
+        let bytes = if let Some(rf) = raw.last() {
+            if !typed.is_empty() || rf.wire != 2 {
+                return Err(format!(
+                    "initializer '{name}': malformed raw_data (or both raw_data and int32_data)"
+                ));
+            }
+            self.bytes[rf.value..rf.end].to_vec()
+        } else {
+            let mut ints = Vec::new();
+            for f in &typed {
+                let b = &self.bytes[f.value..f.end];
+                match f.wire {
+                    0 => ints.push(varint(b, &mut 0)? as i64 as i32),
+                    2 => {
+                        let mut p = 0;
+                        while p < b.len() {
+                            ints.push(varint(b, &mut p)? as i64 as i32);
+                        }
+                    }
+                    _ => return Err(format!("initializer '{name}': malformed int32_data")),
+                }
+            }
+            int4::bytes_from_int32(&ints).map_err(|e| format!("initializer '{name}': {e}"))?
+        };
+        let dims: Vec<usize> = self.dims.iter().map(|&d| d as usize).collect();
+        if let Some(e) = int4::size_error(bytes.len(), count, &dims) {
+            return Err(format!("initializer '{name}' {e}"));
+        }
+        Ok(if self.data_type == INT4 {
+            TensorValues::I4(int4::unpack_i4(&bytes, count))
+        } else {
+            TensorValues::U4(int4::unpack_u4(&bytes, count))
+        })
+    }
+
     /// The tensor's bytes with its data replaced by `new` (checked against dtype and count).
     fn replaced(&self, new: &TensorValues) -> R<Vec<u8>> {
         let old = self.values()?;
@@ -445,6 +551,17 @@ impl<'a> Tensor<'a> {
                 new.len()
             ));
         }
+        let out_of_range = match new {
+            TensorValues::I4(v) => v.iter().map(|&x| x as i32).find(|x| !(-8..=7).contains(x)),
+            TensorValues::U4(v) => v.iter().map(|&x| x as i32).find(|&x| x > 15),
+            _ => None,
+        };
+        if let Some(x) = out_of_range {
+            return Err(format!(
+                "initializer '{name}' is {}, the update holds {x}, outside its range",
+                new.type_name()
+            ));
+        }
         let data = self.data_fields();
         let uses_raw = data.iter().any(|&i| self.fields[i].number == 9);
         let payload = if uses_raw {
@@ -455,6 +572,9 @@ impl<'a> Tensor<'a> {
                 TensorValues::I8(v) => packed(v.iter().map(|&x| x as i32)),
                 TensorValues::U8(v) => packed(v.iter().map(|&x| x as i32)),
                 TensorValues::I32(v) => packed(v.iter().copied()),
+                TensorValues::I4(_) | TensorValues::U4(_) => {
+                    packed(new.raw_bytes().into_iter().map(i32::from))
+                }
             }
         };
         let number = if uses_raw { 9 } else { self.typed_number() };

@@ -4,8 +4,10 @@
 //!
 //! Only decoding is used here — not tract's inference engine. Tensor data is read from
 //! `raw_data` (little-endian) or from the typed fields (`float_data`, `int32_data` — where ONNX
-//! keeps int8/uint8/int32 —, `int64_data`).
+//! keeps int8/uint8/int32 —, `int64_data`). 4-bit tensors are unpacked here, one element per
+//! byte (see [`super::int4`]), so the rest of the importer sees plain small integers.
 
+use super::int4;
 use super::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 use prost::Message;
 
@@ -17,6 +19,10 @@ pub enum ConstData {
     I8(Vec<i8>),
     I32(Vec<i32>),
     I64(Vec<i64>),
+    /// INT4, unpacked: −8..=7.
+    I4(Vec<i8>),
+    /// UINT4, unpacked: 0..=15.
+    U4(Vec<u8>),
 }
 
 /// A constant (initializer or `Constant` node output).
@@ -36,6 +42,8 @@ impl ConstTensor {
             ConstData::I8(v) => v.len(),
             ConstData::I32(v) => v.len(),
             ConstData::I64(v) => v.len(),
+            ConstData::I4(v) => v.len(),
+            ConstData::U4(v) => v.len(),
         }
     }
 
@@ -52,6 +60,8 @@ impl ConstTensor {
             ConstData::I8(_) => "int8",
             ConstData::I32(_) => "int32",
             ConstData::I64(_) => "int64",
+            ConstData::I4(_) => "int4",
+            ConstData::U4(_) => "uint4",
         }
     }
 
@@ -63,6 +73,8 @@ impl ConstTensor {
             ConstData::I8(v) => v.iter().map(|&x| x as f32).collect(),
             ConstData::I32(v) => v.iter().map(|&x| x as f32).collect(),
             ConstData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            ConstData::I4(v) => v.iter().map(|&x| x as f32).collect(),
+            ConstData::U4(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
 
@@ -74,7 +86,23 @@ impl ConstTensor {
             ConstData::I8(v) => v.iter().map(|&x| x as i64).collect(),
             ConstData::I32(v) => v.iter().map(|&x| x as i64).collect(),
             ConstData::I64(v) => v.clone(),
+            ConstData::I4(v) => v.iter().map(|&x| x as i64).collect(),
+            ConstData::U4(v) => v.iter().map(|&x| x as i64).collect(),
         })
+    }
+
+    /// Bits per element of an integer type that can hold weights or zero points (8 or 4).
+    pub fn bits(&self) -> Option<u32> {
+        match &self.data {
+            ConstData::I8(_) | ConstData::U8(_) => Some(8),
+            ConstData::I4(_) | ConstData::U4(_) => Some(4),
+            _ => None,
+        }
+    }
+
+    /// Whether the element type is unsigned (uint8, uint4).
+    pub fn is_unsigned(&self) -> bool {
+        matches!(self.data, ConstData::U8(_) | ConstData::U4(_))
     }
 }
 
@@ -121,6 +149,9 @@ pub fn tensor(t: &pb::TensorProto) -> Result<ConstTensor, String> {
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| format!("initializer '{}' has dimensions that overflow", t.name))?;
     let raw = &t.raw_data;
+    if t.data_type == int4::INT4 || t.data_type == int4::UINT4 {
+        return four_bit(t, dims, count);
+    }
     let dt = DataType::try_from(t.data_type).map_err(|_| {
         format!(
             "initializer '{}' has unknown data type {}",
@@ -133,7 +164,7 @@ pub fn tensor(t: &pb::TensorProto) -> Result<ConstTensor, String> {
         DataType::Int64 => 8,
         other => {
             return Err(format!(
-                "initializer '{}' has data type {:?}, not supported (float, int8, uint8, int32, int64 are)",
+                "initializer '{}' has data type {:?}, not supported (float, int8, uint8, int4, uint4, int32, int64 are)",
                 t.name, other
             ))
         }
@@ -175,6 +206,34 @@ pub fn tensor(t: &pb::TensorProto) -> Result<ConstTensor, String> {
     };
     Ok(ConstTensor {
         name: t.name.clone(),
+        dims,
+        data,
+    })
+}
+
+/// An INT4/UINT4 tensor, from `raw_data` or `int32_data` (one packed byte per entry).
+fn four_bit(t: &pb::TensorProto, dims: Vec<usize>, count: usize) -> Result<ConstTensor, String> {
+    let name = &t.name;
+    let bytes = if t.raw_data.is_empty() {
+        int4::bytes_from_int32(&t.int32_data).map_err(|e| format!("initializer '{name}': {e}"))?
+    } else {
+        if !t.int32_data.is_empty() {
+            return Err(format!(
+                "initializer '{name}' has both raw_data and int32_data"
+            ));
+        }
+        t.raw_data.clone()
+    };
+    if let Some(e) = int4::size_error(bytes.len(), count, &dims) {
+        return Err(format!("initializer '{name}' {e}"));
+    }
+    let data = if t.data_type == int4::INT4 {
+        ConstData::I4(int4::unpack_i4(&bytes, count))
+    } else {
+        ConstData::U4(int4::unpack_u4(&bytes, count))
+    };
+    Ok(ConstTensor {
+        name: name.clone(),
         dims,
         data,
     })

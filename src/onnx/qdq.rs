@@ -4,7 +4,8 @@
 use crate::graph::{Activation, Layer, Op, QParams, Requantize, Shape};
 use crate::Result;
 
-use super::proto::ConstData;
+use super::blocked;
+use super::proto::{ConstData, ConstTensor};
 use super::value::{DeqConst, Value};
 use super::{Importer, NodeCtx};
 
@@ -189,33 +190,58 @@ impl Importer<'_> {
                 s.name
             )));
         }
-        let zero_point = match ctx.input(2) {
-            None => vec![0],
-            Some(_) => {
-                let z = self.konst(ctx, 2)?;
-                z.to_i64()
-                    .ok_or_else(|| ctx.bad(format!("zero point '{}' is not an integer", z.name)))?
-            }
+        let zp = match ctx.input(2) {
+            None => None,
+            Some(_) => Some(self.konst(ctx, 2)?),
         };
+        let zero_point = match &zp {
+            None => vec![0],
+            Some(z) => z
+                .to_i64()
+                .ok_or_else(|| ctx.bad(format!("zero point '{}' is not an integer", z.name)))?,
+        };
+        if q.bits() == Some(4) {
+            check_four_bit_zero_point(ctx, &q, zp.as_ref(), &zero_point)?;
+        }
         let rank = q.dims.len() as i64;
         let axis = ctx.attrs().int("axis", 1).map_err(|e| ctx.bad(e))?;
         let axis = if axis < 0 { axis + rank } else { axis };
-        if scale.len() > 1 && (axis < 0 || axis >= rank || q.dims[axis as usize] != scale.len()) {
-            {
-                return Err(ctx.bad(format!(
-                    "{} scales do not match axis {axis} of '{}' with dimensions {:?}",
-                    scale.len(),
-                    q.name,
-                    q.dims
-                )));
-            }
+        let block = ctx.attrs().int("block_size", 0).map_err(|e| ctx.bad(e))?;
+        let blocks = if block != 0 {
+            let axis = usize::try_from(axis).unwrap_or(usize::MAX);
+            let b = blocked::check(
+                &q.dims,
+                axis,
+                block,
+                &s.dims,
+                zp.as_ref().map(|z| z.dims.as_slice()),
+            )
+            .map_err(|e| ctx.bad(format!("'{}': {e}", q.name)))?;
+            Some(b)
+        } else {
+            None
+        };
+        if blocks.is_none()
+            && scale.len() > 1
+            && (axis < 0 || axis >= rank || q.dims[axis as usize] != scale.len())
+        {
+            return Err(ctx.bad(format!(
+                "{} scales do not match axis {axis} of '{}' with dimensions {:?}",
+                scale.len(),
+                q.name,
+                q.dims
+            )));
         }
         if zero_point.len() != 1 && zero_point.len() != scale.len() {
             return Err(ctx.bad("zero point and scale have different lengths"));
         }
         if !matches!(
             q.data,
-            ConstData::I8(_) | ConstData::U8(_) | ConstData::I32(_)
+            ConstData::I8(_)
+                | ConstData::U8(_)
+                | ConstData::I32(_)
+                | ConstData::I4(_)
+                | ConstData::U4(_)
         ) {
             return Err(ctx.unsupported(format!(
                 "dequantizing a {} constant ('{}')",
@@ -228,8 +254,41 @@ impl Importer<'_> {
             scale,
             zero_point,
             axis: axis.max(0) as usize,
+            blocks,
         };
         self.values.insert(out, Value::DeqConst(dq));
         Ok(())
     }
+}
+
+/// A 4-bit constant's zero point must be of the same 4-bit type (ONNX's rule), so it lies in the
+/// type's range; a wider zero point with an out-of-range value is named with the range it leaves.
+fn check_four_bit_zero_point(
+    ctx: &NodeCtx,
+    q: &ConstTensor,
+    zp: Option<&ConstTensor>,
+    values: &[i64],
+) -> Result<()> {
+    let Some(z) = zp else {
+        return Ok(());
+    };
+    let (lo, hi) = if q.is_unsigned() { (0, 15) } else { (-8, 7) };
+    if let Some(v) = values.iter().find(|v| !(lo..=hi).contains(*v)) {
+        return Err(ctx.bad(format!(
+            "zero point '{}' holds {v}, out of the {} range {lo}..={hi} of '{}'",
+            z.name,
+            q.type_name(),
+            q.name
+        )));
+    }
+    if z.type_name() != q.type_name() {
+        return Err(ctx.bad(format!(
+            "zero point '{}' is {}, the data '{}' is {} (they must be the same type)",
+            z.name,
+            z.type_name(),
+            q.name,
+            q.type_name()
+        )));
+    }
+    Ok(())
 }

@@ -63,6 +63,7 @@ impl Importer<'_> {
             scale,
             zero_point,
             axis,
+            blocks: None,
         })
     }
 
@@ -176,6 +177,7 @@ impl Importer<'_> {
             scale: vec![1.0],
             zero_point,
             axis: if conv { 0 } else { 1 },
+            blocks: None,
         })
     }
 

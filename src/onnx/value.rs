@@ -10,6 +10,7 @@
 
 use crate::graph::{ActId, Activation, Window};
 
+use super::blocked::Blocks;
 use super::proto::ConstTensor;
 
 /// A dequantized constant: `real = scale[axis-index] · (q − zero_point)`.
@@ -21,12 +22,48 @@ pub struct DeqConst {
     /// One zero point, or one per slice along `axis`.
     pub zero_point: Vec<i64>,
     pub axis: usize,
+    /// Blocked quantization along `axis` (`scale` then has one value per block).
+    pub blocks: Option<Blocks>,
 }
 
 impl DeqConst {
+    /// The same constant with one scale per output channel (along `out_axis`), when blocked
+    /// quantization reduces to that (see [`super::blocked`]); an unblocked constant as it is.
+    pub fn per_channel(&self, out_axis: usize) -> Result<DeqConst, String> {
+        let Some(b) = &self.blocks else {
+            return Ok(self.clone());
+        };
+        let (scale, zero_point) = b
+            .per_channel(&self.q.dims, self.axis, out_axis, &self.scale, &self.zero_point)
+            .ok_or_else(|| {
+                format!(
+                    "weights '{}' have blocked scales (block_size {} on axis {}) that differ within an output channel; the integer kernels take one scale per output channel",
+                    self.q.name, b.size, self.axis
+                )
+            })?;
+        Ok(DeqConst {
+            q: self.q.clone(),
+            scale,
+            zero_point,
+            axis: out_axis,
+            blocks: None,
+        })
+    }
+
     /// Real values.
     pub fn dequantize(&self) -> Vec<f32> {
         let q = self.q.to_f32();
+        if let Some(b) = &self.blocks {
+            return q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let k = b.scale_index(&self.q.dims, self.axis, i);
+                    let zp = self.zero_point[if self.zero_point.len() > 1 { k } else { 0 }];
+                    self.scale[k] * (v - zp as f32)
+                })
+                .collect();
+        }
         let inner: usize = self.q.dims.iter().skip(self.axis + 1).product();
         let per = self.scale.len() > 1;
         q.iter()
@@ -60,6 +97,8 @@ pub struct Mac {
     pub row: usize,
     /// The file's weight scales (one, or one per output channel), for display and export.
     pub weight_scales: Vec<f32>,
+    /// Bits of the file's weights (8 or 4).
+    pub weight_bits: u32,
     /// Real value of one accumulator unit, per output channel (`s_in · s_w[c]`, times any
     /// later per-channel factor such as a folded BatchNormalization).
     pub acc_scale: Vec<f32>,

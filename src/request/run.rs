@@ -265,6 +265,8 @@ fn updates(shadow: &Shadow, g: &Graph) -> Vec<InitializerUpdate> {
                 ExportType::I8 => TensorValues::I8(e.values.iter().map(|&v| v as i8).collect()),
                 ExportType::U8 => TensorValues::U8(e.values.iter().map(|&v| v as u8).collect()),
                 ExportType::I32 => TensorValues::I32(e.values.iter().map(|&v| v as i32).collect()),
+                ExportType::I4 => TensorValues::I4(e.values.iter().map(|&v| v as i8).collect()),
+                ExportType::U4 => TensorValues::U4(e.values.iter().map(|&v| v as u8).collect()),
             },
         })
         .collect()

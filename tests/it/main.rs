@@ -18,6 +18,7 @@ mod safe_forget;
 mod small_deltas;
 #[cfg(feature = "tract-engine")]
 mod tract_crosscheck;
+mod w4;
 
 use std::path::{Path, PathBuf};
 
@@ -52,9 +53,14 @@ pub struct Expected {
 
 /// Every fixture that has expected outputs, as (model stem, expectations).
 pub fn fixtures() -> Vec<(String, Expected)> {
-    let dir = root().join("onnx-models").join("expected");
+    fixtures_in(&root().join("onnx-models").join("expected"))
+}
+
+/// Every fixture with expected outputs in `dir` (`onnx-models/expected`, or its `w4/` folder
+/// of 4-bit fixtures that tract cannot load).
+pub fn fixtures_in(dir: &Path) -> Vec<(String, Expected)> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).expect("onnx-models/expected exists") {
+    for e in std::fs::read_dir(dir).expect("the expected-outputs folder exists") {
         let p = e.unwrap().path();
         let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
         let has_logits = dir.join(format!("{stem}.logits.npy")).is_file();
@@ -75,10 +81,12 @@ pub fn fixtures() -> Vec<(String, Expected)> {
 
 /// The reference's quantized logits as i32 in the model's integer domain, `n × classes`.
 pub fn expected_logits(stem: &str, x: &Expected) -> (Vec<i32>, usize) {
-    let p = root()
-        .join("onnx-models")
-        .join("expected")
-        .join(format!("{stem}.logits.npy"));
+    expected_logits_in(&root().join("onnx-models").join("expected"), stem, x)
+}
+
+/// [`expected_logits`] from the folder `dir`.
+pub fn expected_logits_in(dir: &Path, stem: &str, x: &Expected) -> (Vec<i32>, usize) {
+    let p = dir.join(format!("{stem}.logits.npy"));
     let flat: (Vec<i32>, usize) = match x.output_dtype.as_str() {
         "uint8" => {
             let a: ndarray::Array2<u8> = ndarray_npy::read_npy(&p).unwrap();

@@ -201,3 +201,98 @@ fn malformed_bytes_give_errors_not_panics() {
     let e = initializers(&[0xff; 11]).unwrap_err().to_string();
     assert!(e.contains("varint"), "{e}");
 }
+
+/// The largest INT4 initializer of a model.
+fn biggest_i4(model: &[u8]) -> (String, Vec<i8>) {
+    initializers(model)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(n, v)| match v {
+            TensorValues::I4(v) => Some((n, v)),
+            _ => None,
+        })
+        .max_by_key(|(_, v)| v.len())
+        .unwrap()
+}
+
+#[test]
+fn int4_patch_writes_packed_nibbles_and_nothing_else() {
+    let base = fixture("fmnist_cnn_w4.onnx");
+    let (name, old) = biggest_i4(&base);
+    // Change the first element (low nibble of byte 0) and the last (a high nibble).
+    let mut new = old.clone();
+    let n = new.len();
+    new[0] = if new[0] == 7 { -8 } else { new[0] + 1 };
+    new[n - 1] = if new[n - 1] == -8 { 7 } else { new[n - 1] - 1 };
+    let out = patch_initializers(
+        &base,
+        &[InitializerUpdate {
+            name: name.clone(),
+            values: TensorValues::I4(new.clone()),
+        }],
+    )
+    .unwrap();
+    assert_eq!(out.len(), base.len());
+    let diff = base.iter().zip(&out).filter(|(a, b)| a != b).count();
+    assert_eq!(diff, 2, "two nibbles in two bytes");
+    assert_eq!(
+        read_initializer(&out, &name).unwrap(),
+        TensorValues::I4(new)
+    );
+    let m = crate::onnx::decode_model(&out).unwrap();
+    crate::onnx::import(&m, std::path::Path::new("patched.onnx")).unwrap();
+    // Out-of-range values are refused, not wrapped.
+    let mut bad = old.clone();
+    bad[1] = 8;
+    let e = patch_initializers(
+        &base,
+        &[InitializerUpdate {
+            name,
+            values: TensorValues::I4(bad),
+        }],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("outside its range"), "{e}");
+}
+
+#[test]
+fn int4_in_int32_data_round_trips_with_an_odd_count() {
+    // A 3-element UINT4 tensor in int32_data: one packed byte per entry (0x21, 0x03).
+    let t = pb::TensorProto {
+        name: "u".into(),
+        dims: vec![3],
+        data_type: 21,
+        int32_data: vec![0x21, 0x03],
+        ..Default::default()
+    };
+    let m = pb::ModelProto {
+        graph: Some(pb::GraphProto {
+            initializer: vec![t],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bytes = m.encode_to_vec();
+    assert_eq!(
+        read_initializer(&bytes, "u").unwrap(),
+        TensorValues::U4(vec![1, 2, 3])
+    );
+    let out = patch_initializers(
+        &bytes,
+        &[InitializerUpdate {
+            name: "u".into(),
+            values: TensorValues::U4(vec![15, 0, 9]),
+        }],
+    )
+    .unwrap();
+    let back = pb::ModelProto::decode(&out[..]).unwrap();
+    assert_eq!(
+        back.graph.unwrap().initializer[0].int32_data,
+        vec![0x0f, 0x09]
+    );
+    assert_eq!(
+        read_initializer(&out, "u").unwrap(),
+        TensorValues::U4(vec![15, 0, 9])
+    );
+}
