@@ -347,6 +347,9 @@ fn updates(shadow: &Shadow, g: &qforget::graph::Graph) -> Vec<InitializerUpdate>
                 ExportType::I8 => TensorValues::I8(e.values.iter().map(|&v| v as i8).collect()),
                 ExportType::U8 => TensorValues::U8(e.values.iter().map(|&v| v as u8).collect()),
                 ExportType::I32 => TensorValues::I32(e.values.iter().map(|&v| v as i32).collect()),
+                ExportType::F32 => {
+                    TensorValues::F32(e.values.iter().map(|&v| f32::from_bits(v as u32)).collect())
+                }
             },
         })
         .collect()

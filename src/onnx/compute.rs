@@ -28,8 +28,9 @@ pub enum MacKind {
 pub enum BiasIn {
     /// int32 values and the scale they are stored at (`None`: the implied `s_in · s_w`).
     Int(Vec<i32>, Option<Vec<f32>>, String),
-    /// Real values.
-    Float(Vec<f32>, String),
+    /// Real values; the flag says whether they train (a float32 initializer, written back in
+    /// its own type).
+    Float(Vec<f32>, String, bool),
 }
 
 impl Importer<'_> {
@@ -201,6 +202,7 @@ impl Importer<'_> {
             .collect();
         let mut params = vec![w.q.name.clone()];
         let mut bias_binding = None;
+        let mut float_binding = None;
         let (bias_i, float_bias) = match bias {
             None => (vec![0; out], vec![0.0; out]),
             Some(BiasIn::Int(v, scale, name)) => {
@@ -226,7 +228,7 @@ impl Importer<'_> {
                     }
                 }
             }
-            Some(BiasIn::Float(v, name)) => {
+            Some(BiasIn::Float(v, name, trains)) => {
                 params.push(name.clone());
                 if v.len() != out {
                     return Err(ctx.bad(format!(
@@ -234,6 +236,7 @@ impl Importer<'_> {
                         v.len()
                     )));
                 }
+                float_binding = trains.then_some(name);
                 (vec![0; out], v)
             }
         };
@@ -266,6 +269,7 @@ impl Importer<'_> {
                 zero_point: w.zero_point.clone(),
                 unsigned: matches!(w.q.data, ConstData::U8(_)),
                 bias: bias_binding,
+                float_bias: float_binding,
             }),
         })
     }
@@ -296,11 +300,14 @@ impl Importer<'_> {
                     ConstData::I32(v) => {
                         BiasIn::Int(v.clone(), Some(d.scale.clone()), d.q.name.clone())
                     }
-                    _ => BiasIn::Float(d.dequantize(), d.q.name.clone()),
+                    // A bias stored as 8-bit integers: its real values, frozen (the file's
+                    // type cannot take a trained float).
+                    _ => BiasIn::Float(d.dequantize(), d.q.name.clone(), false),
                 },
                 _ => {
                     let c = self.konst(ctx, 2)?;
-                    BiasIn::Float(c.to_f32(), c.name)
+                    let f32_init = self.trainable_float(&c);
+                    BiasIn::Float(c.to_f32(), c.name, f32_init)
                 }
             }),
         };
@@ -467,6 +474,17 @@ impl Importer<'_> {
                         input,
                         act: a0.then(act),
                     },
+                    Pending::Bias {
+                        input,
+                        bias,
+                        act: a0,
+                        name,
+                    } => Pending::Bias {
+                        input,
+                        bias,
+                        act: a0.then(act),
+                        name,
+                    },
                     _ => return Err(ctx.unsupported("activation after a float pooling")),
                 };
                 Value::Pending(Box::new(p), n)
@@ -504,23 +522,57 @@ impl Importer<'_> {
                 b: self.const_operand(ctx, &c)?,
                 act: Activation::None,
             }),
+            (Some(Value::Deq(a)), None) | (None, Some(Value::Deq(a))) => {
+                let i = if self.consts.contains_key(y) { 1 } else { 0 };
+                let c = self.konst(ctx, i)?;
+                let bias = self.channel_constant(ctx, &c, self.acts[a].shape)?;
+                let name = if self.trainable_float(&c) && bias.len() > 1 {
+                    c.name.clone()
+                } else {
+                    String::new()
+                };
+                pend(Pending::Bias {
+                    input: a,
+                    bias,
+                    act: Activation::None,
+                    name,
+                })
+            }
             (Some(Value::Pending(p, _)), other) | (other, Some(Value::Pending(p, _))) => {
                 let Pending::Mac(mut m) = *p else {
                     return Err(ctx.unsupported("Add of a float result other than a bias"));
                 };
-                let bias = match other {
-                    Some(Value::DeqConst(d)) => d.dequantize(),
+                let (bias, konst) = match other {
+                    Some(Value::DeqConst(d)) => (d.dequantize(), None),
                     None => {
                         let i = if self.consts.contains_key(y) { 1 } else { 0 };
-                        self.konst(ctx, i)?.to_f32()
+                        let c = self.konst(ctx, i)?;
+                        (c.to_f32(), Some(c))
                     }
                     _ => return Err(ctx.unsupported("Add of two float results")),
                 };
                 if m.act != Activation::None || (bias.len() != m.out && bias.len() != 1) {
                     return Err(ctx.unsupported("Add of a constant that is not a bias"));
                 }
+                let fresh = m.float_bias.iter().all(|&b| b == 0.0);
                 for c in 0..m.out {
                     m.float_bias[c] += bias[if bias.len() == 1 { 0 } else { c }];
+                }
+                // A float bias Add after a product with no bias of its own (NNCF's MatMul):
+                // the constant trains in float. Otherwise the layer's float part stays frozen.
+                if let Some(b) = m.binding.as_mut() {
+                    b.float_bias = match konst {
+                        Some(c)
+                            if fresh
+                                && b.bias.is_none()
+                                && b.float_bias.is_none()
+                                && bias.len() == m.out
+                                && self.trainable_float(&c) =>
+                        {
+                            Some(c.name)
+                        }
+                        _ => None,
+                    };
                 }
                 pend(Pending::Mac(m))
             }
@@ -779,11 +831,55 @@ impl Importer<'_> {
             m.acc_scale[c] *= v;
             m.float_bias[c] *= v;
         }
+        if let Some(b) = m.binding.as_mut() {
+            b.float_bias = None;
+        }
         self.values.insert(
             ctx.output()?.to_string(),
             Value::Pending(Box::new(Pending::Mac(m)), ctx.name()),
         );
         Ok(())
+    }
+}
+
+impl Importer<'_> {
+    /// Whether a constant can train as a float parameter: a float32 initializer (a Constant
+    /// node's value has nowhere to be written back).
+    pub fn trainable_float(&self, c: &ConstTensor) -> bool {
+        matches!(c.data, ConstData::F32(_)) && !self.node_consts.contains(&c.name)
+    }
+
+    /// A float constant added to an activation of `shape` (NCHW broadcasting): one value, or
+    /// one per channel (`[C]` for a flat tensor, `[C, 1, 1]` or `[1, C, 1, 1]` for an image,
+    /// `[1, F]` for features). Anything that varies along another axis is refused.
+    pub fn channel_constant(
+        &self,
+        ctx: &NodeCtx,
+        c: &ConstTensor,
+        shape: Shape,
+    ) -> Result<Vec<f32>> {
+        let v = c.to_f32();
+        let flat = shape.h * shape.w == 1;
+        let nontrivial: Vec<usize> = c.dims.iter().copied().filter(|&d| d != 1).collect();
+        let ok = match nontrivial[..] {
+            [] => v.len() == 1,
+            [n] if n == shape.c => {
+                // The channel axis is the one before H and W (or the last, for features).
+                let pos = c.dims.iter().rposition(|&d| d == n).unwrap_or(0);
+                let after = c.dims.len() - 1 - pos;
+                // A flat shape may be an `[N, C, 1, 1]` tensor too (after a global pooling).
+                after == 2 || flat && after == 0
+            }
+            _ => false,
+        };
+        if !ok || !v.iter().all(|x| x.is_finite()) {
+            return Err(ctx.unsupported(format!(
+                "Add of a constant '{}' with dimensions {:?} to a tensor of shape {shape} \
+                 (only a scalar or one finite value per channel)",
+                c.name, c.dims
+            )));
+        }
+        Ok(v)
     }
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod delta_cli;
 mod fixtures;
+mod float_heads;
 mod forget;
 mod grads;
 mod kernel_tiers;
@@ -49,8 +50,27 @@ pub struct Expected {
     pub float_accuracy: f64,
 }
 
-/// Every fixture that has expected outputs, as (model stem, expectations).
+/// Every fixture with a quantized output that has expected outputs, as (model stem,
+/// expectations).
 pub fn fixtures() -> Vec<(String, Expected)> {
+    let mut v = all_fixtures();
+    v.retain(|(_, x)| x.output_dtype != "float32");
+    assert!(
+        v.len() >= 3,
+        "expected at least 3 quantized-output fixtures"
+    );
+    v
+}
+
+/// Every fixture with a float output (a float head), as (model stem, expectations).
+pub fn float_fixtures() -> Vec<(String, Expected)> {
+    let mut v = all_fixtures();
+    v.retain(|(_, x)| x.output_dtype == "float32");
+    v
+}
+
+/// Every fixture that has expected outputs, as (model stem, expectations).
+fn all_fixtures() -> Vec<(String, Expected)> {
     let dir = root().join("onnx-models").join("expected");
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).expect("onnx-models/expected exists") {
