@@ -148,3 +148,149 @@ fn float_output_fixtures_match_their_reference() {
         eprintln!("{r}");
     }
 }
+
+/// The float-output fixtures, as (file, dataset).
+const FLOAT_MODELS: [(&str, &str); 4] = [
+    ("mnist_mlp_matmul_ortmm_qdq.onnx", "mnist"),
+    ("mnist_mlp_nncf.onnx", "mnist"),
+    ("mnist_res_nncf.onnx", "mnist"),
+    ("fmnist_cnn_nncf.onnx", "fashion-mnist"),
+];
+
+#[test]
+fn float_parameters_backward_matches_finite_differences() {
+    use qforget::graph::{ParamKind, Shadow};
+    for (name, _) in FLOAT_MODELS {
+        let g = qforget::onnx::load(model(name)).unwrap();
+        let sh = Shadow::new(&g);
+        // Every float bias of these files trains (NNCF: Conv/Gemm biases and the MatMul's bias
+        // Add; onnxruntime: the bias Adds after each MatMul).
+        let floats = sh
+            .segments
+            .iter()
+            .filter(|s| s.kind == ParamKind::FloatBias)
+            .count();
+        let weights = sh
+            .segments
+            .iter()
+            .filter(|s| s.kind == ParamKind::Weight)
+            .count();
+        assert_eq!(
+            floats, weights,
+            "{name}: float biases {floats}, weights {weights}"
+        );
+        // Random images (see grads.rs: real digits tie in max windows).
+        let n = 3;
+        let mut state = 0x9e3779b97f4a7c15u64 ^ name.len() as u64;
+        let images: Vec<u8> = (0..n * 784)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8
+            })
+            .collect();
+        super::grads::fd_check(name, &g, &images, n);
+    }
+}
+
+#[test]
+fn float_biases_export_in_float_and_unchanged_ones_bit_for_bit() {
+    use qforget::graph::params::ExportType;
+    use qforget::graph::{ParamKind, Shadow};
+    use qforget::onnx::patch::{self, InitializerUpdate, TensorValues};
+    for (name, _) in FLOAT_MODELS {
+        let path = model(name);
+        let base = std::fs::read(&path).unwrap();
+        let mut g = qforget::onnx::load(&path).unwrap();
+        let mut sh = Shadow::new(&g);
+        let to_updates = |sh: &Shadow, g: &qforget::graph::Graph| -> Vec<InitializerUpdate> {
+            sh.exports(g)
+                .into_iter()
+                .map(|e| InitializerUpdate {
+                    name: e.name,
+                    values: match e.dtype {
+                        ExportType::F32 => TensorValues::F32(
+                            e.values.iter().map(|&v| f32::from_bits(v as u32)).collect(),
+                        ),
+                        ExportType::I8 => {
+                            TensorValues::I8(e.values.iter().map(|&v| v as i8).collect())
+                        }
+                        ExportType::U8 => {
+                            TensorValues::U8(e.values.iter().map(|&v| v as u8).collect())
+                        }
+                        ExportType::I32 => {
+                            TensorValues::I32(e.values.iter().map(|&v| v as i32).collect())
+                        }
+                    },
+                })
+                .collect()
+        };
+        // Nothing trained: the file comes back byte for byte.
+        sh.apply(&mut g);
+        let same = patch::patch_initializers(&base, &to_updates(&sh, &g)).unwrap();
+        assert!(same == base, "{name}: an untrained export changed the file");
+        // Move every float bias: written back as float32, and the re-imported model computes
+        // with the new values.
+        let seg = sh
+            .segments
+            .iter()
+            .find(|s| s.kind == ParamKind::FloatBias)
+            .unwrap()
+            .clone();
+        for v in &mut sh.theta[seg.range.clone()] {
+            *v += 0.125;
+        }
+        sh.apply(&mut g);
+        let out = patch::patch_initializers(&base, &to_updates(&sh, &g)).unwrap();
+        let TensorValues::F32(old) = patch::read_initializer(&base, &seg.initializer).unwrap()
+        else {
+            panic!("{name}: '{}' is not float", seg.initializer)
+        };
+        let TensorValues::F32(new) = patch::read_initializer(&out, &seg.initializer).unwrap()
+        else {
+            panic!("{name}: '{}' exported in another type", seg.initializer)
+        };
+        for (a, b) in old.iter().zip(&new) {
+            assert_eq!(*b, a + 0.125, "{name}");
+        }
+        let g2 = qforget::onnx::from_bytes(&out, &path).unwrap();
+        let images: Vec<u8> = (0..2 * 784).map(|i| (i * 37 % 251) as u8).collect();
+        let (a, b) = (
+            g.forward(&images, 2).unwrap(),
+            g2.forward(&images, 2).unwrap(),
+        );
+        assert_eq!(
+            a.real, b.real,
+            "{name}: the exported model computes otherwise"
+        );
+        assert_ne!(
+            a.real,
+            qforget::onnx::load(&path)
+                .unwrap()
+                .forward(&images, 2)
+                .unwrap()
+                .real,
+            "{name}: moving a bias changed nothing"
+        );
+    }
+}
+
+/// The onnxruntime-default fixtures store every bias as int32: nothing of theirs trains in
+/// float, so their training and exports are what they were before float parameters existed.
+#[test]
+fn int_bias_fixtures_have_no_float_parameters() {
+    use qforget::graph::{ParamKind, Shadow};
+    for (stem, x) in super::fixtures() {
+        let g = qforget::onnx::load(model(&x.model)).unwrap();
+        assert!(!g.real_output, "{stem}");
+        let sh = Shadow::new(&g);
+        let floats: Vec<&str> = sh
+            .segments
+            .iter()
+            .filter(|s| s.kind == ParamKind::FloatBias)
+            .map(|s| s.initializer.as_str())
+            .collect();
+        assert!(floats.is_empty(), "{stem}: float parameters {floats:?}");
+    }
+}
