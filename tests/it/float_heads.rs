@@ -294,3 +294,73 @@ fn int_bias_fixtures_have_no_float_parameters() {
         assert!(floats.is_empty(), "{stem}: float parameters {floats:?}");
     }
 }
+
+/// A class-wise OEU request through the CLI on the onnxruntime MatMul-only MLP (float bias
+/// Adds, float head; seconds): the defaults reach the target within the retain budget, and the
+/// exported file carries trained float biases that re-import to the reported test accuracy.
+#[test]
+fn forget_a_class_on_a_float_head_model_and_export_float_biases() {
+    let dir = super::tempdir("float-forget");
+    let out = dir.join("out.onnx");
+    let name = "mnist_mlp_matmul_ortmm_qdq.onnx";
+    let o = super::qforget(&[
+        "forget",
+        super::s(&model(name)),
+        "--dataset",
+        super::s(&dataset("mnist")),
+        "--forget-class",
+        "3",
+        "--export",
+        super::s(&out),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (fa, ra0, ra1) = (
+        r["after"]["forget_acc"].as_f64().unwrap(),
+        r["before"]["retain_acc"].as_f64().unwrap(),
+        r["after"]["retain_acc"].as_f64().unwrap(),
+    );
+    eprintln!("{name}: FA {fa:.2} %, RA {ra0:.2} % → {ra1:.2} %");
+    assert!(r["target_met"].as_bool().unwrap(), "{r}");
+    assert!(fa <= 1.0 && ra1 >= ra0 - 2.0, "FA {fa}, RA {ra0} → {ra1}");
+    // The float biases moved and stayed float32.
+    use qforget::onnx::patch::{read_initializer, TensorValues};
+    let (base, new) = (
+        std::fs::read(model(name)).unwrap(),
+        std::fs::read(&out).unwrap(),
+    );
+    let mut moved = 0;
+    for b in ["b1", "b2"] {
+        let (TensorValues::F32(x), TensorValues::F32(y)) = (
+            read_initializer(&base, b).unwrap(),
+            read_initializer(&new, b).unwrap(),
+        ) else {
+            panic!("{b} is not float32 in both files")
+        };
+        moved += x.iter().zip(&y).filter(|(p, q)| p != q).count();
+    }
+    assert!(moved > 0, "no float bias trained");
+    let g = qforget::onnx::load(&out).unwrap();
+    let test = IdxDataset::load(dataset("mnist"), Split::Test).unwrap();
+    let ev = qforget::eval::accuracy(&g, &test).unwrap();
+    // The request reports test accuracy on the other classes, and the forgotten class apart.
+    let (mut right, mut n, mut right3, mut n3) = (0, 0, 0, 0);
+    for (p, &y) in ev.predictions.iter().zip(&test.labels) {
+        if y == 3 {
+            (right3, n3) = (right3 + (*p == 3) as usize, n3 + 1);
+        } else {
+            (right, n) = (right + (*p == y as usize) as usize, n + 1);
+        }
+    }
+    let (acc, acc3) = (
+        100.0 * right as f64 / n as f64,
+        100.0 * right3 as f64 / n3 as f64,
+    );
+    let (rep, rep3) = (
+        r["after"]["test_acc"].as_f64().unwrap(),
+        r["after"]["test_forgotten_class_acc"].as_f64().unwrap(),
+    );
+    eprintln!("{name}: exported model: other classes {acc:.2} % (reported {rep:.2} %), class 3 {acc3:.2} % (reported {rep3:.2} %)");
+    assert!((acc - rep).abs() < 1e-9 && (acc3 - rep3).abs() < 1e-9);
+}
