@@ -7,6 +7,7 @@ mod crash;
 mod delta_cli;
 mod fixtures;
 mod float_heads;
+mod float_segments;
 mod forget;
 mod grads;
 mod kernel_tiers;
