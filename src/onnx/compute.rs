@@ -842,47 +842,6 @@ impl Importer<'_> {
     }
 }
 
-impl Importer<'_> {
-    /// Whether a constant can train as a float parameter: a float32 initializer (a Constant
-    /// node's value has nowhere to be written back).
-    pub fn trainable_float(&self, c: &ConstTensor) -> bool {
-        matches!(c.data, ConstData::F32(_)) && !self.node_consts.contains(&c.name)
-    }
-
-    /// A float constant added to an activation of `shape` (NCHW broadcasting): one value, or
-    /// one per channel (`[C]` for a flat tensor, `[C, 1, 1]` or `[1, C, 1, 1]` for an image,
-    /// `[1, F]` for features). Anything that varies along another axis is refused.
-    pub fn channel_constant(
-        &self,
-        ctx: &NodeCtx,
-        c: &ConstTensor,
-        shape: Shape,
-    ) -> Result<Vec<f32>> {
-        let v = c.to_f32();
-        let flat = shape.h * shape.w == 1;
-        let nontrivial: Vec<usize> = c.dims.iter().copied().filter(|&d| d != 1).collect();
-        let ok = match nontrivial[..] {
-            [] => v.len() == 1,
-            [n] if n == shape.c => {
-                // The channel axis is the one before H and W (or the last, for features).
-                let pos = c.dims.iter().rposition(|&d| d == n).unwrap_or(0);
-                let after = c.dims.len() - 1 - pos;
-                // A flat shape may be an `[N, C, 1, 1]` tensor too (after a global pooling).
-                after == 2 || flat && after == 0
-            }
-            _ => false,
-        };
-        if !ok || !v.iter().all(|x| x.is_finite()) {
-            return Err(ctx.unsupported(format!(
-                "Add of a constant '{}' with dimensions {:?} to a tensor of shape {shape} \
-                 (only a scalar or one finite value per channel)",
-                c.name, c.dims
-            )));
-        }
-        Ok(v)
-    }
-}
-
 /// Whether a stored bias scale equals the accumulator scale (to f32 rounding).
 fn scales_match(s: &[f32], acc: &[f32]) -> bool {
     acc.iter().enumerate().all(|(c, &a)| {

@@ -6,6 +6,7 @@
 //! the node and the file — never a guess and never a panic.
 
 mod compute;
+mod float_const;
 mod materialize;
 pub mod patch;
 #[cfg(not(feature = "tract-engine"))]
