@@ -5,6 +5,9 @@ use std::path::Path;
 use qforget::graph::summary::QInfo;
 
 fn q(q: &QInfo) -> String {
+    if q.dtype == "float32" {
+        return "float32 (float output)".to_string();
+    }
     format!("{} s={:.6} zp={}", q.dtype, q.scale, q.zero_point)
 }
 

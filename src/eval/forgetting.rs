@@ -45,12 +45,12 @@ fn predict(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<(Vec<usize
     for chunk in idx.chunks(1024) {
         let (images, labels) = gather(data, chunk);
         let l = graph.forward(&images, chunk.len())?;
-        for (i, row) in l.data.chunks_exact(c).enumerate() {
-            let z: Vec<f32> = row.iter().map(|&q| l.q.dequantize(q)).collect();
+        for i in 0..l.data.len() / c.max(1) {
+            let z = l.real_row(i);
             let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             let e: Vec<f32> = z.iter().map(|&v| (v - m).exp()).collect();
             let s: f32 = e.iter().sum();
-            pred.push(super::argmax(row));
+            pred.push(l.top1(i));
             conf.push(e[labels[i] as usize] / s);
         }
     }

@@ -33,6 +33,7 @@ impl Op {
             Op::Linear(l) => Some((l.requant.lo, l.requant.hi)),
             Op::Add(a) => Some((a.lo, a.hi)),
             Op::Requantize(r) => Some((r.lo, r.hi)),
+            Op::BiasAdd(b) => Some((b.lo, b.hi)),
             Op::GlobalAvgPool(p) => Some((p.requant.lo, p.requant.hi)),
             Op::AvgPool(_) => Some((0, 255)),
             Op::MaxPool(_) | Op::Flatten => None,
@@ -76,7 +77,13 @@ impl Graph {
     /// produces never cuts the loss gradient off), else the deployed logits. The flag says
     /// which: `true` means the output clamp must not gate the gradient
     /// ([`Graph::backward_full`]'s `unclamped_output`).
+    /// A float output (a float head) is real already: its values, never clamped.
     pub fn loss_logits(&self, tape: &Tape) -> (Vec<f32>, bool) {
+        if let (Tape::Quant(v), true) = (tape, self.real_output) {
+            if let Some(r) = self.real_logits(v) {
+                return (r, true);
+            }
+        }
         if let (Tape::Quant(v), Some(layer)) = (tape, self.output_layer()) {
             if let (Op::Linear(l), super::Activation::None) = (&layer.op, layer.activation) {
                 if let Some(x) = v[layer.inputs[0]].as_ref() {
@@ -181,6 +188,14 @@ impl Graph {
                     Some(gy)
                 }
                 Op::Requantize(_) => Some(gy),
+                Op::BiasAdd(b) => {
+                    let c = self.acts[layer.output].shape.c;
+                    out[i] = Some(LayerGrad {
+                        dw: vec![],
+                        db: b.bias_grad(&gy, c),
+                    });
+                    Some(gy)
+                }
                 Op::Flatten => Some(unflatten_nchw(self.acts[x_id].shape, &gy)),
                 Op::MaxPool(p) => Some(match tape {
                     Tape::Quant(v) => p.backward(&saved_q(v, x_id)?.data, &gy),

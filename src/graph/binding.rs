@@ -36,6 +36,9 @@ pub struct ParamBinding {
     /// Name of an int32 bias initializer stored at scale `s_in · s_w[c]` (the only bias form
     /// that maps one-to-one onto the layer's integer bias); `None`: no trainable bias.
     pub bias: Option<String>,
+    /// Name of a float bias initializer that trains in float (a Conv/Gemm bias kept in float,
+    /// or the constant of a float bias Add); `None`: none.
+    pub float_bias: Option<String>,
 }
 
 impl ParamBinding {
@@ -111,6 +114,7 @@ mod tests {
             unsigned: false,
             bits: 8,
             bias: None,
+            float_bias: None,
         };
         let mut ours = vec![];
         for co in 0..2 {

@@ -32,6 +32,12 @@ impl Graph {
                 let (w, bias, rq) = match &l.op {
                     Op::Conv(c) => (c.real_weights(), &c.bias, &c.requant),
                     Op::Linear(li) => (li.real_weights(), &li.bias, &li.requant),
+                    Op::BiasAdd(b) => {
+                        return Some(RealParams {
+                            w: vec![],
+                            b: b.bias.clone(),
+                        })
+                    }
                     _ => return None,
                 };
                 let b = bias
@@ -155,6 +161,15 @@ impl Graph {
                 }
                 Op::Flatten => super::eltwise::nchw_order(self.acts[layer.inputs[0]].shape, x),
                 Op::Requantize(_) => x.clone(),
+                Op::BiasAdd(b) => {
+                    let bias = params[i].as_ref().map(|p| &p.b).unwrap_or(&b.bias);
+                    let mut y = x.clone();
+                    let c = self.acts[layer.output].shape.c.max(1);
+                    for (k, v) in y.iter_mut().enumerate() {
+                        *v += bias[if bias.len() == 1 { 0 } else { k % c }];
+                    }
+                    y
+                }
             };
             let (lo, hi) = layer.activation.bounds();
             if lo.is_finite() || hi.is_finite() {

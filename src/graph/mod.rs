@@ -7,6 +7,7 @@
 //! pixels = byte / 255; it is quantized once by the first QuantizeLinear's parameters.
 
 pub mod backward;
+pub mod bias;
 pub mod binding;
 pub mod conv;
 mod conv_grad;
@@ -27,6 +28,7 @@ pub mod tensor;
 use std::path::PathBuf;
 
 pub use backward::Tape;
+pub use bias::BiasAdd;
 pub use binding::{ParamBinding, WeightLayout};
 pub use conv::{Conv, Window};
 pub use eltwise::{Add, Requantize};
@@ -64,6 +66,8 @@ pub enum Op {
     /// NHWC → NCHW-ordered flat vector.
     Flatten,
     Requantize(Requantize),
+    /// A float bias added between DequantizeLinear and QuantizeLinear (see [`bias`]).
+    BiasAdd(BiasAdd),
 }
 
 impl Op {
@@ -78,6 +82,7 @@ impl Op {
             Op::GlobalAvgPool(_) => "global_avgpool",
             Op::Flatten => "flatten",
             Op::Requantize(_) => "requantize",
+            Op::BiasAdd(_) => "bias_add",
         }
     }
 }
@@ -132,6 +137,11 @@ pub struct Graph {
     /// ONNX output name.
     pub output_name: String,
     pub output: ActId,
+    /// The model's output is real-valued (a float head: no QuantizeLinear after the last layer).
+    /// The output activation then holds that layer's value requantized with placeholder
+    /// parameters; [`Graph::forward`] also returns the real values, which every metric and
+    /// loss uses.
+    pub real_output: bool,
 }
 
 /// Quantized outputs of a batch, `n × classes`, in storage bytes plus their parameters.
@@ -141,6 +151,9 @@ pub struct Logits {
     pub classes: usize,
     pub data: Vec<u8>,
     pub q: QParams,
+    /// Real logits (`n × classes`) of a model with a float output; `None`: the bytes are the
+    /// deployed output.
+    pub real: Option<Vec<f32>>,
 }
 
 impl Logits {
@@ -156,8 +169,30 @@ impl Logits {
 
     /// Index of the largest logit of row `i` (the first one on ties, as numpy's argmax).
     pub fn top1(&self, i: usize) -> usize {
-        crate::eval::argmax(self.row(i))
+        match &self.real {
+            Some(r) => first_max(&r[i * self.classes..(i + 1) * self.classes]),
+            None => crate::eval::argmax(self.row(i)),
+        }
     }
+
+    /// Row `i` in real values: the float output, or the bytes dequantized.
+    pub fn real_row(&self, i: usize) -> Vec<f32> {
+        match &self.real {
+            Some(r) => r[i * self.classes..(i + 1) * self.classes].to_vec(),
+            None => self.row(i).iter().map(|&q| self.q.dequantize(q)).collect(),
+        }
+    }
+}
+
+/// Index of the first largest value (NaN never wins).
+fn first_max(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] || row[best].is_nan() && !v.is_nan() {
+            best = i;
+        }
+    }
+    best
 }
 
 impl Graph {
@@ -199,6 +234,7 @@ impl Graph {
     /// Run the graph on `n` raw images (NCHW bytes). Activations are freed after their last use.
     pub fn forward(&self, images: &[u8], n: usize) -> Result<Logits> {
         let mut vals = self.run(images, n, false)?;
+        let real = self.real_logits(&vals);
         let out = vals[self.output]
             .take()
             .ok_or_else(|| Error::Shape("the graph never computes its output".to_string()))?;
@@ -207,7 +243,23 @@ impl Graph {
             classes: out.shape.len(),
             data: out.data,
             q: self.acts[self.output].q,
+            real,
         })
+    }
+
+    /// The real output of a float-output graph from saved activations (the output layer's
+    /// input must be among them); `None` for a quantized output.
+    pub(crate) fn real_logits(&self, vals: &[Option<QBatch>]) -> Option<Vec<f32>> {
+        if !self.real_output {
+            return None;
+        }
+        let layer = self.layers.iter().rev().find(|l| l.output == self.output)?;
+        let x = vals[layer.inputs[0]].as_ref()?;
+        match &layer.op {
+            Op::Linear(l) => Some(l.real_outputs(x, self.acts[self.output].q.scale)),
+            Op::BiasAdd(b) => Some(b.real_outputs(x)),
+            _ => None,
+        }
     }
 
     /// Run the graph and return every activation (`keep`), or only those still needed.
@@ -215,7 +267,12 @@ impl Graph {
         let mut last_use = vec![usize::MAX; self.acts.len()];
         for (i, l) in self.layers.iter().enumerate() {
             for &a in &l.inputs {
-                last_use[a] = i;
+                // A float output is computed from the output layer's input after the run.
+                last_use[a] = if self.real_output && l.output == self.output {
+                    usize::MAX
+                } else {
+                    i
+                };
             }
         }
         let mut vals: Vec<Option<QBatch>> = vec![None; self.acts.len()];
@@ -245,6 +302,7 @@ impl Graph {
                 Op::GlobalAvgPool(p) => p.forward(x),
                 Op::Flatten => eltwise::flatten_nchw(x),
                 Op::Requantize(r) => r.forward(x),
+                Op::BiasAdd(b) => b.forward(x),
             };
             debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
             if !keep {

@@ -39,6 +39,8 @@ const BIAS_LIMIT: f32 = 1_073_741_824.0;
 pub enum ParamKind {
     Weight,
     Bias,
+    /// A bias the file keeps in float: trains and exports as f32 (no re-quantization).
+    FloatBias,
 }
 
 /// One parameter tensor inside the flat vector.
@@ -59,6 +61,8 @@ pub enum ExportType {
     I32,
     I4,
     U4,
+    /// `values` hold `f32::to_bits` of each value.
+    F32,
 }
 
 /// New contents of one initializer, in file order and file type.
@@ -66,6 +70,7 @@ pub enum ExportType {
 pub struct ParamExport {
     pub name: String,
     pub dtype: ExportType,
+    /// Integers, or the bit patterns of floats for [`ExportType::F32`].
     pub values: Vec<i64>,
 }
 
@@ -98,20 +103,32 @@ impl Shadow {
             let (Some(b), Some(p)) = (&layer.binding, &real[i]) else {
                 continue;
             };
-            let start = theta.len();
-            theta.extend_from_slice(&p.w);
-            segments.push(Segment {
-                layer: i,
-                kind: ParamKind::Weight,
-                range: start..theta.len(),
-                initializer: b.weight.clone(),
-            });
+            if dims(g, i).is_some() {
+                let start = theta.len();
+                theta.extend_from_slice(&p.w);
+                segments.push(Segment {
+                    layer: i,
+                    kind: ParamKind::Weight,
+                    range: start..theta.len(),
+                    initializer: b.weight.clone(),
+                });
+            }
             if let Some(name) = &b.bias {
                 let start = theta.len();
                 theta.extend_from_slice(&p.b);
                 segments.push(Segment {
                     layer: i,
                     kind: ParamKind::Bias,
+                    range: start..theta.len(),
+                    initializer: name.clone(),
+                });
+            }
+            if let (Some(name), Some(fb)) = (&b.float_bias, float_bias(g, i)) {
+                let start = theta.len();
+                theta.extend_from_slice(fb);
+                segments.push(Segment {
+                    layer: i,
+                    kind: ParamKind::FloatBias,
                     range: start..theta.len(),
                     initializer: name.clone(),
                 });
@@ -149,7 +166,7 @@ impl Shadow {
             };
             let dst = &mut out[s.range.clone()];
             match s.kind {
-                ParamKind::Bias => dst.copy_from_slice(&lg.db),
+                ParamKind::Bias | ParamKind::FloatBias => dst.copy_from_slice(&lg.db),
                 ParamKind::Weight => {
                     let (_, row) = dims(g, s.layer).unwrap_or((0, 1));
                     let b = g.layers[s.layer].binding.as_ref().expect("bound layer");
@@ -178,6 +195,13 @@ impl Shadow {
                 match s.kind {
                     ParamKind::Weight => rp.w.copy_from_slice(src),
                     ParamKind::Bias => rp.b.copy_from_slice(src),
+                    ParamKind::FloatBias => {
+                        // The layer's real bias is its float bias plus any integer bias.
+                        let base = float_bias(g, s.layer).unwrap_or(&[]);
+                        for ((b, &v), &b0) in rp.b.iter_mut().zip(src).zip(base) {
+                            *b += v - b0;
+                        }
+                    }
                 }
             }
         }
@@ -188,6 +212,10 @@ impl Shadow {
     pub fn apply(&self, g: &mut Graph) {
         for s in &self.segments {
             let vals = &self.theta[s.range.clone()];
+            if s.kind == ParamKind::FloatBias {
+                set_float_bias(g, s.layer, vals);
+                continue;
+            }
             let (c_out, row) = dims(g, s.layer).expect("conv or linear");
             let binding = g.layers[s.layer].binding.clone().expect("bound layer");
             match s.kind {
@@ -235,6 +263,7 @@ impl Shadow {
                         *b = r.clamp(-BIAS_LIMIT, BIAS_LIMIT) as i32;
                     }
                 }
+                ParamKind::FloatBias => {}
             }
         }
     }
@@ -246,6 +275,15 @@ impl Shadow {
         for s in &self.segments {
             let layer = &g.layers[s.layer];
             let b = layer.binding.as_ref().expect("bound layer");
+            if s.kind == ParamKind::FloatBias {
+                let v = float_bias(g, s.layer).unwrap_or(&[]);
+                out.push(ParamExport {
+                    name: s.initializer.clone(),
+                    dtype: ExportType::F32,
+                    values: v.iter().map(|x| x.to_bits() as i64).collect(),
+                });
+                continue;
+            }
             let (c_out, row) = dims(g, s.layer).expect("conv or linear");
             match s.kind {
                 ParamKind::Weight => {
@@ -273,10 +311,43 @@ impl Shadow {
                         values: bias.iter().map(|&v| v as i64).collect(),
                     });
                 }
+                ParamKind::FloatBias => {}
             }
         }
         out
     }
+}
+
+/// The float bias layer `i` trains, if it has one: a conv/linear layer's file float bias, or a
+/// float bias Add's constant.
+fn float_bias(g: &Graph, i: usize) -> Option<&[f32]> {
+    let v = match &g.layers[i].op {
+        Op::Conv(c) => &c.requant.float_bias,
+        Op::Linear(l) => &l.requant.float_bias,
+        Op::BiasAdd(b) => &b.bias,
+        _ => return None,
+    };
+    (!v.is_empty()).then_some(v.as_slice())
+}
+
+/// Set layer `i`'s float bias to `vals` (real units). A conv/linear layer adds it to its
+/// requantization as an offset in output steps, `b / s_out`, as the importer does.
+fn set_float_bias(g: &mut Graph, i: usize, vals: &[f32]) {
+    let s_out = g.acts[g.layers[i].output].q.scale;
+    let rq = match &mut g.layers[i].op {
+        Op::Conv(c) => &mut c.requant,
+        Op::Linear(l) => &mut l.requant,
+        Op::BiasAdd(b) => {
+            b.bias.copy_from_slice(vals);
+            return;
+        }
+        _ => return,
+    };
+    if rq.float_bias.as_slice() == vals {
+        return;
+    }
+    rq.float_bias.copy_from_slice(vals);
+    rq.offset = vals.iter().map(|b| b / s_out).collect();
 }
 
 /// The integer a weight holds after a step (a dead band): its current integer `cur` while the

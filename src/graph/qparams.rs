@@ -85,6 +85,10 @@ pub struct Requant {
     /// valued bias that is not a whole number of accumulator units (a BatchNormalization that
     /// could not be folded into a conv) lands here instead of being rounded twice.
     pub offset: Vec<f32>,
+    /// The file's float bias (real units, per output channel) the offset was made from, when
+    /// that bias trains as a float parameter (NNCF keeps Conv/Gemm biases in float); empty
+    /// otherwise. Kept so an unchanged bias is written back bit for bit.
+    pub float_bias: Vec<f32>,
     /// Output zero point (storage domain).
     pub zero_point: i32,
     /// Lowest allowed output byte.

@@ -97,6 +97,13 @@ impl Graph {
                 p.requant.zero_point = qo.zero_point;
                 (p.requant.lo, p.requant.hi) = (lo, hi);
             }
+            Op::BiasAdd(b) => {
+                b.in_zero_point = qi.zero_point;
+                b.in_scale = qi.scale;
+                b.out_scale = qo.scale;
+                b.out_zero_point = qo.zero_point;
+                (b.lo, b.hi) = (lo, hi);
+            }
             Op::MaxPool(_) | Op::Flatten => {}
         }
     }

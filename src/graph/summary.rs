@@ -135,7 +135,16 @@ impl Graph {
                         .collect(),
                     output: self.acts[l.output].shape.onnx_dims(),
                     input_q: l.inputs.iter().map(|&a| (&self.acts[a].q).into()).collect(),
-                    output_q: (&self.acts[l.output].q).into(),
+                    output_q: if self.real_output && l.output == self.output {
+                        // A float head: the placeholder parameters mean nothing to a reader.
+                        QInfo {
+                            dtype: "float32",
+                            scale: 0.0,
+                            zero_point: 0,
+                        }
+                    } else {
+                        (&self.acts[l.output].q).into()
+                    },
                     weights,
                 }
             })

@@ -28,8 +28,9 @@ pub enum MacKind {
 pub enum BiasIn {
     /// int32 values and the scale they are stored at (`None`: the implied `s_in · s_w`).
     Int(Vec<i32>, Option<Vec<f32>>, String),
-    /// Real values.
-    Float(Vec<f32>, String),
+    /// Real values; the flag says whether they train (a float32 initializer, written back in
+    /// its own type).
+    Float(Vec<f32>, String, bool),
 }
 
 impl Importer<'_> {
@@ -202,6 +203,7 @@ impl Importer<'_> {
             .collect();
         let mut params = vec![w.q.name.clone()];
         let mut bias_binding = None;
+        let mut float_binding = None;
         let (bias_i, float_bias) = match bias {
             None => (vec![0; out], vec![0.0; out]),
             Some(BiasIn::Int(v, scale, name)) => {
@@ -227,7 +229,7 @@ impl Importer<'_> {
                     }
                 }
             }
-            Some(BiasIn::Float(v, name)) => {
+            Some(BiasIn::Float(v, name, trains)) => {
                 params.push(name.clone());
                 if v.len() != out {
                     return Err(ctx.bad(format!(
@@ -235,6 +237,7 @@ impl Importer<'_> {
                         v.len()
                     )));
                 }
+                float_binding = trains.then_some(name);
                 (vec![0; out], v)
             }
         };
@@ -269,6 +272,7 @@ impl Importer<'_> {
                 unsigned: w.q.is_unsigned(),
                 bits,
                 bias: bias_binding,
+                float_bias: float_binding,
             }),
         })
     }
@@ -299,11 +303,14 @@ impl Importer<'_> {
                     ConstData::I32(v) => {
                         BiasIn::Int(v.clone(), Some(d.scale.clone()), d.q.name.clone())
                     }
-                    _ => BiasIn::Float(d.dequantize(), d.q.name.clone()),
+                    // A bias stored as 8-bit integers: its real values, frozen (the file's
+                    // type cannot take a trained float).
+                    _ => BiasIn::Float(d.dequantize(), d.q.name.clone(), false),
                 },
                 _ => {
                     let c = self.konst(ctx, 2)?;
-                    BiasIn::Float(c.to_f32(), c.name)
+                    let f32_init = self.trainable_float(&c);
+                    BiasIn::Float(c.to_f32(), c.name, f32_init)
                 }
             }),
         };
@@ -471,6 +478,17 @@ impl Importer<'_> {
                         input,
                         act: a0.then(act),
                     },
+                    Pending::Bias {
+                        input,
+                        bias,
+                        act: a0,
+                        name,
+                    } => Pending::Bias {
+                        input,
+                        bias,
+                        act: a0.then(act),
+                        name,
+                    },
                     _ => return Err(ctx.unsupported("activation after a float pooling")),
                 };
                 Value::Pending(Box::new(p), n)
@@ -508,23 +526,57 @@ impl Importer<'_> {
                 b: self.const_operand(ctx, &c)?,
                 act: Activation::None,
             }),
+            (Some(Value::Deq(a)), None) | (None, Some(Value::Deq(a))) => {
+                let i = if self.consts.contains_key(y) { 1 } else { 0 };
+                let c = self.konst(ctx, i)?;
+                let bias = self.channel_constant(ctx, &c, self.acts[a].shape)?;
+                let name = if self.trainable_float(&c) && bias.len() > 1 {
+                    c.name.clone()
+                } else {
+                    String::new()
+                };
+                pend(Pending::Bias {
+                    input: a,
+                    bias,
+                    act: Activation::None,
+                    name,
+                })
+            }
             (Some(Value::Pending(p, _)), other) | (other, Some(Value::Pending(p, _))) => {
                 let Pending::Mac(mut m) = *p else {
                     return Err(ctx.unsupported("Add of a float result other than a bias"));
                 };
-                let bias = match other {
-                    Some(Value::DeqConst(d)) => d.dequantize(),
+                let (bias, konst) = match other {
+                    Some(Value::DeqConst(d)) => (d.dequantize(), None),
                     None => {
                         let i = if self.consts.contains_key(y) { 1 } else { 0 };
-                        self.konst(ctx, i)?.to_f32()
+                        let c = self.konst(ctx, i)?;
+                        (c.to_f32(), Some(c))
                     }
                     _ => return Err(ctx.unsupported("Add of two float results")),
                 };
                 if m.act != Activation::None || (bias.len() != m.out && bias.len() != 1) {
                     return Err(ctx.unsupported("Add of a constant that is not a bias"));
                 }
+                let fresh = m.float_bias.iter().all(|&b| b == 0.0);
                 for c in 0..m.out {
                     m.float_bias[c] += bias[if bias.len() == 1 { 0 } else { c }];
+                }
+                // A float bias Add after a product with no bias of its own (NNCF's MatMul):
+                // the constant trains in float. Otherwise the layer's float part stays frozen.
+                if let Some(b) = m.binding.as_mut() {
+                    b.float_bias = match konst {
+                        Some(c)
+                            if fresh
+                                && b.bias.is_none()
+                                && b.float_bias.is_none()
+                                && bias.len() == m.out
+                                && self.trainable_float(&c) =>
+                        {
+                            Some(c.name)
+                        }
+                        _ => None,
+                    };
                 }
                 pend(Pending::Mac(m))
             }
@@ -782,6 +834,9 @@ impl Importer<'_> {
             }
             m.acc_scale[c] *= v;
             m.float_bias[c] *= v;
+        }
+        if let Some(b) = m.binding.as_mut() {
+            b.float_bias = None;
         }
         self.values.insert(
             ctx.output()?.to_string(),

@@ -1,7 +1,8 @@
 //! Turning a pending float result into an integer layer once its output parameters are known.
 
 use crate::graph::{
-    Activation, Add, AvgPool, Conv, GlobalAvgPool, Layer, Linear, Op, QParams, Requant, Shape,
+    Activation, Add, AvgPool, BiasAdd, Conv, GlobalAvgPool, Layer, Linear, Op, ParamBinding,
+    QParams, Requant, Shape, WeightLayout,
 };
 use crate::kernels::PackedWeights;
 use crate::Result;
@@ -21,6 +22,12 @@ impl Importer<'_> {
         match p {
             Pending::Mac(m) => self.mac_layer(ctx, *m, q, out),
             Pending::Clamp { input, act } => Ok(self.requantize(ctx, input, q, act, out)),
+            Pending::Bias {
+                input,
+                bias,
+                act,
+                name,
+            } => Ok(self.bias_layer(ctx, input, bias, act, name, q, out)),
             Pending::Add { a, b, act } => self.add_layer(ctx, a, b, act, q, out),
             Pending::GlobalAvgPool { input } => {
                 let ins = self.acts[input].shape;
@@ -33,6 +40,7 @@ impl Importer<'_> {
                     requant: Requant {
                         multiplier: vec![qi.scale / hw / q.scale],
                         offset: vec![],
+                        float_bias: vec![],
                         zero_point: q.zero_point,
                         lo,
                         hi,
@@ -117,6 +125,57 @@ impl Importer<'_> {
         id
     }
 
+    /// A float bias Add (and activation) between DequantizeLinear and QuantizeLinear.
+    #[allow(clippy::too_many_arguments)]
+    fn bias_layer(
+        &mut self,
+        ctx: &NodeCtx,
+        input: usize,
+        bias: Vec<f32>,
+        act: Activation,
+        name: String,
+        q: QParams,
+        out: &str,
+    ) -> usize {
+        let qi = self.acts[input].q;
+        let (lo, hi) = act.range(&q);
+        let op = BiasAdd {
+            in_zero_point: qi.zero_point,
+            in_scale: qi.scale,
+            bias,
+            out_scale: q.scale,
+            out_zero_point: q.zero_point,
+            lo,
+            hi,
+        };
+        let shape = self.acts[input].shape;
+        let id = self.push(
+            ctx,
+            Op::BiasAdd(op),
+            act,
+            vec![input],
+            shape,
+            q,
+            out,
+            vec![name.clone()]
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect(),
+        );
+        if let Some(l) = self.layers.last_mut().filter(|_| !name.is_empty()) {
+            l.binding = Some(ParamBinding {
+                weight: String::new(),
+                layout: WeightLayout::OutIn,
+                zero_point: vec![0],
+                unsigned: false,
+                bias: None,
+                float_bias: Some(name),
+                bits: 8,
+            });
+        }
+        id
+    }
+
     fn add_layer(
         &mut self,
         ctx: &NodeCtx,
@@ -187,9 +246,15 @@ impl Importer<'_> {
             m.float_bias.iter().map(|b| b / q.scale).collect()
         };
         let (lo, hi) = m.act.range(&q);
+        let trains_float_bias = m.binding.as_ref().is_some_and(|b| b.float_bias.is_some());
         let requant = Requant {
             multiplier: m.acc_scale.iter().map(|s| s / q.scale).collect(),
             offset,
+            float_bias: if trains_float_bias {
+                m.float_bias.clone()
+            } else {
+                vec![]
+            },
             zero_point: q.zero_point,
             lo,
             hi,

@@ -7,6 +7,7 @@
 
 mod blocked;
 mod compute;
+mod float_const;
 pub mod int4;
 mod materialize;
 pub mod patch;
@@ -147,6 +148,8 @@ pub(crate) struct Importer<'p> {
     pub layers: Vec<Layer>,
     pub input: Option<(String, Shape)>,
     pub input_spec: Option<InputSpec>,
+    /// Constants made by Constant nodes (not initializers: nothing can be written back).
+    pub node_consts: std::collections::HashSet<String>,
 }
 
 impl<'p> Importer<'p> {
@@ -159,6 +162,7 @@ impl<'p> Importer<'p> {
             layers: Vec::new(),
             input: None,
             input_spec: None,
+            node_consts: Default::default(),
         }
     }
 
@@ -297,6 +301,7 @@ impl<'p> Importer<'p> {
         let mut t = proto::tensor(t).map_err(|e| ctx.bad(e))?;
         let out = ctx.output()?.to_string();
         t.name = out.clone();
+        self.node_consts.insert(out.clone());
         self.consts.insert(out, t);
         Ok(())
     }
@@ -327,6 +332,49 @@ impl<'p> Importer<'p> {
         Ok(())
     }
 
+    /// A float head: the model's output is the float result `p` of node `node` (no
+    /// QuantizeLinear after it), as NNCF and `op_types_to_quantize` subsets leave classifiers.
+    /// The layer is built with placeholder output parameters (scale 1, int8 zero point 0);
+    /// the graph's real output is its value before requantization.
+    fn float_head(
+        &mut self,
+        graph: &pb::GraphProto,
+        p: value::Pending,
+        out: &str,
+        node: &str,
+    ) -> Result<ActId> {
+        let producer = graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == out))
+            .ok_or_else(|| self.invalid(format!("no node computes output '{out}'")))?;
+        let ctx = NodeCtx {
+            node: producer,
+            path: self.path,
+        };
+        let head_ok = match &p {
+            value::Pending::Mac(m) => m.conv.is_none() && m.act == crate::graph::Activation::None,
+            value::Pending::Bias { act, .. } => *act == crate::graph::Activation::None,
+            _ => false,
+        };
+        if !head_ok {
+            return Err(ctx.unsupported(format!(
+                "output '{out}' is the float result of node '{node}'; qforget supports a float \
+                 output only from a Gemm/MatMul (with its bias) or a bias Add, with no activation"
+            )));
+        }
+        let q = QParams {
+            scale: 1.0,
+            zero_point: 128,
+            signed: true,
+        };
+        let id = self.materialize(&ctx, p, q, out)?;
+        if let Some(l) = self.layers.last_mut().filter(|l| l.output == id) {
+            l.name = node.to_string();
+        }
+        Ok(id)
+    }
+
     fn finish(mut self, graph: &pb::GraphProto) -> Result<Graph> {
         let [out] = &graph.output[..] else {
             return Err(self.invalid(format!(
@@ -334,14 +382,12 @@ impl<'p> Importer<'p> {
                 graph.output.len()
             )));
         };
-        let output = match self.values.get(&out.name) {
-            Some(Value::Deq(a)) | Some(Value::Quant(a)) => *a,
-            Some(Value::Pending(_, node)) => {
-                return Err(self.invalid(format!(
-                    "output '{}' is the float result of node '{node}' with no QuantizeLinear after it; \
-                     qforget needs a quantized output",
-                    out.name
-                )))
+        let mut real_output = false;
+        let output = match self.values.get(&out.name).cloned() {
+            Some(Value::Deq(a)) | Some(Value::Quant(a)) => a,
+            Some(Value::Pending(p, node)) => {
+                real_output = true;
+                self.float_head(graph, *p, &out.name, &node)?
             }
             _ => {
                 return Err(self.invalid(format!(
@@ -360,6 +406,7 @@ impl<'p> Importer<'p> {
             layers: self.layers,
             output_name: out.name.clone(),
             output,
+            real_output,
         })
     }
 }

@@ -137,6 +137,15 @@ pub enum Pending {
         /// Float AveragePool of a QDQ model (onnxruntime sums columns first).
         columns_first: bool,
     },
+    /// A float bias (a plain float constant, one per channel or one for all) added to a
+    /// dequantized activation, then an activation function.
+    Bias {
+        input: ActId,
+        bias: Vec<f32>,
+        act: Activation,
+        /// The bias initializer (trains in float).
+        name: String,
+    },
     /// A float activation function (Relu/Clip) applied to a dequantized tensor.
     Clamp {
         input: ActId,

@@ -27,6 +27,7 @@ mod run;
 pub use options::Options;
 pub use outcome::Outcome;
 pub use report::{Report, Side};
+pub use run::updates;
 
 use std::path::{Path, PathBuf};
 

@@ -254,8 +254,9 @@ fn reference_metrics(path: &Path, sets: &EvalSets) -> Result<Metrics> {
     Ok(measure(&g, sets)?.metrics)
 }
 
-/// Exported initializers as the patcher takes them.
-fn updates(shadow: &Shadow, g: &Graph) -> Vec<InitializerUpdate> {
+/// The trained initializers of `g` (as `shadow` exports them) in the patcher's form, each in
+/// its file type: what `--export` writes and a delta records.
+pub fn updates(shadow: &Shadow, g: &Graph) -> Vec<InitializerUpdate> {
     shadow
         .exports(g)
         .into_iter()
@@ -267,6 +268,9 @@ fn updates(shadow: &Shadow, g: &Graph) -> Vec<InitializerUpdate> {
                 ExportType::I32 => TensorValues::I32(e.values.iter().map(|&v| v as i32).collect()),
                 ExportType::I4 => TensorValues::I4(e.values.iter().map(|&v| v as i8).collect()),
                 ExportType::U4 => TensorValues::U4(e.values.iter().map(|&v| v as u8).collect()),
+                ExportType::F32 => {
+                    TensorValues::F32(e.values.iter().map(|&v| f32::from_bits(v as u32)).collect())
+                }
             },
         })
         .collect()

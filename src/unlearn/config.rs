@@ -105,7 +105,7 @@ pub fn logits(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<Vec<f32
     for chunk in idx.chunks(512) {
         let (images, _) = gather(data, chunk);
         let l = graph.forward(&images, chunk.len())?;
-        out.extend(l.data.iter().map(|&q| l.q.dequantize(q)));
+        out.extend((0..chunk.len()).flat_map(|i| l.real_row(i)));
     }
     Ok(out)
 }

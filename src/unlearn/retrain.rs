@@ -133,7 +133,7 @@ fn randomize(st: &mut TrainState, seed: u64) {
     for s in st.shadow.segments.clone() {
         let vals = &mut st.shadow.theta[s.range.clone()];
         match s.kind {
-            ParamKind::Bias => vals.fill(0.0),
+            ParamKind::Bias | ParamKind::FloatBias => vals.fill(0.0),
             ParamKind::Weight => {
                 let fan_in = match &st.graph.layers[s.layer].op {
                     crate::graph::Op::Conv(c) => c.row(),

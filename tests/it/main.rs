@@ -6,6 +6,8 @@ mod cli;
 mod crash;
 mod delta_cli;
 mod fixtures;
+mod float_heads;
+mod float_segments;
 mod forget;
 mod grads;
 mod header;
@@ -51,9 +53,23 @@ pub struct Expected {
     pub float_accuracy: f64,
 }
 
-/// Every fixture that has expected outputs, as (model stem, expectations).
+/// Every fixture with a quantized output that has expected outputs, as (model stem,
+/// expectations).
 pub fn fixtures() -> Vec<(String, Expected)> {
-    fixtures_in(&root().join("onnx-models").join("expected"))
+    let mut v = fixtures_in(&root().join("onnx-models").join("expected"));
+    v.retain(|(_, x)| x.output_dtype != "float32");
+    assert!(
+        v.len() >= 3,
+        "expected at least 3 quantized-output fixtures"
+    );
+    v
+}
+
+/// Every fixture with a float output (a float head), as (model stem, expectations).
+pub fn float_fixtures() -> Vec<(String, Expected)> {
+    let mut v = fixtures_in(&root().join("onnx-models").join("expected"));
+    v.retain(|(_, x)| x.output_dtype == "float32");
+    v
 }
 
 /// Every fixture with expected outputs in `dir` (`onnx-models/expected`, or its `w4/` folder

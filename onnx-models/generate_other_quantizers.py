@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Fixtures from quantizers other than onnxruntime's default quantize_static (issue 10).
+
+Quantizes the committed float models (no training here) with:
+  - onnxruntime quantize_static, op_types_to_quantize=["MatMul"] (QDQ, per-channel int8 weights,
+    uint8 activations): the bias Add and ReLU stay in float between DequantizeLinear and
+    QuantizeLinear.
+  - NNCF (OpenVINO's quantizer, ONNX backend, nncf.quantize with 300 calibration images, the
+    first 300 training images of the model's dataset): Q/DQ pairs on the inputs of
+    Conv/Gemm/MatMul/Add, float biases, float ReLU after a Conv, float logits at the output.
+
+and writes reference outputs from onnxruntime with graph optimizations disabled
+(ORT_DISABLE_ALL, one thread) for the full 10k test set into expected/<name>.{json,logits.npy,
+predictions.txt}. Where the graph output comes from a DequantizeLinear the logits are stored
+re-quantized (exact, as generate.py does); where it is float they are stored as float32.
+
+Environment: a venv of its own (NNCF pulls numpy 2.x, which Debian's torch 1.13 cannot use):
+    python3 -m venv /opt/nncfpy
+    /opt/nncfpy/bin/pip install nncf==3.4.0 onnx==1.23.2 onnxruntime==1.32.0 numpy sympy
+    /opt/nncfpy/bin/python onnx-models/generate_other_quantizers.py [--data /work/shared/data]
+Extra (uncommitted) variants for trying the importer: --extra DIR writes more models there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+EXPECTED = HERE / "expected"
+CALIB_N = 300
+REF_BATCH = 1000
+# Rows of the float head's input kept as a reference (the quantized integers; the first images
+# of the test set), enough to tell a 1-LSB difference upstream from an error of the head.
+HEAD_ROWS = 2000
+
+
+def read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    assert zero == 0 and dtype == 0x08, f"{path}: not an unsigned-byte idx file"
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(root: Path, name: str) -> dict:
+    d = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = read_idx(root / name / f"{prefix}-images-idx3-ubyte.gz")
+        y = read_idx(root / name / f"{prefix}-labels-idx1-ubyte.gz")
+        d[split] = ((x.astype(np.float32) / np.float32(255.0)).reshape(-1, 1, 28, 28), y.astype(np.int64))
+    return d
+
+
+def sha256_file(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_run(path: Path, x: np.ndarray, names=("logits",)):
+    sess = ort_session(path)
+    outs = [sess.run(list(names), {"input": x[i : i + REF_BATCH]}) for i in range(0, len(x), REF_BATCH)]
+    res = [np.concatenate([o[k] for o in outs]) for k in range(len(names))]
+    return res[0] if len(names) == 1 else res
+
+
+def head_input(m) -> str | None:
+    """The data input of the node that computes a float output (the final Gemm/MatMul/Add):
+    a dequantized tensor, still on its quantization grid."""
+    out = m.graph.output[0].name
+    node = next(n for n in m.graph.node if out in n.output)
+    if node.op_type == "DequantizeLinear":
+        return None
+    consts = {t.name for t in m.graph.initializer}
+    while True:
+        x = next(i for i in node.input if i and i not in consts)
+        prod = next(n for n in m.graph.node if x in n.output)
+        if prod.op_type not in ("MatMul", "Gemm", "Conv"):
+            return x
+        node = prod  # a bias Add after a float MatMul: the head starts at the MatMul
+
+
+def head_grid(m, name: str):
+    """Scale and zero point of the DequantizeLinear the head input comes from (through
+    Flatten/Reshape/MaxPool, which keep values on the grid)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in m.graph.initializer}
+    while True:
+        node = next(n for n in m.graph.node if name in n.output)
+        if node.op_type == "DequantizeLinear":
+            return (np.float32(numpy_helper.to_array(inits[node.input[1]])),
+                    numpy_helper.to_array(inits[node.input[2]]))
+        assert node.op_type in ("Flatten", "Reshape", "MaxPool"), node.op_type
+        name = node.input[0]
+
+
+def with_output(m, name: str, path: Path) -> None:
+    """Save a copy of `m` that also outputs tensor `name` (values unchanged)."""
+    import onnx
+
+    c = onnx.ModelProto()
+    c.CopyFrom(m)
+    c.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    onnx.save(c, str(path))
+
+
+def ort_quantize(src: Path, out: Path, xcal: np.ndarray, ops: list | None, **kw) -> dict:
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rewind()
+
+        def get_next(self):
+            return next(self.it, None)
+
+        def rewind(self):
+            self.it = iter([{"input": xcal[i : i + 100]} for i in range(0, len(xcal), 100)])
+
+    opts = dict(quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax)
+    opts.update(kw)
+    with tempfile.TemporaryDirectory() as td:
+        pre = Path(td) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_optimization=True)
+        quantize_static(str(pre), str(out), Reader(), op_types_to_quantize=ops, **opts)
+    return {"tool": "onnxruntime.quantization.quantize_static", "op_types_to_quantize": ops,
+            **{k: str(v) for k, v in opts.items()}}
+
+
+def nncf_quantize(src: Path, out: Path, xcal: np.ndarray, **kw) -> dict:
+    import nncf
+    import onnx
+
+    model = onnx.load(str(src))
+    ds = nncf.Dataset([xcal[i : i + 1] for i in range(len(xcal))], lambda x: {"input": x})
+    q = nncf.quantize(model, ds, subset_size=len(xcal), **kw)
+    onnx.save(q, str(out))
+    return {"tool": f"nncf {nncf.__version__} nncf.quantize (ONNX backend)", "subset_size": len(xcal),
+            **{k: str(v) for k, v in kw.items()}}
+
+
+def output_dequant(m):
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in m.graph.initializer}
+    out = m.graph.output[0].name
+    node = next(n for n in m.graph.node if out in n.output)
+    if node.op_type != "DequantizeLinear":
+        return None
+    return (np.float32(numpy_helper.to_array(inits[node.input[1]])),
+            numpy_helper.to_array(inits[node.input[2]]))
+
+
+def reference(name: str, ds: str, data: dict, how: dict, float_src: str) -> dict:
+    import onnx
+    import onnxruntime as ort
+
+    path = HERE / f"{name}.onnx"
+    xte, yte = data[ds]["test"]
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m, full_check=True)
+    y = ort_run(path, xte)
+    deq = output_dequant(m)
+    head = None
+    if deq is None:
+        stored, dtype, scale, zp = y.astype(np.float32), "float32", 0.0, 0
+        # The float head's input too, so a test can tell a 1-LSB difference in the last
+        # quantized activation from an error of the head itself.
+        head = head_input(m)
+        with tempfile.TemporaryDirectory() as td:
+            p2 = Path(td) / "head.onnx"
+            with_output(m, head, p2)
+            y2, hin = ort_run(p2, xte, ("logits", head))
+        assert np.array_equal(y2, y), "adding an output changed the logits"
+        hs, hz = head_grid(m, head)
+        info = np.iinfo(hz.dtype)
+        hq = np.clip(np.rint(hin.reshape(len(hin), -1) / hs) + int(hz), info.min, info.max).astype(hz.dtype)
+        assert np.array_equal((hq.astype(np.int32) - int(hz)).astype(np.float32) * hs,
+                              hin.reshape(len(hin), -1)), "head input is not on its grid"
+        np.save(EXPECTED / f"{name}.head_input.npy", hq[:HEAD_ROWS])
+    else:
+        scale, zpa = deq
+        info = np.iinfo(zpa.dtype)
+        stored = np.clip(np.rint(y.astype(np.float64) / np.float64(scale)) + int(zpa), info.min,
+                         info.max).astype(zpa.dtype)
+        back = (stored.astype(np.int32) - np.int32(zpa)).astype(np.float32) * scale
+        assert np.array_equal(back, y), "re-quantized logits do not dequantize back exactly"
+        dtype, scale, zp = str(zpa.dtype), float(scale), int(zpa)
+    pred = np.argmax(y, axis=1)
+    acc = float((pred == yte).mean())
+    fpred = np.argmax(ort_run(HERE / float_src, xte), axis=1)
+    np.save(EXPECTED / f"{name}.logits.npy", stored)
+    (EXPECTED / f"{name}.predictions.txt").write_text("".join(f"{p}\n" for p in pred))
+    ops: dict = {}
+    for n in m.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    rec = {
+        "model": path.name, "dataset": ds, "split": "test", "n": int(len(xte)),
+        "reference": f"onnxruntime {ort.__version__} ORT_DISABLE_ALL",
+        "output_dtype": dtype, "output_scale": scale, "output_zero_point": zp,
+        "int8_accuracy": acc, "float_accuracy": float((fpred == yte).mean()),
+        "sha256": sha256_file(path), "ops": dict(sorted(ops.items())), "float_model": float_src,
+        "quantizer": how, "calibration": f"first {CALIB_N} training images of {ds}",
+        "opset": {o.domain or "ai.onnx": o.version for o in m.opset_import},
+        "head_input": head,
+        "head_input_rows": HEAD_ROWS if head else 0,
+    }
+    (EXPECTED / f"{name}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    print(f"  {name}: acc {acc:.4f} (float {rec['float_accuracy']:.4f}), output {dtype}, "
+          f"{path.stat().st_size} bytes, ops {rec['ops']}", flush=True)
+    return rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("QFORGET_SRC_DATA", "/work/shared/data"))
+    ap.add_argument("--extra", help="also write uncommitted variants into this directory")
+    args = ap.parse_args()
+    root = Path(args.data)
+    data = {ds: load(root, ds) for ds in ("mnist", "fashion-mnist")}
+    cal = {ds: data[ds]["train"][0][:CALIB_N] for ds in data}
+    EXPECTED.mkdir(exist_ok=True)
+
+    # (name, float source, dataset, quantizer)
+    fixtures = [
+        ("mnist_mlp_matmul_ortmm_qdq", "mnist_mlp_matmul_f32.onnx", "mnist",
+         lambda s, o, x: ort_quantize(s, o, x, ["MatMul"])),
+        ("mnist_res_nncf", "mnist_res_f32.onnx", "mnist", nncf_quantize),
+        ("fmnist_cnn_nncf", "fmnist_cnn_f32.onnx", "fashion-mnist", nncf_quantize),
+        ("mnist_mlp_nncf", "mnist_mlp_matmul_f32.onnx", "mnist", nncf_quantize),
+    ]
+    for name, src, ds, quant in fixtures:
+        print(f"quantize {name}", flush=True)
+        how = quant(HERE / src, HERE / f"{name}.onnx", cal[ds])
+        reference(name, ds, data, how, src)
+
+    if args.extra:
+        from nncf import ModelType, QuantizationPreset
+        from onnxruntime.quantization import QuantType
+
+        extra = Path(args.extra)
+        extra.mkdir(parents=True, exist_ok=True)
+        variants = [
+            ("res_ort_s8_sym_reduce", "mnist_res_f32.onnx", "mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, activation_type=QuantType.QInt8, reduce_range=True,
+                                          extra_options={"ActivationSymmetric": True})),
+            ("cnn_ort_convonly", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
+            ("cnn_ort_gemm_matmul", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: ort_quantize(s, o, x, ["Conv", "MatMul"])),
+            ("res_nncf_mixed", "mnist_res_f32.onnx", "mnist",
+             lambda s, o, x: nncf_quantize(s, o, x, preset=QuantizationPreset.MIXED)),
+            ("cnn_nncf_transformer", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: nncf_quantize(s, o, x, model_type=ModelType.TRANSFORMER)),
+        ]
+        for name, src, ds, quant in variants:
+            print(f"extra {name}", flush=True)
+            out = extra / f"{name}.onnx"
+            try:
+                quant(HERE / src, out, cal[ds])
+            except Exception as e:  # a variant the tool refuses is reported, not fatal
+                print(f"  {name}: quantizer failed: {e}")
+                continue
+            xte, yte = data[ds]["test"]
+            y = ort_run(out, xte)
+            np.save(extra / f"{name}.logits.npy", y)
+            print(f"  {name}: ORT acc {float((np.argmax(y, 1) == yte).mean()):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
