@@ -28,7 +28,9 @@ normalize() {
 }
 
 echo "== reference: qforget forget --json (host CLI)"
-cargo build --quiet --bin qforget
+# The binary the integration tests use: after `cargo test` (as in .ci/run) nothing is rebuilt,
+# whereas `cargo build` would rebuild the dependencies without the dev-dependencies' features.
+cargo test --quiet --no-run --test it
 target/debug/qforget forget "$model" --dataset "$data" --forget-ids "$ids" --json \
     --export "$work/cli.onnx" > "$work/cli.json"
 

@@ -23,6 +23,7 @@ fn small_request(seed: &str, out: &std::path::Path) -> serde_json::Value {
         "--epochs",
         "2",
         "--no-stop",
+        "--no-metrics",
         "--export",
         s(out),
         "--json",

@@ -68,16 +68,21 @@ fn w4_weights_import_as_four_bit_and_inspect_says_so() {
 }
 
 /// A small random-forgetting request (seconds): exports the model and writes a delta.
-fn small_request(m: &str, dir: &std::path::Path) -> (serde_json::Value, Vec<u8>, Vec<u8>) {
+fn small_request(
+    m: &str,
+    dir: &std::path::Path,
+    metrics: bool,
+) -> (serde_json::Value, Vec<u8>, Vec<u8>) {
     let (export, delta) = (
         dir.join(format!("{m}.out.onnx")),
         dir.join(format!("{m}.qfd")),
     );
-    let o = qforget(&[
+    let (mp, dp) = (model(m), dataset("fashion-mnist"));
+    let mut args = vec![
         "forget",
-        s(&model(m)),
+        s(&mp),
         "--dataset",
-        s(&dataset("fashion-mnist")),
+        s(&dp),
         "--train-limit",
         "3000",
         "--forget-random",
@@ -92,7 +97,11 @@ fn small_request(m: &str, dir: &std::path::Path) -> (serde_json::Value, Vec<u8>,
         "--out",
         s(&delta),
         "--json",
-    ]);
+    ];
+    if !metrics {
+        args.push("--no-metrics");
+    }
+    let o = qforget(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = serde_json::from_slice(&o.stdout).unwrap();
     let rebuilt = dir.join(format!("{m}.rebuilt.onnx"));
@@ -111,7 +120,7 @@ fn small_request(m: &str, dir: &std::path::Path) -> (serde_json::Value, Vec<u8>,
 fn w4_export_stays_packed_int4_evaluates_as_reported_and_its_delta_is_smaller() {
     let dir = tempdir("w4-export");
     let m = "fmnist_cnn_w4.onnx";
-    let (r, exported, delta4) = small_request(m, &dir);
+    let (r, exported, delta4) = small_request(m, &dir, true);
     let changed = r["changed_weights"].as_u64().unwrap();
     assert!(changed > 0, "nothing changed at 4 bits");
 
@@ -166,7 +175,7 @@ fn w4_export_stays_packed_int4_evaluates_as_reported_and_its_delta_is_smaller() 
     );
 
     // The same request on the 8-bit model of the same float network writes a larger delta.
-    let (r8, _, delta8) = small_request("fmnist_cnn_qdq.onnx", &dir);
+    let (r8, _, delta8) = small_request("fmnist_cnn_qdq.onnx", &dir, false);
     eprintln!(
         "W4 delta {} bytes ({changed} weights changed), W8 delta {} bytes ({} weights changed)",
         delta4.len(),
