@@ -448,20 +448,7 @@ impl<'a> Tensor<'a> {
             }
             TensorValues::F32(v)
         } else {
-            let mut ints = Vec::new();
-            for f in &typed {
-                let b = &self.bytes[f.value..f.end];
-                match f.wire {
-                    0 => ints.push(varint(b, &mut 0)? as i64 as i32),
-                    2 => {
-                        let mut p = 0;
-                        while p < b.len() {
-                            ints.push(varint(b, &mut p)? as i64 as i32);
-                        }
-                    }
-                    _ => return Err(format!("initializer '{name}': malformed int32_data")),
-                }
-            }
+            let ints = self.int32_data(&typed)?;
             let range = |lo: i32, hi: i32| {
                 ints.iter()
                     .find(|&&x| x < lo || x > hi)
@@ -493,6 +480,25 @@ impl<'a> Tensor<'a> {
         Ok(vals)
     }
 
+    /// The `int32_data` entries of `typed` fields (varint, packed or not).
+    fn int32_data(&self, typed: &[&Field]) -> R<Vec<i32>> {
+        let mut ints = Vec::new();
+        for f in typed {
+            let b = &self.bytes[f.value..f.end];
+            match f.wire {
+                0 => ints.push(varint(b, &mut 0)? as i64 as i32),
+                2 => {
+                    let mut p = 0;
+                    while p < b.len() {
+                        ints.push(varint(b, &mut p)? as i64 as i32);
+                    }
+                }
+                _ => return Err(format!("initializer '{}': malformed int32_data", self.name)),
+            }
+        }
+        Ok(ints)
+    }
+
     /// A 4-bit tensor's values: packed bytes in raw_data, or one packed byte per int32_data entry.
     fn values4(&self, count: usize) -> R<TensorValues> {
         let name = &self.name;
@@ -506,20 +512,7 @@ impl<'a> Tensor<'a> {
             }
             self.bytes[rf.value..rf.end].to_vec()
         } else {
-            let mut ints = Vec::new();
-            for f in &typed {
-                let b = &self.bytes[f.value..f.end];
-                match f.wire {
-                    0 => ints.push(varint(b, &mut 0)? as i64 as i32),
-                    2 => {
-                        let mut p = 0;
-                        while p < b.len() {
-                            ints.push(varint(b, &mut p)? as i64 as i32);
-                        }
-                    }
-                    _ => return Err(format!("initializer '{name}': malformed int32_data")),
-                }
-            }
+            let ints = self.int32_data(&typed)?;
             int4::bytes_from_int32(&ints).map_err(|e| format!("initializer '{name}': {e}"))?
         };
         let dims: Vec<usize> = self.dims.iter().map(|&d| d as usize).collect();
