@@ -124,11 +124,10 @@ impl Conv {
         for (g, w) in self.weights.iter().enumerate() {
             self.im2col(img, g * cin_g, cin_g, cols);
             kernels::gemm_u8i8(m, cols, self.in_zero_point, w, acc);
+            let c0 = g * cout_g;
             for (p, row) in acc.chunks_exact(cout_g).enumerate() {
-                for (j, &a) in row.iter().enumerate() {
-                    let co = g * cout_g + j;
-                    out[p * c_out + co] = self.requant.apply(a.saturating_add(self.bias[co]), co);
-                }
+                let dst = &mut out[p * c_out + c0..][..cout_g];
+                self.requant.apply_row(row, &self.bias[c0..], c0, dst);
             }
         }
     }

@@ -36,9 +36,7 @@ impl Linear {
             .chunks_exact_mut(f_out)
             .zip(acc.chunks_exact(f_out))
         {
-            for (j, (dst, &v)) in o.iter_mut().zip(a).enumerate() {
-                *dst = self.requant.apply(v.saturating_add(self.bias[j]), j);
-            }
+            self.requant.apply_row(a, &self.bias, 0, o);
         }
         out
     }

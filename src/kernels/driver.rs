@@ -82,8 +82,15 @@ unsafe fn block<T: Tile>(
     let fz = T::zp_factor(zp);
 
     let mut apack = vec![T::A::default(); row_blocks * a_step];
+    let f = |x| T::a_elem(x, zp);
     for (rows, dst) in a.chunks(mr * k).zip(apack.chunks_exact_mut(a_step)) {
-        pack_a(rows, k, mr, kg, dst, |x| T::a_elem(x, zp));
+        // `T::KG` is a constant of each tier: the match folds to one arm.
+        match kg {
+            1 => pack_a::<_, 1>(rows, k, mr, dst, f),
+            2 => pack_a::<_, 2>(rows, k, mr, dst, f),
+            4 => pack_a::<_, 4>(rows, k, mr, dst, f),
+            _ => unreachable!("no tier groups k by {kg}"),
+        }
     }
 
     let panel_bytes = b_step * std::mem::size_of::<T::B>();
