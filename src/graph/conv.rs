@@ -134,35 +134,127 @@ impl Conv {
 
     /// Patches of input channels `c0..c0+cn` for every output pixel, `[oh·ow][kh][kw][cn]`.
     pub(crate) fn im2col(&self, img: &[u8], c0: usize, cn: usize, cols: &mut [u8]) {
-        let Shape { h, w, c } = self.in_shape;
-        let win = &self.window;
-        let pad = self.in_zero_point as u8;
-        let mut idx = 0;
-        for oy in 0..self.out_shape.h {
-            for ox in 0..self.out_shape.w {
+        im2col(
+            img,
+            self.in_shape,
+            (self.out_shape.h, self.out_shape.w),
+            &self.window,
+            self.in_zero_point as u8,
+            (c0, cn),
+            cols,
+        );
+    }
+}
+
+/// Patches of input channels `c0..c0+cn` of `img` (`in_shape`, HWC) for every pixel of an
+/// `out_hw` output, `[oh·ow][kh][kw][cn]`; taps in the padding read `pad`.
+///
+/// A window that lies wholly inside the image and covers every channel with adjacent taps
+/// (`dil_w = 1`) copies each of its rows as one run of `kw·c` bytes; only windows that touch the
+/// padding go tap by tap (measured: im2col was 9–14 % of an OEU run when every tap was checked).
+pub(crate) fn im2col(
+    img: &[u8],
+    in_shape: Shape,
+    out_hw: (usize, usize),
+    win: &Window,
+    pad: u8,
+    (c0, cn): (usize, usize),
+    cols: &mut [u8],
+) {
+    let Shape { h, w, c } = in_shape;
+    let run = win.kw * cn;
+    let whole_rows = win.dil_w == 1 && cn == c;
+    let (span_h, span_w) = (win.dil_h * (win.kh - 1), win.dil_w * (win.kw - 1));
+    let mut idx = 0;
+    for oy in 0..out_hw.0 {
+        let iy0 = (oy * win.stride_h) as isize - win.pads[0] as isize;
+        for ox in 0..out_hw.1 {
+            let ix0 = (ox * win.stride_w) as isize - win.pads[1] as isize;
+            let inside =
+                iy0 >= 0 && ix0 >= 0 && iy0 as usize + span_h < h && ix0 as usize + span_w < w;
+            if inside && whole_rows {
                 for ky in 0..win.kh {
-                    let iy = (oy * win.stride_h + ky * win.dil_h) as isize - win.pads[0] as isize;
+                    let base = ((iy0 as usize + ky * win.dil_h) * w + ix0 as usize) * c;
+                    cols[idx..idx + run].copy_from_slice(&img[base..base + run]);
+                    idx += run;
+                }
+                continue;
+            }
+            for ky in 0..win.kh {
+                let iy = iy0 + (ky * win.dil_h) as isize;
+                for kx in 0..win.kw {
+                    let ix = ix0 + (kx * win.dil_w) as isize;
+                    let tap_inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
+                    let dst = &mut cols[idx..idx + cn];
+                    if tap_inside {
+                        let base = (iy as usize * w + ix as usize) * c + c0;
+                        dst.copy_from_slice(&img[base..base + cn]);
+                    } else {
+                        dst.fill(pad);
+                    }
+                    idx += cn;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{im2col, Shape, Window};
+    use proptest::prelude::*;
+
+    /// Tap by tap, straight from the definition.
+    fn naive(
+        img: &[u8],
+        s: Shape,
+        o: (usize, usize),
+        win: &Window,
+        pad: u8,
+        c0: usize,
+        cn: usize,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        for oy in 0..o.0 {
+            for ox in 0..o.1 {
+                for ky in 0..win.kh {
                     for kx in 0..win.kw {
+                        let iy =
+                            (oy * win.stride_h + ky * win.dil_h) as isize - win.pads[0] as isize;
                         let ix =
                             (ox * win.stride_w + kx * win.dil_w) as isize - win.pads[1] as isize;
-                        let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
-                        let base = if inside {
-                            (iy as usize * w + ix as usize) * c + c0
-                        } else {
-                            0
-                        };
-                        if cn == 1 {
-                            // One channel (the first layer): a byte, not a memcpy call.
-                            cols[idx] = if inside { img[base] } else { pad };
-                        } else if inside {
-                            cols[idx..idx + cn].copy_from_slice(&img[base..base + cn]);
-                        } else {
-                            cols[idx..idx + cn].fill(pad);
+                        for ch in c0..c0 + cn {
+                            let inside =
+                                iy >= 0 && ix >= 0 && iy < s.h as isize && ix < s.w as isize;
+                            out.push(if inside {
+                                img[(iy as usize * s.w + ix as usize) * s.c + ch]
+                            } else {
+                                pad
+                            });
                         }
-                        idx += cn;
                     }
                 }
             }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn im2col_equals_the_definition(
+            h in 1usize..9, w in 1usize..9, c in 1usize..5, kh in 1usize..4, kw in 1usize..4,
+            sh in 1usize..3, sw in 1usize..3, dh in 1usize..3, dw in 1usize..3,
+            pads in proptest::array::uniform4(0usize..3), groups in 1usize..3, g in 0usize..2,
+            seed in any::<u64>(),
+        ) {
+            let win = Window { kh, kw, stride_h: sh, stride_w: sw, pads, dil_h: dh, dil_w: dw };
+            let s = Shape { h, w, c: c * groups };
+            let Some(o) = win.output_hw(h, w, false) else { return Ok(()) };
+            let img: Vec<u8> = (0..s.len()).map(|i| (seed.wrapping_mul(i as u64 + 7) >> 13) as u8).collect();
+            let (c0, cn) = ((g % groups) * c, c);
+            let mut cols = vec![0u8; o.0 * o.1 * kh * kw * cn];
+            im2col(&img, s, o, &win, 42, (c0, cn), &mut cols);
+            prop_assert_eq!(cols, naive(&img, s, o, &win, 42, c0, cn));
         }
     }
 }
