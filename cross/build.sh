@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-command cross build of the release `qforget` binary for the ARM boards:
+# One-command cross build of the device `qforget` binary (Cargo.toml's `device` profile: fat LTO,
+# one codegen unit, abort on panic) for the ARM boards:
 #   aarch64-unknown-linux-gnu            (Raspberry Pi 4/5, Jetson; NEON and sdot chosen at run time)
 #   thumbv7neon-unknown-linux-gnueabihf  (32-bit Raspberry Pi OS etc.; armv7 with NEON on)
 # plus the host's own lean build for comparison. Binaries are stripped into cross/out/.
@@ -16,9 +17,9 @@ mkdir -p "$out"
 
 build() { # target strip-tool (an explicit --target keeps target/release, the default build, intact)
     local target="$1" strip="$2"
-    echo "== cargo build --release --target $target ${args[*]}"
-    cargo build --release --bin qforget --target "$target" "${args[@]}"
-    "$strip" -o "$out/qforget-$target" "target/$target/release/qforget"
+    echo "== cargo build --profile device --target $target ${args[*]}"
+    cargo build --profile device --bin qforget --target "$target" "${args[@]}"
+    "$strip" -o "$out/qforget-$target" "target/$target/device/qforget"
 }
 build aarch64-unknown-linux-gnu aarch64-linux-gnu-strip
 build thumbv7neon-unknown-linux-gnueabihf arm-linux-gnueabihf-strip
