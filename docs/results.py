@@ -44,11 +44,14 @@ CLASSWISE = [
     ("fmnist_cnn_qdq", "fashion-mnist", "CNN"),
     ("fmnist_cnn_bn_qdq", "fashion-mnist", "CNN with BatchNorm (folded)"),
     ("fmnist_cnn_relu6_qdq", "fashion-mnist", "CNN with ReLU6"),
+    ("fmnist_cnn_w4", "fashion-mnist", "CNN, 4-bit weights (W4A8)"),
+    ("mnist_res_w4", "mnist", "residual CNN, 4-bit weights (W4A8)"),
 ]
 RANDOM = [
     ("fmnist_overfit_qdq", "fmnist_overfit", "fashion-mnist", "memorizing CNN"),
     ("mnist_overfit_qdq", "mnist_overfit", "mnist", "memorizing CNN"),
     ("fmnist_res_overfit_qdq", "fmnist_res_overfit", "fashion-mnist", "memorizing residual CNN"),
+    ("fmnist_overfit_w4", "fmnist_overfit_w4", "fashion-mnist", "memorizing CNN, 4-bit weights (W4A8)"),
 ]
 METHODS = ["oeu", "finetune", "grad-ascent", "random-label", "qmul"]
 NAMES = {"none": "Original (do nothing)", "retrain": "qforget Retrain (on device)", "oeu": "**OEU**",

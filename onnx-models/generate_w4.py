@@ -58,7 +58,9 @@ W4_MODELS = {
 }
 
 
-def quantize(name: str, spec: dict, xcal: np.ndarray) -> None:
+def quantize(name: str, spec: dict, xcal: np.ndarray, src: Path | None = None, out: Path | None = None) -> None:
+    """`src` (default `<spec src>_f32.onnx` here) quantized as `spec` says into `out` (default
+    `<name>.onnx` here); retrain/generate_w4_references.py quantizes the retrained floats with it."""
     import onnx
     from onnx import version_converter
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -78,18 +80,20 @@ def quantize(name: str, spec: dict, xcal: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as td:
         f21 = Path(td) / "f21.onnx"
         pre = Path(td) / "pre.onnx"
-        m = version_converter.convert_version(onnx.load(str(HERE / f"{spec['src']}_f32.onnx")), OPSET)
+        src = src or HERE / f"{spec['src']}_f32.onnx"
+        out = out or HERE / f"{name}.onnx"
+        m = version_converter.convert_version(onnx.load(str(src)), OPSET)
         m.ir_version = IR_VERSION
         onnx.checker.check_model(m, full_check=True)
         onnx.save(m, str(f21))
         quant_pre_process(str(f21), str(pre))
         quantize_static(
-            str(pre), str(HERE / f"{name}.onnx"), Reader(),
+            str(pre), str(out), Reader(),
             quant_format=QuantFormat.QDQ, per_channel=spec["per_channel"], reduce_range=False,
             activation_type=QuantType.QUInt8, weight_type=getattr(QuantType, spec["weight"]),
             calibrate_method=CalibrationMethod.MinMax,
         )
-    q = onnx.load(str(HERE / f"{name}.onnx"))
+    q = onnx.load(str(out))
     onnx.checker.check_model(q, full_check=True)
     bad = [n.op_type for n in q.graph.node if n.domain not in ("", "ai.onnx")]
     assert not bad, f"{name}: non-standard domains for {bad}"
