@@ -191,13 +191,15 @@ fn refusal(method: MethodName, cfg: &Config, info: &unlearn::RunInfo) -> String 
         ),
         None => String::new(),
     };
+    // The epochs that ran, not `cfg.epochs`: a method may raise the budget (OEU runs at least
+    // 100 steps) or stop early.
     format!(
-        "{} could not meet the forgetting target ({}){guard} within {} epoch(s): {}; nothing \
+        "{} could not meet the forgetting target ({}){guard} in {} epoch(s) ({}); nothing \
          was written (--allow-partial writes such a result anyway; --retain-budget, --epochs \
          and --lr change what is tried)",
         method.as_str(),
         cfg.stop.describe(),
-        cfg.epochs,
+        info.epoch_seconds.len(),
         info.stopped
     )
 }
