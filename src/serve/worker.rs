@@ -170,6 +170,10 @@ impl Worker {
                 return End::Failed(e.to_string());
             }
             log::warn!("request {id}: recorded despite an error: {e}");
+            outcome
+                .report
+                .delta
+                .get_or_insert_with(|| out.display().to_string());
         }
         self.chain.deltas.push(out.clone());
         self.chain.forgotten.extend(ids);
