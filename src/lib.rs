@@ -22,6 +22,8 @@ pub mod graph;
 pub mod kernels;
 pub mod onnx;
 pub mod request;
+#[cfg(unix)]
+pub mod serve;
 pub mod train;
 pub mod unlearn;
 

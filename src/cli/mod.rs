@@ -9,6 +9,8 @@ mod ids;
 mod inspect;
 mod log;
 mod output;
+#[cfg(unix)]
+mod serve;
 mod verify;
 
 use std::path::PathBuf;
@@ -142,6 +144,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "train")]
         split: SplitArg,
     },
+    /// Serve forget requests over a Unix socket, one at a time (JSON lines; docs/SERVE.md).
+    #[cfg(unix)]
+    Serve(Box<serve::ServeArgs>),
     /// Measure kernel GOPS and end-to-end inference speed (ours against tract).
     Bench {
         #[command(subcommand)]
@@ -207,6 +212,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 SplitArg::Test => qforget::data::Split::Test,
             },
         ),
+        #[cfg(unix)]
+        Command::Serve(a) => serve::run(*a),
         Command::Bench { what } => bench::run(what),
     }
 }

@@ -34,6 +34,18 @@ impl Outcome {
         }
     }
 
+    /// The training-split indices this request forgot (what a later request in the same chain
+    /// passes as [`Options::forgotten`](super::Options::forgotten)). The journal keeps only
+    /// their fingerprint; a caller that continues the chain keeps the ids itself.
+    pub fn forget_ids(&self) -> &[u64] {
+        &self.record.forget_ids
+    }
+
+    /// Name the request in its delta and journal entry (default: a generated `req-…` id).
+    pub fn set_request_id(&mut self, id: impl Into<String>) {
+        self.record.request_id = id.into();
+    }
+
     fn writable(&self) -> Result<()> {
         match &self.report.refused {
             Some(why) => Err(Error::Refused(why.clone())),

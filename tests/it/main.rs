@@ -17,6 +17,8 @@ mod malformed;
 mod onnx_builder;
 mod retrain;
 mod safe_forget;
+#[cfg(unix)]
+mod serve;
 mod small_deltas;
 #[cfg(feature = "tract-engine")]
 mod tract_crosscheck;
