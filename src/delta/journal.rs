@@ -200,14 +200,20 @@ pub fn lock(path: &Path) -> Result<Lock> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lp = std::path::PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
+    let file = open_lock_file(&lp)?;
+    file.lock().map_err(|e| Error::io(&lp, e))?;
+    Ok(Lock { _file: file })
+}
+
+/// Open (creating it, never truncating) the file at `path` that an advisory lock is taken on;
+/// the caller chooses whether to wait for the lock (`lock`) or to fail (`try_lock`).
+pub fn open_lock_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lp)
-        .map_err(|e| Error::io(&lp, e))?;
-    file.lock().map_err(|e| Error::io(&lp, e))?;
-    Ok(Lock { _file: file })
+        .open(path)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Append one entry (its `seq` and `prev_entry` are filled in here) atomically, under the

@@ -56,12 +56,7 @@ impl StateDir {
             std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
         }
         let lp = d.root.join("serve.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lp)
-            .map_err(|e| Error::io(&lp, e))?;
+        let file = crate::delta::journal::open_lock_file(&lp)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
