@@ -10,7 +10,6 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or(if args.verbose { "info" } else { "warn" }),
     )
-    .format_timestamp(None)
     .init();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
+tdir="${CARGO_TARGET_DIR:-target}"
 mode="${1:-host}"
 model=onnx-models/mnist_mlp_matmul_qdq.onnx
 data=data/mnist
@@ -31,7 +32,7 @@ echo "== reference: qforget forget --json (host CLI)"
 # The binary the integration tests use: after `cargo test` (as in .ci/run) nothing is rebuilt,
 # whereas `cargo build` would rebuild the dependencies without the dev-dependencies' features.
 cargo test --quiet --no-run --test it
-target/debug/qforget forget "$model" --dataset "$data" --forget-ids "$ids" --json \
+"$tdir"/debug/qforget forget "$model" --dataset "$data" --forget-ids "$ids" --json \
     --export "$work/cli.onnx" > "$work/cli.json"
 
 case "$mode" in
@@ -39,7 +40,7 @@ case "$mode" in
         echo "== static library (lean, host) and the C example"
         cargo rustc --quiet --lib --no-default-features --crate-type staticlib
         cc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/forget.c \
-            target/debug/libqforget.a -lpthread -ldl -lm -o "$work/forget"
+            "$tdir"/debug/libqforget.a -lpthread -ldl -lm -o "$work/forget"
         run=("$work/forget")
         ;;
     aarch64)
@@ -48,7 +49,7 @@ case "$mode" in
         cargo rustc --quiet --lib --no-default-features --crate-type staticlib \
             --target aarch64-unknown-linux-gnu
         aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude \
-            examples/c/forget.c target/aarch64-unknown-linux-gnu/debug/libqforget.a \
+            examples/c/forget.c "$tdir"/aarch64-unknown-linux-gnu/debug/libqforget.a \
             -lpthread -ldl -lm -o "$work/forget"
         run=(qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a76 "$work/forget")
         ;;
@@ -58,7 +59,7 @@ case "$mode" in
         cargo rustc --quiet --lib --no-default-features --crate-type staticlib \
             --target thumbv7neon-unknown-linux-gnueabihf
         arm-linux-gnueabihf-gcc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude \
-            examples/c/forget.c target/thumbv7neon-unknown-linux-gnueabihf/debug/libqforget.a \
+            examples/c/forget.c "$tdir"/thumbv7neon-unknown-linux-gnueabihf/debug/libqforget.a \
             -lpthread -ldl -lm -o "$work/forget"
         run=(qemu-arm -L /usr/arm-linux-gnueabihf -cpu cortex-a15 "$work/forget")
         ;;
@@ -78,8 +79,8 @@ if ! diff <(normalize "$work/cli.json") <(normalize "$work/c.json"); then
     echo "the C API's report differs from qforget forget --json (diff above)" >&2
     exit 1
 fi
-target/debug/qforget verify "$model" "$work/req.qfd" | tail -1
+"$tdir"/debug/qforget verify "$model" "$work/req.qfd" | tail -1
 # Same request, same bytes: the model the C run's delta gives is the host CLI's export.
-target/debug/qforget apply "$model" "$work/req.qfd" --out "$work/c.onnx" >/dev/null
+"$tdir"/debug/qforget apply "$model" "$work/req.qfd" --out "$work/c.onnx" >/dev/null
 cmp "$work/cli.onnx" "$work/c.onnx"
 echo "C example ($mode): same report as the CLI, delta verified, model byte-identical to the CLI's export"
