@@ -81,10 +81,10 @@ for k in scalar avx2 avx512-vnni neon neon-dotprod; do
 done
 check "host, with metrics" "$host"
 
-for target in aarch64-unknown-linux-gnu thumbv7neon-unknown-linux-gnueabihf; do
-    echo "== lean build for $target"
-    cargo build --quiet --no-default-features --bin qforget --target "$target"
-done
+echo "== lean builds for aarch64-unknown-linux-gnu and thumbv7neon-unknown-linux-gnueabihf"
+# One cargo run for both targets: one build graph keeps both cores busy.
+cargo build --quiet --no-default-features --bin qforget --target aarch64-unknown-linux-gnu \
+    --target thumbv7neon-unknown-linux-gnueabihf
 echo "== emulated devices"
 check "aarch64 cortex-a72 (neon)" --no-metrics env QFORGET_KERNEL=neon \
     qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72 \

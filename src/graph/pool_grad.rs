@@ -21,18 +21,29 @@ impl MaxPool {
             .zip(x.par_chunks(il))
             .zip(gy.par_chunks(ol))
             .for_each(|((gxi, img), g)| {
+                // Channels innermost (the layout's contiguous axis): per window, the running
+                // maximum of every channel and the cell it came from.
+                let mut best_cell = vec![0usize; c];
+                let mut best_val: Vec<T> = Vec::with_capacity(c);
                 for_each_window(&self.window, self.in_shape, self.out_shape, |p, cells| {
-                    for ch in 0..c {
-                        let mut best: Option<usize> = None;
-                        for &cell in cells {
-                            let v = img[cell * c + ch];
-                            if best.is_none_or(|b| v > img[b * c + ch]) {
-                                best = Some(cell);
+                    let Some((&first, rest)) = cells.split_first() else {
+                        return;
+                    };
+                    best_val.clear();
+                    best_val.extend_from_slice(&img[first * c..(first + 1) * c]);
+                    best_cell.fill(first);
+                    for &cell in rest {
+                        let row = &img[cell * c..(cell + 1) * c];
+                        for ((bv, bc), &v) in best_val.iter_mut().zip(&mut best_cell).zip(row) {
+                            if v > *bv {
+                                *bv = v;
+                                *bc = cell;
                             }
                         }
-                        if let Some(b) = best {
-                            gxi[b * c + ch] += g[p * c + ch];
-                        }
+                    }
+                    let gp = &g[p * c..(p + 1) * c];
+                    for (ch, (&b, &gv)) in best_cell.iter().zip(gp).enumerate() {
+                        gxi[b * c + ch] += gv;
                     }
                 })
             });
@@ -109,4 +120,58 @@ pub fn unflatten_nchw(s: Shape, gy: &[f32]) -> Vec<f32> {
         }
     }
     gx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::conv::Window;
+    use proptest::prelude::*;
+
+    /// The definition: per output pixel and channel, the first cell (in window order) holding
+    /// the window's maximum gets the output gradient.
+    fn reference(p: &MaxPool, x: &[u8], gy: &[f32]) -> Vec<f32> {
+        let (il, ol, c) = (p.in_shape.len(), p.out_shape.len(), p.in_shape.c);
+        let mut gx = vec![0f32; x.len()];
+        for ((gxi, img), g) in gx.chunks_mut(il).zip(x.chunks(il)).zip(gy.chunks(ol)) {
+            for_each_window(&p.window, p.in_shape, p.out_shape, |o, cells| {
+                for ch in 0..c {
+                    let mut best: Option<usize> = None;
+                    for &cell in cells {
+                        if best.is_none_or(|b| img[cell * c + ch] > img[b * c + ch]) {
+                            best = Some(cell);
+                        }
+                    }
+                    if let Some(b) = best {
+                        gxi[b * c + ch] += g[o * c + ch];
+                    }
+                }
+            });
+        }
+        gx
+    }
+
+    proptest! {
+        #[test]
+        fn max_pool_backward_routes_to_the_first_maximum(
+            (h, w, c) in (1usize..7, 1usize..7, 1usize..5),
+            (k, stride, pad) in (1usize..4, 1usize..3, 0usize..2),
+            // Few distinct values, so windows hold ties.
+            seed in proptest::collection::vec(0u8..4, 2 * 6 * 6 * 4),
+        ) {
+            let window = Window { kh: k, kw: k, stride_h: stride, stride_w: stride,
+                pads: [pad; 4], dil_h: 1, dil_w: 1 };
+            prop_assume!(pad < k);
+            let Some((oh, ow)) = window.output_hw(h, w, false) else { return Ok(()) };
+            let p = MaxPool {
+                window,
+                in_shape: Shape { h, w, c },
+                out_shape: Shape { h: oh, w: ow, c },
+            };
+            let n = 2;
+            let x: Vec<u8> = seed[..n * h * w * c].to_vec();
+            let gy: Vec<f32> = (0..n * oh * ow * c).map(|i| 1.0 + i as f32).collect();
+            prop_assert_eq!(p.backward(&x, &gy), reference(&p, &x, &gy));
+        }
+    }
 }

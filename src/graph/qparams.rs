@@ -54,16 +54,20 @@ impl QParams {
 
 /// Round half to even, as ONNX QuantizeLinear and onnxruntime's requantization do.
 ///
-/// Adding and subtracting 1.5·2²³ rounds to an integer in the FPU's default mode (nearest, ties
-/// to even) for |x| < 2²²; it replaces a libm `rintf` call on CPUs built without SSE4.1, which
-/// was a quarter of the forward's time. Larger values take the library path.
+/// Adding and subtracting ±2²³ rounds to an integer in the FPU's default mode (nearest, ties to
+/// even) for |x| < 2²³; from 2²³ on every f32 already is an integer (and NaN and ±∞ stay what they
+/// are). It replaces libm's `rintf`, which CPUs built without SSE4.1 run in software: a quarter
+/// of the forward's time once. Both arms are plain arithmetic, so a loop over this vectorises;
+/// a library call in one arm was executed for every element of a vectorised loop (5 % of an OEU
+/// run's time in `rintf`, measured with perf).
 #[inline]
 pub fn round_half_even(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-    if x.abs() < 4_194_304.0 {
-        (x + MAGIC) - MAGIC
+    const TWO_23: f32 = 8_388_608.0;
+    let m = TWO_23.copysign(x);
+    if x.abs() < TWO_23 {
+        (x + m) - m
     } else {
-        x.round_ties_even()
+        x
     }
 }
 
@@ -263,7 +267,8 @@ mod tests {
 
     #[test]
     fn fast_rounding_equals_the_library() {
-        // Halves, near-halves, negatives, and both sides of the 2^22 switch.
+        // Halves, near-halves, negatives, both sides of 2^22 and of the 2^23 switch, huge
+        // values and infinities.
         let mut xs = vec![
             0.5f32,
             1.5,
@@ -274,7 +279,27 @@ mod tests {
             4_194_303.5,
             4_194_304.5,
             -8e6,
+            8_388_607.5,
+            -8_388_607.5,
+            8_388_606.5,
+            8_388_608.0,
+            8_388_609.0,
+            -8_388_609.0,
+            1e30,
+            -3.4e38,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE / 4.0,
         ];
+        // Every exponent, with a few mantissas each.
+        for bits in (0u32..=0xffff_ffff).step_by(0x0001_0f01) {
+            let x = f32::from_bits(bits);
+            if !x.is_nan() {
+                xs.push(x);
+            }
+        }
+        assert!(round_half_even(f32::NAN).is_nan());
         let mut v = -300.0f32;
         while v < 300.0 {
             xs.push(v);

@@ -23,7 +23,7 @@ fn small_request(seed: &str, out: &std::path::Path, metrics: bool) -> serde_json
         "--seed",
         seed,
         "--epochs",
-        "2",
+        "1",
         "--no-stop",
         "--export",
         s(out),

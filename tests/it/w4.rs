@@ -90,7 +90,7 @@ fn small_request(
         "--seed",
         "3",
         "--epochs",
-        "2",
+        "1",
         "--no-stop",
         "--export",
         s(&export),
