@@ -147,7 +147,9 @@ pub struct RequestRecord {
     pub metrics_after: BTreeMap<String, f64>,
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it): journal entries and
+/// `serve`'s request records.
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
