@@ -70,12 +70,17 @@ pub struct ForgetArgs {
     /// OEU: project only when the forget and retain gradients conflict (⟨g_f,g_r⟩ < 0).
     #[arg(long)]
     pub only_on_conflict: bool,
+    /// OEU, sample-wise requests: maximize the forget samples' entropy (the class-wise
+    /// objective) instead of lowering each one's confidence to what unseen data gets.
+    #[arg(long)]
+    pub uniform_entropy: bool,
     /// Stop once the forget set's mean normalized entropy reaches this value (0..1), instead of
     /// the default target.
     #[arg(long, value_name = "H", conflicts_with_all = ["stop_forget_acc", "no_stop"])]
     pub stop_entropy: Option<f32>,
     /// Stop once forget accuracy (percent) is at or below this value, instead of the default
-    /// target (class-wise: 1 %; sample-wise: the starting model's test accuracy).
+    /// target (class-wise: 1 %; sample-wise: the starting model's test accuracy plus two
+    /// standard errors of the forget set's size, at most 2 pp).
     #[arg(long, value_name = "PCT", conflicts_with = "no_stop")]
     pub stop_forget_acc: Option<f64>,
     /// Run the whole epoch budget: no forgetting target, no early stop.
@@ -173,6 +178,7 @@ impl ForgetArgs {
             forget_step: self.forget_step,
             requant_hysteresis: self.requant_hysteresis,
             only_on_conflict: self.only_on_conflict,
+            uniform_entropy: self.uniform_entropy,
             stop_entropy: self.stop_entropy,
             stop_forget_acc: self.stop_forget_acc,
             no_stop: self.no_stop,

@@ -35,6 +35,9 @@ pub struct Options {
     pub forget_step: Option<f32>,
     pub requant_hysteresis: Option<f32>,
     pub only_on_conflict: bool,
+    /// OEU in a sample-wise request: maximize the forget samples' entropy as in a class-wise
+    /// one, instead of lowering each to the confidence unseen data gets (`unlearn::unseen`).
+    pub uniform_entropy: bool,
     pub stop_entropy: Option<f32>,
     pub stop_forget_acc: Option<f64>,
     pub no_stop: bool,
@@ -78,6 +81,7 @@ impl Default for Options {
             forget_step: None,
             requant_hysteresis: None,
             only_on_conflict: false,
+            uniform_entropy: false,
             stop_entropy: None,
             stop_forget_acc: None,
             no_stop: false,

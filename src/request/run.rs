@@ -14,7 +14,7 @@ use crate::eval::metrics::{avg_gap, Metrics};
 use crate::graph::params::{ExportType, Shadow};
 use crate::graph::{Graph, Op};
 use crate::onnx::patch::{InitializerUpdate, TensorValues};
-use crate::unlearn::{self, Config, MethodName, Request, Stop};
+use crate::unlearn::{self, Config, MethodName, Request, Stop, UnseenTargets};
 use crate::{Error, Result};
 
 impl Session {
@@ -80,15 +80,23 @@ impl Session {
         if class_wise.is_none() && opts.requant_hysteresis.is_none() {
             cfg.requant_hysteresis = 0.0;
         }
+        let held_out = known_held_out(train, test, &split.retain);
         if cfg.stop == Stop::Fixed && !opts.no_stop && opts.method != MethodName::Retrain {
             cfg.stop = default_stop(
                 &self.graph,
-                train,
                 test,
-                &split.retain,
+                &held_out,
                 class_wise.is_some(),
+                split.forget.len(),
             )?;
         }
+        // A sample-wise OEU request aims at outputs like those of unseen data (see `unseen`).
+        let unseen = match (class_wise.is_some(), opts.method) {
+            (false, MethodName::Oeu) if !opts.uniform_entropy => {
+                UnseenTargets::matched(&self.graph, train, &split.forget, test, &held_out)?
+            }
+            _ => None,
+        };
         let sets = EvalSets {
             train,
             test,
@@ -123,6 +131,7 @@ impl Session {
             forget: &split.forget,
             retain: &train_retain,
             probe: &probe,
+            unseen: unseen.as_ref(),
             cancel,
         };
         let t0 = Instant::now();
@@ -206,27 +215,52 @@ fn refusal(method: MethodName, cfg: &Config, info: &unlearn::RunInfo) -> String 
 
 /// The forgetting target a request implies (DESIGN.md): a whole class is forgotten once at most
 /// 1 % of its samples are still recognised; some samples once they are recognised no more often
-/// than data the model never saw (the starting model's accuracy on the test images of the
-/// classes it still knows, i.e. those with retain samples).
+/// than data the model never saw, within sampling noise: at most the starting model's accuracy
+/// `a` on the test images of the classes it still knows, plus two binomial standard errors of a
+/// forget set of `n` samples, `2·√(a(1−a)/n)`, and never more than 2 pp.
+///
+/// Why the margin: a model that never saw the forget samples does not score them exactly at its
+/// test accuracy. The PyTorch retrains without the forget set (`onnx-models/retrain/`) scored
+/// their 1,000 forgotten Fashion-MNIST samples 0.6–2.7 pp above their own test accuracy in all
+/// nine runs, so the target without margin asked for more forgetting than retraining gives, and
+/// refused requests the gold standard itself would fail. Why the cap: two standard errors of a
+/// few dozen samples are 5–8 pp, which would make a small request on a well-generalizing model
+/// a no-op.
+/// Largest margin of a sample-wise target above the held-out accuracy, percentage points.
+const MAX_MARGIN_PP: f64 = 2.0;
+
 fn default_stop(
     graph: &Graph,
-    train: &IdxDataset,
     test: &IdxDataset,
-    retain: &[usize],
+    held_out: &[usize],
     class_wise: bool,
+    forget: usize,
 ) -> Result<Stop> {
     if class_wise {
         return Ok(Stop::ForgetAcc(1.0));
     }
+    let acc = unlearn::accuracy_on(graph, test, held_out)?;
+    Ok(Stop::ForgetAcc(sample_wise_target(acc, forget)))
+}
+
+/// Held-out accuracy `acc` (percent) plus the margin for a forget set of `n` samples, rounded
+/// to 0.01 pp (see [`default_stop`]).
+fn sample_wise_target(acc: f64, n: usize) -> f64 {
+    let a = acc / 100.0;
+    let margin = (200.0 * (a * (1.0 - a) / n.max(1) as f64).sqrt()).min(MAX_MARGIN_PP);
+    ((acc + margin).min(100.0) * 100.0).round() / 100.0
+}
+
+/// Data the model never saw of the classes it still knows: the test images of the classes that
+/// have retain samples.
+fn known_held_out(train: &IdxDataset, test: &IdxDataset, retain: &[usize]) -> Vec<usize> {
     let mut known = [false; 256];
     for &i in retain {
         known[train.labels[i] as usize] = true;
     }
-    let held_out: Vec<usize> = (0..test.n)
+    (0..test.n)
         .filter(|&i| known[test.labels[i] as usize])
-        .collect();
-    let acc = unlearn::accuracy_on(graph, test, &held_out)?;
-    Ok(Stop::ForgetAcc((acc * 100.0).round() / 100.0))
+        .collect()
 }
 
 /// Metrics of the reference: measured on its model, or read from an earlier run's JSON report.
@@ -300,4 +334,22 @@ fn changed_weights(a: &Graph, b: &Graph) -> usize {
             _ => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_wise_target;
+
+    #[test]
+    fn sample_wise_target_is_held_out_accuracy_plus_two_standard_errors_at_most_two_pp() {
+        // 1,000 samples at 98.46 %: 2·√(0.9846·0.0154/1000) = 0.78 pp.
+        assert_eq!(sample_wise_target(98.46, 1000), 99.24);
+        // At 88.67 % two standard errors are 2.005 pp: capped.
+        assert_eq!(sample_wise_target(88.67, 1000), 90.67);
+        // 50 samples: 7.7 pp of noise, capped at 2.
+        assert_eq!(sample_wise_target(92.0, 50), 94.0);
+        // A perfect held-out accuracy has no noise; never above 100 %.
+        assert_eq!(sample_wise_target(100.0, 10), 100.0);
+        assert_eq!(sample_wise_target(99.5, 1), 100.0);
+    }
 }

@@ -70,24 +70,43 @@ fn mean_cross_entropy(
     classes: usize,
     target: impl Fn(usize, usize) -> f64,
 ) -> (f32, Vec<f32>) {
+    mean_over_rows(logits, classes, |i, lp, dz| {
+        let mut loss = 0f64;
+        for (j, (d, &l)) in dz.iter_mut().zip(lp).enumerate() {
+            let t = target(i, j);
+            loss -= t * l;
+            *d = l.exp() - t;
+        }
+        loss
+    })
+}
+
+/// The mean over rows of a per-row loss and its gradient w.r.t. the logits: `row(i, lp, dz)`
+/// gets row `i`'s log-softmax `lp`, writes that row's gradient into `dz` (zeroed; untouched
+/// means 0) and returns its loss; both are divided by the number of rows here.
+fn mean_over_rows(
+    logits: &[f32],
+    classes: usize,
+    mut row: impl FnMut(usize, &[f64], &mut [f64]) -> f64,
+) -> (f32, Vec<f32>) {
     let n = logits.len() / classes;
     let mut grad = vec![0f32; logits.len()];
     if n == 0 {
         return (0.0, grad);
     }
     let inv_n = 1.0 / n as f64;
-    let mut lp = vec![0f64; classes];
+    let (mut lp, mut dz) = (vec![0f64; classes], vec![0f64; classes]);
     let mut loss = 0f64;
-    for (i, (row, g)) in logits
+    for (i, (z, g)) in logits
         .chunks_exact(classes)
         .zip(grad.chunks_exact_mut(classes))
         .enumerate()
     {
-        log_softmax(row, &mut lp);
-        for (j, (g, &l)) in g.iter_mut().zip(&lp).enumerate() {
-            let t = target(i, j);
-            loss -= t * l;
-            *g = ((l.exp() - t) * inv_n) as f32;
+        log_softmax(z, &mut lp);
+        dz.fill(0.0);
+        loss += row(i, &lp, &mut dz);
+        for (g, &d) in g.iter_mut().zip(&dz) {
+            *g = (d * inv_n) as f32;
         }
     }
     ((loss * inv_n) as f32, grad)
@@ -139,6 +158,71 @@ pub fn neg_normalized_entropy(logits: &[f32], classes: usize) -> (f32, Vec<f32>)
         }
     }
     ((-total * scale) as f32, grad)
+}
+
+/// Mean over rows of KL(t_i ‖ softmax(z_i)), where t_i lowers row i's true-class probability to
+/// its cap: t_iy = cap_i and the rest of the mass keeps the proportions the other classes have
+/// now (spread evenly if they all underflowed). Rows already at or below their cap contribute
+/// nothing. The target is held fixed for the gradient, which is (softmax − t)/n on the rows
+/// above their cap.
+///
+/// Why: a sample-wise request should leave each forget sample as confident as data the model
+/// never saw (`unlearn::unseen`). Lowering the true class towards the classes the model already
+/// finds closest is what not having memorized a sample looks like: a hard sample ends up as the
+/// model's best guess among its neighbours, an easy one keeps most of its confidence.
+///
+/// Panics if `labels` or `caps` do not have one entry per row, or a label is `>= classes`.
+pub fn capped_confidence(
+    logits: &[f32],
+    classes: usize,
+    labels: &[u8],
+    caps: &[f32],
+) -> (f32, Vec<f32>) {
+    let n = check_shape(logits, classes);
+    assert_eq!(labels.len(), n, "{} labels for {n} rows", labels.len());
+    assert_eq!(caps.len(), n, "{} caps for {n} rows", caps.len());
+    mean_over_rows(logits, classes, |i, lp, dz| {
+        let y = labels[i] as usize;
+        assert!(y < classes, "label {y} out of range for {classes} classes");
+        let cap = (caps[i] as f64).clamp(0.0, 1.0);
+        if lp[y].exp() <= cap {
+            return 0.0;
+        }
+        let rest: f64 = (0..classes).filter(|&j| j != y).map(|j| lp[j].exp()).sum();
+        let mut loss = 0f64;
+        for (j, (d, &l)) in dz.iter_mut().zip(lp).enumerate() {
+            let p = l.exp();
+            let t = if j == y {
+                cap
+            } else if rest > 0.0 {
+                p * (1.0 - cap) / rest
+            } else {
+                (1.0 - cap) / (classes - 1).max(1) as f64
+            };
+            if t > 0.0 {
+                loss += t * (t.ln() - l);
+            }
+            *d = p - t;
+        }
+        loss
+    })
+}
+
+/// Softmax probability of each row's true class.
+///
+/// Panics if `labels` does not have one entry per row.
+pub fn true_class_probs(logits: &[f32], classes: usize, labels: &[u8]) -> Vec<f32> {
+    let n = check_shape(logits, classes);
+    assert_eq!(labels.len(), n, "{} labels for {n} rows", labels.len());
+    let mut lp = vec![0f64; classes];
+    logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .map(|(row, &y)| {
+            log_softmax(row, &mut lp);
+            lp[y as usize].exp() as f32
+        })
+        .collect()
 }
 
 /// Mean normalized entropy H/ln C of the rows (for stopping rules), in [0, 1].
@@ -294,6 +378,75 @@ mod tests {
         assert!((loss as f64 - nne64(&z64, c)).abs() < 1e-6);
         assert_close(&grad, &numeric_grad(&z, 1e-5, |x| nne64(x, c)), 1e-6);
         assert!((mean_normalized_entropy(&z, c) + loss).abs() < 1e-6);
+    }
+
+    #[test]
+    fn capped_confidence_gradient_matches_finite_differences_with_the_target_held() {
+        let (c, labels) = (6, [0u8, 3, 5, 2]);
+        let z = logits(c * labels.len(), 13);
+        let p = true_class_probs(&z, c, &labels);
+        // Rows 0 and 1 above their caps, row 2 a hair below it (f32 rounding of `p`), row 3
+        // well below.
+        let caps = [p[0] * 0.5, 0.01, p[2] + 1e-6, p[3] + 0.1];
+        let (loss, grad) = capped_confidence(&z, c, &labels, &caps);
+        // The targets at z, from their definition, then frozen.
+        let t: Vec<Vec<f64>> = z
+            .chunks(c)
+            .zip(labels.iter().zip(&caps))
+            .map(|(r, (&y, &cap))| {
+                let s = softmax64(&r.iter().map(|&v| v as f64).collect::<Vec<_>>());
+                let rest: f64 = (0..c).filter(|&j| j != y as usize).map(|j| s[j]).sum();
+                (0..c)
+                    .map(|j| {
+                        if j == y as usize {
+                            cap as f64
+                        } else {
+                            s[j] * (1.0 - cap as f64) / rest
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let active = [true, true, false, false];
+        let kl64 = |x: &[f64]| -> f64 {
+            x.chunks(c)
+                .zip(&t)
+                .zip(&active)
+                .filter(|(_, &a)| a)
+                .map(|((r, t), _)| {
+                    let s = softmax64(r);
+                    t.iter()
+                        .zip(&s)
+                        .map(|(&t, &q)| t * (t.ln() - q.ln()))
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                / labels.len() as f64
+        };
+        let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+        assert!(
+            (loss as f64 - kl64(&z64)).abs() < 1e-6,
+            "{loss} vs {}",
+            kl64(&z64)
+        );
+        assert_close(&grad, &numeric_grad(&z, 1e-5, kl64), 1e-6);
+        assert!(grad[2 * c..].iter().all(|&g| g == 0.0));
+        // Each active row's gradient lowers its true class and sums to zero.
+        for (r, &y) in grad.chunks(c).zip(&labels).take(2) {
+            assert!(r[y as usize] > 0.0);
+            assert!(r.iter().sum::<f32>().abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn capped_confidence_of_a_saturated_row_spreads_evenly_and_stays_finite() {
+        // The other classes underflow: the removed mass goes to them evenly.
+        let z = [1000.0f32, 0.0, 0.0, 0.0];
+        let (loss, g) = capped_confidence(&z, 4, &[0], &[0.4]);
+        assert!(loss.is_finite() && loss > 0.0);
+        assert!((g[0] - 0.6).abs() < 1e-6, "{g:?}");
+        assert!(g[1..].iter().all(|&v| (v + 0.2).abs() < 1e-6), "{g:?}");
+        assert_eq!(true_class_probs(&z, 4, &[0]), vec![1.0]);
     }
 
     #[test]

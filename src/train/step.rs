@@ -6,7 +6,7 @@ use crate::data::IdxDataset;
 use crate::graph::{GradPath, Graph, Shadow};
 use crate::Result;
 
-use super::loss::{cross_entropy, neg_normalized_entropy, soft_cross_entropy};
+use super::loss::{capped_confidence, cross_entropy, neg_normalized_entropy, soft_cross_entropy};
 use super::sgd::Sgd;
 
 /// What a batch's loss is.
@@ -18,6 +18,8 @@ pub enum Objective<'a> {
     NegEntropy,
     /// Cross-entropy against soft targets (one distribution per batch sample, row-major).
     SoftCrossEntropy(&'a [f32]),
+    /// True-class probability lowered to a cap per sample (`loss::capped_confidence`).
+    CappedConfidence { labels: &'a [u8], caps: &'a [f32] },
 }
 
 /// Loss, flattened gradient and real logits of one batch.
@@ -70,6 +72,9 @@ impl TrainState {
             Objective::CrossEntropy(labels) => cross_entropy(&logits, g.classes(), labels),
             Objective::NegEntropy => neg_normalized_entropy(&logits, g.classes()),
             Objective::SoftCrossEntropy(t) => soft_cross_entropy(&logits, g.classes(), t),
+            Objective::CappedConfidence { labels, caps } => {
+                capped_confidence(&logits, g.classes(), labels, caps)
+            }
         };
         let params = match self.path {
             GradPath::F32 => g.real_params(),

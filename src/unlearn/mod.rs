@@ -13,12 +13,14 @@ mod polish;
 pub mod qmul;
 pub mod random_label;
 pub mod retrain;
+pub mod unseen;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 pub use config::{Config, MethodName, ProjectionMode, Stop};
 pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
+pub use unseen::UnseenTargets;
 
 use crate::data::IdxDataset;
 use crate::graph::Graph;
@@ -36,6 +38,10 @@ pub struct Request<'a> {
     pub retain: &'a [usize],
     /// Held-out retain samples the guard watches (never trained on); empty: no guard.
     pub probe: &'a [usize],
+    /// Target confidences of a sample-wise request (OEU lowers each forget sample's true class
+    /// to its target instead of maximizing entropy; see `unseen`); `None`: push every forget
+    /// sample towards uniform.
+    pub unseen: Option<&'a UnseenTargets>,
     /// Set from any thread to stop the run after the current step with [`Error::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
 }

@@ -15,10 +15,20 @@
 //! retain loss 0.005 → 6.5 within ten steps, then every gradient exactly zero). A fixed step
 //! length moves at the same speed on memorized samples (where the raw gradient barely moves)
 //! and on soft ones (where it explodes); the retain guard halves it when it is still too much.
+//!
+//! Sample-wise requests (the request carries `unseen` targets): `g_f` is the gradient of
+//! `train::capped_confidence` instead of the entropy, lowering each forget sample's true class
+//! to the confidence unseen data of its rank gets, and the forget batches come only from the
+//! samples whose target asks for a change (the step budget stays that of the whole forget set).
+//! Why: see `unseen`; measured on the memorizing Fashion-MNIST CNN (random 10 %, seed 0), the
+//! entropy objective ended at Avg. Gap 4.27 pp and was refused; this one at 2.03 pp (mean of 3
+//! seeds, 1 refused), on the memorizing residual CNN 3.73 → 2.09 pp (docs/RESULTS.md).
 
 use super::{run_epochs, state, Config, Method, Progress, ProjectionMode, Request, RunInfo};
 use crate::graph::Graph;
-use crate::train::{axpy, batches, norm_sq, project_out, project_out_per_segment, BatchStream};
+use crate::train::{
+    axpy, batches, gather, norm_sq, project_out, project_out_per_segment, BatchStream, Objective,
+};
 use crate::Result;
 
 /// Orthogonal Entropy Unlearning.
@@ -42,10 +52,22 @@ impl Method for Oeu {
         cfg: &Config,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<RunInfo> {
-        // A small forget set gets at least MIN_STEPS steps of budget, not ten.
-        let per_epoch = req.forget.len().div_ceil(cfg.forget_batch.max(1)).max(1);
+        // A sample-wise request trains only the samples whose target asks for a change.
+        let active = match req.unseen {
+            Some(t) => t.active(req.forget),
+            None => req.forget.to_vec(),
+        };
+        let forget: &[usize] = if active.is_empty() {
+            req.forget
+        } else {
+            &active
+        };
+        // The step budget is the epoch budget over the whole forget set, and at least MIN_STEPS
+        // (a forget set of 20 samples is one batch per epoch); the epochs run over `forget`.
+        let per_epoch = |n: usize| n.div_ceil(cfg.forget_batch.max(1)).max(1);
+        let budget = (cfg.epochs * per_epoch(req.forget.len())).max(MIN_STEPS);
         let cfg = &Config {
-            epochs: cfg.epochs.max(MIN_STEPS.div_ceil(per_epoch)),
+            epochs: cfg.epochs.max(budget.div_ceil(per_epoch(forget.len()))),
             ..cfg.clone()
         };
         let mut st = state(graph.clone(), cfg);
@@ -68,11 +90,22 @@ impl Method for Oeu {
             progress,
             |_, epoch| {
                 let seed = cfg.seed.wrapping_add(epoch as u64);
-                Ok(batches(req.forget, cfg.forget_batch, seed))
+                Ok(batches(forget, cfg.forget_batch, seed))
             },
             |st, _, b_f| {
                 let b_r = retain.next_batch();
-                let f = st.grad(req.train, b_f, true, None)?;
+                let f = match req.unseen {
+                    Some(t) => {
+                        let (images, labels) = gather(req.train, b_f);
+                        let caps = t.of(b_f);
+                        let obj = Objective::CappedConfidence {
+                            labels: &labels,
+                            caps: &caps,
+                        };
+                        st.grad_images(&images, b_f.len(), obj)?
+                    }
+                    None => st.grad(req.train, b_f, true, None)?,
+                };
                 let r = st.grad(req.train, &b_r, false, None)?;
                 let mut g = f.grad;
                 zero_f += g.iter().all(|&x| x == 0.0) as usize;
@@ -138,6 +171,9 @@ impl Method for Oeu {
             },
         )?;
         let steps = info.steps;
+        if let Some(c) = req.unseen {
+            info.notes.push(c.describe());
+        }
         info.notes.push(format!(
             "projected {projected} of {steps} steps; forget and retain gradients conflicted in {conflicts}"
         ));

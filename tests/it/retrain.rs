@@ -27,6 +27,7 @@ fn retrain(
         forget: &forget,
         retain: &retain,
         probe: &[],
+        unseen: None,
         cancel: None,
     };
     let cfg = Config {
