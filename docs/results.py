@@ -137,7 +137,8 @@ def main() -> None:
                 r["commit"] = args.commit
                 (d / f"{m}_seed{seed}.json").write_text(json.dumps(r, indent=1))
         rows: dict[str, list[dict]] = {}
-        for m, seed in [("none", s) for s in args.seeds] + plan:
+        shown = [("none", s) for s in args.seeds] + [("oeu", s) for s in args.seeds]
+        for m, seed in shown + [p for p in plan if p[0] != "oeu"]:
             src = d / f"{'oeu' if m == 'none' else m}_seed{seed}.json"
             if not src.exists():
                 continue
