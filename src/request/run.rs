@@ -213,6 +213,9 @@ fn refusal(method: MethodName, cfg: &Config, info: &unlearn::RunInfo) -> String 
     )
 }
 
+/// Largest margin of a sample-wise target above the held-out accuracy, percentage points.
+const MAX_MARGIN_PP: f64 = 2.0;
+
 /// The forgetting target a request implies (DESIGN.md): a whole class is forgotten once at most
 /// 1 % of its samples are still recognised; some samples once they are recognised no more often
 /// than data the model never saw, within sampling noise: at most the starting model's accuracy
@@ -226,9 +229,6 @@ fn refusal(method: MethodName, cfg: &Config, info: &unlearn::RunInfo) -> String 
 /// refused requests the gold standard itself would fail. Why the cap: two standard errors of a
 /// few dozen samples are 5–8 pp, which would make a small request on a well-generalizing model
 /// a no-op.
-/// Largest margin of a sample-wise target above the held-out accuracy, percentage points.
-const MAX_MARGIN_PP: f64 = 2.0;
-
 fn default_stop(
     graph: &Graph,
     test: &IdxDataset,
