@@ -125,7 +125,7 @@ pub fn apply_chain(base: &[u8], deltas: &[Delta]) -> Result<Vec<u8>> {
 
 /// Read the base model and the deltas, check the chain, return the patched model's bytes.
 pub fn apply_files(base_model: &Path, deltas: &[PathBuf]) -> Result<Vec<u8>> {
-    let base = std::fs::read(base_model).map_err(|e| Error::io(base_model, e))?;
+    let base = crate::onnx::read_model_bytes(base_model)?;
     let ds = deltas
         .iter()
         .map(|p| Delta::open(p))
@@ -201,7 +201,7 @@ pub fn record_request(
             });
         }
     }
-    let base = std::fs::read(base_model).map_err(|e| Error::io(base_model, e))?;
+    let base = crate::onnx::read_model_bytes(base_model)?;
     let base_sha = sha256(&base);
     let ds = parents
         .iter()

@@ -30,7 +30,7 @@ pub fn rebuild_to_file(model: &Path, deltas: &[impl AsRef<Path>], out: &Path) ->
     if deltas.iter().any(|d| same_file(out, d.as_ref())) {
         return Err(refuse("a delta of the chain"));
     }
-    let base = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let base = crate::onnx::read_model_bytes(model)?;
     let ds = deltas
         .iter()
         .map(|p| Delta::open(p.as_ref()))

@@ -47,6 +47,7 @@ pub fn verify(
             std::io::Error::new(e.kind(), format!("cannot read: {e}")),
         )
     })?;
+    let base = crate::onnx::inline_external(base, model)?;
     let base_sha = sha256(&base);
     f.ok(format!("{}: sha256 {}", model.display(), hex(&base_sha)));
     // Each delta on its own (magic, version, lengths, checksum), then the chain.

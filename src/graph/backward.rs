@@ -37,6 +37,8 @@ impl Op {
             Op::GlobalAvgPool(p) => Some((p.requant.lo, p.requant.hi)),
             Op::AvgPool(_) => Some((0, 255)),
             Op::MaxPool(_) | Op::Flatten => None,
+            // Its derivative table is zero where the output saturates.
+            Op::Pointwise(_) => None,
         }
     }
 }
@@ -196,6 +198,10 @@ impl Graph {
                     });
                     Some(gy)
                 }
+                Op::Pointwise(p) => Some(match tape {
+                    Tape::Quant(v) => p.backward_q(&saved_q(v, x_id)?.data, &gy),
+                    Tape::Float(v) => p.backward_real(saved_f(v, x_id)?, &gy),
+                }),
                 Op::Flatten => Some(unflatten_nchw(self.acts[x_id].shape, &gy)),
                 Op::MaxPool(p) => Some(match tape {
                     Tape::Quant(v) => p.backward(&saved_q(v, x_id)?.data, &gy),

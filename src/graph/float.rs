@@ -161,6 +161,7 @@ impl Graph {
                 }
                 Op::Flatten => super::eltwise::nchw_order(self.acts[layer.inputs[0]].shape, x),
                 Op::Requantize(_) => x.clone(),
+                Op::Pointwise(p) => p.forward_real(x),
                 Op::BiasAdd(b) => {
                     let bias = params[i].as_ref().map(|p| &p.b).unwrap_or(&b.bias);
                     let mut y = x.clone();

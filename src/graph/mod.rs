@@ -18,6 +18,7 @@ pub mod grad;
 pub mod linear;
 mod linear_grad;
 pub mod params;
+pub mod pointwise;
 pub mod pool;
 mod pool_grad;
 pub mod qparams;
@@ -36,6 +37,7 @@ pub use float::RealParams;
 pub use grad::{GradPath, LayerGrad};
 pub use linear::Linear;
 pub use params::{ParamKind, Segment, Shadow};
+pub use pointwise::{FloatFn, Pointwise};
 pub use pool::{AvgPool, GlobalAvgPool, MaxPool};
 pub use qparams::{Activation, QParams, Requant};
 pub use tensor::{QBatch, Shape};
@@ -68,6 +70,9 @@ pub enum Op {
     Requantize(Requantize),
     /// A float bias added between DequantizeLinear and QuantizeLinear (see [`bias`]).
     BiasAdd(BiasAdd),
+    /// Float element-wise functions between DequantizeLinear and QuantizeLinear, by lookup
+    /// (see [`pointwise`]).
+    Pointwise(Pointwise),
 }
 
 impl Op {
@@ -83,6 +88,7 @@ impl Op {
             Op::Flatten => "flatten",
             Op::Requantize(_) => "requantize",
             Op::BiasAdd(_) => "bias_add",
+            Op::Pointwise(_) => "pointwise",
         }
     }
 }
@@ -303,6 +309,7 @@ impl Graph {
                 Op::Flatten => eltwise::flatten_nchw(x),
                 Op::Requantize(r) => r.forward(x),
                 Op::BiasAdd(b) => b.forward(x),
+                Op::Pointwise(p) => p.forward(x),
             };
             debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
             if !keep {

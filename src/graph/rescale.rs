@@ -104,6 +104,10 @@ impl Graph {
                 b.out_zero_point = qo.zero_point;
                 (b.lo, b.hi) = (lo, hi);
             }
+            Op::Pointwise(p) => {
+                let fns = std::mem::take(&mut p.fns);
+                *p = super::Pointwise::new(fns, p.channels, &qi, &qo);
+            }
             Op::MaxPool(_) | Op::Flatten => {}
         }
     }

@@ -464,33 +464,8 @@ impl Importer<'_> {
         let out = ctx.output()?.to_string();
         let v = match self.value(ctx, x)? {
             Value::Pending(p, n) => {
-                let p = match *p {
-                    Pending::Mac(mut m) => {
-                        m.act = m.act.then(act);
-                        Pending::Mac(m)
-                    }
-                    Pending::Add { a, b, act: a0 } => Pending::Add {
-                        a,
-                        b,
-                        act: a0.then(act),
-                    },
-                    Pending::Clamp { input, act: a0 } => Pending::Clamp {
-                        input,
-                        act: a0.then(act),
-                    },
-                    Pending::Bias {
-                        input,
-                        bias,
-                        act: a0,
-                        name,
-                    } => Pending::Bias {
-                        input,
-                        bias,
-                        act: a0.then(act),
-                        name,
-                    },
-                    _ => return Err(ctx.unsupported("activation after a float pooling")),
-                };
+                let p = with_activation(*p, act)
+                    .ok_or_else(|| ctx.unsupported("activation after a float average pooling"))?;
                 Value::Pending(Box::new(p), n)
             }
             Value::Deq(a) => Value::Pending(Box::new(Pending::Clamp { input: a, act }), ctx.name()),
@@ -624,6 +599,17 @@ impl Importer<'_> {
         let (a, deq) = match self.value(ctx, x)? {
             Value::Deq(a) => (a, true),
             Value::Quant(a) => (a, false),
+            Value::Pending(p, n) => {
+                let (window, ceil) = self.window(ctx, None)?;
+                let p = Pending::MaxPool {
+                    inner: p,
+                    window,
+                    ceil,
+                };
+                self.values
+                    .insert(ctx.output()?.to_string(), Value::Pending(Box::new(p), n));
+                return Ok(());
+            }
             _ => return Err(ctx.unsupported("MaxPool of a float tensor")),
         };
         let (window, ceil) = self.window(ctx, None)?;
@@ -844,6 +830,51 @@ impl Importer<'_> {
         );
         Ok(())
     }
+}
+
+/// `p` followed by the float activation `act`, or `None` where that is not representable.
+fn with_activation(p: Pending, act: Activation) -> Option<Pending> {
+    Some(match p {
+        Pending::Mac(mut m) => {
+            m.act = m.act.then(act);
+            Pending::Mac(m)
+        }
+        Pending::Add { a, b, act: a0 } => Pending::Add {
+            a,
+            b,
+            act: a0.then(act),
+        },
+        Pending::Clamp { input, act: a0 } => Pending::Clamp {
+            input,
+            act: a0.then(act),
+        },
+        Pending::Bias {
+            input,
+            bias,
+            act: a0,
+            name,
+        } => Pending::Bias {
+            input,
+            bias,
+            act: a0.then(act),
+            name,
+        },
+        Pending::Pointwise { input, mut fns } => {
+            fns.extend(super::pointwise::act_fns(act));
+            Pending::Pointwise { input, fns }
+        }
+        // Relu and Clip are monotone, so they commute with the maximum.
+        Pending::MaxPool {
+            inner,
+            window,
+            ceil,
+        } => Pending::MaxPool {
+            inner: Box::new(with_activation(*inner, act)?),
+            window,
+            ceil,
+        },
+        Pending::GlobalAvgPool { .. } | Pending::AvgPool { .. } => return None,
+    })
 }
 
 /// Whether a stored bias scale equals the accumulator scale (to f32 rounding).

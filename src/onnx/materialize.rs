@@ -22,6 +22,51 @@ impl Importer<'_> {
         match p {
             Pending::Mac(m) => self.mac_layer(ctx, *m, q, out),
             Pending::Clamp { input, act } => Ok(self.requantize(ctx, input, q, act, out)),
+            Pending::MaxPool {
+                inner,
+                window,
+                ceil,
+            } => {
+                let a = self.materialize(ctx, *inner, q, &format!("{out}/pre_pool"))?;
+                let ins = self.acts[a].shape;
+                let (oh, ow) = window
+                    .output_hw(ins.h, ins.w, ceil)
+                    .ok_or_else(|| ctx.bad(format!("pooling window does not fit input {ins}")))?;
+                let out_shape = Shape {
+                    h: oh,
+                    w: ow,
+                    c: ins.c,
+                };
+                let op = Op::MaxPool(crate::graph::MaxPool {
+                    window,
+                    in_shape: ins,
+                    out_shape,
+                });
+                Ok(self.push(
+                    ctx,
+                    op,
+                    Activation::None,
+                    vec![a],
+                    out_shape,
+                    q,
+                    out,
+                    vec![],
+                ))
+            }
+            Pending::Pointwise { input, fns } => {
+                let shape = self.acts[input].shape;
+                let op = crate::graph::Pointwise::new(fns, shape.c, &self.acts[input].q, &q);
+                Ok(self.push(
+                    ctx,
+                    Op::Pointwise(op),
+                    Activation::None,
+                    vec![input],
+                    shape,
+                    q,
+                    out,
+                    vec![],
+                ))
+            }
             Pending::Bias {
                 input,
                 bias,

@@ -13,6 +13,7 @@ mod materialize;
 pub mod patch;
 #[cfg(not(feature = "tract-engine"))]
 pub mod pb_lite;
+mod pointwise;
 mod proto;
 mod qdq;
 mod qop;
@@ -33,10 +34,35 @@ use crate::graph::{ActId, ActInfo, Graph, InputSpec, Layer, QParams, Shape};
 use crate::{Error, Result};
 use value::Value;
 
+/// The bytes of a model file, with initializers kept in external data files (beside it)
+/// inlined as `raw_data` (see [`patch::external`]). Every reader of a base model goes through
+/// here, so imports, deltas (whose base hash is of these bytes) and exports see the same
+/// self-contained model; a file with no external data comes back byte for byte.
+pub fn read_model_bytes(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    inline_external(bytes, path)
+}
+
+/// [`read_model_bytes`] for bytes already read from `path`.
+pub fn inline_external(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // Not a protobuf at all: let the decoder give its own message.
+    match patch::external::inline_external(&bytes, dir) {
+        Ok(Some(inlined)) => Ok(inlined),
+        Ok(None) => Ok(bytes),
+        Err(reason) if reason.contains("external") => Err(Error::InvalidModel {
+            path: path.to_path_buf(),
+            reason,
+        }),
+        Err(_) => Ok(bytes),
+    }
+}
+
 /// Read and decode a model file.
 pub fn read_model(path: impl AsRef<Path>) -> Result<pb::ModelProto> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_model_bytes(path)?;
     decode_model(&bytes).map_err(|reason| Error::InvalidModel {
         path: path.to_path_buf(),
         reason,
@@ -150,6 +176,8 @@ pub(crate) struct Importer<'p> {
     pub input_spec: Option<InputSpec>,
     /// Constants made by Constant nodes (not initializers: nothing can be written back).
     pub node_consts: std::collections::HashSet<String>,
+    /// Outputs of a final Softmax (see [`Importer::softmax`]); nothing may read them.
+    pub softmax_out: std::collections::HashSet<String>,
 }
 
 impl<'p> Importer<'p> {
@@ -163,6 +191,7 @@ impl<'p> Importer<'p> {
             input: None,
             input_spec: None,
             node_consts: Default::default(),
+            softmax_out: Default::default(),
         }
     }
 
@@ -273,22 +302,36 @@ impl<'p> Importer<'p> {
         if !matches!(domain, "" | "ai.onnx" | "com.microsoft") {
             return Err(ctx.unsupported(format!("operator domain '{domain}' is not supported")));
         }
+        if let Some(s) = node.input.iter().find(|i| self.softmax_out.contains(*i)) {
+            return Err(ctx.unsupported(format!(
+                "it reads '{s}', the output of a Softmax; qforget supports a Softmax only as the \
+                 model's last node"
+            )));
+        }
         match node.op_type.as_str() {
             "Constant" => self.constant(&ctx),
+            "Softmax" => self.softmax(&ctx),
             "QuantizeLinear" => self.quantize_linear(&ctx),
             "DequantizeLinear" => self.dequantize_linear(&ctx),
             "Conv" | "Gemm" | "MatMul" => self.float_mac(&ctx),
             "BatchNormalization" => self.batch_norm(&ctx),
             "Relu" | "Clip" => self.activation(&ctx),
+            "Add" if self.chain_operand(&ctx) => self.float_arith(&ctx),
             "Add" => self.add(&ctx),
+            "Sub" | "Div" => self.float_arith(&ctx),
+            "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" => {
+                self.float_unary(&ctx)
+            }
             "MaxPool" => self.max_pool(&ctx),
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
             "Flatten" | "Reshape" => self.flatten(&ctx),
             "Identity" | "Dropout" | "Cast" => self.alias(&ctx),
+            "Mul" if self.chain_operand(&ctx) || self.deq_operand(&ctx) => self.float_arith(&ctx),
             "Mul" => self.mul(&ctx),
             "QLinearConv" | "QLinearMatMul" | "QGemm" => self.qlinear_mac(&ctx),
             "MatMulInteger" | "ConvInteger" => self.integer_mac(&ctx),
             "QLinearAdd" => self.qlinear_add(&ctx),
+            "QLinearSigmoid" | "QLinearLeakyRelu" => self.qlinear_lookup(&ctx),
             "QLinearGlobalAveragePool" | "QLinearAveragePool" => self.qlinear_avg_pool(&ctx),
             other => Err(ctx.unsupported(format!("operator {other} is not supported by qforget"))),
         }

@@ -738,5 +738,16 @@ fn patch_graph(
     })))
 }
 
+/// A LEN field: tag, length, value.
+fn len_field(number: u64, v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() + 12);
+    put_varint(&mut out, (number << 3) | 2);
+    put_varint(&mut out, v.len() as u64);
+    out.extend_from_slice(v);
+    out
+}
+
+pub mod external;
+
 #[cfg(test)]
 mod tests;

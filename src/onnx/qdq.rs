@@ -111,9 +111,11 @@ impl Importer<'_> {
             Value::Deq(a) if self.acts[a].q == q => Value::Quant(a),
             Value::Deq(a) => Value::Quant(self.requantize(ctx, a, q, Activation::None, &out)),
             Value::Pending(p, node) => {
+                let first = self.layers.len();
                 let id = self.materialize(ctx, *p, q, &out)?;
-                // Name the layer after its compute node, not after the QuantizeLinear.
-                if let Some(l) = self.layers.last_mut().filter(|l| l.output == id) {
+                // Name the (first) new layer after its compute node, not after the
+                // QuantizeLinear; a pooling materialized behind it keeps the latter's name.
+                if let Some(l) = self.layers.get_mut(first) {
                     l.name = node;
                 }
                 Value::Quant(id)

@@ -229,6 +229,28 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// QLinearSigmoid / QLinearLeakyRelu (com.microsoft): onnxruntime runs them by a lookup
+    /// table of dequantize → function → quantize, which is what the pointwise layer is.
+    pub(super) fn qlinear_lookup(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let input = self.q_input(ctx, 0, 1, 2)?;
+        let q = self.act_qparams(ctx, 3, 4)?;
+        let f = if ctx.node.op_type == "QLinearSigmoid" {
+            crate::graph::FloatFn::Sigmoid
+        } else {
+            crate::graph::FloatFn::LeakyRelu {
+                alpha: ctx.attrs().float("alpha", 0.01).map_err(|e| ctx.bad(e))?,
+            }
+        };
+        let out = ctx.output()?.to_string();
+        let p = Pending::Pointwise {
+            input,
+            fns: vec![f],
+        };
+        let id = self.materialize(ctx, p, q, &out)?;
+        self.values.insert(out, Value::Quant(id));
+        Ok(())
+    }
+
     /// QLinearGlobalAveragePool / QLinearAveragePool (com.microsoft), NCHW only.
     pub(super) fn qlinear_avg_pool(&mut self, ctx: &NodeCtx) -> Result<()> {
         if ctx

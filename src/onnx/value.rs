@@ -151,6 +151,20 @@ pub enum Pending {
         input: ActId,
         act: Activation,
     },
+    /// Float element-wise functions applied to a dequantized tensor (see
+    /// [`crate::graph::pointwise`]).
+    Pointwise {
+        input: ActId,
+        fns: Vec<crate::graph::FloatFn>,
+    },
+    /// A float MaxPool of another pending result. QuantizeLinear is monotone, so it commutes
+    /// with the maximum: the inner result is quantized with the final parameters and pooled
+    /// on its bytes, exactly.
+    MaxPool {
+        inner: Box<Pending>,
+        window: Window,
+        ceil: bool,
+    },
 }
 
 /// Second operand of a quantized Add.

@@ -52,7 +52,7 @@ impl Session {
     /// order): the chain is checked, and requests start from the model it gives.
     pub fn open(model: &Path, parents: &[PathBuf]) -> Result<Self> {
         let start_bytes = if parents.is_empty() {
-            std::fs::read(model).map_err(|e| Error::io(model, e))?
+            crate::onnx::read_model_bytes(model)?
         } else {
             crate::delta::apply_files(model, parents)?
         };

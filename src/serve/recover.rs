@@ -174,7 +174,7 @@ pub fn recover(dir: &StateDir, base: &Path) -> Result<Recovered> {
     }
     // The served model: exactly base + journaled chain.
     let bytes = if chain.deltas.is_empty() {
-        std::fs::read(base).map_err(|e| Error::io(base, e))?
+        crate::onnx::read_model_bytes(base)?
     } else {
         delta::apply_files(base, &chain.deltas)?
     };

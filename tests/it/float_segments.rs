@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::onnx_builder::{Rng, B};
+use super::onnx_builder::{Rng, A, B};
 
 /// ONNX QuantizeLinear (uint8) in f32, as onnxruntime computes it.
 fn q8(x: f32, s: f32, zp: i32) -> i32 {
@@ -102,5 +102,211 @@ fn an_unsupported_float_op_after_a_float_head_is_named() {
             (z - want).abs() <= 1e-6 * want.abs().max(1.0),
             "{j}: {z} vs {want}"
         );
+    }
+}
+
+/// ONNX QuantizeLinear (int8) in f32.
+fn qs8(x: f32, s: f32, zp: i32) -> i32 {
+    ((x / s).round_ties_even() + zp as f32).clamp(-128.0, 127.0) as i32
+}
+
+/// input [N,3,4,5] → Q/DQ (u8) → `ops` in float → Q/DQ (`signed` output) → Flatten, against
+/// `f` evaluated here in f32 on the dequantized input, channel by channel.
+fn chain_follows_onnx(
+    name: &str,
+    ops: &dyn Fn(&mut B, &str) -> String,
+    f: &dyn Fn(usize, f32) -> f32,
+    s_out: f32,
+    z_out: i32,
+    signed: bool,
+) {
+    let (c, h, w) = (3, 4, 5);
+    let mut b = B::new(c, h, w);
+    let (s_in, z_in) = (1.0 / 255.0, 0);
+    let x = b.qdq("x", s_in, z_in, false);
+    let last = ops(&mut b, &x);
+    let y = b.qdq(&last, s_out, z_out, signed);
+    let out = b.node("Flatten", &[&y], vec![]);
+    let m = b.model(&out);
+    let g = qforget::onnx::import(&m, Path::new(name)).unwrap();
+    assert!(
+        g.layers.iter().any(|l| l.op.kind() == "pointwise"),
+        "{name}: no pointwise layer"
+    );
+    let mut r = Rng(0x9e37);
+    let n = 6;
+    let images: Vec<u8> = (0..n * c * h * w).map(|_| r.int(0, 255) as u8).collect();
+    let got = g.forward(&images, n).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..n {
+        let row = got.model_row(i);
+        for ch in 0..c {
+            for p in 0..h * w {
+                let px = images[i * c * h * w + ch * h * w + p] as f32 / 255.0;
+                let xr = (q8(px, s_in, z_in) - z_in) as f32 * s_in;
+                let v = f(ch, xr);
+                let want = if signed {
+                    qs8(v, s_out, z_out)
+                } else {
+                    q8(v, s_out, z_out)
+                };
+                seen.insert(want);
+                assert_eq!(
+                    row[ch * h * w + p],
+                    want,
+                    "{name}: image {i} ch {ch} px {p}"
+                );
+            }
+        }
+    }
+    // The check is not vacuous: the outputs take many values.
+    assert!(
+        seen.len() > 20,
+        "{name}: only {} distinct outputs",
+        seen.len()
+    );
+}
+
+#[test]
+fn float_element_wise_chains_follow_onnx() {
+    let mean = [0.485f32, 0.456, 0.406];
+    let std = [0.229f32, 0.224, 0.225];
+    chain_follows_onnx(
+        "normalize_hardswish.onnx",
+        &|b, x| {
+            let m = b.f32s(&[3, 1, 1], &mean);
+            let s = b.f32s(&[1, 3, 1, 1], &std);
+            let t = b.node("Sub", &[x, &m], vec![]);
+            let t = b.node("Div", &[&t, &s], vec![]);
+            b.node("HardSwish", &[&t], vec![])
+        },
+        &|c, x| {
+            let v = (x - mean[c]) / std[c];
+            v * (v / 6.0 + 0.5).clamp(0.0, 1.0)
+        },
+        0.02,
+        20,
+        false,
+    );
+    chain_follows_onnx(
+        "mul_sigmoid.onnx",
+        &|b, x| {
+            let k = b.f32s(&[], &[6.0]);
+            let t = b.node("Mul", &[&k, x], vec![]);
+            let h = b.f32s(&[], &[3.0]);
+            let t = b.node("Sub", &[&t, &h], vec![]);
+            b.node("Sigmoid", &[&t], vec![])
+        },
+        &|_, x| 1.0 / (1.0 + (-(6.0 * x - 3.0)).exp()),
+        1.0 / 256.0,
+        0,
+        false,
+    );
+    chain_follows_onnx(
+        "leaky_hardsigmoid_tanh.onnx",
+        &|b, x| {
+            let h = b.f32s(&[], &[0.5]);
+            let t = b.node("Sub", &[&h, x], vec![]);
+            let t = b.node("LeakyRelu", &[&t], vec![("alpha", A::F(0.1))]);
+            let t = b.node("Mul", &[&t, &h], vec![]);
+            b.node("Tanh", &[&t], vec![])
+        },
+        &|_, x| {
+            let v = 0.5 - x;
+            let v = if v >= 0.0 { v } else { 0.1 * v };
+            (v * 0.5).tanh()
+        },
+        1.0 / 256.0,
+        -3,
+        true,
+    );
+    chain_follows_onnx(
+        "relu_hardsigmoid.onnx",
+        &|b, x| {
+            let k = b.f32s(&[3, 1, 1], &[4.0, -4.0, 8.0]);
+            let t = b.node("Mul", &[x, &k], vec![]);
+            let t = b.node("Relu", &[&t], vec![]);
+            b.node(
+                "HardSigmoid",
+                &[&t],
+                vec![("alpha", A::F(0.25)), ("beta", A::F(0.1))],
+            )
+        },
+        &|c, x| {
+            let v = (x * [4.0f32, -4.0, 8.0][c]).max(0.0);
+            (0.25 * v + 0.1).clamp(0.0, 1.0)
+        },
+        1.0 / 255.0,
+        0,
+        false,
+    );
+}
+
+#[test]
+fn float_chains_that_are_not_element_wise_are_refused_by_name() {
+    // Mul of two activations, and a constant that varies along W.
+    let mut b = B::new(2, 3, 3);
+    let x = b.qdq("x", 1.0 / 255.0, 0, false);
+    let y = b.qdq("x", 1.0 / 255.0, 0, false);
+    let mm = b.node("Mul", &[&x, &y], vec![]);
+    let q = b.qdq(&mm, 0.01, 0, false);
+    let err = qforget::onnx::import(&b.model(&q), Path::new("se_mul.onnx"))
+        .unwrap_err()
+        .to_string();
+    for part in ["se_mul.onnx", "Mul", "node_Mul"] {
+        assert!(err.contains(part), "{err}");
+    }
+    let mut b = B::new(2, 3, 3);
+    let x = b.qdq("x", 1.0 / 255.0, 0, false);
+    let k = b.f32s(&[3], &[1.0, 2.0, 3.0]);
+    let d = b.node("Div", &[&x, &k], vec![]);
+    let q = b.qdq(&d, 0.01, 0, false);
+    let err = qforget::onnx::import(&b.model(&q), Path::new("w_div.onnx"))
+        .unwrap_err()
+        .to_string();
+    for part in ["w_div.onnx", "Div", "[3]"] {
+        assert!(err.contains(part), "{err}");
+    }
+}
+
+#[test]
+fn a_final_softmax_keeps_the_logits_and_anything_after_it_is_refused() {
+    // input [N,1,2,2] → Q/DQ → Flatten → MatMul(DQ w) → Softmax → output.
+    let build = |extra: bool| {
+        let mut b = B::new(1, 2, 2);
+        let x = b.qdq("x", 1.0 / 255.0, 0, false);
+        let f = b.node("Flatten", &[&x], vec![]);
+        let wq = b.dq_weights(
+            &[4, 3],
+            &[1, -2, 3, 4, 5, -6, 7, 8, 9, 10, -11, 12],
+            &[0.01; 3],
+            1,
+        );
+        let mm = b.node("MatMul", &[&f, &wq], vec![]);
+        let sm = b.node("Softmax", &[&mm], vec![("axis", A::I(1))]);
+        let out = if extra {
+            let k = b.f32s(&[], &[2.0]);
+            b.node("Mul", &[&sm, &k], vec![])
+        } else {
+            sm
+        };
+        b.model(&out)
+    };
+    let g = qforget::onnx::import(&build(false), Path::new("softmax.onnx")).unwrap();
+    assert!(g.real_output);
+    let l = g.forward(&[255, 0, 51, 102], 1).unwrap();
+    // The graph's output is the logits before the Softmax (what the losses want).
+    let z = l.real.as_ref().unwrap();
+    let xs = [255., 0., 51., 102.].map(|v: f32| v / 255.0);
+    let wv = [[1., -2., 3.], [4., 5., -6.], [7., 8., 9.], [10., -11., 12.]];
+    for (j, &zj) in z.iter().enumerate() {
+        let want: f32 = (0..4).map(|i| xs[i] * 0.01 * wv[i][j]).sum();
+        assert!((zj - want).abs() <= 1e-6, "{j}: {zj} vs {want}");
+    }
+    let err = qforget::onnx::import(&build(true), Path::new("softmax_mul.onnx"))
+        .unwrap_err()
+        .to_string();
+    for part in ["softmax_mul.onnx", "Mul", "Softmax"] {
+        assert!(err.contains(part), "{err}");
     }
 }

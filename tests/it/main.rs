@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod delta_cli;
+mod external_data;
 mod fixtures;
 mod float_heads;
 mod float_segments;

@@ -398,3 +398,17 @@ fn ten_chained_requests_keep_the_model_and_rebuild_exactly() {
         "apply of the chain differs from the last export"
     );
 }
+
+/// The fixtures of other quantizers and float activations (issue 10): float lookup layers in
+/// both QDQ and QOperator form, and Intel Neural Compressor's external-data models.
+#[test]
+fn class_wise_default_on_float_activations_and_inc_models() {
+    for (stem, data) in [
+        ("mnist_act_qdq.onnx", "mnist"),
+        ("mnist_act_qop.onnx", "mnist"),
+        ("fmnist_cnn_inc.onnx", "fashion-mnist"),
+        ("mnist_res_inc_qdq.onnx", "mnist"),
+    ] {
+        class_wise_default(stem, data, "3");
+    }
+}

@@ -1,0 +1,339 @@
+//! A chain of float element-wise functions between a DequantizeLinear and a QuantizeLinear:
+//! what quantizers leave in float around an activation they do not quantize (Sigmoid,
+//! HardSigmoid, HardSwish, LeakyRelu, Tanh, and arithmetic with constants such as a `Mul` by a
+//! scale or a `Sub`/`Div` of a per-channel constant).
+//!
+//! Why a lookup table: the input is one byte and the constants are per channel, so the whole
+//! segment `Q(f_k(…f_1(DQ(x))))` takes at most 256 values per channel. The table is computed
+//! once, at import, by the very f32 sequence onnxruntime runs with graph optimizations off (one
+//! op at a time, each result rounded to f32), so the integer forward is that sequence exactly.
+//! The backward is the straight-through estimator of the chain: the derivative of the real
+//! function at the input's value (rounding treated as identity), zero where the output
+//! saturates its integer range. The float twin evaluates the same functions on real values.
+
+use super::qparams::{round_half_even, QParams};
+use super::tensor::QBatch;
+
+/// One float function of the chain; constants hold one value or one per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FloatFn {
+    Add(Vec<f32>),
+    /// `x − c`.
+    Sub(Vec<f32>),
+    /// `c − x`.
+    SubFrom(Vec<f32>),
+    Mul(Vec<f32>),
+    /// `x / c`.
+    Div(Vec<f32>),
+    Relu,
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Sigmoid,
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    HardSwish,
+    Tanh,
+}
+
+fn at(v: &[f32], c: usize) -> f32 {
+    v[if v.len() == 1 { 0 } else { c }]
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl FloatFn {
+    /// ONNX name of the function, for messages and `inspect`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FloatFn::Add(_) => "Add",
+            FloatFn::Sub(_) | FloatFn::SubFrom(_) => "Sub",
+            FloatFn::Mul(_) => "Mul",
+            FloatFn::Div(_) => "Div",
+            FloatFn::Relu => "Relu",
+            FloatFn::Clip { .. } => "Clip",
+            FloatFn::LeakyRelu { .. } => "LeakyRelu",
+            FloatFn::Sigmoid => "Sigmoid",
+            FloatFn::HardSigmoid { .. } => "HardSigmoid",
+            FloatFn::HardSwish => "HardSwish",
+            FloatFn::Tanh => "Tanh",
+        }
+    }
+
+    /// Channels the constants have (1 for a scalar or no constant).
+    pub fn channels(&self) -> usize {
+        match self {
+            FloatFn::Add(v)
+            | FloatFn::Sub(v)
+            | FloatFn::SubFrom(v)
+            | FloatFn::Mul(v)
+            | FloatFn::Div(v) => v.len(),
+            _ => 1,
+        }
+    }
+
+    /// The function on channel `c`, in f32 as ONNX defines it.
+    pub fn eval(&self, c: usize, x: f32) -> f32 {
+        match self {
+            FloatFn::Add(v) => x + at(v, c),
+            FloatFn::Sub(v) => x - at(v, c),
+            FloatFn::SubFrom(v) => at(v, c) - x,
+            FloatFn::Mul(v) => x * at(v, c),
+            FloatFn::Div(v) => x / at(v, c),
+            FloatFn::Relu => x.max(0.0),
+            FloatFn::Clip { min, max } => x.max(*min).min(*max),
+            FloatFn::LeakyRelu { alpha } => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            FloatFn::Sigmoid => sigmoid(x),
+            FloatFn::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            FloatFn::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            FloatFn::Tanh => x.tanh(),
+        }
+    }
+
+    /// `d eval / d x` on channel `c` at `x` (0 where a clamp is active).
+    pub fn deriv(&self, c: usize, x: f32) -> f32 {
+        match self {
+            FloatFn::Add(_) | FloatFn::Sub(_) => 1.0,
+            FloatFn::SubFrom(_) => -1.0,
+            FloatFn::Mul(v) => at(v, c),
+            FloatFn::Div(v) => 1.0 / at(v, c),
+            FloatFn::Relu => (x > 0.0) as u8 as f32,
+            FloatFn::Clip { min, max } => (x > *min && x < *max) as u8 as f32,
+            FloatFn::LeakyRelu { alpha } => {
+                if x >= 0.0 {
+                    1.0
+                } else {
+                    *alpha
+                }
+            }
+            FloatFn::Sigmoid => {
+                let s = sigmoid(x);
+                s * (1.0 - s)
+            }
+            FloatFn::HardSigmoid { alpha, beta } => {
+                let v = alpha * x + beta;
+                if v > 0.0 && v < 1.0 {
+                    *alpha
+                } else {
+                    0.0
+                }
+            }
+            FloatFn::HardSwish => {
+                if x <= -3.0 {
+                    0.0
+                } else if x >= 3.0 {
+                    1.0
+                } else {
+                    x / 3.0 + 0.5
+                }
+            }
+            FloatFn::Tanh => 1.0 - x.tanh().powi(2),
+        }
+    }
+}
+
+/// `y = Q(f_k(…f_1(DQ(x))))` per channel, by lookup.
+#[derive(Debug, Clone)]
+pub struct Pointwise {
+    pub fns: Vec<FloatFn>,
+    /// Channels of the tensor (the last NHWC dimension).
+    pub channels: usize,
+    /// Channels the tables differ over (1 when every constant is a scalar, else `channels`).
+    pub table_channels: usize,
+    /// `table_channels × 256` output bytes.
+    pub lut: Vec<u8>,
+    /// `table_channels × 256` STE derivatives `d y_real / d x_real`.
+    pub dlut: Vec<f32>,
+}
+
+impl Pointwise {
+    /// Build the tables for input parameters `qi` and output parameters `qo` (whose clamp range
+    /// is `lo..=hi`).
+    pub fn new(fns: Vec<FloatFn>, channels: usize, qi: &QParams, qo: &QParams) -> Pointwise {
+        let table_channels = if fns.iter().any(|f| f.channels() > 1) {
+            channels.max(1)
+        } else {
+            1
+        };
+        let mut lut = Vec::with_capacity(table_channels * 256);
+        let mut dlut = Vec::with_capacity(table_channels * 256);
+        for c in 0..table_channels {
+            for b in 0..=255u8 {
+                let x = qi.dequantize(b);
+                let r = eval_chain(&fns, c, x);
+                let level = round_half_even(r / qo.scale) + qo.zero_point as f32;
+                lut.push(level.clamp(0.0, 255.0) as u8);
+                let inside = (0.0..=255.0).contains(&level) || level.is_nan();
+                dlut.push(if inside { deriv_chain(&fns, c, x) } else { 0.0 });
+            }
+        }
+        Pointwise {
+            fns,
+            channels,
+            table_channels,
+            lut,
+            dlut,
+        }
+    }
+
+    fn table(&self, i: usize) -> usize {
+        if self.table_channels == 1 {
+            0
+        } else {
+            (i % self.channels.max(1)) * 256
+        }
+    }
+
+    /// Run on a batch (NHWC storage: the channel is the index modulo `channels`).
+    pub fn forward(&self, x: &QBatch) -> QBatch {
+        let data = if self.table_channels == 1 {
+            x.data.iter().map(|&q| self.lut[q as usize]).collect()
+        } else {
+            x.data
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| self.lut[self.table(i) + q as usize])
+                .collect()
+        };
+        QBatch {
+            n: x.n,
+            shape: x.shape,
+            data,
+        }
+    }
+
+    /// Input gradient from the saved input bytes.
+    pub fn backward_q(&self, x: &[u8], gy: &[f32]) -> Vec<f32> {
+        x.iter()
+            .zip(gy)
+            .enumerate()
+            .map(|(i, (&q, &g))| g * self.dlut[self.table(i) + q as usize])
+            .collect()
+    }
+
+    /// The float twin: the chain on real values.
+    pub fn forward_real(&self, x: &[f32]) -> Vec<f32> {
+        let cn = self.channels.max(1);
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| eval_chain(&self.fns, i % cn, v))
+            .collect()
+    }
+
+    /// The float twin's input gradient at real inputs `x`.
+    pub fn backward_real(&self, x: &[f32], gy: &[f32]) -> Vec<f32> {
+        let cn = self.channels.max(1);
+        x.iter()
+            .zip(gy)
+            .enumerate()
+            .map(|(i, (&v, &g))| g * deriv_chain(&self.fns, i % cn, v))
+            .collect()
+    }
+
+    /// The chain as text, e.g. `Mul → HardSwish`.
+    pub fn describe(&self) -> String {
+        self.fns
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+}
+
+fn eval_chain(fns: &[FloatFn], c: usize, x: f32) -> f32 {
+    fns.iter().fold(x, |v, f| f.eval(c, v))
+}
+
+/// Chain rule through the functions, each derivative taken at its own input.
+fn deriv_chain(fns: &[FloatFn], c: usize, x: f32) -> f32 {
+    let mut v = x;
+    let mut d = 1.0;
+    for f in fns {
+        d *= f.deriv(c, v);
+        v = f.eval(c, v);
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Shape;
+
+    fn q(scale: f32, zero_point: i32) -> QParams {
+        QParams {
+            scale,
+            zero_point,
+            signed: false,
+        }
+    }
+
+    #[test]
+    fn table_is_the_f32_chain_then_quantize() {
+        let (qi, qo) = (q(0.05, 128), q(1.0 / 255.0, 0));
+        let p = Pointwise::new(
+            vec![FloatFn::Mul(vec![2.0, 0.5]), FloatFn::Sigmoid],
+            2,
+            &qi,
+            &qo,
+        );
+        assert_eq!(p.table_channels, 2);
+        let x = QBatch {
+            n: 1,
+            shape: Shape::flat(2),
+            data: vec![200, 200],
+        };
+        let y = p.forward(&x);
+        for (c, m) in [(0, 2.0f32), (1, 0.5)] {
+            let r = 1.0 / (1.0 + (-(0.05 * 72.0 * m)).exp());
+            assert_eq!(y.data[c], (r * 255.0).round() as u8, "channel {c}");
+        }
+    }
+
+    #[test]
+    fn chain_derivative_matches_finite_differences() {
+        let fns = vec![
+            FloatFn::Sub(vec![0.3]),
+            FloatFn::Div(vec![1.7]),
+            FloatFn::HardSwish,
+            FloatFn::LeakyRelu { alpha: 0.1 },
+            FloatFn::Tanh,
+            FloatFn::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            FloatFn::SubFrom(vec![1.0]),
+        ];
+        for i in 0..200 {
+            let x = -6.0 + i as f32 * 0.0613;
+            let h = 1e-3f64;
+            let f = |v: f64| eval_chain(&fns, 0, v as f32) as f64;
+            let fd = (f(x as f64 + h) - f(x as f64 - h)) / (2.0 * h);
+            let d = deriv_chain(&fns, 0, x) as f64;
+            assert!((fd - d).abs() < 2e-2, "x {x}: fd {fd} vs {d}");
+        }
+    }
+
+    #[test]
+    fn saturated_outputs_pass_no_gradient() {
+        // x ∈ [−12.8, 12.7] through a Relu into an output range [0, 2.55]: inputs above 2.55
+        // saturate, inputs at or below 0 are gated by the Relu.
+        let p = Pointwise::new(vec![FloatFn::Relu], 1, &q(0.1, 128), &q(0.01, 0));
+        let g = p.backward_q(&[100, 140, 200], &[1.0, 1.0, 1.0]);
+        assert_eq!(g, vec![0.0, 1.0, 0.0]);
+    }
+}

@@ -1,0 +1,182 @@
+//! Float element-wise nodes between DequantizeLinear and QuantizeLinear (see
+//! [`crate::graph::pointwise`]): Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh, and
+//! Add/Sub/Mul/Div with a constant. They gather into one pending chain on a dequantized
+//! activation; the QuantizeLinear that ends the chain makes it a lookup-table layer.
+//!
+//! Only what keeps the segment a function of one byte is accepted: the chain must start at a
+//! dequantized activation (or at a float Relu/Clip of one), and every constant must be a scalar
+//! or one value per channel. Anything else is refused by name, as everywhere in the importer.
+
+use crate::graph::{Activation, FloatFn};
+use crate::Result;
+
+use super::value::{Pending, Value};
+use super::{Importer, NodeCtx};
+
+/// The functions an activation (Relu/Clip) stands for.
+pub(super) fn act_fns(act: Activation) -> Vec<FloatFn> {
+    match act {
+        Activation::None => vec![],
+        Activation::Relu => vec![FloatFn::Relu],
+        Activation::Clip { min, max } => vec![FloatFn::Clip { min, max }],
+    }
+}
+
+impl Importer<'_> {
+    /// The chain `x` already is, if it can take one more float function: `(input, fns)`.
+    fn chain_of(&self, v: &Value) -> Option<(usize, Vec<FloatFn>)> {
+        match v {
+            Value::Deq(a) => Some((*a, vec![])),
+            Value::Pending(p, _) => match p.as_ref() {
+                Pending::Pointwise { input, fns } => Some((*input, fns.clone())),
+                Pending::Clamp { input, act } => Some((*input, act_fns(*act))),
+                // A float bias followed by more float math: the bias joins the chain (and is
+                // then a frozen constant, not a trainable one).
+                Pending::Bias {
+                    input, bias, act, ..
+                } => {
+                    let mut fns = vec![FloatFn::Add(bias.clone())];
+                    fns.extend(act_fns(*act));
+                    Some((*input, fns))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn push_fn(&mut self, ctx: &NodeCtx, x: &str, f: FloatFn) -> Result<()> {
+        let v = self.value(ctx, x)?;
+        let Some((input, mut fns)) = self.chain_of(&v) else {
+            return Err(ctx.unsupported(format!(
+                "{} of '{x}', which is not a dequantized activation (qforget computes float \
+                 element-wise functions only between a DequantizeLinear and a QuantizeLinear)",
+                ctx.node.op_type
+            )));
+        };
+        fns.push(f);
+        let out = ctx.output()?.to_string();
+        self.values.insert(
+            out,
+            Value::Pending(Box::new(Pending::Pointwise { input, fns }), ctx.name()),
+        );
+        Ok(())
+    }
+
+    /// Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh.
+    pub(super) fn float_unary(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let a = ctx.attrs();
+        let f = match ctx.node.op_type.as_str() {
+            "Sigmoid" => FloatFn::Sigmoid,
+            "Tanh" => FloatFn::Tanh,
+            "HardSwish" => FloatFn::HardSwish,
+            "HardSigmoid" => FloatFn::HardSigmoid {
+                alpha: a.float("alpha", 0.2).map_err(|e| ctx.bad(e))?,
+                beta: a.float("beta", 0.5).map_err(|e| ctx.bad(e))?,
+            },
+            "LeakyRelu" => FloatFn::LeakyRelu {
+                alpha: a.float("alpha", 0.01).map_err(|e| ctx.bad(e))?,
+            },
+            other => return Err(ctx.unsupported(format!("operator {other} is not supported"))),
+        };
+        self.push_fn(ctx, x, f)
+    }
+
+    /// Whether an input of the node is a pending float chain (so an arithmetic node on it with
+    /// a constant is element-wise float math, not a bias or the scale of a product).
+    pub(super) fn chain_operand(&self, ctx: &NodeCtx) -> bool {
+        ctx.node.input.iter().any(|n| match self.values.get(n) {
+            Some(Value::Pending(p, _)) => matches!(
+                p.as_ref(),
+                Pending::Pointwise { .. } | Pending::Clamp { .. } | Pending::Bias { .. }
+            ),
+            _ => false,
+        })
+    }
+
+    /// Whether an input of the node is a dequantized activation.
+    pub(super) fn deq_operand(&self, ctx: &NodeCtx) -> bool {
+        ctx.node
+            .input
+            .iter()
+            .any(|n| matches!(self.values.get(n), Some(Value::Deq(_))))
+    }
+
+    /// A Softmax over the classes as the model's last node. It is monotone along the class axis,
+    /// so predictions are those of its input, and the training losses want the logits before it
+    /// anyway: the graph ends at its input, and the exported file keeps the Softmax.
+    pub(super) fn softmax(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let v = self.value(ctx, x)?;
+        let classes_last = match &v {
+            Value::Deq(a) | Value::Quant(a) => self.acts[*a].shape.h * self.acts[*a].shape.w == 1,
+            Value::Pending(p, _) => {
+                matches!(p.as_ref(), Pending::Mac(m) if m.conv.is_none())
+                    || matches!(p.as_ref(), Pending::Bias { .. })
+            }
+            _ => false,
+        };
+        let axis = ctx.attrs().int("axis", -1).map_err(|e| ctx.bad(e))?;
+        if !classes_last || !(axis == -1 || axis == 1) {
+            return Err(
+                ctx.unsupported("Softmax other than over the classes of a [N, classes] output")
+            );
+        }
+        let out = ctx.output()?.to_string();
+        self.softmax_out.insert(out.clone());
+        self.values.insert(out, v);
+        Ok(())
+    }
+
+    /// Add/Sub/Mul/Div of a float chain (or a dequantized activation) and a constant.
+    pub(super) fn float_arith(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let (x, y) = match (ctx.input(0), ctx.input(1)) {
+            (Some(x), Some(y)) => (x, y),
+            _ => return Err(ctx.bad("needs two inputs")),
+        };
+        let op = ctx.node.op_type.as_str();
+        let const_first = !self.values.contains_key(x) && self.consts.contains_key(x);
+        let (t, ci) = if const_first { (y, 0) } else { (x, 1) };
+        if !self.consts.contains_key(ctx.input(ci).unwrap_or_default()) {
+            return Err(ctx.unsupported(format!(
+                "{op} of two computed tensors (qforget supports {op} of an activation and a \
+                 constant here)"
+            )));
+        }
+        let v = self.value(ctx, t)?;
+        let Some((input, _)) = self.chain_of(&v) else {
+            return Err(ctx.unsupported(format!(
+                "{op} of '{t}', which is not a dequantized activation"
+            )));
+        };
+        let c = self.konst(ctx, ci)?;
+        let k = self
+            .channel_constant(ctx, &c, self.acts[input].shape)
+            .map_err(|_| {
+                ctx.unsupported(format!(
+                    "{op} by constant '{}' with dimensions {:?}: only a scalar or one value per \
+                     channel keeps the segment element-wise",
+                    c.name, c.dims
+                ))
+            })?;
+        let f = match (op, const_first) {
+            ("Add", _) => FloatFn::Add(k),
+            ("Mul", _) => FloatFn::Mul(k),
+            ("Sub", false) => FloatFn::Sub(k),
+            ("Sub", true) => FloatFn::SubFrom(k),
+            ("Div", false) => {
+                if k.contains(&0.0) {
+                    return Err(ctx.unsupported(format!("Div by zero in '{}'", c.name)));
+                }
+                FloatFn::Div(k)
+            }
+            _ => {
+                return Err(
+                    ctx.unsupported(format!("{op} with the constant first is not supported"))
+                )
+            }
+        };
+        self.push_fn(ctx, t, f)
+    }
+}
