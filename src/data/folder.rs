@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageReader};
+use rayon::prelude::*;
 
 use super::{bad, Dataset, Split};
 use crate::{Error, Result};
@@ -24,9 +25,8 @@ use crate::{Error, Result};
 pub(super) fn load_split(dir: &Path, split: Split) -> Result<Dataset> {
     let root = dir.join(split.name());
     let classes = class_names(&dir.join(Split::Train.name()))?;
-    let mut images = Vec::new();
-    let mut labels = Vec::new();
-    let mut shape: Option<(usize, usize, usize, PathBuf)> = None;
+    // (label, file) in sample order: classes in turn, files sorted within each.
+    let mut files = Vec::new();
     for sub in subfolders(&root)? {
         let name = file_name(&sub);
         let label = classes.iter().position(|c| *c == name).ok_or_else(|| {
@@ -45,25 +45,34 @@ pub(super) fn load_split(dir: &Path, split: Split) -> Result<Dataset> {
                     "a folder inside a class folder (expected images)",
                 ));
             }
-            let (c, h, w, chw) = decode(&file)?;
-            match &shape {
-                None => shape = Some((c, h, w, file.clone())),
-                Some((c0, h0, w0, first)) if (*c0, *h0, *w0) != (c, h, w) => {
-                    return Err(bad(
-                        &file,
-                        format!(
-                            "{} but {} is {} (every image must have the same size and channels)",
-                            describe(c, h, w),
-                            first.display(),
-                            describe(*c0, *h0, *w0)
-                        ),
-                    ))
-                }
-                Some(_) => {}
-            }
-            images.extend_from_slice(&chw);
-            labels.push(label as u8);
+            files.push((label as u8, file));
         }
+    }
+    // Decoding is most of the time; images are independent. Errors are reported in sample
+    // order, so the first bad file is always the one named.
+    let decoded: Vec<Result<Decoded>> = files.par_iter().map(|(_, f)| decode(f)).collect();
+    let mut images = Vec::new();
+    let mut labels = Vec::with_capacity(files.len());
+    let mut shape: Option<(usize, usize, usize, &Path)> = None;
+    for ((label, file), d) in files.iter().zip(decoded) {
+        let (c, h, w, chw) = d?;
+        match shape {
+            None => shape = Some((c, h, w, file)),
+            Some((c0, h0, w0, first)) if (c0, h0, w0) != (c, h, w) => {
+                return Err(bad(
+                    file,
+                    format!(
+                        "{} but {} is {} (every image must have the same size and channels)",
+                        describe(c, h, w),
+                        first.display(),
+                        describe(c0, h0, w0)
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        images.extend_from_slice(&chw);
+        labels.push(*label);
     }
     let (channels, rows, cols, _) =
         shape.ok_or_else(|| bad(&root, "no images in the class folders"))?;
@@ -134,8 +143,11 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Decode one image into (channels, height, width, channels-first bytes).
-fn decode(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
+/// Channels, height, width and channels-first bytes of one image.
+type Decoded = (usize, usize, usize, Vec<u8>);
+
+/// Decode one image.
+fn decode(path: &Path) -> Result<Decoded> {
     let reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()

@@ -231,7 +231,9 @@ impl Graph {
             return Ok(input_pool(images, n, s, p, &q, self.input.norm.as_ref()));
         }
         let norm = self.input.norm.as_ref();
-        let luts: Vec<Vec<u8>> = (0..s.c)
+        // One table per channel only when the channels differ (a flat `[N, F]` input has F).
+        let per_channel = norm.is_some_and(|n| n.mean.len() > 1 || n.std.len() > 1);
+        let luts: Vec<Vec<u8>> = (0..if per_channel { s.c } else { 1 })
             .map(|ch| {
                 (0..=255u8)
                     .map(|b| q.quantize(normalize::pixel_value(norm, ch, b)))
@@ -244,7 +246,8 @@ impl Graph {
             .zip(images.chunks_exact(s.len().max(1)))
         {
             // NCHW bytes → NHWC storage.
-            for (ch, lut) in luts.iter().enumerate() {
+            for ch in 0..s.c {
+                let lut = &luts[if per_channel { ch } else { 0 }];
                 for p in 0..plane {
                     o[p * s.c + ch] = lut[img[ch * plane + p] as usize];
                 }
