@@ -11,10 +11,12 @@
 //! Where the numbers come from: the command line (`--mean`, `--std`), else the model's ONNX
 //! `metadata_props` keys `mean` and `std` (see [`Normalization::from_metadata`]), else none.
 
+use serde::Serialize;
+
 use crate::{Error, Result};
 
 /// Per-channel mean and standard deviation of the float input (pixel = byte / 255).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Normalization {
     /// One value for every channel, or one per channel.
     pub mean: Vec<f32>,

@@ -230,6 +230,33 @@ fn normalisation_comes_from_metadata_and_options_override_it() {
 }
 
 #[test]
+fn inspect_shows_the_metadata_normalisation() {
+    let r = reference();
+    let out = qforget(&["inspect", s(&model(RGB)), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["input_shape"], serde_json::json!([3, 14, 14]));
+    let parse = |v: &str| qforget::graph::Normalization::parse_values(v).unwrap();
+    let n = &v["input_normalization"];
+    let got = |k: &str| -> Vec<f32> {
+        n[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    assert_eq!((got("mean"), got("std")), (parse(&r.mean), parse(&r.std)));
+    // A model without them says so.
+    let out = qforget(&["inspect", s(&model("fmnist_cnn_qdq.onnx")), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["input_normalization"].is_null(), "{v}");
+}
+
+#[test]
 fn input_lookup_follows_the_formula() {
     let mut g = qforget::onnx::load(model(RGB)).unwrap();
     let r = reference();
