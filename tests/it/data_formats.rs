@@ -173,6 +173,17 @@ fn channels_first_arrays_and_other_label_dtypes_read_the_same() {
     assert_eq!(eval(&model(RGB), &dir, "test", &[]), r.test);
 }
 
+/// tract, the in-process reference engine, gets the same normalised input.
+#[cfg(feature = "tract-engine")]
+#[test]
+fn tract_engine_gets_the_same_normalised_input() {
+    let r = reference();
+    assert_eq!(
+        eval(&model(RGB), &npy_dir(), "test", &["--engine", "tract"]),
+        r.test
+    );
+}
+
 #[test]
 fn jpeg_images_are_read() {
     let dir = scratch("df-jpeg");
