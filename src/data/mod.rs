@@ -1,6 +1,7 @@
 //! Datasets the model is evaluated and unlearned on, in the forms devices hold them: the idx
 //! files of MNIST and Fashion-MNIST (optionally gzip-compressed), a folder of `.npy` arrays
-//! ([`npy`]), or a folder of PNG/JPEG images with one subfolder per class ([`folder`]). Each is
+//! (`npy.rs`), or a folder of PNG/JPEG images with one subfolder per class (`folder.rs`); the
+//! README's "Datasets" section is the user's version of these rules. Each is
 //! read into memory as raw bytes in one layout, channels first (`n × c × h × w`), so everything
 //! downstream (batching, the forward, training) is independent of where the images came from.
 //! [`Dataset::load`] tells the forms apart by the files a directory holds ([`format`]).
@@ -76,7 +77,7 @@ impl Dataset {
 
     /// Load `split` of the dataset at `path` for a model whose input is `input`: an `.npy`
     /// array whose layout could be read both as `N×H×W×C` and as `N×C×H×W` takes the one that
-    /// fits the model (see [`npy`]). Whether the dataset fits is checked later
+    /// fits the model (README, "Datasets"). Whether the dataset fits is checked later
     /// ([`crate::eval::check_fits`]).
     pub fn load_for(path: impl AsRef<Path>, split: Split, input: Option<Shape>) -> Result<Self> {
         let path = path.as_ref();
