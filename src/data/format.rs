@@ -6,10 +6,24 @@
 //!    `test_…` likewise;
 //! 3. image folder: a `train/` or `test/` subfolder with one subfolder per class.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{bad, idx, npy, Split};
+use super::{bad, idx, Split};
 use crate::Result;
+
+/// The images and labels files of `split` in `dir` in the npy form: those of the first naming
+/// convention whose images file exists (the labels file may still be missing; the reader says
+/// so).
+pub(super) fn npy_files(dir: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
+    let s = split.name();
+    [
+        (format!("{s}_images.npy"), format!("{s}_labels.npy")),
+        (format!("x_{s}.npy"), format!("y_{s}.npy")),
+    ]
+    .into_iter()
+    .map(|(i, l)| (dir.join(i), dir.join(l)))
+    .find(|(i, _)| i.is_file())
+}
 
 /// The form of a dataset directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +34,24 @@ pub enum Format {
 }
 
 impl Format {
+    /// What the form is called in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Format::Idx => "an idx",
+            Format::Npy => "a .npy",
+            Format::ImageFolder => "an image-folder",
+        }
+    }
+
+    /// The cargo feature that reads the form (idx needs none).
+    pub fn feature(self) -> &'static str {
+        match self {
+            Format::Idx => "",
+            Format::Npy => "npy",
+            Format::ImageFolder => "images",
+        }
+    }
+
     /// The form `split` of the dataset at `dir` is in; an error naming the directory and the
     /// forms it looked for when it is none of them.
     pub fn detect(dir: &Path, split: Split) -> Result<Format> {
@@ -36,7 +68,7 @@ impl Format {
         if idx::images_file(dir, split).is_some() {
             return Ok(Format::Idx);
         }
-        if npy::files(dir, split).is_some() {
+        if npy_files(dir, split).is_some() {
             return Ok(Format::Npy);
         }
         if dir.join(split.name()).is_dir() {

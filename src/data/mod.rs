@@ -6,11 +6,13 @@
 //! downstream (batching, the forward, training) is independent of where the images came from.
 //! [`Dataset::load`] tells the forms apart by the files a directory holds ([`format`]).
 
+#[cfg(feature = "images")]
 mod folder;
 pub mod forget;
 mod format;
 mod ids;
 mod idx;
+#[cfg(feature = "npy")]
 mod npy;
 
 pub use format::Format;
@@ -83,8 +85,24 @@ impl Dataset {
         let path = path.as_ref();
         match Format::detect(path, split)? {
             Format::Idx => idx::load_split(path, split),
+            #[cfg(feature = "npy")]
             Format::Npy => npy::load_split(path, split, input),
+            #[cfg(feature = "images")]
             Format::ImageFolder => folder::load_split(path, split),
+            #[allow(unreachable_patterns)]
+            f => {
+                let _ = input;
+                Err(bad(
+                    path,
+                    format!(
+                        "{} dataset, but this qforget was built without the `{}` feature \
+                         (cargo build --features {})",
+                        f.describe(),
+                        f.feature(),
+                        f.feature()
+                    ),
+                ))
+            }
         }
     }
 

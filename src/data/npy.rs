@@ -10,7 +10,7 @@
 //!   and channels last otherwise;
 //! - labels: any integer dtype (uint8, int32, int64, ...), shape `N` or `N×1`, values 0–255.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement};
@@ -19,23 +19,11 @@ use super::{bad, Dataset, Split};
 use crate::graph::Shape;
 use crate::Result;
 
-/// The images and labels files of `split` in `dir`, if both names of one convention exist.
-pub(super) fn files(dir: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
-    let s = split.name();
-    [
-        (format!("{s}_images.npy"), format!("{s}_labels.npy")),
-        (format!("x_{s}.npy"), format!("y_{s}.npy")),
-    ]
-    .into_iter()
-    .map(|(i, l)| (dir.join(i), dir.join(l)))
-    .find(|(i, _)| i.is_file())
-}
-
 /// Load `split` from the `.npy` files in `dir`; `input` (the model's input shape) settles an
 /// ambiguous 4-D layout.
 pub(super) fn load_split(dir: &Path, split: Split, input: Option<Shape>) -> Result<Dataset> {
-    let (images_path, labels_path) =
-        files(dir, split).ok_or_else(|| bad(dir, format!("no {} .npy files", split.name())))?;
+    let (images_path, labels_path) = super::format::npy_files(dir, split)
+        .ok_or_else(|| bad(dir, format!("no {} .npy files", split.name())))?;
     if !labels_path.is_file() {
         return Err(bad(
             &labels_path,
