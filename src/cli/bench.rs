@@ -27,11 +27,13 @@ pub enum BenchCommand {
     /// Images/s of qforget's int8 forward against tract on the same .onnx, and whether their
     /// predictions agree.
     Infer {
-        /// Quantized .onnx model (input float32 NCHW, pixels = byte / 255).
+        /// Quantized .onnx model (input float32 NCHW, pixels = byte / 255, normalised).
         model: PathBuf,
-        /// idx dataset directory (its test split is used).
+        /// Dataset directory, any form `eval` takes (its test split is used).
         #[arg(long)]
         dataset: PathBuf,
+        #[command(flatten)]
+        norm: super::norm::NormArgs,
         /// Images to run (from the start of the test split).
         #[arg(long, default_value_t = 2000)]
         images: usize,
@@ -50,10 +52,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Infer {
             model,
             dataset,
+            norm,
             images,
             batch,
             json,
-        } => bench_infer(&model, &dataset, images, batch.max(1), json),
+        } => bench_infer(&model, &dataset, &norm, images, batch.max(1), json),
     }
 }
 
@@ -172,16 +175,19 @@ struct InferReport {
 fn bench_infer(
     model: &Path,
     dataset: &Path,
+    norm: &super::norm::NormArgs,
     images: usize,
     batch: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     kernels::select()?;
-    let data = IdxDataset::load(dataset, Split::Test)?;
-    let graph = qforget::onnx::load(model)?;
+    let mut graph = qforget::onnx::load(model)?;
+    norm.apply(&mut graph)?;
+    let data = IdxDataset::load_for(dataset, Split::Test, Some(graph.input.shape))?;
+    qforget::eval::check_fits(&graph, &data)?;
     let n = images.min(data.n) / batch * batch;
     anyhow::ensure!(n > 0, "need at least one batch of {batch} images");
-    let px = data.rows * data.cols;
+    let px = data.image_len();
     let bytes = &data.images[..n * px];
 
     let ours = |preds: &mut Vec<usize>| -> anyhow::Result<()> {
@@ -205,8 +211,13 @@ fn bench_infer(
     let ours_1 = per_s(1)?;
     let ours_all = per_s(all)?;
 
-    let (tract_per_s, tract_preds) =
-        tract_predictions(model, bytes, batch, [1, data.rows, data.cols])?;
+    let (tract_per_s, tract_preds) = tract_predictions(
+        model,
+        &graph,
+        bytes,
+        batch,
+        [data.channels, data.rows, data.cols],
+    )?;
     let agree = our_preds
         .iter()
         .zip(&tract_preds)
@@ -239,11 +250,13 @@ fn bench_infer(
 #[cfg(feature = "tract-engine")]
 fn tract_predictions(
     model: &Path,
+    graph: &qforget::graph::Graph,
     bytes: &[u8],
     batch: usize,
     chw: [usize; 3],
 ) -> anyhow::Result<(f64, Vec<usize>)> {
-    let m = qforget::eval::tract_ref::TractModel::load(model, batch, chw)?;
+    let m = qforget::eval::tract_ref::TractModel::load(model, batch, chw)?
+        .with_normalization(graph.input.norm.clone());
     let px = chw.iter().product::<usize>();
     let mut preds = Vec::new();
     let pass = |preds: &mut Vec<usize>| -> anyhow::Result<()> {
@@ -265,6 +278,7 @@ fn tract_predictions(
 #[cfg(not(feature = "tract-engine"))]
 fn tract_predictions(
     _: &Path,
+    _: &qforget::graph::Graph,
     _: &[u8],
     _: usize,
     _: [usize; 3],

@@ -13,6 +13,7 @@ use super::Engine;
 pub struct EvalArgs {
     pub model: PathBuf,
     pub dataset: PathBuf,
+    pub norm: super::norm::NormArgs,
     pub split: Split,
     pub json: bool,
     pub predictions: Option<PathBuf>,
@@ -33,14 +34,25 @@ struct Report<'a> {
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
-    let data = IdxDataset::load(&a.dataset, a.split)?;
-    let t0 = Instant::now();
-    let ev = match a.engine {
-        Engine::Qforget => {
-            let graph = qforget::onnx::load(&a.model)?;
-            qforget::eval::accuracy(&graph, &data)?
+    // tract can run files qforget cannot import; it then gets the options' normalisation only.
+    let graph = match qforget::onnx::load(&a.model) {
+        Ok(mut g) => {
+            a.norm.apply(&mut g)?;
+            Some(g)
         }
-        Engine::Tract => tract_eval(&a.model, &data)?,
+        Err(_) if a.engine == Engine::Tract => None,
+        Err(e) => return Err(e.into()),
+    };
+    let input = graph.as_ref().map(|g| g.input.shape);
+    let data = IdxDataset::load_for(&a.dataset, a.split, input)?;
+    let t0 = Instant::now();
+    let ev = match (&graph, a.engine) {
+        (Some(g), Engine::Qforget) => qforget::eval::accuracy(g, &data)?,
+        (Some(g), Engine::Tract) => {
+            qforget::eval::check_fits(g, &data)?;
+            tract_eval(&a.model, &data, g.input.norm.clone())?
+        }
+        (None, _) => tract_eval(&a.model, &data, a.norm.resolve()?)?,
     };
     let seconds = t0.elapsed().as_secs_f64();
     if let Some(p) = &a.predictions {
@@ -91,11 +103,16 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
 fn tract_eval(
     model: &std::path::Path,
     data: &IdxDataset,
+    norm: Option<qforget::graph::Normalization>,
 ) -> anyhow::Result<qforget::eval::Evaluation> {
-    Ok(qforget::eval::tract_ref::accuracy(model, data)?)
+    Ok(qforget::eval::tract_ref::accuracy(model, data, norm)?)
 }
 
 #[cfg(not(feature = "tract-engine"))]
-fn tract_eval(_: &std::path::Path, _: &IdxDataset) -> anyhow::Result<qforget::eval::Evaluation> {
+fn tract_eval(
+    _: &std::path::Path,
+    _: &IdxDataset,
+    _: Option<qforget::graph::Normalization>,
+) -> anyhow::Result<qforget::eval::Evaluation> {
     anyhow::bail!("this build has no tract engine (rebuild with the `tract-engine` feature)")
 }

@@ -15,9 +15,12 @@ use qforget::unlearn::{MethodName, ProjectionMode};
 pub struct ForgetArgs {
     /// Quantized .onnx model to unlearn (never modified).
     pub model: PathBuf,
-    /// Dataset directory (idx files); sample ids refer to its training split.
+    /// Dataset directory: idx files, .npy files, or train/ and test/ folders of class folders
+    /// of images; sample ids refer to its training split.
     #[arg(long)]
     pub dataset: PathBuf,
+    #[command(flatten)]
+    pub norm: super::norm::NormArgs,
     /// Forget every training sample of this class.
     #[arg(long, group = "what", value_name = "K")]
     pub forget_class: Option<u8>,
@@ -218,9 +221,11 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
     // Settings are checked before anything is loaded.
     let mut opts = a.options();
     opts.config()?;
-    let session = Session::open(&a.model, &a.parent)?;
+    let norm = a.norm.resolve()?;
+    let mut session = Session::open(&a.model, &a.parent)?;
+    session.override_normalization(norm)?;
     session.check_outputs(a.method, a.export.as_deref(), a.out.as_deref())?;
-    let data = Data::load(&a.dataset, a.train_limit)?;
+    let data = Data::load_for(&a.dataset, a.train_limit, Some(session.graph().input.shape))?;
     if let Some(f) = &a.forget_ids {
         opts.forget_ids = Some(qforget::data::read_ids(f, data.train.n)?);
     }

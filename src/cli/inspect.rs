@@ -20,8 +20,15 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("model      {}", model.display());
+    let pixels = match &s.input_normalization {
+        None => "pixels = byte / 255".to_string(),
+        Some(n) => format!(
+            "pixels = (byte / 255 − mean) / std, mean {:?} std {:?} from the metadata",
+            n.mean, n.std
+        ),
+    };
     println!(
-        "input      '{}' float32 {:?} (pixels = byte / 255) → {}",
+        "input      '{}' float32 {:?} ({pixels}) → {}",
         s.input_name,
         s.input_shape,
         q(&s.input_q)

@@ -8,6 +8,7 @@ mod forget;
 mod ids;
 mod inspect;
 mod log;
+mod norm;
 mod output;
 #[cfg(unix)]
 mod serve;
@@ -64,13 +65,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure a model's top-1 accuracy on an idx dataset directory.
+    /// Measure a model's top-1 accuracy on a dataset directory.
     Eval {
-        /// Quantized .onnx model (input float32 NCHW, pixels = byte / 255).
+        /// Quantized .onnx model (input float32 NCHW, pixels = byte / 255, normalised).
         model: PathBuf,
-        /// Directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz].
+        /// Dataset directory: idx files, .npy files, or train/ and test/ folders of class
+        /// folders of images (README, "Datasets").
         #[arg(long)]
         dataset: PathBuf,
+        #[command(flatten)]
+        norm: norm::NormArgs,
         /// Which split to evaluate.
         #[arg(long, value_enum, default_value = "test")]
         split: SplitArg,
@@ -137,7 +141,7 @@ pub enum Command {
         /// Number of samples the ids index into.
         #[arg(long)]
         count: Option<usize>,
-        /// Or: the dataset directory whose split the ids index into.
+        /// Or: the dataset directory (any form) whose split the ids index into.
         #[arg(long, conflicts_with = "count")]
         dataset: Option<PathBuf>,
         /// Which split of --dataset.
@@ -169,6 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Eval {
             model,
             dataset,
+            norm,
             split,
             json,
             predictions,
@@ -176,6 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } => eval::run(eval::EvalArgs {
             model,
             dataset,
+            norm,
             split: match split {
                 SplitArg::Train => qforget::data::Split::Train,
                 SplitArg::Test => qforget::data::Split::Test,

@@ -12,9 +12,12 @@ use qforget::serve::{Config, Server};
 pub struct ServeArgs {
     /// Quantized .onnx base model (never modified; the served model is STATE/model.onnx).
     pub model: PathBuf,
-    /// Dataset directory (idx files); sample ids in requests index its training split.
+    /// Dataset directory (idx files, .npy files or image folders); sample ids in requests
+    /// index its training split.
     #[arg(long)]
     pub dataset: PathBuf,
+    #[command(flatten)]
+    pub norm: super::norm::NormArgs,
     /// State directory: delta chain, journal, request records, served model (created if missing).
     #[arg(long)]
     pub state: PathBuf,
@@ -33,6 +36,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         state: a.state,
         socket: a.socket,
         train_limit: a.train_limit,
+        norm: a.norm.resolve()?,
     })?;
     let mut err = std::io::stderr().lock();
     for n in server.notes() {

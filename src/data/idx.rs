@@ -4,9 +4,79 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::{bad, Dataset, Split};
 use crate::{Error, Result};
+
+/// File name prefix of a split in the MNIST layout.
+fn prefix(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Test => "t10k",
+    }
+}
+
+/// The images file of `split` in `dir`, if there is one (`.gz` first).
+pub(super) fn images_file(dir: &Path, split: Split) -> Option<PathBuf> {
+    find(dir, &format!("{}-images-idx3-ubyte", prefix(split)))
+}
+
+/// Load `{train,t10k}-images-idx3-ubyte[.gz]` and the matching labels from `dir`.
+pub(super) fn load_split(dir: &Path, split: Split) -> Result<Dataset> {
+    let p = prefix(split);
+    let missing = |name: String| bad(dir, format!("no {name}.gz or {name} in this directory"));
+    let images_name = format!("{p}-images-idx3-ubyte");
+    let labels_name = format!("{p}-labels-idx1-ubyte");
+    let images_path = find(dir, &images_name).ok_or_else(|| missing(images_name))?;
+    let labels_path = find(dir, &labels_name).ok_or_else(|| missing(labels_name))?;
+    let images = read_idx(&images_path)?;
+    let labels = read_idx(&labels_path)?;
+    if images.dims.len() != 3 {
+        return Err(bad(
+            &images_path,
+            format!(
+                "expected 3 dimensions (count, rows, cols), found {}",
+                images.dims.len()
+            ),
+        ));
+    }
+    if labels.dims.len() != 1 {
+        return Err(bad(
+            &labels_path,
+            format!("expected 1 dimension (count), found {}", labels.dims.len()),
+        ));
+    }
+    if labels.dims[0] != images.dims[0] {
+        return Err(bad(
+            &labels_path,
+            format!(
+                "{} labels for {} images in {}",
+                labels.dims[0],
+                images.dims[0],
+                images_path.display()
+            ),
+        ));
+    }
+    Ok(Dataset {
+        n: images.dims[0],
+        channels: 1,
+        rows: images.dims[1],
+        cols: images.dims[2],
+        images: images.data,
+        labels: labels.data,
+        images_path,
+        labels_path,
+    })
+}
+
+/// `name.gz` or `name` in `dir`, whichever exists (the compressed one first).
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    [format!("{name}.gz"), name.to_string()]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
 
 /// Largest decompressed idx file accepted (a gzip bomb must not exhaust a device's memory).
 pub const MAX_DECOMPRESSED: u64 = 1 << 30;

@@ -40,31 +40,52 @@ pub struct Evaluation {
     pub predictions: Vec<usize>,
 }
 
-/// Check that the model's input fits the dataset's images and its outputs cover the labels.
+/// Check that the model's input fits the dataset's images (channels, height, width) and its
+/// outputs cover the labels; the error names the dataset file and what the model expects.
 pub fn check_fits(graph: &Graph, data: &IdxDataset) -> Result<()> {
     let s = graph.input.shape;
-    if s.c != 1 || s.h != data.rows || s.w != data.cols {
+    let model = graph
+        .source
+        .as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default();
+    if s.c != data.channels || s.h != data.rows || s.w != data.cols {
+        let kind = |c: usize| match c {
+            1 => " (grey)",
+            3 => " (RGB)",
+            _ => "",
+        };
+        let why = if s.c != data.channels {
+            format!(
+                ": {} channel{}{} against the model's {}{}; qforget does not convert between \
+                 grey and colour",
+                data.channels,
+                if data.channels == 1 { "" } else { "s" },
+                kind(data.channels),
+                s.c,
+                kind(s.c)
+            )
+        } else {
+            String::new()
+        };
         return Err(Error::Dataset {
             path: data.images_path.clone(),
             reason: format!(
-                "images are 1×{}×{} but the model{} takes input {s}",
-                data.rows,
-                data.cols,
-                graph
-                    .source
-                    .as_ref()
-                    .map(|p| format!(" {}", p.display()))
-                    .unwrap_or_default()
+                "images are {}×{}×{} but the model{model} takes input {s} (channels×height×width){why}",
+                data.channels, data.rows, data.cols,
             ),
         });
     }
     if let Some(&max) = data.labels.iter().max() {
         if max as usize >= graph.classes() {
+            let at = data.labels.iter().position(|&l| l == max).unwrap_or(0);
             return Err(Error::Dataset {
                 path: data.images_path.clone(),
                 reason: format!(
-                    "label {max} is out of range for a model with {} classes",
-                    graph.classes()
+                    "label {max} is out of range for the model{model} with {} classes \
+                     (sample {at} in {})",
+                    graph.classes(),
+                    data.labels_path.display()
                 ),
             });
         }
@@ -89,7 +110,7 @@ pub fn run(
             &all
         }
     };
-    let mut buf = Vec::with_capacity(BATCH * data.rows * data.cols);
+    let mut buf = Vec::with_capacity(BATCH * data.image_len());
     for chunk in idx.chunks(BATCH) {
         buf.clear();
         for &i in chunk {

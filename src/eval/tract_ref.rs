@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 
 use super::Evaluation;
 use crate::data::IdxDataset;
+use crate::graph::{normalize, Normalization};
 use crate::{Error, Result};
 
 /// A model loaded into tract for one fixed batch size.
@@ -16,6 +17,7 @@ pub struct TractModel {
     plan: Arc<TypedRunnableModel>,
     batch: usize,
     chw: [usize; 3],
+    norm: Option<Normalization>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -43,13 +45,31 @@ impl TractModel {
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| err(path, e))?;
-        Ok(TractModel { plan, batch, chw })
+        Ok(TractModel {
+            plan,
+            batch,
+            chw,
+            norm: None,
+        })
     }
 
-    /// Float outputs (`batch × classes`) for raw image bytes (pixels = byte / 255).
+    /// Feed pixels normalised by `norm` (as [`crate::graph::Graph::quantize_images`] does).
+    pub fn with_normalization(mut self, norm: Option<Normalization>) -> Self {
+        self.norm = norm;
+        self
+    }
+
+    /// Float outputs (`batch × classes`) for raw image bytes (NCHW; pixels = byte / 255,
+    /// normalised if [`TractModel::with_normalization`] said so).
     pub fn run(&self, images: &[u8]) -> Result<Vec<f32>> {
         let [c, h, w] = self.chw;
-        let x: Vec<f32> = images.iter().map(|&b| b as f32 / 255.0).collect();
+        let plane = (h * w).max(1);
+        let norm = self.norm.as_ref();
+        let x: Vec<f32> = images
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| normalize::pixel_value(norm, i / plane % c.max(1), b))
+            .collect();
         let t = Tensor::from_shape(&[self.batch, c, h, w], &x)
             .map_err(|e| Error::Reference(format!("{e:#}")))?;
         let out = self
@@ -63,9 +83,15 @@ impl TractModel {
     }
 }
 
-/// Top-1 accuracy of the .onnx at `model` under tract (one image per run).
-pub fn accuracy(model: &Path, data: &IdxDataset) -> Result<Evaluation> {
-    let m = TractModel::load(model, 1, [1, data.rows, data.cols])?;
+/// Top-1 accuracy of the .onnx at `model` under tract (one image per run), its input
+/// normalised by `norm`.
+pub fn accuracy(
+    model: &Path,
+    data: &IdxDataset,
+    norm: Option<Normalization>,
+) -> Result<Evaluation> {
+    let m =
+        TractModel::load(model, 1, [data.channels, data.rows, data.cols])?.with_normalization(norm);
     let mut predictions = Vec::with_capacity(data.n);
     let mut correct = 0;
     for i in 0..data.n {

@@ -163,9 +163,11 @@ fn samples(
         images: img.to_vec(),
         labels: lab.to_vec(),
         n,
+        channels: 1,
         rows,
         cols,
         images_path: PathBuf::from(format!("<{name} samples in memory>")),
+        labels_path: PathBuf::from(format!("<{name} labels in memory>")),
     })
 }
 

@@ -4,7 +4,8 @@
 //!
 //! A graph is a list of layers in execution order over numbered activations. Each activation
 //! has a per-sample [`Shape`] (NHWC) and [`QParams`]. The model input is float NCHW with
-//! pixels = byte / 255; it is quantized once by the first QuantizeLinear's parameters.
+//! pixels = byte / 255, normalised per channel if the model asks for it ([`normalize`]); it is
+//! quantized once by the first QuantizeLinear's parameters.
 
 pub mod backward;
 pub mod bias;
@@ -17,6 +18,7 @@ pub mod float;
 pub mod grad;
 pub mod linear;
 mod linear_grad;
+pub mod normalize;
 pub mod params;
 pub mod pointwise;
 pub mod pool;
@@ -36,6 +38,7 @@ pub use eltwise::{Add, Requantize};
 pub use float::RealParams;
 pub use grad::{GradPath, LayerGrad};
 pub use linear::Linear;
+pub use normalize::Normalization;
 pub use params::{ParamKind, Segment, Shadow};
 pub use pointwise::{FloatFn, Pointwise};
 pub use pool::{AvgPool, GlobalAvgPool, MaxPool};
@@ -130,6 +133,8 @@ pub struct InputSpec {
     pub q: QParams,
     /// The activation the quantized input is stored in.
     pub act: ActId,
+    /// Per-channel mean/std applied to byte / 255 before quantization (`None`: byte / 255).
+    pub norm: Option<Normalization>,
 }
 
 /// A quantized classifier ready to run.
@@ -207,7 +212,17 @@ impl Graph {
         self.acts[self.output].shape.len()
     }
 
-    /// Quantize raw image bytes (`n × c·h·w`, NCHW order, pixel = byte/255) into the input batch.
+    /// Use `norm` for the input (replacing what the model's metadata said), or none.
+    pub fn set_normalization(&mut self, norm: Option<Normalization>) -> Result<()> {
+        if let Some(n) = &norm {
+            n.check_channels(self.input.shape.c)?;
+        }
+        self.input.norm = norm;
+        Ok(())
+    }
+
+    /// Quantize raw image bytes (`n × c·h·w`, NCHW order, pixel = byte/255, then normalised as
+    /// [`InputSpec::norm`] says) into the input batch.
     pub fn quantize_images(&self, images: &[u8], n: usize) -> Result<QBatch> {
         let s = self.input.shape;
         if images.len() != n * s.len() {
@@ -219,9 +234,18 @@ impl Graph {
         let q = self.input.q;
         let plane = s.h * s.w;
         if let Some(p) = &self.input.pre_pool {
-            return Ok(input_pool(images, n, s, p, &q));
+            return Ok(input_pool(images, n, s, p, &q, self.input.norm.as_ref()));
         }
-        let lut: Vec<u8> = (0..=255u8).map(|b| q.quantize(b as f32 / 255.0)).collect();
+        let norm = self.input.norm.as_ref();
+        // One table per channel only when the channels differ (a flat `[N, F]` input has F).
+        let per_channel = norm.is_some_and(|n| n.mean.len() > 1 || n.std.len() > 1);
+        let luts: Vec<Vec<u8>> = (0..if per_channel { s.c } else { 1 })
+            .map(|ch| {
+                (0..=255u8)
+                    .map(|b| q.quantize(normalize::pixel_value(norm, ch, b)))
+                    .collect()
+            })
+            .collect();
         let mut data = vec![0u8; images.len()];
         for (o, img) in data
             .chunks_exact_mut(s.len().max(1))
@@ -229,6 +253,7 @@ impl Graph {
         {
             // NCHW bytes → NHWC storage.
             for ch in 0..s.c {
+                let lut = &luts[if per_channel { ch } else { 0 }];
                 for p in 0..plane {
                     o[p * s.c + ch] = lut[img[ch * plane + p] as usize];
                 }
@@ -325,9 +350,16 @@ impl Graph {
     }
 }
 
-/// Float average pooling of pixels (byte / 255) followed by quantization, as a model that pools
-/// its float input before the first QuantizeLinear computes it.
-fn input_pool(images: &[u8], n: usize, s: Shape, p: &InputPool, q: &QParams) -> QBatch {
+/// Float average pooling of pixels (byte / 255, normalised) followed by quantization, as a model
+/// that pools its float input before the first QuantizeLinear computes it.
+fn input_pool(
+    images: &[u8],
+    n: usize,
+    s: Shape,
+    p: &InputPool,
+    q: &QParams,
+    norm: Option<&Normalization>,
+) -> QBatch {
     let os = p.out_shape;
     let w = &p.window;
     let mut data = vec![0u8; n * os.len()];
@@ -339,7 +371,9 @@ fn input_pool(images: &[u8], n: usize, s: Shape, p: &InputPool, q: &QParams) -> 
         for ch in 0..s.c {
             let pixels = &img[ch * plane..(ch + 1) * plane];
             pool::for_each_window(w, s, os, |px, cells| {
-                let sum = pool::sum_columns_first(cells, s.w, |cell| pixels[cell] as f32 / 255.0);
+                let sum = pool::sum_columns_first(cells, s.w, |cell| {
+                    normalize::pixel_value(norm, ch, pixels[cell])
+                });
                 let div = if p.count_include_pad {
                     w.kh * w.kw
                 } else {

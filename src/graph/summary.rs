@@ -56,6 +56,8 @@ pub struct Summary {
     pub input_name: String,
     pub input_shape: Vec<usize>,
     pub input_q: QInfo,
+    /// Per-channel mean/std the input is normalised by (from the model's metadata), if any.
+    pub input_normalization: Option<super::Normalization>,
     pub output_name: String,
     pub classes: usize,
     pub layers: Vec<LayerInfo>,
@@ -153,6 +155,7 @@ impl Graph {
             input_name: self.input.name.clone(),
             input_shape: vec![self.input.shape.c, self.input.shape.h, self.input.shape.w],
             input_q: (&self.input.q).into(),
+            input_normalization: self.input.norm.clone(),
             output_name: self.output_name.clone(),
             classes: self.classes(),
             layers,

@@ -103,7 +103,24 @@ pub fn import(model: &pb::ModelProto, path: &Path) -> Result<Graph> {
     for node in &graph.node {
         imp.node(node)?;
     }
-    imp.finish(graph)
+    let mut g = imp.finish(graph)?;
+    g.input.norm = input_normalization(model, path)?;
+    Ok(g)
+}
+
+/// The input normalisation the model's `metadata_props` carry (keys `mean`, `std`), if any.
+fn input_normalization(
+    model: &pb::ModelProto,
+    path: &Path,
+) -> Result<Option<crate::graph::Normalization>> {
+    let props = model
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_str()));
+    crate::graph::Normalization::from_metadata(props).map_err(|reason| Error::InvalidModel {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// Where a node's problem is reported from.

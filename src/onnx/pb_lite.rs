@@ -16,6 +16,18 @@ pub struct ModelProto {
     pub opset_import: Vec<OperatorSetIdProto>,
     #[prost(message, optional, tag = "7")]
     pub graph: Option<GraphProto>,
+    /// Free-form key/value pairs (qforget reads the input normalisation, `mean` and `std`).
+    #[prost(message, repeated, tag = "14")]
+    pub metadata_props: Vec<StringStringEntryProto>,
+}
+
+/// One metadata entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 /// An operator set a model uses.

@@ -88,6 +88,7 @@ impl Importer<'_> {
                         q,
                         act,
                         pre_pool: pre.first().cloned(),
+                        norm: None,
                     });
                     if flatten && shape.h * shape.w != 1 {
                         // The model flattened its float input before quantizing it.

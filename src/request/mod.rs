@@ -32,7 +32,7 @@ pub use run::updates;
 use std::path::{Path, PathBuf};
 
 use crate::data::{IdxDataset, Split};
-use crate::graph::Graph;
+use crate::graph::{Graph, Normalization, Shape};
 use crate::unlearn::{MethodName, Progress};
 use crate::{Error, Result};
 
@@ -80,6 +80,15 @@ impl Session {
         &self.graph
     }
 
+    /// Normalise the model's input by `norm` instead of what its metadata says (see
+    /// [`crate::graph::normalize`]); `None` keeps the metadata's.
+    pub fn override_normalization(&mut self, norm: Option<Normalization>) -> Result<()> {
+        match norm {
+            Some(n) => self.graph.set_normalization(Some(n)),
+            None => Ok(()),
+        }
+    }
+
     /// Refuse outputs that cannot be written, before a long run rather than after it.
     pub fn check_outputs(
         &self,
@@ -117,9 +126,16 @@ pub struct Data {
 }
 
 impl Data {
-    /// The idx files in `dir`, using only the first `train_limit` training images if given.
+    /// The dataset at `dir` (idx, npy or image folder; see [`crate::data`]), using only the
+    /// first `train_limit` training images if given.
     pub fn load(dir: &Path, train_limit: Option<usize>) -> Result<Self> {
-        let mut train = IdxDataset::load(dir, Split::Train)?;
+        Self::load_for(dir, train_limit, None)
+    }
+
+    /// [`Data::load`] for a model whose input is `input` (it settles an ambiguous `.npy`
+    /// layout; see [`crate::data::Dataset::load_for`]).
+    pub fn load_for(dir: &Path, train_limit: Option<usize>, input: Option<Shape>) -> Result<Self> {
+        let mut train = IdxDataset::load_for(dir, Split::Train, input)?;
         if let Some(n) = train_limit {
             if n == 0 || n > train.n {
                 return Err(Error::InvalidArgument(format!(
@@ -128,11 +144,9 @@ impl Data {
                     train.n
                 )));
             }
-            train.images.truncate(n * train.rows * train.cols);
-            train.labels.truncate(n);
-            train.n = n;
+            train.truncate(n);
         }
-        let test = IdxDataset::load(dir, Split::Test)?;
+        let test = IdxDataset::load_for(dir, Split::Test, input)?;
         Ok(Data {
             train,
             test,

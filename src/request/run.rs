@@ -111,7 +111,7 @@ impl Session {
                     "a reference needs the metrics; it cannot go with no metrics".into(),
                 ))
             }
-            (Some(p), false) => Some(reference_metrics(p, &sets)?),
+            (Some(p), false) => Some(reference_metrics(p, &sets, &self.graph)?),
             (None, _) => None,
         };
         on_event(&Event::Selected {
@@ -263,8 +263,9 @@ fn known_held_out(train: &IdxDataset, test: &IdxDataset, retain: &[usize]) -> Ve
         .collect()
 }
 
-/// Metrics of the reference: measured on its model, or read from an earlier run's JSON report.
-fn reference_metrics(path: &Path, sets: &EvalSets) -> Result<Metrics> {
+/// Metrics of the reference: measured on its model (fed as `start`'s input is: the same data,
+/// the same normalisation), or read from an earlier run's JSON report.
+fn reference_metrics(path: &Path, sets: &EvalSets, start: &Graph) -> Result<Metrics> {
     let bad = |reason: String| Error::InvalidArgument(format!("{}: {reason}", path.display()));
     if path.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -286,7 +287,8 @@ fn reference_metrics(path: &Path, sets: &EvalSets) -> Result<Metrics> {
             mia: f("mia")?,
         });
     }
-    let g = crate::onnx::load(path)?;
+    let mut g = crate::onnx::load(path)?;
+    g.set_normalization(start.input.norm.clone())?;
     Ok(measure(&g, sets)?.metrics)
 }
 

@@ -33,6 +33,7 @@
 //!     state: "/var/lib/qforget".into(),
 //!     socket: None,
 //!     train_limit: None,
+//!     norm: None,
 //! })?;
 //! for note in server.notes() {
 //!     eprintln!("{note}");
@@ -65,7 +66,8 @@ use crate::{Error, Result};
 pub struct Config {
     /// The base model (never modified).
     pub model: PathBuf,
-    /// The device's dataset directory (idx files); sample ids index its training split.
+    /// The device's dataset directory (idx, npy or image folder; see [`crate::data`]); sample
+    /// ids index its training split.
     pub dataset: PathBuf,
     /// The state directory (created if missing).
     pub state: PathBuf,
@@ -73,6 +75,9 @@ pub struct Config {
     pub socket: Option<PathBuf>,
     /// Use only the first N training images (as `forget --train-limit`).
     pub train_limit: Option<usize>,
+    /// The input normalisation, replacing the model's metadata (as `forget --mean/--std`);
+    /// `None`: the model's own.
+    pub norm: Option<crate::graph::Normalization>,
 }
 
 /// A server whose state is recovered and whose socket is bound, ready to [`run`](Self::run).
@@ -91,8 +96,13 @@ impl Server {
         let base = &cfg.model;
         // The model must be one qforget can train, and the data must load, before the state
         // directory is created or touched.
-        crate::onnx::load(base)?;
-        let data = Data::load(&cfg.dataset, cfg.train_limit)?;
+        let mut graph = crate::onnx::load(base)?;
+        if cfg.norm.is_some() {
+            graph.set_normalization(cfg.norm.clone())?;
+        }
+        let data = Data::load_for(&cfg.dataset, cfg.train_limit, Some(graph.input.shape))?;
+        crate::eval::check_fits(&graph, &data.train)?;
+        crate::eval::check_fits(&graph, &data.test)?;
         if same_file(base, &state::StateDir::new(&cfg.state).model) {
             return Err(Error::InvalidArgument(format!(
                 "{}: the base model cannot be the served model of the state directory (it would be overwritten); keep the base elsewhere",
@@ -123,6 +133,7 @@ impl Server {
                 dir,
                 chain: rec.chain,
                 broken: None,
+                norm: cfg.norm.clone(),
             },
             notes,
             _lock: lock,

@@ -35,6 +35,8 @@ pub struct Worker {
     /// Set after a panic: the chain in memory may no longer match the journal, so every
     /// further request fails until a restart recovers the state from disk.
     pub broken: Option<String>,
+    /// The input normalisation replacing the model's metadata, if the server was given one.
+    pub norm: Option<crate::graph::Normalization>,
 }
 
 /// How a request ended.
@@ -130,7 +132,10 @@ impl Worker {
         );
         options.forgotten.sort_unstable();
         options.forgotten.dedup();
-        let session = match Session::open(&self.base, &self.chain.deltas) {
+        let session = match Session::open(&self.base, &self.chain.deltas).and_then(|mut s| {
+            s.override_normalization(self.norm.clone())?;
+            Ok(s)
+        }) {
             Ok(s) => s,
             Err(e) => return End::Failed(e.to_string()),
         };

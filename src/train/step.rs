@@ -32,7 +32,7 @@ pub struct BatchGrad {
 
 /// Images and labels of dataset samples `idx`, in that order.
 pub fn gather(data: &IdxDataset, idx: &[usize]) -> (Vec<u8>, Vec<u8>) {
-    let len = data.rows * data.cols;
+    let len = data.image_len();
     let mut images = Vec::with_capacity(idx.len() * len);
     let mut labels = Vec::with_capacity(idx.len());
     for &i in idx {

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod data_formats;
 mod delta_cli;
 mod external_data;
 mod fixtures;

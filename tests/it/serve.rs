@@ -21,6 +21,11 @@ struct Server {
 
 impl Server {
     fn start(state: &Path, base: &Path) -> Server {
+        Self::start_with(state, base, &dataset("mnist"), &["--train-limit", "2000"])
+    }
+
+    /// Start on `data` with `extra` flags.
+    fn start_with(state: &Path, base: &Path, data: &Path, extra: &[&str]) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -33,14 +38,13 @@ impl Server {
             "serve".to_string(),
             s(base).into(),
             "--dataset".into(),
-            s(&dataset("mnist")).into(),
+            s(data).into(),
             "--state".into(),
             s(state).into(),
-            "--train-limit".into(),
-            "2000".into(),
             "--threads".into(),
             "2".into(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         if socket.as_os_str().len() > 100 {
             let name = state
                 .parent()
@@ -175,6 +179,40 @@ fn setup(tag: &str) -> (PathBuf, PathBuf) {
     let base = dir.join("base.onnx");
     std::fs::copy(model("mnist_mlp_matmul_qdq.onnx"), &base).unwrap();
     (dir.join("state"), base)
+}
+
+/// The RGB fixture on its `.npy` dataset, normalised by options: a request runs and is
+/// recorded; a dataset that does not fit the model is refused before the state exists.
+#[test]
+fn serves_an_rgb_npy_dataset_and_refuses_one_that_does_not_fit() {
+    let dir = tempdir("serve-rgb");
+    let base = dir.join("base.onnx");
+    std::fs::copy(model("rgb_digits_qdq.onnx"), &base).unwrap();
+    let state = dir.join("state");
+    let out = qforget(&[
+        "serve",
+        s(&base),
+        "--dataset",
+        s(&dataset("mnist")),
+        "--state",
+        s(&state),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("[3×14×14]"),
+        "{err}"
+    );
+    assert!(!state.exists(), "the state directory must not be created");
+
+    let npy = dataset("rgb-digits").join("npy");
+    let norm = ["--mean", "0.149,0.215,0.321", "--std", "0.215,0.173,0.130"];
+    let server = Server::start_with(&state, &base, &npy, &norm);
+    let mut c = server.connect();
+    let (id, _) = c.forget(short(3));
+    let lines = c.until_final(id);
+    assert_eq!(events(&lines).last(), Some(&"done"), "{lines:?}");
+    assert_eq!(delta_files(&state).len(), 1);
 }
 
 /// A short request (one epoch, no target, no metrics) that is recorded.
