@@ -135,6 +135,19 @@ pub struct InputSpec {
     pub act: ActId,
     /// Per-channel mean/std applied to byte / 255 before quantization (`None`: byte / 255).
     pub norm: Option<Normalization>,
+    /// Float element-wise functions the model itself applies to its float input before the
+    /// first QuantizeLinear (an in-model normalisation `Sub`/`Div`, a smoothing `Mul`), after
+    /// `norm` and before any input pooling.
+    pub fns: Vec<FloatFn>,
+}
+
+impl InputSpec {
+    /// The float value the model quantizes for byte `b` of channel `c`.
+    #[inline]
+    pub fn pixel(&self, c: usize, b: u8) -> f32 {
+        let x = normalize::pixel_value(self.norm.as_ref(), c, b);
+        self.fns.iter().fold(x, |v, f| f.eval(c, v))
+    }
 }
 
 /// A quantized classifier ready to run.
@@ -234,15 +247,16 @@ impl Graph {
         let q = self.input.q;
         let plane = s.h * s.w;
         if let Some(p) = &self.input.pre_pool {
-            return Ok(input_pool(images, n, s, p, &q, self.input.norm.as_ref()));
+            return Ok(input_pool(images, n, s, p, &q, &self.input));
         }
         let norm = self.input.norm.as_ref();
         // One table per channel only when the channels differ (a flat `[N, F]` input has F).
-        let per_channel = norm.is_some_and(|n| n.mean.len() > 1 || n.std.len() > 1);
+        let per_channel = norm.is_some_and(|n| n.mean.len() > 1 || n.std.len() > 1)
+            || self.input.fns.iter().any(|f| f.channels() > 1);
         let luts: Vec<Vec<u8>> = (0..if per_channel { s.c } else { 1 })
             .map(|ch| {
                 (0..=255u8)
-                    .map(|b| q.quantize(normalize::pixel_value(norm, ch, b)))
+                    .map(|b| q.quantize(self.input.pixel(ch, b)))
                     .collect()
             })
             .collect();
@@ -358,7 +372,7 @@ fn input_pool(
     s: Shape,
     p: &InputPool,
     q: &QParams,
-    norm: Option<&Normalization>,
+    input: &InputSpec,
 ) -> QBatch {
     let os = p.out_shape;
     let w = &p.window;
@@ -371,9 +385,7 @@ fn input_pool(
         for ch in 0..s.c {
             let pixels = &img[ch * plane..(ch + 1) * plane];
             pool::for_each_window(w, s, os, |px, cells| {
-                let sum = pool::sum_columns_first(cells, s.w, |cell| {
-                    normalize::pixel_value(norm, ch, pixels[cell])
-                });
+                let sum = pool::sum_columns_first(cells, s.w, |cell| input.pixel(ch, pixels[cell]));
                 let div = if p.count_include_pad {
                     w.kh * w.kw
                 } else {

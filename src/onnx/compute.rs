@@ -714,6 +714,7 @@ impl Importer<'_> {
             },
         });
         self.input = Some((name, ins));
+        self.follow_input_chain(ctx, ctx.input(0).unwrap_or_default())?;
         self.values
             .insert(ctx.output()?.to_string(), Value::FloatInput(pre, false));
         Ok(())
@@ -760,6 +761,7 @@ impl Importer<'_> {
             Ok(a) => a,
             Err(pre) => {
                 // Flatten of the float input: done after its QuantizeLinear.
+                self.follow_input_chain(ctx, x)?;
                 self.values.insert(out, Value::FloatInput(pre, true));
                 return Ok(());
             }

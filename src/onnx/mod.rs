@@ -193,6 +193,10 @@ pub(crate) struct Importer<'p> {
     pub input_spec: Option<InputSpec>,
     /// Constants made by Constant nodes (not initializers: nothing can be written back).
     pub node_consts: std::collections::HashSet<String>,
+    /// Float functions on the model input before its QuantizeLinear, and the tensor the chain
+    /// ends at (`None`: the input itself).
+    pub input_fns: Vec<crate::graph::FloatFn>,
+    pub input_chain_end: Option<String>,
     /// Outputs of a final Softmax (see [`Importer::softmax`]); nothing may read them.
     pub softmax_out: std::collections::HashSet<String>,
 }
@@ -209,6 +213,8 @@ impl<'p> Importer<'p> {
             input_spec: None,
             node_consts: Default::default(),
             softmax_out: Default::default(),
+            input_fns: vec![],
+            input_chain_end: None,
         }
     }
 
@@ -333,7 +339,7 @@ impl<'p> Importer<'p> {
             "Conv" | "Gemm" | "MatMul" => self.float_mac(&ctx),
             "BatchNormalization" => self.batch_norm(&ctx),
             "Relu" | "Clip" => self.activation(&ctx),
-            "Add" if self.chain_operand(&ctx) => self.float_arith(&ctx),
+            "Add" if self.chain_operand(&ctx) || self.input_operand(&ctx) => self.float_arith(&ctx),
             "Add" => self.add(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
             "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" => {
@@ -343,7 +349,13 @@ impl<'p> Importer<'p> {
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
             "Flatten" | "Reshape" => self.flatten(&ctx),
             "Identity" | "Dropout" | "Cast" => self.alias(&ctx),
-            "Mul" if self.chain_operand(&ctx) || self.deq_operand(&ctx) => self.float_arith(&ctx),
+            "Mul"
+                if self.chain_operand(&ctx)
+                    || self.deq_operand(&ctx)
+                    || self.input_operand(&ctx) =>
+            {
+                self.float_arith(&ctx)
+            }
             "Mul" => self.mul(&ctx),
             "QLinearConv" | "QLinearMatMul" | "QGemm" => self.qlinear_mac(&ctx),
             "MatMulInteger" | "ConvInteger" => self.integer_mac(&ctx),

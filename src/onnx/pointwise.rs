@@ -45,8 +45,61 @@ impl Importer<'_> {
         }
     }
 
+    /// Whether `x` is where the float chain on the model input ends (the input itself when
+    /// there is no chain yet); a float function must extend that chain, never branch from it.
+    pub(super) fn is_input_chain_end(&self, x: &str) -> bool {
+        match &self.input_chain_end {
+            Some(end) => end == x,
+            None => self.input.as_ref().is_some_and(|(name, _)| name == x),
+        }
+    }
+
+    /// A pooling or flatten of the float input: after a chain of float functions it must
+    /// continue that chain (and becomes its end).
+    pub(super) fn follow_input_chain(&mut self, ctx: &NodeCtx, x: &str) -> Result<()> {
+        if self.input_fns.is_empty() {
+            return Ok(());
+        }
+        if !self.is_input_chain_end(x) {
+            return Err(ctx.unsupported(
+                "a second float branch of the input (the input may be quantized at one point \
+                 of one chain of float functions)",
+            ));
+        }
+        self.input_chain_end = Some(ctx.output()?.to_string());
+        Ok(())
+    }
+
+    /// A float function on the model's float input, before its first QuantizeLinear.
+    fn push_input_fn(&mut self, ctx: &NodeCtx, x: &str, f: FloatFn) -> Result<()> {
+        let Some(Value::FloatInput(pre, flatten)) = self.values.get(x).cloned() else {
+            return Err(ctx.bad("not the float input"));
+        };
+        let op = &ctx.node.op_type;
+        if !pre.is_empty() || flatten {
+            return Err(ctx.unsupported(format!(
+                "{op} of the float input after a pooling or a flatten (qforget applies float \
+                 functions of the input before those)"
+            )));
+        }
+        if self.input_spec.is_some() || !self.is_input_chain_end(x) {
+            return Err(ctx.unsupported(format!(
+                "{op} on a second float branch of the input (the input may be quantized at one \
+                 point of one chain of float functions)"
+            )));
+        }
+        self.input_fns.push(f);
+        let out = ctx.output()?.to_string();
+        self.input_chain_end = Some(out.clone());
+        self.values.insert(out, Value::FloatInput(pre, flatten));
+        Ok(())
+    }
+
     fn push_fn(&mut self, ctx: &NodeCtx, x: &str, f: FloatFn) -> Result<()> {
         let v = self.value(ctx, x)?;
+        if matches!(v, Value::FloatInput(..)) {
+            return self.push_input_fn(ctx, x, f);
+        }
         let Some((input, mut fns)) = self.chain_of(&v) else {
             return Err(ctx.unsupported(format!(
                 "{} of '{x}', which is not a dequantized activation (qforget computes float \
@@ -93,6 +146,14 @@ impl Importer<'_> {
             ),
             _ => false,
         })
+    }
+
+    /// Whether an input of the node is the model's float input (before its QuantizeLinear).
+    pub(super) fn input_operand(&self, ctx: &NodeCtx) -> bool {
+        ctx.node
+            .input
+            .iter()
+            .any(|n| matches!(self.values.get(n), Some(Value::FloatInput(..))))
     }
 
     /// Whether an input of the node is a dequantized activation.
@@ -145,21 +206,27 @@ impl Importer<'_> {
             )));
         }
         let v = self.value(ctx, t)?;
-        let Some((input, _)) = self.chain_of(&v) else {
-            return Err(ctx.unsupported(format!(
-                "{op} of '{t}', which is not a dequantized activation"
-            )));
+        let shape = match (&v, self.chain_of(&v)) {
+            (_, Some((input, _))) => self.acts[input].shape,
+            (Value::FloatInput(..), _) => self
+                .input
+                .as_ref()
+                .map(|i| i.1)
+                .ok_or_else(|| ctx.bad("the model input is not set"))?,
+            _ => {
+                return Err(ctx.unsupported(format!(
+                    "{op} of '{t}', which is not a dequantized activation"
+                )))
+            }
         };
         let c = self.konst(ctx, ci)?;
-        let k = self
-            .channel_constant(ctx, &c, self.acts[input].shape)
-            .map_err(|_| {
-                ctx.unsupported(format!(
-                    "{op} by constant '{}' with dimensions {:?}: only a scalar or one value per \
+        let k = self.channel_constant(ctx, &c, shape).map_err(|_| {
+            ctx.unsupported(format!(
+                "{op} by constant '{}' with dimensions {:?}: only a scalar or one value per \
                      channel keeps the segment element-wise",
-                    c.name, c.dims
-                ))
-            })?;
+                c.name, c.dims
+            ))
+        })?;
         let f = match (op, const_first) {
             ("Add", _) => FloatFn::Add(k),
             ("Mul", _) => FloatFn::Mul(k),

@@ -71,6 +71,12 @@ impl Importer<'_> {
         let q = self.act_qparams(ctx, 1, 2)?;
         let v = match self.value(ctx, x)? {
             Value::FloatInput(pre, flatten) => {
+                if !self.input_fns.is_empty() && !self.is_input_chain_end(x) {
+                    return Err(ctx.unsupported(
+                        "the float input is quantized at a point other than the end of its chain \
+                         of float functions",
+                    ));
+                }
                 let (name, raw_shape) = self.input.clone().expect("input is set before nodes");
                 let shape = pre.last().map(|p| p.out_shape).unwrap_or(raw_shape);
                 if let Some(spec) = &self.input_spec {
@@ -89,6 +95,7 @@ impl Importer<'_> {
                         act,
                         pre_pool: pre.first().cloned(),
                         norm: None,
+                        fns: std::mem::take(&mut self.input_fns),
                     });
                     if flatten && shape.h * shape.w != 1 {
                         // The model flattened its float input before quantizing it.

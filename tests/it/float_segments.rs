@@ -310,3 +310,50 @@ fn a_final_softmax_keeps_the_logits_and_anything_after_it_is_refused() {
         assert!(err.contains(part), "{err}");
     }
 }
+
+#[test]
+fn an_in_model_normalisation_of_the_input_is_applied_before_its_quantization() {
+    // input [N,3,2,2] → Sub(mean[1,3,1,1]) → Div(std[3,1,1]) → Q/DQ (int8) → Flatten.
+    let (c, h, w) = (3, 2, 2);
+    let mean = [0.485f32, 0.456, 0.406];
+    let std = [0.229f32, 0.224, 0.225];
+    let build = |branch: bool| {
+        let mut b = B::new(c, h, w);
+        let m = b.f32s(&[1, 3, 1, 1], &mean);
+        let s = b.f32s(&[3, 1, 1], &std);
+        let t = b.node("Sub", &["x", &m], vec![]);
+        let t = b.node("Div", &[&t, &s], vec![]);
+        let y = if branch {
+            // A second float branch from the raw input, quantized too: not one chain.
+            let raw = b.qdq("x", 1.0 / 255.0, 0, false);
+            let y = b.qdq(&t, 0.02, 0, true);
+            b.node("Add", &[&y, &raw], vec![])
+        } else {
+            b.qdq(&t, 0.02, 0, true)
+        };
+        let out = b.node("Flatten", &[&y], vec![]);
+        b.model(&out)
+    };
+    let g = qforget::onnx::import(&build(false), Path::new("norm_in_model.onnx")).unwrap();
+    assert_eq!(g.input.fns.len(), 2);
+    let mut r = Rng(0x7f4a);
+    let n = 5;
+    let images: Vec<u8> = (0..n * c * h * w).map(|_| r.int(0, 255) as u8).collect();
+    let got = g.forward(&images, n).unwrap();
+    for i in 0..n {
+        let row = got.model_row(i);
+        for ch in 0..c {
+            for p in 0..h * w {
+                let x = images[i * c * h * w + ch * h * w + p] as f32 / 255.0;
+                let want = qs8((x - mean[ch]) / std[ch], 0.02, 0);
+                assert_eq!(row[ch * h * w + p], want, "image {i} ch {ch} px {p}");
+            }
+        }
+    }
+    let err = qforget::onnx::import(&build(true), Path::new("norm_branch.onnx"))
+        .unwrap_err()
+        .to_string();
+    for part in ["norm_branch.onnx", "QuantizeLinear", "chain"] {
+        assert!(err.contains(part), "{err}");
+    }
+}
