@@ -39,6 +39,7 @@ impl Op {
             Op::MaxPool(_) | Op::Flatten => None,
             // Its derivative table is zero where the output saturates.
             Op::Pointwise(_) => None,
+            Op::Mul(m) => Some((m.lo, m.hi)),
         }
     }
 }
@@ -197,6 +198,15 @@ impl Graph {
                         db: b.bias_grad(&gy, c),
                     });
                     Some(gy)
+                }
+                Op::Mul(m) => {
+                    let b = layer.inputs[1];
+                    let (ra, rb) = (self.real_input(tape, x_id)?, self.real_input(tape, b)?);
+                    let (ga, gb) = m.backward(self.acts[x_id].shape, &ra, &rb, &gy);
+                    if produced[b] {
+                        accumulate(&mut grads, b, gb);
+                    }
+                    Some(ga)
                 }
                 Op::Pointwise(p) => Some(match tape {
                     Tape::Quant(v) => p.backward_q(&saved_q(v, x_id)?.data, &gy),

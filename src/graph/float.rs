@@ -162,6 +162,10 @@ impl Graph {
                 Op::Flatten => super::eltwise::nchw_order(self.acts[layer.inputs[0]].shape, x),
                 Op::Requantize(_) => x.clone(),
                 Op::Pointwise(p) => p.forward_real(x),
+                Op::Mul(m) => {
+                    let b = vals[layer.inputs[1]].as_ref().expect("mul operand");
+                    m.forward_real(self.acts[layer.inputs[0]].shape, x, b)
+                }
                 Op::BiasAdd(b) => {
                     let bias = params[i].as_ref().map(|p| &p.b).unwrap_or(&b.bias);
                     let mut y = x.clone();

@@ -18,6 +18,7 @@ pub mod float;
 pub mod grad;
 pub mod linear;
 mod linear_grad;
+pub mod mul;
 pub mod normalize;
 pub mod params;
 pub mod pointwise;
@@ -38,6 +39,7 @@ pub use eltwise::{Add, Requantize};
 pub use float::RealParams;
 pub use grad::{GradPath, LayerGrad};
 pub use linear::Linear;
+pub use mul::Mul;
 pub use normalize::Normalization;
 pub use params::{ParamKind, Segment, Shadow};
 pub use pointwise::{FloatFn, Pointwise};
@@ -76,6 +78,8 @@ pub enum Op {
     /// Float element-wise functions between DequantizeLinear and QuantizeLinear, by lookup
     /// (see [`pointwise`]).
     Pointwise(Pointwise),
+    /// Product of two activations (a squeeze-excitation gate; see [`mul`]).
+    Mul(Mul),
 }
 
 impl Op {
@@ -92,6 +96,7 @@ impl Op {
             Op::Requantize(_) => "requantize",
             Op::BiasAdd(_) => "bias_add",
             Op::Pointwise(_) => "pointwise",
+            Op::Mul(_) => "mul",
         }
     }
 }
@@ -349,6 +354,7 @@ impl Graph {
                 Op::Requantize(r) => r.forward(x),
                 Op::BiasAdd(b) => b.forward(x),
                 Op::Pointwise(p) => p.forward(x),
+                Op::Mul(m) => m.forward(x, get(layer.inputs[1])?),
             };
             debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
             if !keep {

@@ -104,6 +104,14 @@ impl Graph {
                 b.out_zero_point = qo.zero_point;
                 (b.lo, b.hi) = (lo, hi);
             }
+            Op::Mul(m) => {
+                m.a = qi;
+                if let Some(qb) = qb {
+                    m.b = qb;
+                }
+                m.out = qo;
+                (m.lo, m.hi) = (lo, hi);
+            }
             Op::Pointwise(p) => {
                 let fns = std::mem::take(&mut p.fns);
                 *p = super::Pointwise::new(fns, p.channels, &qi, &qo);

@@ -875,6 +875,11 @@ fn with_activation(p: Pending, act: Activation) -> Option<Pending> {
             window,
             ceil,
         },
+        Pending::Mul { a, b, act: a0 } => Pending::Mul {
+            a,
+            b,
+            act: a0.then(act),
+        },
         Pending::GlobalAvgPool { .. } | Pending::AvgPool { .. } => return None,
     })
 }

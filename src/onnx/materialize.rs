@@ -53,6 +53,19 @@ impl Importer<'_> {
                     vec![],
                 ))
             }
+            Pending::Mul { a, b, act } => {
+                let (sa, sb) = (self.acts[a].shape, self.acts[b].shape);
+                let (lo, hi) = act.range(&q);
+                let op = crate::graph::Mul {
+                    a: self.acts[a].q,
+                    b: self.acts[b].q,
+                    out: q,
+                    lo,
+                    hi,
+                    broadcast: sa != sb,
+                };
+                Ok(self.push(ctx, Op::Mul(op), act, vec![a, b], sa, q, out, vec![]))
+            }
             Pending::Pointwise { input, fns } => {
                 let shape = self.acts[input].shape;
                 let op = crate::graph::Pointwise::new(fns, shape.c, &self.acts[input].q, &q);

@@ -349,6 +349,7 @@ impl<'p> Importer<'p> {
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
             "Flatten" | "Reshape" => self.flatten(&ctx),
             "Identity" | "Dropout" | "Cast" => self.alias(&ctx),
+            "Mul" if self.two_activations(&ctx) => self.mul_activations(&ctx),
             "Mul"
                 if self.chain_operand(&ctx)
                     || self.deq_operand(&ctx)

@@ -6,6 +6,8 @@
 //! Only what keeps the segment a function of one byte is accepted: the chain must start at a
 //! dequantized activation (or at a float Relu/Clip of one), and every constant must be a scalar
 //! or one value per channel. Anything else is refused by name, as everywhere in the importer.
+//! The one binary case, a Mul of two dequantized activations (a squeeze-excitation gate),
+//! becomes its own layer ([`crate::graph::mul`]).
 
 use crate::graph::{Activation, FloatFn};
 use crate::Result;
@@ -146,6 +148,54 @@ impl Importer<'_> {
             ),
             _ => false,
         })
+    }
+
+    /// Whether both inputs of the node are dequantized activations.
+    pub(super) fn two_activations(&self, ctx: &NodeCtx) -> bool {
+        ctx.node.input.len() == 2
+            && ctx
+                .node
+                .input
+                .iter()
+                .all(|n| matches!(self.values.get(n), Some(Value::Deq(_))))
+    }
+
+    /// Mul of two dequantized activations: equal shapes, or one of them `[N, C, 1, 1]` (a
+    /// squeeze-excitation gate) broadcast over the other's pixels.
+    pub(super) fn mul_activations(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let get = |i: usize| match ctx.input(i).and_then(|n| self.values.get(n)) {
+            Some(Value::Deq(a)) => Some(*a),
+            _ => None,
+        };
+        let (Some(x), Some(y)) = (get(0), get(1)) else {
+            return Err(ctx.bad("needs two dequantized inputs"));
+        };
+        let (sx, sy) = (self.acts[x].shape, self.acts[y].shape);
+        let gate = |s: crate::graph::Shape| s.h * s.w == 1;
+        // The operand with pixels comes first; the gate (if any) second.
+        let (a, b) = if sx == sy || gate(sy) && sy.c == sx.c {
+            (x, y)
+        } else if gate(sx) && sx.c == sy.c {
+            (y, x)
+        } else {
+            return Err(ctx.unsupported(format!(
+                "Mul of shapes {sx} and {sy} (equal shapes, or one value per channel broadcast \
+                 over the pixels, are supported)"
+            )));
+        };
+        let out = ctx.output()?.to_string();
+        self.values.insert(
+            out,
+            Value::Pending(
+                Box::new(Pending::Mul {
+                    a,
+                    b,
+                    act: Activation::None,
+                }),
+                ctx.name(),
+            ),
+        );
+        Ok(())
     }
 
     /// Whether an input of the node is the model's float input (before its QuantizeLinear).

@@ -157,6 +157,12 @@ pub enum Pending {
         input: ActId,
         fns: Vec<crate::graph::FloatFn>,
     },
+    /// Product of two dequantized activations (a squeeze-excitation gate), then an activation.
+    Mul {
+        a: ActId,
+        b: ActId,
+        act: Activation,
+    },
     /// A float MaxPool of another pending result. QuantizeLinear is monotone, so it commutes
     /// with the maximum: the inner result is quantized with the final parameters and pooled
     /// on its bytes, exactly.

@@ -244,16 +244,16 @@ fn float_element_wise_chains_follow_onnx() {
 
 #[test]
 fn float_chains_that_are_not_element_wise_are_refused_by_name() {
-    // Mul of two activations, and a constant that varies along W.
+    // Mul of two activations whose shapes do not broadcast, and a constant along W.
     let mut b = B::new(2, 3, 3);
     let x = b.qdq("x", 1.0 / 255.0, 0, false);
-    let y = b.qdq("x", 1.0 / 255.0, 0, false);
-    let mm = b.node("Mul", &[&x, &y], vec![]);
+    let f = b.node("Flatten", &[&x], vec![]);
+    let mm = b.node("Mul", &[&x, &f], vec![]);
     let q = b.qdq(&mm, 0.01, 0, false);
     let err = qforget::onnx::import(&b.model(&q), Path::new("se_mul.onnx"))
         .unwrap_err()
         .to_string();
-    for part in ["se_mul.onnx", "Mul", "node_Mul"] {
+    for part in ["se_mul.onnx", "Mul", "node_Mul", "shapes"] {
         assert!(err.contains(part), "{err}");
     }
     let mut b = B::new(2, 3, 3);
@@ -356,4 +356,44 @@ fn an_in_model_normalisation_of_the_input_is_applied_before_its_quantization() {
     for part in ["norm_branch.onnx", "QuantizeLinear", "chain"] {
         assert!(err.contains(part), "{err}");
     }
+}
+
+#[test]
+fn a_squeeze_excitation_gate_multiplies_in_float_as_onnx_does() {
+    // input [N,3,2,2] → Q/DQ (a) → global MaxPool → (gate [N,3,1,1]) ; Mul(a, gate) → Q/DQ.
+    let (c, h, w) = (3, 2, 2);
+    let mut b = B::new(c, h, w);
+    let (s_in, s_out, z_out) = (1.0 / 255.0, 0.002, 3);
+    let a = b.qdq("x", s_in, 0, false);
+    let g = b.node(
+        "MaxPool",
+        &[&a],
+        vec![
+            ("kernel_shape", A::Is(vec![2, 2])),
+            ("strides", A::Is(vec![2, 2])),
+        ],
+    );
+    let m = b.node("Mul", &[&g, &a], vec![]);
+    let y = b.qdq(&m, s_out, z_out, false);
+    let out = b.node("Flatten", &[&y], vec![]);
+    let gr = qforget::onnx::import(&b.model(&out), Path::new("se.onnx")).unwrap();
+    assert!(gr.layers.iter().any(|l| l.op.kind() == "mul"));
+    let mut r = Rng(0x5e5e);
+    let n = 4;
+    let images: Vec<u8> = (0..n * c * h * w).map(|_| r.int(0, 255) as u8).collect();
+    let got = gr.forward(&images, n).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..n {
+        let row = got.model_row(i);
+        for ch in 0..c {
+            let px = |p: usize| images[i * c * h * w + ch * h * w + p];
+            let gate = (0..h * w).map(px).max().unwrap() as f32 * s_in;
+            for p in 0..h * w {
+                let want = q8((px(p) as f32 * s_in) * gate, s_out, z_out);
+                seen.insert(want);
+                assert_eq!(row[ch * h * w + p], want, "image {i} ch {ch} px {p}");
+            }
+        }
+    }
+    assert!(seen.len() > 10, "only {} distinct outputs", seen.len());
 }

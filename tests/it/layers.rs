@@ -507,3 +507,56 @@ fn qlinear_conv_and_global_pool_s8() {
             .collect()
     });
 }
+
+/// A squeeze-excitation block: a depthwise 1×1 conv, its global average pooled through a float
+/// HardSigmoid into a per-channel gate, and the float Mul of the two (MobileNetV3's pattern as
+/// onnxruntime's QDQ quantizer leaves it).
+#[test]
+fn squeeze_excitation_gate() {
+    let (c, h, w) = (3, 4, 5);
+    let s_in = 1.0 / 255.0;
+    let (s_a, z_a, s_p, z_p, s_g, z_g, s_y, z_y) = (0.01, 20, 0.008, 30, 1.0 / 255.0, 0, 0.006, 40);
+    let mut b = B::new(c, h, w);
+    let x = b.qdq("x", s_in, 0, false);
+    let wv: [i8; 3] = [90, -70, 127];
+    let ws = [0.02f32, 0.015, 0.01];
+    let wq = b.dq_weights(&[c, 1, 1, 1], &wv, &ws, 0);
+    let a = b.node(
+        "Conv",
+        &[&x, &wq],
+        vec![
+            ("kernel_shape", A::Is(vec![1, 1])),
+            ("group", A::I(c as i64)),
+        ],
+    );
+    let a = b.qdq(&a, s_a, z_a, false);
+    let p = b.node("GlobalAveragePool", &[&a], vec![]);
+    let p = b.qdq(&p, s_p, z_p, false);
+    let g = b.node(
+        "HardSigmoid",
+        &[&p],
+        vec![("alpha", A::F(0.5)), ("beta", A::F(0.5))],
+    );
+    let g = b.qdq(&g, s_g, z_g, false);
+    let m = b.node("Mul", &[&a, &g], vec![]);
+    let y = b.qdq(&m, s_y, z_y, false);
+    let out = b.node("Flatten", &[&y], vec![]);
+    check("squeeze_excitation", &b, &out, |x| {
+        let plane = h * w;
+        let mut out = vec![0; c * plane];
+        for ch in 0..c {
+            let ad: Vec<f64> = (0..plane)
+                .map(|p| {
+                    let xd = fq(x.v[ch * plane + p], s_in, 0, false);
+                    fq(xd * (wv[ch] as f32 * ws[ch]) as f64, s_a, z_a, false)
+                })
+                .collect();
+            let pd = fq(ad.iter().sum::<f64>() / plane as f64, s_p, z_p, false);
+            let gd = fq((0.5 * pd + 0.5).clamp(0.0, 1.0), s_g, z_g, false);
+            for p in 0..plane {
+                out[ch * plane + p] = quant(ad[p] * gd, s_y, z_y, false);
+            }
+        }
+        out
+    });
+}
