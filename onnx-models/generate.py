@@ -707,6 +707,57 @@ def update_readme_table(records: dict, training: dict) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def extra_fixture_main(doc: str, name: str, hp: dict, network, specs: list) -> None:
+    """The command line of a script that adds one trained float network to the fixtures
+    (generate_mobilenet.py, generate_float_ops.py): train the class `network()` returns with
+    `hp` (unless --skip-train reuses the committed `<name>_f32.onnx`), export it, then quantize
+    it per `specs` with `quantize` and write each reference with `reference`, as main() does for
+    its own nets."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("QFORGET_SRC_DATA", "/work/shared/data"))
+    ap.add_argument("--skip-train", action="store_true", help="reuse the committed float model")
+    args = ap.parse_args()
+
+    import onnx
+    import onnxruntime as ort
+
+    assert onnx.__version__ == "1.23.2", onnx.__version__
+    assert ort.__version__ == "1.32.0", ort.__version__
+    t0 = time.time()
+    root = Path(args.data)
+    verify_data(root)
+    ds = hp["dataset"]
+    data = {ds: load_dataset(root, ds)}
+    FLOAT_DATASET[name] = ds
+    f32 = HERE / f"{name}_f32.onnx"
+
+    if not args.skip_train:
+        import torch
+
+        torch.set_num_threads(2)
+        torch.use_deterministic_algorithms(True)
+        model, rec = train_net(name, hp, data, {name: network()})
+        rec["_software"] = dict(torch=torch.__version__, numpy=np.__version__, onnx=onnx.__version__,
+                                onnxruntime=ort.__version__, python=sys.version.split()[0])
+        export_onnx(model, f32)
+        x = data[ds]["test"][0][:500]
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        err = float(np.abs(ref - ort_run(f32, x)).max())
+        assert err < 1e-3, err
+        print(f"  {f32.name} vs torch: max |d| {err:.2e}")
+        (EXPECTED / f"{name}.training.json").write_text(json.dumps(rec, indent=2) + "\n")
+
+    xte, yte = data[ds]["test"]
+    pred = first_argmax(ort_run(f32, xte))
+    float_acc = {name: float((pred == yte).mean()), "_pred": {name: pred}}
+    print(f"float {name}: ORT test acc {float_acc[name]:.4f}; ops {op_histogram(onnx.load(str(f32)))}")
+    for spec in specs:
+        qinfo = quantize(spec, data)
+        reference(spec, data, qinfo, float_acc)
+    print(f"done in {time.time() - t0:.0f}s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("QFORGET_SRC_DATA", "/work/shared/data"))

@@ -19,16 +19,11 @@ generate.py's functions, so the Rust fixture tests pick them up unchanged.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -71,48 +66,7 @@ def build():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("QFORGET_SRC_DATA", "/work/shared/data"))
-    ap.add_argument("--skip-train", action="store_true", help="reuse the committed float model")
-    args = ap.parse_args()
-
-    import onnx
-    import onnxruntime as ort
-
-    assert onnx.__version__ == "1.23.2", onnx.__version__
-    assert ort.__version__ == "1.32.0", ort.__version__
-    t0 = time.time()
-    root = Path(args.data)
-    gen.verify_data(root)
-    data = {"mnist": gen.load_dataset(root, "mnist")}
-    gen.FLOAT_DATASET[NAME] = "mnist"
-    f32 = HERE / f"{NAME}_f32.onnx"
-
-    if not args.skip_train:
-        import torch
-
-        torch.set_num_threads(2)
-        torch.use_deterministic_algorithms(True)
-        model, rec = gen.train_net(NAME, HP, data, {NAME: build()})
-        rec["_software"] = dict(torch=torch.__version__, numpy=np.__version__, onnx=onnx.__version__,
-                                onnxruntime=ort.__version__, python=sys.version.split()[0])
-        gen.export_onnx(model, f32)
-        x = data["mnist"]["test"][0][:500]
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
-        err = float(np.abs(ref - gen.ort_run(f32, x)).max())
-        assert err < 1e-3, err
-        print(f"  {f32.name} vs torch: max |d| {err:.2e}")
-        (gen.EXPECTED / f"{NAME}.training.json").write_text(json.dumps(rec, indent=2) + "\n")
-
-    xte, yte = data["mnist"]["test"]
-    pred = gen.first_argmax(gen.ort_run(f32, xte))
-    float_acc = {NAME: float((pred == yte).mean()), "_pred": {NAME: pred}}
-    print(f"float {NAME}: ORT test acc {float_acc[NAME]:.4f}; ops {gen.op_histogram(onnx.load(str(f32)))}")
-    for spec in SPECS:
-        qinfo = gen.quantize(spec, data)
-        gen.reference(spec, data, qinfo, float_acc)
-    print(f"done in {time.time() - t0:.0f}s")
+    gen.extra_fixture_main(__doc__, NAME, HP, build, SPECS)
 
 
 if __name__ == "__main__":

@@ -39,19 +39,10 @@ def inc_quantize(src: Path, out: Path, xcal, **kw) -> dict:
     from onnx_neural_compressor import data_reader
     from onnx_neural_compressor.quantization import config, quantize
 
-    class Reader(data_reader.CalibrationDataReader):
-        def __init__(self):
-            self.rewind()
-
-        def get_next(self):
-            return next(self.it, None)
-
-        def rewind(self):
-            self.it = iter([{"input": xcal[i : i + 100]} for i in range(0, len(xcal), 100)])
-
     for p in (out, out.with_name(out.name + "_data")):
         p.unlink(missing_ok=True)
-    quantize(str(src), str(out), config.StaticQuantConfig(Reader(), **kw))
+    reader = goq.calibration_reader(data_reader.CalibrationDataReader, xcal)
+    quantize(str(src), str(out), config.StaticQuantConfig(reader, **kw))
     return {"tool": f"onnx-neural-compressor {version('onnx-neural-compressor')} quantize, StaticQuantConfig",
             **{k: str(v) for k, v in kw.items()}}
 

@@ -124,12 +124,11 @@ def with_output(m, name: str, path: Path) -> None:
     onnx.save(c, str(path))
 
 
-def ort_quantize(src: Path, out: Path, xcal: np.ndarray, ops: list | None, **kw) -> dict:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def calibration_reader(base, xcal: np.ndarray, batch: int = 100):
+    """A calibration reader (a subclass of the quantizer's own `base` class, which it checks)
+    that feeds `xcal` as `{"input": ...}` batches of `batch` images, rewindable."""
 
-    class Reader(CalibrationDataReader):
+    class Reader(base):
         def __init__(self):
             self.rewind()
 
@@ -137,7 +136,15 @@ def ort_quantize(src: Path, out: Path, xcal: np.ndarray, ops: list | None, **kw)
             return next(self.it, None)
 
         def rewind(self):
-            self.it = iter([{"input": xcal[i : i + 100]} for i in range(0, len(xcal), 100)])
+            self.it = iter([{"input": xcal[i : i + batch]} for i in range(0, len(xcal), batch)])
+
+    return Reader()
+
+
+def ort_quantize(src: Path, out: Path, xcal: np.ndarray, ops: list | None, **kw) -> dict:
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     opts = dict(quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -146,7 +153,8 @@ def ort_quantize(src: Path, out: Path, xcal: np.ndarray, ops: list | None, **kw)
     with tempfile.TemporaryDirectory() as td:
         pre = Path(td) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_optimization=True)
-        quantize_static(str(pre), str(out), Reader(), op_types_to_quantize=ops, **opts)
+        quantize_static(str(pre), str(out), calibration_reader(CalibrationDataReader, xcal),
+                        op_types_to_quantize=ops, **opts)
     return {"tool": "onnxruntime.quantization.quantize_static", "op_types_to_quantize": ops,
             **{k: str(v) for k, v in opts.items()}}
 

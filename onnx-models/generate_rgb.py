@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -41,6 +42,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate_other_quantizers as goq  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -153,21 +157,12 @@ def main() -> None:
 
     xcal = to_float(tr_x[:1000], mean, std)
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.rewind()
-
-        def get_next(self):
-            return next(self.it, None)
-
-        def rewind(self):
-            self.it = iter([{"input": xcal[i : i + 100]} for i in range(0, len(xcal), 100)])
-
     with tempfile.TemporaryDirectory() as td:
         pre = Path(td) / "pre.onnx"
         quant_pre_process(str(OUT_F32), str(pre), skip_optimization=False)
+        reader = goq.calibration_reader(CalibrationDataReader, xcal)
         quantize_static(
-            str(pre), str(OUT_MODEL), Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
+            str(pre), str(OUT_MODEL), reader, quant_format=QuantFormat.QDQ, per_channel=False,
             reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )

@@ -75,11 +75,7 @@ impl Format {
             return Ok(Format::ImageFolder);
         }
         let s = split.name();
-        let idx_prefix = if split == Split::Train {
-            "train"
-        } else {
-            "t10k"
-        };
+        let idx_prefix = idx::prefix(split);
         Err(bad(
             dir,
             format!(

@@ -10,7 +10,7 @@ use super::{bad, Dataset, Split};
 use crate::{Error, Result};
 
 /// File name prefix of a split in the MNIST layout.
-fn prefix(split: Split) -> &'static str {
+pub(super) fn prefix(split: Split) -> &'static str {
     match split {
         Split::Train => "train",
         Split::Test => "t10k",

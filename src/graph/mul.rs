@@ -93,7 +93,7 @@ impl Mul {
             .flat_map(|(xa, xb)| {
                 xa.iter()
                     .enumerate()
-                    .map(move |(i, &v)| v * xb[if lb == la { i } else { i % lb }])
+                    .map(move |(i, &v)| v * xb[self.b_index(i, shape)])
             })
             .collect()
     }

@@ -482,10 +482,7 @@ impl Importer<'_> {
     /// Add of two dequantized activations, of an activation and a quantized constant, or of a
     /// bias to a pending MatMul.
     pub(super) fn add(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let (x, y) = match (ctx.input(0), ctx.input(1)) {
-            (Some(x), Some(y)) => (x, y),
-            _ => return Err(ctx.bad("needs two inputs")),
-        };
+        let (x, y) = ctx.two_inputs()?;
         let get = |n: &str| -> Option<Value> { self.values.get(n).cloned() };
         let out = ctx.output()?.to_string();
         let pend = |p: Pending| Value::Pending(Box::new(p), ctx.name());
@@ -613,32 +610,8 @@ impl Importer<'_> {
             _ => return Err(ctx.unsupported("MaxPool of a float tensor")),
         };
         let (window, ceil) = self.window(ctx, None)?;
-        let ins = self.acts[a].shape;
-        let (oh, ow) = window
-            .output_hw(ins.h, ins.w, ceil)
-            .ok_or_else(|| ctx.bad(format!("window does not fit input {ins}")))?;
-        let out_shape = Shape {
-            h: oh,
-            w: ow,
-            c: ins.c,
-        };
-        let op = Op::MaxPool(MaxPool {
-            window,
-            in_shape: ins,
-            out_shape,
-        });
         let out = ctx.output()?.to_string();
-        let q = self.acts[a].q;
-        let id = self.push(
-            ctx,
-            op,
-            Activation::None,
-            vec![a],
-            out_shape,
-            q,
-            &out,
-            vec![],
-        );
+        let id = self.max_pool_layer(ctx, a, window, ceil, &out)?;
         self.values.insert(
             out,
             if deq {
@@ -648,6 +621,50 @@ impl Importer<'_> {
             },
         );
         Ok(())
+    }
+
+    /// Output shape of pooling an activation of shape `ins` with `window`.
+    pub fn pooled_shape(
+        &self,
+        ctx: &NodeCtx,
+        window: &Window,
+        ins: Shape,
+        ceil: bool,
+    ) -> Result<Shape> {
+        let (h, w) = window
+            .output_hw(ins.h, ins.w, ceil)
+            .ok_or_else(|| ctx.bad(format!("pooling window does not fit input {ins}")))?;
+        Ok(Shape { h, w, c: ins.c })
+    }
+
+    /// A MaxPool layer on the bytes of activation `a` (its output keeps `a`'s parameters: the
+    /// maximum commutes with dequantization); returns the output activation.
+    pub fn max_pool_layer(
+        &mut self,
+        ctx: &NodeCtx,
+        a: usize,
+        window: Window,
+        ceil: bool,
+        out: &str,
+    ) -> Result<usize> {
+        let ins = self.acts[a].shape;
+        let out_shape = self.pooled_shape(ctx, &window, ins, ceil)?;
+        let op = Op::MaxPool(MaxPool {
+            window,
+            in_shape: ins,
+            out_shape,
+        });
+        let q = self.acts[a].q;
+        Ok(self.push(
+            ctx,
+            op,
+            Activation::None,
+            vec![a],
+            out_shape,
+            q,
+            out,
+            vec![],
+        ))
     }
 
     /// AveragePool / GlobalAveragePool of a dequantized activation.
@@ -701,17 +718,11 @@ impl Importer<'_> {
             .map_err(|e| ctx.bad(e))?
             != 0;
         let (name, ins) = self.input.clone().expect("input is set before nodes");
-        let (oh, ow) = window
-            .output_hw(ins.h, ins.w, ceil)
-            .ok_or_else(|| ctx.bad(format!("window does not fit input {ins}")))?;
+        let out_shape = self.pooled_shape(ctx, &window, ins, ceil)?;
         pre.push(InputPool {
             window,
             count_include_pad: cip,
-            out_shape: Shape {
-                h: oh,
-                w: ow,
-                c: ins.c,
-            },
+            out_shape,
         });
         self.input = Some((name, ins));
         self.follow_input_chain(ctx, ctx.input(0).unwrap_or_default())?;
@@ -795,10 +806,7 @@ impl Importer<'_> {
 
     /// Mul of an integer product by its scale (MatMulInteger/ConvInteger → Cast → Mul).
     pub(super) fn mul(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let (x, y) = match (ctx.input(0), ctx.input(1)) {
-            (Some(x), Some(y)) => (x, y),
-            _ => return Err(ctx.bad("needs two inputs")),
-        };
+        let (x, y) = ctx.two_inputs()?;
         let (p, ci) = match (self.values.get(x), self.values.get(y)) {
             (Some(Value::Pending(p, _)), None) => (p.clone(), 1),
             (None, Some(Value::Pending(p, _))) => (p.clone(), 0),

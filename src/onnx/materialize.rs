@@ -27,31 +27,9 @@ impl Importer<'_> {
                 window,
                 ceil,
             } => {
+                // `a` takes the final parameters `q`, which the pooling keeps.
                 let a = self.materialize(ctx, *inner, q, &format!("{out}/pre_pool"))?;
-                let ins = self.acts[a].shape;
-                let (oh, ow) = window
-                    .output_hw(ins.h, ins.w, ceil)
-                    .ok_or_else(|| ctx.bad(format!("pooling window does not fit input {ins}")))?;
-                let out_shape = Shape {
-                    h: oh,
-                    w: ow,
-                    c: ins.c,
-                };
-                let op = Op::MaxPool(crate::graph::MaxPool {
-                    window,
-                    in_shape: ins,
-                    out_shape,
-                });
-                Ok(self.push(
-                    ctx,
-                    op,
-                    Activation::None,
-                    vec![a],
-                    out_shape,
-                    q,
-                    out,
-                    vec![],
-                ))
+                self.max_pool_layer(ctx, a, window, ceil, out)
             }
             Pending::Mul { a, b, act } => {
                 let (sa, sb) = (self.acts[a].shape, self.acts[b].shape);
@@ -124,14 +102,7 @@ impl Importer<'_> {
             } => {
                 let ins = self.acts[input].shape;
                 let qi = self.acts[input].q;
-                let (oh, ow) = window
-                    .output_hw(ins.h, ins.w, ceil)
-                    .ok_or_else(|| ctx.bad(format!("pooling window does not fit input {ins}")))?;
-                let out_shape = Shape {
-                    h: oh,
-                    w: ow,
-                    c: ins.c,
-                };
+                let out_shape = self.pooled_shape(ctx, &window, ins, ceil)?;
                 let op = AvgPool {
                     window,
                     count_include_pad,

@@ -47,15 +47,13 @@ pub fn read_model_bytes(path: impl AsRef<Path>) -> Result<Vec<u8>> {
 /// [`read_model_bytes`] for bytes already read from `path`.
 pub fn inline_external(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    // Not a protobuf at all: let the decoder give its own message.
     match patch::external::inline_external(&bytes, dir) {
         Ok(Some(inlined)) => Ok(inlined),
         Ok(None) => Ok(bytes),
-        Err(reason) if reason.contains("external") => Err(Error::InvalidModel {
+        Err(reason) => Err(Error::InvalidModel {
             path: path.to_path_buf(),
             reason,
         }),
-        Err(_) => Ok(bytes),
     }
 }
 
@@ -170,6 +168,14 @@ impl<'a> NodeCtx<'a> {
             .get(i)
             .map(|s| s.as_str())
             .filter(|s| !s.is_empty())
+    }
+
+    /// Names of inputs 0 and 1 of a binary node.
+    pub fn two_inputs(&self) -> Result<(&str, &str)> {
+        match (self.input(0), self.input(1)) {
+            (Some(x), Some(y)) => Ok((x, y)),
+            _ => Err(self.bad("needs two inputs")),
+        }
     }
 
     /// Name of the first output.

@@ -242,10 +242,7 @@ impl Importer<'_> {
 
     /// Add/Sub/Mul/Div of a float chain (or a dequantized activation) and a constant.
     pub(super) fn float_arith(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let (x, y) = match (ctx.input(0), ctx.input(1)) {
-            (Some(x), Some(y)) => (x, y),
-            _ => return Err(ctx.bad("needs two inputs")),
-        };
+        let (x, y) = ctx.two_inputs()?;
         let op = ctx.node.op_type.as_str();
         let const_first = !self.values.contains_key(x) && self.consts.contains_key(x);
         let (t, ci) = if const_first { (y, 0) } else { (x, 1) };

@@ -6,6 +6,16 @@ use std::path::Path;
 
 use super::onnx_builder::{Rng, A, B};
 
+/// Importing `m` (as file `name`) fails with a message that contains every one of `parts`.
+fn refused(m: &qforget::onnx::pb::ModelProto, name: &str, parts: &[&str]) {
+    let err = qforget::onnx::import(m, Path::new(name))
+        .unwrap_err()
+        .to_string();
+    for part in parts {
+        assert!(err.contains(part), "{err}");
+    }
+}
+
 /// ONNX QuantizeLinear (uint8) in f32, as onnxruntime computes it.
 fn q8(x: f32, s: f32, zp: i32) -> i32 {
     ((x / s).round_ties_even() + zp as f32).clamp(0.0, 255.0) as i32
@@ -58,46 +68,54 @@ fn a_bias_that_varies_along_the_width_is_refused_by_name() {
     let add = b.node("Add", &[&x, &bn], vec![]);
     let y = b.qdq(&add, 0.01, 0, false);
     let m = b.model(&y);
-    let err = qforget::onnx::import(&m, Path::new("width_bias.onnx"))
-        .unwrap_err()
-        .to_string();
-    for part in ["width_bias.onnx", "Add", "node_Add", "[3]"] {
-        assert!(err.contains(part), "{err}");
-    }
+    refused(
+        &m,
+        "width_bias.onnx",
+        &["width_bias.onnx", "Add", "node_Add", "[3]"],
+    );
+}
+
+/// Q/DQ of the input `[N,1,2,2]` → Flatten → MatMul by int8 weights `HEAD_W` (scale 0.01): a
+/// float head; returns the MatMul's output.
+fn matmul_head(b: &mut B) -> String {
+    let x = b.qdq("x", 1.0 / 255.0, 0, false);
+    let f = b.node("Flatten", &[&x], vec![]);
+    let w: Vec<i8> = HEAD_W.iter().flatten().copied().collect();
+    let wq = b.dq_weights(&[4, 3], &w, &[0.01; 3], 1);
+    b.node("MatMul", &[&f, &wq], vec![])
+}
+
+const HEAD_W: [[i8; 3]; 4] = [[1, -2, 3], [4, 5, -6], [7, 8, 9], [10, -11, 12]];
+/// x = [1, 0, 0.2, 0.4] on the 1/255 grid.
+const HEAD_IMAGE: [u8; 4] = [255, 0, 51, 102];
+
+/// The head's real logit `j` on `HEAD_IMAGE`: z_j = Σ_i x_i · 0.01 · w[i][j].
+fn head_logit(j: usize) -> f32 {
+    (0..4)
+        .map(|i| HEAD_IMAGE[i] as f32 / 255.0 * 0.01 * HEAD_W[i][j] as f32)
+        .sum()
 }
 
 #[test]
 fn an_unsupported_float_op_after_a_float_head_is_named() {
     // input [N,1,2,2] → Q/DQ → Flatten → MatMul(DQ w) → Sigmoid → output.
     let mut b = B::new(1, 2, 2);
-    let x = b.qdq("x", 1.0 / 255.0, 0, false);
-    let f = b.node("Flatten", &[&x], vec![]);
-    let wq = b.dq_weights(
-        &[4, 3],
-        &[1, -2, 3, 4, 5, -6, 7, 8, 9, 10, -11, 12],
-        &[0.01; 3],
-        1,
-    );
-    let mm = b.node("MatMul", &[&f, &wq], vec![]);
+    let mm = matmul_head(&mut b);
     let sg = b.node("Sigmoid", &[&mm], vec![]);
     let m = b.model(&sg);
-    let err = qforget::onnx::import(&m, Path::new("sigmoid_head.onnx"))
-        .unwrap_err()
-        .to_string();
-    for part in ["sigmoid_head.onnx", "Sigmoid", "node_Sigmoid"] {
-        assert!(err.contains(part), "{err}");
-    }
+    refused(
+        &m,
+        "sigmoid_head.onnx",
+        &["sigmoid_head.onnx", "Sigmoid", "node_Sigmoid"],
+    );
     // Without the Sigmoid the same graph imports, with a float output.
     b.nodes.retain(|n| n.op_type != "Sigmoid");
     let m = b.model(&mm);
     let g = qforget::onnx::import(&m, Path::new("matmul_head.onnx")).unwrap();
     assert!(g.real_output);
-    let l = g.forward(&[255, 0, 51, 102], 1).unwrap();
-    // x = [1, 0, 0.2, 0.4] on the 1/255 grid; z_j = Σ_i x_i · 0.01 · w[i][j].
-    let wv = [[1., -2., 3.], [4., 5., -6.], [7., 8., 9.], [10., -11., 12.]];
-    let xs = [255., 0., 51., 102.].map(|v: f32| v / 255.0);
+    let l = g.forward(&HEAD_IMAGE, 1).unwrap();
     for (j, &z) in l.real.as_ref().unwrap().iter().enumerate() {
-        let want: f32 = (0..4).map(|i| xs[i] * 0.01 * wv[i][j]).sum();
+        let want = head_logit(j);
         assert!(
             (z - want).abs() <= 1e-6 * want.abs().max(1.0),
             "{j}: {z} vs {want}"
@@ -250,23 +268,17 @@ fn float_chains_that_are_not_element_wise_are_refused_by_name() {
     let f = b.node("Flatten", &[&x], vec![]);
     let mm = b.node("Mul", &[&x, &f], vec![]);
     let q = b.qdq(&mm, 0.01, 0, false);
-    let err = qforget::onnx::import(&b.model(&q), Path::new("se_mul.onnx"))
-        .unwrap_err()
-        .to_string();
-    for part in ["se_mul.onnx", "Mul", "node_Mul", "shapes"] {
-        assert!(err.contains(part), "{err}");
-    }
+    refused(
+        &b.model(&q),
+        "se_mul.onnx",
+        &["se_mul.onnx", "Mul", "node_Mul", "shapes"],
+    );
     let mut b = B::new(2, 3, 3);
     let x = b.qdq("x", 1.0 / 255.0, 0, false);
     let k = b.f32s(&[3], &[1.0, 2.0, 3.0]);
     let d = b.node("Div", &[&x, &k], vec![]);
     let q = b.qdq(&d, 0.01, 0, false);
-    let err = qforget::onnx::import(&b.model(&q), Path::new("w_div.onnx"))
-        .unwrap_err()
-        .to_string();
-    for part in ["w_div.onnx", "Div", "[3]"] {
-        assert!(err.contains(part), "{err}");
-    }
+    refused(&b.model(&q), "w_div.onnx", &["w_div.onnx", "Div", "[3]"]);
 }
 
 #[test]
@@ -274,15 +286,7 @@ fn a_final_softmax_keeps_the_logits_and_anything_after_it_is_refused() {
     // input [N,1,2,2] → Q/DQ → Flatten → MatMul(DQ w) → Softmax → output.
     let build = |extra: bool| {
         let mut b = B::new(1, 2, 2);
-        let x = b.qdq("x", 1.0 / 255.0, 0, false);
-        let f = b.node("Flatten", &[&x], vec![]);
-        let wq = b.dq_weights(
-            &[4, 3],
-            &[1, -2, 3, 4, 5, -6, 7, 8, 9, 10, -11, 12],
-            &[0.01; 3],
-            1,
-        );
-        let mm = b.node("MatMul", &[&f, &wq], vec![]);
+        let mm = matmul_head(&mut b);
         let sm = b.node("Softmax", &[&mm], vec![("axis", A::I(1))]);
         let out = if extra {
             let k = b.f32s(&[], &[2.0]);
@@ -294,21 +298,18 @@ fn a_final_softmax_keeps_the_logits_and_anything_after_it_is_refused() {
     };
     let g = qforget::onnx::import(&build(false), Path::new("softmax.onnx")).unwrap();
     assert!(g.real_output);
-    let l = g.forward(&[255, 0, 51, 102], 1).unwrap();
+    let l = g.forward(&HEAD_IMAGE, 1).unwrap();
     // The graph's output is the logits before the Softmax (what the losses want).
     let z = l.real.as_ref().unwrap();
-    let xs = [255., 0., 51., 102.].map(|v: f32| v / 255.0);
-    let wv = [[1., -2., 3.], [4., 5., -6.], [7., 8., 9.], [10., -11., 12.]];
     for (j, &zj) in z.iter().enumerate() {
-        let want: f32 = (0..4).map(|i| xs[i] * 0.01 * wv[i][j]).sum();
+        let want = head_logit(j);
         assert!((zj - want).abs() <= 1e-6, "{j}: {zj} vs {want}");
     }
-    let err = qforget::onnx::import(&build(true), Path::new("softmax_mul.onnx"))
-        .unwrap_err()
-        .to_string();
-    for part in ["softmax_mul.onnx", "Mul", "Softmax"] {
-        assert!(err.contains(part), "{err}");
-    }
+    refused(
+        &build(true),
+        "softmax_mul.onnx",
+        &["softmax_mul.onnx", "Mul", "Softmax"],
+    );
 }
 
 #[test]
@@ -350,12 +351,11 @@ fn an_in_model_normalisation_of_the_input_is_applied_before_its_quantization() {
             }
         }
     }
-    let err = qforget::onnx::import(&build(true), Path::new("norm_branch.onnx"))
-        .unwrap_err()
-        .to_string();
-    for part in ["norm_branch.onnx", "QuantizeLinear", "chain"] {
-        assert!(err.contains(part), "{err}");
-    }
+    refused(
+        &build(true),
+        "norm_branch.onnx",
+        &["norm_branch.onnx", "QuantizeLinear", "chain"],
+    );
 }
 
 #[test]

@@ -23,10 +23,13 @@ const RAW_DATA: u64 = 9;
 const EXTERNAL_DATA: u64 = 13;
 const DATA_LOCATION: u64 = 14;
 
-/// The model with every external initializer inlined, or `None` when it has none.
+/// The model with every external initializer inlined, or `None` when it has none. Bytes that are
+/// not a well-formed model also give `None`: the decoder names that problem; the errors here
+/// are all about external data.
 pub fn inline_external(model: &[u8], dir: &Path) -> R<Option<Vec<u8>>> {
-    let top = fields(model, 0)?;
-    graphs(model)?;
+    let (Ok(top), Ok(_)) = (fields(model, 0), graphs(model)) else {
+        return Ok(None);
+    };
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();
     let mut new: HashMap<usize, Vec<u8>> = HashMap::new();
     for (i, g) in top.iter().enumerate() {
@@ -51,7 +54,9 @@ fn inline_graph(
     dir: &Path,
     files: &mut HashMap<String, Vec<u8>>,
 ) -> R<Option<Vec<u8>>> {
-    let gf = fields(g, base)?;
+    let Ok(gf) = fields(g, base) else {
+        return Ok(None);
+    };
     let mut new: HashMap<usize, Vec<u8>> = HashMap::new();
     for (i, f) in gf.iter().enumerate() {
         if f.number == 5 && f.wire == 2 {
@@ -80,7 +85,9 @@ fn inline_tensor(
     dir: &Path,
     files: &mut HashMap<String, Vec<u8>>,
 ) -> R<Option<Vec<u8>>> {
-    let tf = fields(t, base)?;
+    let Ok(tf) = fields(t, base) else {
+        return Ok(None);
+    };
     let external = tf.iter().any(|f| {
         f.number == DATA_LOCATION
             && f.wire == 0
@@ -100,7 +107,8 @@ fn inline_tensor(
         .iter()
         .filter(|f| f.number == EXTERNAL_DATA && f.wire == 2)
     {
-        let entry: Vec<Field> = fields(&t[f.value..f.end], base + f.value)?;
+        let entry: Vec<Field> = fields(&t[f.value..f.end], base + f.value)
+            .map_err(|e| format!("initializer '{name}': malformed external_data entry ({e})"))?;
         let text = |n: u64| -> R<String> {
             entry
                 .iter()
