@@ -65,6 +65,11 @@ pub struct ForgetArgs {
     /// (default 2e-4; 0: the raw projected entropy gradient).
     #[arg(long, value_name = "RHO")]
     pub forget_step: Option<f32>,
+    /// OEU: weight of the retain logit anchor: the retain loss also keeps each retain sample's
+    /// centred logits near the starting model's (default 0.1 for some samples, 0 for whole
+    /// classes; 0: retain cross-entropy only).
+    #[arg(long, value_name = "W")]
+    pub retain_anchor: Option<f32>,
     /// Re-quantization hysteresis in quantization steps: a weight keeps its integer until its
     /// f32 shadow is more than 0.5 + H steps from it, then trails it by H (default 4 for OEU
     /// on whole classes, 0 otherwise; 0: plain rounding). Fewer weights change, so the delta is smaller.
@@ -105,7 +110,8 @@ pub struct ForgetArgs {
     #[arg(long, conflicts_with_all = ["retain_budget", "probe_size"])]
     pub no_guard: bool,
     /// Keep the learning rate fixed (by default the guard raises it while retain accuracy is
-    /// well within budget, and halves it on a roll-back).
+    /// well within budget, and halves it on a roll-back; sample-wise OEU requests always keep
+    /// it fixed).
     #[arg(long)]
     pub fixed_lr: bool,
     /// Retain guard: before rolling back a state over budget, try up to N repair steps (retain
@@ -179,6 +185,7 @@ impl ForgetArgs {
             lambda: self.lambda,
             projection: self.projection,
             forget_step: self.forget_step,
+            retain_anchor: self.retain_anchor,
             requant_hysteresis: self.requant_hysteresis,
             only_on_conflict: self.only_on_conflict,
             uniform_entropy: self.uniform_entropy,

@@ -33,6 +33,7 @@ pub struct Options {
     pub lambda: Option<f32>,
     pub projection: Option<ProjectionMode>,
     pub forget_step: Option<f32>,
+    pub retain_anchor: Option<f32>,
     pub requant_hysteresis: Option<f32>,
     pub only_on_conflict: bool,
     /// OEU in a sample-wise request: maximize the forget samples' entropy as in a class-wise
@@ -79,6 +80,7 @@ impl Default for Options {
             lambda: None,
             projection: None,
             forget_step: None,
+            retain_anchor: None,
             requant_hysteresis: None,
             only_on_conflict: false,
             uniform_entropy: false,
@@ -147,6 +149,13 @@ impl Options {
             return Err(invalid(format!(
                 "forget step must be a non-negative number, not {}",
                 c.forget_step
+            )));
+        }
+        c.retain_anchor = self.retain_anchor.unwrap_or(c.retain_anchor);
+        if !(c.retain_anchor.is_finite() && c.retain_anchor >= 0.0) {
+            return Err(invalid(format!(
+                "retain anchor must be a non-negative weight, not {}",
+                c.retain_anchor
             )));
         }
         c.requant_hysteresis = self.requant_hysteresis.unwrap_or(c.requant_hysteresis);

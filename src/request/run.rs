@@ -14,7 +14,9 @@ use crate::eval::metrics::{avg_gap, Metrics};
 use crate::graph::params::{ExportType, Shadow};
 use crate::graph::{Graph, Op};
 use crate::onnx::patch::{InitializerUpdate, TensorValues};
-use crate::unlearn::{self, Config, MethodName, Request, Stop, UnseenTargets};
+use crate::unlearn::{
+    self, Config, MethodName, Request, RetainAnchor, Stop, UnseenTargets, SAMPLE_WISE_RETAIN_ANCHOR,
+};
 use crate::{Error, Result};
 
 impl Session {
@@ -80,6 +82,14 @@ impl Session {
         if class_wise.is_none() && opts.requant_hysteresis.is_none() {
             cfg.requant_hysteresis = 0.0;
         }
+        // Sample-wise OEU: the retain logit anchor and a fixed learning rate (see
+        // `SAMPLE_WISE_RETAIN_ANCHOR`).
+        if class_wise.is_none() && opts.method == MethodName::Oeu && !opts.uniform_entropy {
+            if opts.retain_anchor.is_none() {
+                cfg.retain_anchor = SAMPLE_WISE_RETAIN_ANCHOR;
+            }
+            cfg.lr_growth = false;
+        }
         let held_out = known_held_out(train, test, &split.retain);
         if cfg.stop == Stop::Fixed && !opts.no_stop && opts.method != MethodName::Retrain {
             cfg.stop = default_stop(
@@ -96,6 +106,16 @@ impl Session {
                 UnseenTargets::matched(&self.graph, train, &split.forget, test, &held_out)?
             }
             _ => None,
+        };
+        let retain_anchor = if cfg.retain_anchor > 0.0 && opts.method == MethodName::Oeu {
+            Some(RetainAnchor::new(
+                &self.graph,
+                train,
+                &train_retain,
+                cfg.retain_anchor,
+            )?)
+        } else {
+            None
         };
         let sets = EvalSets {
             train,
@@ -132,6 +152,7 @@ impl Session {
             retain: &train_retain,
             probe: &probe,
             unseen: unseen.as_ref(),
+            retain_anchor: retain_anchor.as_ref(),
             cancel,
         };
         let t0 = Instant::now();

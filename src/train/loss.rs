@@ -208,6 +208,50 @@ pub fn capped_confidence(
     })
 }
 
+/// Mean cross-entropy against `labels` plus `weight` times the logit anchor
+/// `½·mean_i ‖c(z_i) − c(t_i)‖²`, where `t` are teacher logits (the starting model's, one row
+/// per sample) and `c` centres a row (softmax ignores a row's offset, so the anchor does too).
+/// Gradient: the cross-entropy's plus `weight·(c(z_i) − c(t_i))/n`.
+///
+/// Why: on a model that memorized its training data the retain cross-entropy is ~0 and so is
+/// its gradient: it cannot hold the function in place while a forget step moves it. The logits
+/// of a memorized sample still carry its margins; anchoring them gives a restoring force that
+/// grows with the drift, whatever the confidence (the centred log-softmax equals the centred
+/// logits, so it is computed from the row's log-softmax).
+///
+/// Panics if `labels` does not have one entry per row, `teacher.len() != logits.len()`, or a
+/// label is `>= classes`.
+pub fn anchored_cross_entropy(
+    logits: &[f32],
+    classes: usize,
+    labels: &[u8],
+    teacher: &[f32],
+    weight: f32,
+) -> (f32, Vec<f32>) {
+    let n = check_shape(logits, classes);
+    assert_eq!(labels.len(), n, "{} labels for {n} rows", labels.len());
+    assert_eq!(
+        teacher.len(),
+        logits.len(),
+        "teacher logits and logits differ in size"
+    );
+    let w = weight as f64;
+    mean_over_rows(logits, classes, |i, lp, dz| {
+        let y = labels[i] as usize;
+        assert!(y < classes, "label {y} out of range for {classes} classes");
+        let t = &teacher[i * classes..(i + 1) * classes];
+        let mean_lp = lp.iter().sum::<f64>() / classes as f64;
+        let mean_t = t.iter().map(|&v| v as f64).sum::<f64>() / classes as f64;
+        let mut loss = -lp[y];
+        for (j, (d, &l)) in dz.iter_mut().zip(lp).enumerate() {
+            let diff = (l - mean_lp) - (t[j] as f64 - mean_t);
+            loss += 0.5 * w * diff * diff;
+            *d = l.exp() - (j == y) as u8 as f64 + w * diff;
+        }
+        loss
+    })
+}
+
 /// Softmax probability of each row's true class.
 ///
 /// Panics if `labels` does not have one entry per row.
@@ -378,6 +422,42 @@ mod tests {
         assert!((loss as f64 - nne64(&z64, c)).abs() < 1e-6);
         assert_close(&grad, &numeric_grad(&z, 1e-5, |x| nne64(x, c)), 1e-6);
         assert!((mean_normalized_entropy(&z, c) + loss).abs() < 1e-6);
+    }
+
+    #[test]
+    fn anchored_cross_entropy_gradient_matches_finite_differences() {
+        let z = [2.0f32, -1.0, 0.5, 7.0, 7.5, -3.0];
+        let teacher = [1.0f32, 0.0, 0.0, 9.0, 6.0, -2.0];
+        let labels = [0u8, 1];
+        let (c, w) = (3, 0.7);
+        let (loss, grad) = anchored_cross_entropy(&z, c, &labels, &teacher, w);
+        let f = |x: &[f64]| {
+            let zf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            anchored_cross_entropy(&zf, c, &labels, &teacher, w).0 as f64
+        };
+        let num = numeric_grad(&z, 1e-3, f);
+        for (a, b) in grad.iter().zip(&num) {
+            assert!((*a as f64 - b).abs() < 1e-3, "{grad:?} vs {num:?}");
+        }
+        // By hand: row 0's difference (2,−1,.5)−(1,0,0) = (1,−1,.5) centres to (5/6,−7/6,1/3),
+        // squared norm 13/6, anchor ½·0.7·13/6; row 1's (−2,1.5,−1) centres to (−1.5,2,−0.5),
+        // squared norm 6.5, anchor ½·0.7·6.5.
+        let (ce, _) = cross_entropy(&z, c, &labels);
+        let anchor = 0.5 * 0.7 * (13.0 / 6.0 + 6.5) / 2.0;
+        assert!(
+            (loss - (ce + anchor)).abs() < 1e-5,
+            "{loss} vs {ce} + {anchor}"
+        );
+        // The anchor ignores a per-row offset: shifting the teacher by a constant changes nothing.
+        let shifted: Vec<f32> = teacher.iter().map(|v| v + 5.0).collect();
+        let (l2, g2) = anchored_cross_entropy(&z, c, &labels, &shifted, w);
+        assert!((l2 - loss).abs() < 1e-5);
+        assert!(g2.iter().zip(&grad).all(|(a, b)| (a - b).abs() < 1e-6));
+        // At the teacher's logits only the cross-entropy remains.
+        let (l3, g3) = anchored_cross_entropy(&teacher, c, &labels, &teacher, w);
+        let (ce3, gce3) = cross_entropy(&teacher, c, &labels);
+        assert!((l3 - ce3).abs() < 1e-6);
+        assert!(g3.iter().zip(&gce3).all(|(a, b)| (a - b).abs() < 1e-6));
     }
 
     #[test]

@@ -12,8 +12,8 @@ pub mod vector;
 
 pub use batch::{batches, rng, shuffled, BatchStream};
 pub use loss::{
-    capped_confidence, cross_entropy, mean_normalized_entropy, neg_normalized_entropy,
-    soft_cross_entropy, true_class_probs,
+    anchored_cross_entropy, capped_confidence, cross_entropy, mean_normalized_entropy,
+    neg_normalized_entropy, soft_cross_entropy, true_class_probs,
 };
 pub use observer::RangeObserver;
 pub use sgd::Sgd;

@@ -6,7 +6,10 @@ use crate::data::IdxDataset;
 use crate::graph::{GradPath, Graph, Shadow};
 use crate::Result;
 
-use super::loss::{capped_confidence, cross_entropy, neg_normalized_entropy, soft_cross_entropy};
+use super::loss::{
+    anchored_cross_entropy, capped_confidence, cross_entropy, neg_normalized_entropy,
+    soft_cross_entropy,
+};
 use super::sgd::Sgd;
 
 /// What a batch's loss is.
@@ -20,6 +23,13 @@ pub enum Objective<'a> {
     SoftCrossEntropy(&'a [f32]),
     /// True-class probability lowered to a cap per sample (`loss::capped_confidence`).
     CappedConfidence { labels: &'a [u8], caps: &'a [f32] },
+    /// Cross-entropy plus `weight` times the distance of the centred logits to the teacher's
+    /// (`loss::anchored_cross_entropy`).
+    AnchoredCrossEntropy {
+        labels: &'a [u8],
+        teacher: &'a [f32],
+        weight: f32,
+    },
 }
 
 /// Loss, flattened gradient and real logits of one batch.
@@ -75,6 +85,11 @@ impl TrainState {
             Objective::CappedConfidence { labels, caps } => {
                 capped_confidence(&logits, g.classes(), labels, caps)
             }
+            Objective::AnchoredCrossEntropy {
+                labels,
+                teacher,
+                weight,
+            } => anchored_cross_entropy(&logits, g.classes(), labels, teacher, weight),
         };
         let params = match self.path {
             GradPath::F32 => g.real_params(),

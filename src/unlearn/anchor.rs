@@ -11,28 +11,95 @@
 //! outputs, not through them. Soft targets keep confidence where it was too: hard labels would
 //! sharpen the forget samples that are still right, which is exactly what a membership attack
 //! reads.
+//!
+//! The retain side can be anchored as well (`RetainAnchor`): the starting model's logits on the
+//! retain samples, held by OEU's retain gradient and by these repair steps when the request
+//! carries one (`train::anchored_cross_entropy`).
 
 use std::collections::HashMap;
 
 use super::config::logits;
 use super::Request;
+use crate::data::IdxDataset;
 use crate::graph::Graph;
-use crate::train::{axpy, gather, BatchStream, Objective, TrainState};
+use crate::train::{axpy, gather, BatchGrad, BatchStream, Objective, TrainState};
 use crate::Result;
 
-/// Softmax of every forget sample at one moment.
-pub(super) struct Anchor {
+/// Rows of per-sample values (logits or probabilities) of a set of samples at one moment, looked
+/// up by sample index.
+struct Snapshot {
     row: HashMap<usize, usize>,
-    probs: Vec<f32>,
+    values: Vec<f32>,
     classes: usize,
 }
+
+impl Snapshot {
+    /// The real logits `graph` gives the samples `idx` of `data` now.
+    fn logits(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<Self> {
+        let row = idx.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+        Ok(Snapshot {
+            row,
+            values: logits(graph, data, idx)?,
+            classes: graph.classes(),
+        })
+    }
+
+    /// Rows of the samples `batch` (each must be in the snapshot), row-major.
+    fn rows(&self, batch: &[usize]) -> Vec<f32> {
+        let c = self.classes;
+        batch
+            .iter()
+            .flat_map(|i| {
+                let k = self.row[i];
+                self.values[k * c..(k + 1) * c].iter().copied()
+            })
+            .collect()
+    }
+}
+
+/// The retain logit anchor: the starting model's logits on the retain samples and the anchor's
+/// weight (`train::anchored_cross_entropy`).
+pub struct RetainAnchor {
+    logits: Snapshot,
+    weight: f32,
+}
+
+impl RetainAnchor {
+    /// The logits `graph` gives the retain samples `retain` of `data`, held with `weight`.
+    pub fn new(graph: &Graph, data: &IdxDataset, retain: &[usize], weight: f32) -> Result<Self> {
+        Ok(RetainAnchor {
+            logits: Snapshot::logits(graph, data, retain)?,
+            weight,
+        })
+    }
+}
+
+/// Loss and gradient of the retain batch `b_r`: cross-entropy, plus the logit anchor when the
+/// request carries one.
+pub(super) fn retain_grad(st: &TrainState, req: &Request, b_r: &[usize]) -> Result<BatchGrad> {
+    match req.retain_anchor {
+        Some(a) => {
+            let (images, labels) = gather(req.train, b_r);
+            let teacher = a.logits.rows(b_r);
+            let obj = Objective::AnchoredCrossEntropy {
+                labels: &labels,
+                teacher: &teacher,
+                weight: a.weight,
+            };
+            st.grad_images(&images, b_r.len(), obj)
+        }
+        None => st.grad(req.train, b_r, false, None),
+    }
+}
+
+/// Softmax of every forget sample at one moment.
+pub(super) struct Anchor(Snapshot);
 
 impl Anchor {
     /// The forget set's predictions on `graph` now.
     pub(super) fn new(graph: &Graph, req: &Request) -> Result<Self> {
-        let classes = graph.classes();
-        let mut probs = logits(graph, req.train, req.forget)?;
-        for r in probs.chunks_exact_mut(classes) {
+        let mut snap = Snapshot::logits(graph, req.train, req.forget)?;
+        for r in snap.values.chunks_exact_mut(snap.classes) {
             let max = r.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
             let mut sum = 0f64;
             for z in r.iter_mut() {
@@ -41,29 +108,12 @@ impl Anchor {
             }
             r.iter_mut().for_each(|p| *p = (*p as f64 / sum) as f32);
         }
-        let row = req
-            .forget
-            .iter()
-            .enumerate()
-            .map(|(k, &i)| (i, k))
-            .collect();
-        Ok(Anchor {
-            row,
-            probs,
-            classes,
-        })
+        Ok(Anchor(snap))
     }
 
     /// Targets of the forget samples `batch`, row-major.
     fn targets(&self, batch: &[usize]) -> Vec<f32> {
-        let c = self.classes;
-        batch
-            .iter()
-            .flat_map(|i| {
-                let k = self.row[i];
-                self.probs[k * c..(k + 1) * c].iter().copied()
-            })
-            .collect()
+        self.0.rows(batch)
     }
 }
 
@@ -77,7 +127,7 @@ pub(super) fn anchored_step(
     forget: &mut BatchStream,
 ) -> Result<()> {
     let b_r = retain.next_batch();
-    let mut g = st.grad(req.train, &b_r, false, None)?.grad;
+    let mut g = retain_grad(st, req, &b_r)?.grad;
     let b_f = forget.next_batch();
     if !b_f.is_empty() {
         let (images, _) = gather(req.train, &b_f);

@@ -18,7 +18,8 @@ pub mod unseen;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-pub use config::{Config, MethodName, ProjectionMode, Stop};
+pub use anchor::RetainAnchor;
+pub use config::{Config, MethodName, ProjectionMode, Stop, SAMPLE_WISE_RETAIN_ANCHOR};
 pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
 pub use unseen::UnseenTargets;
 
@@ -42,6 +43,9 @@ pub struct Request<'a> {
     /// to its target instead of maximizing entropy; see `unseen`); `None`: push every forget
     /// sample towards uniform.
     pub unseen: Option<&'a UnseenTargets>,
+    /// The starting model's retain logits, held by every retain step of OEU and of the repair
+    /// and polish steps (`train::anchored_cross_entropy`); `None`: retain cross-entropy only.
+    pub retain_anchor: Option<&'a RetainAnchor>,
     /// Set from any thread to stop the run after the current step with [`Error::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
 }

@@ -23,7 +23,13 @@
 //! Why: see `unseen`; measured on the memorizing Fashion-MNIST CNN (random 10 %, seed 0), the
 //! entropy objective ended at Avg. Gap 4.27 pp and was refused; this one at 2.03 pp (mean of 3
 //! seeds, 1 refused), on the memorizing residual CNN 3.73 → 2.09 pp (docs/RESULTS.md).
+//!
+//! The retain gradient comes from `anchor::retain_grad`: when the request carries a retain
+//! logit anchor (sample-wise requests by default, `SAMPLE_WISE_RETAIN_ANCHOR`), `g_r` is the
+//! gradient of retain cross-entropy plus the anchor, which keeps a restoring force on a model
+//! whose retain cross-entropy is ~0 (memorized data); both the projection and the λ term use it.
 
+use super::anchor::retain_grad;
 use super::{run_epochs, state, Config, Method, Progress, ProjectionMode, Request, RunInfo};
 use crate::graph::Graph;
 use crate::train::{
@@ -106,7 +112,7 @@ impl Method for Oeu {
                     }
                     None => st.grad(req.train, b_f, true, None)?,
                 };
-                let r = st.grad(req.train, &b_r, false, None)?;
+                let r = retain_grad(st, req, &b_r)?;
                 let mut g = f.grad;
                 zero_f += g.iter().all(|&x| x == 0.0) as usize;
                 zero_r += r.grad.iter().all(|&x| x == 0.0) as usize;

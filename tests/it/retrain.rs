@@ -28,6 +28,7 @@ fn retrain(
         retain: &retain,
         probe: &[],
         unseen: None,
+        retain_anchor: None,
         cancel: None,
     };
     let cfg = Config {
