@@ -3,8 +3,8 @@
 #
 # One forget request (the C example's: the MNIST MLP forgets the 1,034 bundled images of digit 3,
 # default OEU settings) is made
-#   - on the host, once per kernel tier this CPU has (x86: scalar, avx2, avx512-vnni), and once
-#     with metrics (the form examples/c/run.sh compares the C API against),
+#   - on the host, once per kernel tier this CPU has (x86: scalar, avx2, avx-vnni, avx512-vnni),
+#     and once with metrics (the form examples/c/run.sh compares the C API against),
 #   - by the lean aarch64 build under `qemu-aarch64 -cpu cortex-a72` (the NEON tier),
 #   - by the lean armv7 (thumbv7neon) build under `qemu-arm -cpu cortex-a15` (scalar tier),
 # and every run must export the same model bytes and write a delta that `apply` turns into those
@@ -73,7 +73,7 @@ check() {
 }
 
 echo "== host: $(uname -m), one run per kernel tier (QFORGET_KERNEL)"
-for k in scalar avx2 avx512-vnni neon neon-dotprod; do
+for k in scalar avx2 avx-vnni avx512-vnni neon neon-dotprod; do
     case "$(uname -m):$k" in
         x86_64:neon*|aarch64:avx*) continue ;;
     esac

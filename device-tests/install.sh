@@ -8,7 +8,7 @@ rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf \
     thumbv7neon-unknown-linux-gnueabihf
 
 need=0
-for tool in aarch64-linux-gnu-gcc arm-linux-gnueabihf-gcc qemu-aarch64 qemu-arm; do
+for tool in aarch64-linux-gnu-gcc arm-linux-gnueabihf-gcc qemu-aarch64 qemu-arm qemu-x86_64; do
     command -v "$tool" >/dev/null 2>&1 || need=1
 done
 if [ "$need" = 1 ]; then

@@ -40,9 +40,18 @@ impl fmt::Display for KernelError {
 
 impl std::error::Error for KernelError {}
 
-/// Every kernel name qforget knows, on any architecture.
+/// Every kernel name qforget knows, on any architecture, least preferred first: [`available`]
+/// keeps this order and [`select`] takes the last one this CPU runs (on x86_64: `avx512-vnni`,
+/// then `avx-vnni`, then `avx2`, then `scalar`).
 pub fn known_names() -> &'static [&'static str] {
-    &["scalar", "avx2", "avx512-vnni", "neon", "neon-dotprod"]
+    &[
+        "scalar",
+        "avx2",
+        "avx-vnni",
+        "avx512-vnni",
+        "neon",
+        "neon-dotprod",
+    ]
 }
 
 /// Look a kernel up by name and check that this CPU can run it.
@@ -63,10 +72,20 @@ pub fn by_name(name: &str) -> Result<GemmKernel, KernelError> {
                 Err(unsupported("AVX2 exists only on x86_64 builds"))
             }
         }
+        "avx-vnni" => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                super::vnni::avx_kernel().ok_or_else(|| unsupported("this CPU has no AVX-VNNI"))
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                Err(unsupported("AVX-VNNI exists only on x86_64 builds"))
+            }
+        }
         "avx512-vnni" => {
             #[cfg(target_arch = "x86_64")]
             {
-                super::avx512vnni::kernel()
+                super::vnni::avx512_kernel()
                     .ok_or_else(|| unsupported("this CPU has no AVX-512 VNNI (with VL)"))
             }
             #[cfg(not(target_arch = "x86_64"))]

@@ -18,8 +18,8 @@
 //! in a saturating i16, and `255·(−128)·2` does not fit. The AVX2 tier therefore widens both
 //! operands to i16 (`a − zp` fits in i16) and uses `vpmaddwd`, whose pair sums are i32; NEON widens
 //! to i16 too (`vmlal`); `sdot` multiplies `s8 × s8` into i32 after shifting `a` by −128, and
-//! AVX-512 VNNI's `vpdpbusd` adds four `u8 × s8` products straight into i32, both corrected
-//! exactly with the weights' row sums. No tier ever saturates.
+//! `vpdpbusd` (AVX-512 VNNI or AVX-VNNI) adds four `u8 × s8` products straight into i32, both
+//! corrected exactly with the weights' row sums. No tier ever saturates.
 //!
 //! The source files under this folder use nothing of the crate outside it (only `std`, `rayon`
 //! and `log`), so `device-tests/kernels` can compile them alone for emulated ARM targets.
@@ -34,12 +34,12 @@ mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512vnni;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "aarch64")]
 mod neon_dot;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 #[cfg(test)]
 mod tests;
@@ -104,7 +104,8 @@ pub(crate) type GemmFn = fn(m: usize, a: &[u8], a_zp: i32, w: &PackedWeights, c:
 /// [`by_name`]), which is what makes calling it safe.
 #[derive(Clone, Copy)]
 pub struct GemmKernel {
-    /// Stable name, e.g. `scalar`, `avx2`, `avx512-vnni`, `neon`, `neon-dotprod`.
+    /// Stable name, e.g. `scalar`, `avx2`, `avx-vnni`, `avx512-vnni`, `neon`,
+    /// `neon-dotprod`.
     pub name: &'static str,
     run: GemmFn,
 }

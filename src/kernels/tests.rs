@@ -125,6 +125,26 @@ fn forced_kernel_names_give_clear_errors() {
     }
 }
 
+#[test]
+fn the_best_tier_is_the_last_known_one() {
+    // `select` takes the last kernel `available` returns, so `known_names` is the preference
+    // order: avx512-vnni > avx-vnni > avx2 > scalar, and neon-dotprod > neon > scalar.
+    let pos = |name| known_names().iter().position(|&n| n == name).unwrap();
+    for pair in [
+        ["scalar", "avx2"],
+        ["avx2", "avx-vnni"],
+        ["avx-vnni", "avx512-vnni"],
+        ["scalar", "neon"],
+        ["neon", "neon-dotprod"],
+    ] {
+        assert!(pos(pair[0]) < pos(pair[1]), "{pair:?}");
+    }
+    let names: Vec<_> = available().iter().map(|k| k.name).collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|&n| pos(n));
+    assert_eq!(names, sorted);
+}
+
 fn shape() -> impl Strategy<Value = (usize, usize, usize, Vec<u8>, Vec<i8>, i32)> {
     (0usize..40, 0usize..40, 0usize..80).prop_flat_map(|(m, n, k)| {
         let a = prop::collection::vec(
