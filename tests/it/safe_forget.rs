@@ -423,12 +423,13 @@ fn class_wise_default_on_float_activations_and_inc_models() {
 fn sample_wise_default_holds_test_accuracy_on_a_memorizing_model() {
     let ids = model("retrain/ids/random10_seed1.txt");
     let gold = model("retrain/random10_fmnist_overfit_seed1.onnx");
+    let (base, data) = (model("fmnist_overfit_qdq.onnx"), dataset("fashion-mnist"));
     let run = |extra: &[&str]| {
         let mut args = vec![
             "forget",
-            s(&model("fmnist_overfit_qdq.onnx")),
+            s(&base),
             "--dataset",
-            s(&dataset("fashion-mnist")),
+            s(&data),
             "--forget-ids",
             s(&ids),
             "--seed",
