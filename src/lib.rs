@@ -21,6 +21,7 @@ pub mod ffi;
 pub mod graph;
 pub mod kernels;
 pub mod onnx;
+pub mod profile;
 pub mod request;
 #[cfg(unix)]
 pub mod serve;

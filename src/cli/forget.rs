@@ -164,6 +164,11 @@ pub struct ForgetArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print where the time went (per phase: setup, forward, loss, backward, optimizer,
+    /// re-quantization, checks, metrics, other; and GEMM time inside each) on stderr, and as
+    /// `profile` in the --json report.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 impl ForgetArgs {
@@ -240,6 +245,9 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
         opts.forgotten = qforget::data::read_ids(f, data.train.n)?;
     }
     let quiet = a.json || !std::io::stderr().is_terminal();
+    if a.profile {
+        qforget::profile::enable();
+    }
     let bar = progress_bar(quiet);
     let mut outcome = session.forget(
         &data,
@@ -269,6 +277,11 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
         None,
     )?;
     bar.finish_and_clear();
+    if a.profile {
+        let phases = qforget::profile::breakdown();
+        print_profile(&phases, outcome.report.seconds);
+        outcome.report.profile = Some(phases);
+    }
     if outcome.report.refused.is_none() {
         if let Some(out) = &a.export {
             outcome
@@ -289,6 +302,33 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
         Some(why) => bail!("{}: {why}", a.model.display()),
         None => Ok(()),
     }
+}
+
+/// The profile as a table on stderr.
+fn print_profile(phases: &[qforget::profile::PhaseTime], method_seconds: f64) {
+    let total: f64 = phases.iter().map(|p| p.seconds).sum();
+    eprintln!(
+        "profile (kernel {}; wall time per phase, exclusive; GEMM time summed over threads):",
+        qforget::kernels::current().name
+    );
+    eprintln!(
+        "  {:<38} {:>9} {:>7} {:>12} {:>8}",
+        "phase", "wall s", "%", "GEMM thr. s", "GEMMs"
+    );
+    for p in phases {
+        eprintln!(
+            "  {:<38} {:>9.3} {:>6.1}% {:>12.3} {:>8}",
+            p.phase,
+            p.seconds,
+            100.0 * p.seconds / total.max(1e-12),
+            p.gemm_thread_seconds,
+            p.gemm_calls
+        );
+    }
+    eprintln!(
+        "  {:<38} {:>9.3} (the method alone: {method_seconds:.3} s)",
+        "total", total
+    );
 }
 
 fn print_text(r: &Report) {

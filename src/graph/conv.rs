@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::qparams::Requant;
 use super::tensor::{QBatch, Shape};
-use crate::kernels::{self, PackedWeights};
+use crate::kernels::PackedWeights;
 
 /// Geometry of a convolution (or pooling window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,7 +123,7 @@ impl Conv {
         let cout_g = c_out / self.group;
         for (g, w) in self.weights.iter().enumerate() {
             self.im2col(img, g * cin_g, cin_g, cols);
-            kernels::gemm_u8i8(m, cols, self.in_zero_point, w, acc);
+            crate::profile::gemm(m, cols, self.in_zero_point, w, acc);
             let c0 = g * cout_g;
             for (p, row) in acc.chunks_exact(cout_g).enumerate() {
                 let dst = &mut out[p * c_out + c0..][..cout_g];

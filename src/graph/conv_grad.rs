@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::conv::Conv;
 use super::grad::{quantize_i8, quantize_u8, LayerGrad};
 use super::tensor::{QBatch, Shape};
-use crate::kernels::{self, PackedWeights};
+use crate::kernels::PackedWeights;
 
 impl Conv {
     /// `c_out × row` real weights (`row = kh·kw·c_in/g`, graph layout), groups stacked.
@@ -173,7 +173,7 @@ impl Conv {
                 });
             let gw = PackedWeights::new(g_t, cout_g, pixels);
             let mut acc = vec![0i32; row * cout_g];
-            kernels::gemm_u8i8(row, &cols_t, self.in_zero_point, &gw, &mut acc);
+            crate::profile::gemm(row, &cols_t, self.in_zero_point, &gw, &mut acc);
             let unit = in_scale * s_g;
             for k in 0..row {
                 for j in 0..cout_g {
@@ -202,7 +202,7 @@ impl Conv {
                         .collect()
                 };
                 let mut dacc = vec![0i32; pixels * row];
-                kernels::gemm_u8i8(pixels, &a, 128, &wt, &mut dacc);
+                crate::profile::gemm(pixels, &a, 128, &wt, &mut dacc);
                 dx.par_chunks_mut(il)
                     .zip(dacc.par_chunks(m * row))
                     .for_each(|(dxi, d)| {

@@ -5,7 +5,7 @@
 
 use super::qparams::Requant;
 use super::tensor::{QBatch, Shape};
-use crate::kernels::{self, PackedWeights};
+use crate::kernels::PackedWeights;
 
 /// A quantized linear layer.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ impl Linear {
         let n = x.n;
         let f_out = self.out_features;
         let mut acc = vec![0i32; n * f_out];
-        kernels::gemm_u8i8(n, &x.data, self.in_zero_point, &self.weights, &mut acc);
+        crate::profile::gemm(n, &x.data, self.in_zero_point, &self.weights, &mut acc);
         let mut out = QBatch::filled(n, Shape::flat(f_out), 0);
         for (o, a) in out
             .data
@@ -47,7 +47,7 @@ impl Linear {
     pub fn real_outputs(&self, x: &QBatch, s_out: f32) -> Vec<f32> {
         let f_out = self.out_features;
         let mut acc = vec![0i32; x.n * f_out];
-        kernels::gemm_u8i8(x.n, &x.data, self.in_zero_point, &self.weights, &mut acc);
+        crate::profile::gemm(x.n, &x.data, self.in_zero_point, &self.weights, &mut acc);
         let rq = &self.requant;
         let pick = |v: &[f32], o: usize| match v.len() {
             0 => 0.0,

@@ -7,7 +7,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use super::grad::{quantize_i8, quantize_u8, LayerGrad};
 use super::linear::Linear;
 use super::tensor::QBatch;
-use crate::kernels::{self, PackedWeights};
+use crate::kernels::PackedWeights;
 
 impl Linear {
     /// Weight scale of output `o`.
@@ -93,7 +93,7 @@ impl Linear {
             }
         }
         let mut acc = vec![0i32; fi * fo];
-        kernels::gemm_u8i8(
+        crate::profile::gemm(
             fi,
             &x_t,
             self.in_zero_point,
@@ -121,7 +121,7 @@ impl Linear {
                 }
             }
             let mut dacc = vec![0i32; n * fi];
-            kernels::gemm_u8i8(n, &a, 128, &PackedWeights::new(w_t, fi, fo), &mut dacc);
+            crate::profile::gemm(n, &a, 128, &PackedWeights::new(w_t, fi, fo), &mut dacc);
             dacc.iter().map(|&v| v as f32 * s).collect()
         });
         (LayerGrad { dw, db }, dx)

@@ -58,6 +58,9 @@ pub struct Report {
     pub delta_sha256: Option<String>,
     pub changed_weights: usize,
     pub settings: BTreeMap<String, String>,
+    /// Where the time went (`forget --profile`, `crate::profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<crate::profile::PhaseTime>>,
 }
 
 impl Report {

@@ -14,6 +14,7 @@ use crate::eval::metrics::{avg_gap, Metrics};
 use crate::graph::params::{ExportType, Shadow};
 use crate::graph::{Graph, Op};
 use crate::onnx::patch::{InitializerUpdate, TensorValues};
+use crate::profile::{timed, Phase};
 use crate::unlearn::{
     self, Config, MethodName, Request, RetainAnchor, Stop, UnseenTargets, SAMPLE_WISE_RETAIN_ANCHOR,
 };
@@ -92,28 +93,27 @@ impl Session {
         }
         let held_out = known_held_out(train, test, &split.retain);
         if cfg.stop == Stop::Fixed && !opts.no_stop && opts.method != MethodName::Retrain {
-            cfg.stop = default_stop(
-                &self.graph,
-                test,
-                &held_out,
-                class_wise.is_some(),
-                split.forget.len(),
-            )?;
+            cfg.stop = timed(Phase::Setup, || {
+                default_stop(
+                    &self.graph,
+                    test,
+                    &held_out,
+                    class_wise.is_some(),
+                    split.forget.len(),
+                )
+            })?;
         }
         // A sample-wise OEU request aims at outputs like those of unseen data (see `unseen`).
         let unseen = match (class_wise.is_some(), opts.method) {
-            (false, MethodName::Oeu) if !opts.uniform_entropy => {
-                UnseenTargets::matched(&self.graph, train, &split.forget, test, &held_out)?
-            }
+            (false, MethodName::Oeu) if !opts.uniform_entropy => timed(Phase::Setup, || {
+                UnseenTargets::matched(&self.graph, train, &split.forget, test, &held_out)
+            })?,
             _ => None,
         };
         let retain_anchor = if cfg.retain_anchor > 0.0 && opts.method == MethodName::Oeu {
-            Some(RetainAnchor::new(
-                &self.graph,
-                train,
-                &train_retain,
-                cfg.retain_anchor,
-            )?)
+            Some(timed(Phase::Setup, || {
+                RetainAnchor::new(&self.graph, train, &train_retain, cfg.retain_anchor)
+            })?)
         } else {
             None
         };
@@ -131,7 +131,9 @@ impl Session {
                     "a reference needs the metrics; it cannot go with no metrics".into(),
                 ))
             }
-            (Some(p), false) => Some(reference_metrics(p, &sets, &self.graph)?),
+            (Some(p), false) => Some(timed(Phase::Metrics, || {
+                reference_metrics(p, &sets, &self.graph)
+            })?),
             (None, _) => None,
         };
         on_event(&Event::Selected {
@@ -143,7 +145,7 @@ impl Session {
         let before = if opts.no_metrics {
             None
         } else {
-            Some(measure(&self.graph, &sets)?)
+            Some(timed(Phase::Metrics, || measure(&self.graph, &sets))?)
         };
         let mut graph = self.graph.clone();
         let req = Request {
@@ -156,13 +158,16 @@ impl Session {
             cancel,
         };
         let t0 = Instant::now();
-        let info = unlearn::method(opts.method)
-            .run(&mut graph, &req, &cfg, &mut |p| on_event(&Event::Step(p)))?;
+        // The method's own work outside the phases it enters (projection, vectors, batches).
+        let info = timed(Phase::Other, || {
+            unlearn::method(opts.method)
+                .run(&mut graph, &req, &cfg, &mut |p| on_event(&Event::Step(p)))
+        })?;
         let seconds = t0.elapsed().as_secs_f64();
         let after = if opts.no_metrics {
             None
         } else {
-            Some(measure(&graph, &sets)?)
+            Some(timed(Phase::Metrics, || measure(&graph, &sets))?)
         };
         let refused = (info.target_met == Some(false) && !opts.allow_partial)
             .then(|| refusal(opts.method, &cfg, &info));
@@ -203,6 +208,7 @@ impl Session {
             delta_sha256: None,
             changed_weights: changed_weights(&self.graph, &graph),
             settings: cfg.settings(),
+            profile: None,
         };
         let updates = updates(&Shadow::new(&graph), &graph);
         Ok(Outcome::new(report, updates, record, opts.method))

@@ -4,6 +4,7 @@
 
 use crate::data::IdxDataset;
 use crate::graph::{GradPath, Graph, Shadow};
+use crate::profile::{timed, Phase};
 use crate::Result;
 
 use super::loss::{
@@ -76,9 +77,9 @@ impl TrainState {
     /// Loss and gradient of `objective` on the images `images` (`n` of them).
     pub fn grad_images(&self, images: &[u8], n: usize, objective: Objective) -> Result<BatchGrad> {
         let g = &self.graph;
-        let tape = g.forward_tape(images, n)?;
+        let tape = timed(Phase::Forward, || g.forward_tape(images, n))?;
         let (logits, unclamped) = g.loss_logits(&tape);
-        let (loss, dz) = match objective {
+        let (loss, dz) = timed(Phase::Loss, || match objective {
             Objective::CrossEntropy(labels) => cross_entropy(&logits, g.classes(), labels),
             Objective::NegEntropy => neg_normalized_entropy(&logits, g.classes()),
             Objective::SoftCrossEntropy(t) => soft_cross_entropy(&logits, g.classes(), t),
@@ -90,15 +91,16 @@ impl TrainState {
                 teacher,
                 weight,
             } => anchored_cross_entropy(&logits, g.classes(), labels, teacher, weight),
-        };
+        });
         let params = match self.path {
             GradPath::F32 => g.real_params(),
             // The int8 path reads the integer weights directly.
             GradPath::Int8 => vec![None; g.layers.len()],
         };
-        let grads = g
-            .backward_full(&tape, &params, &dz, self.path, false, unclamped)?
-            .0;
+        let grads = timed(Phase::Backward, || {
+            g.backward_full(&tape, &params, &dz, self.path, false, unclamped)
+        })?
+        .0;
         Ok(BatchGrad {
             loss,
             grad: self.shadow.gather(g, &grads),
@@ -126,7 +128,9 @@ impl TrainState {
 
     /// One optimizer step along `direction` (a gradient to descend), then re-quantize.
     pub fn step(&mut self, direction: &[f32]) {
-        self.sgd.step(&mut self.shadow.theta, direction);
-        self.shadow.apply(&mut self.graph);
+        timed(Phase::Optimizer, || {
+            self.sgd.step(&mut self.shadow.theta, direction)
+        });
+        timed(Phase::Requantize, || self.shadow.apply(&mut self.graph));
     }
 }

@@ -25,6 +25,7 @@ pub use unseen::UnseenTargets;
 
 use crate::data::IdxDataset;
 use crate::graph::Graph;
+use crate::profile::{timed, Phase};
 use crate::train::{BatchStream, Sgd, TrainState};
 use crate::{Error, Result};
 use anchor::{anchored_step, Anchor};
@@ -221,7 +222,7 @@ pub(crate) fn run_epochs(
             req.check_cancel()?;
             let last = k + 1 == batches.len();
             if !last && cfg.check_every > 0 && info.steps.is_multiple_of(cfg.check_every) {
-                if let Some(why) = checkpoint(st, info.steps)? {
+                if let Some(why) = timed(Phase::Checks, || checkpoint(st, info.steps))? {
                     info.epoch_seconds.push(started.elapsed().as_secs_f64());
                     info.stopped = format!("{why} at step {} (epoch {})", info.steps, epoch + 1);
                     break 'epochs;
@@ -229,7 +230,7 @@ pub(crate) fn run_epochs(
             }
         }
         info.epoch_seconds.push(started.elapsed().as_secs_f64());
-        if let Some(why) = checkpoint(st, info.steps)? {
+        if let Some(why) = timed(Phase::Checks, || checkpoint(st, info.steps))? {
             info.stopped = format!("{why} after epoch {}", epoch + 1);
             break;
         }

@@ -129,3 +129,52 @@ fn signed_activations_are_reported_as_int8() {
     );
     assert_eq!(v["layers"][0]["weights"]["granularity"], "per-tensor");
 }
+
+/// `forget --profile`: every training phase appears with its GEMMs counted where they ran, and
+/// the phases (exclusive wall times) cover the method's own time.
+#[test]
+fn forget_profile_accounts_for_the_run() {
+    let o = qforget(&[
+        "forget",
+        s(&model("mnist_mlp_matmul_qdq.onnx")),
+        "--dataset",
+        s(&dataset("mnist")),
+        "--forget-class",
+        "3",
+        "--profile",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("profile (kernel "), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let phases = r["profile"].as_array().expect("profile in the report");
+    let get = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p["phase"] == name)
+            .unwrap_or_else(|| panic!("no phase {name} in {phases:?}"))
+    };
+    for name in [
+        "forward",
+        "loss",
+        "backward",
+        "optimizer",
+        "requantize",
+        "metrics",
+    ] {
+        assert!(get(name)["seconds"].as_f64().unwrap() > 0.0, "{name}");
+    }
+    // The MLP's forward and backward are GEMMs; the loss and the optimizer run none.
+    assert!(get("forward")["gemm_calls"].as_u64().unwrap() > 0);
+    assert!(get("backward")["gemm_calls"].as_u64().unwrap() > 0);
+    assert_eq!(get("loss")["gemm_calls"], 0);
+    assert_eq!(get("optimizer")["gemm_calls"], 0);
+    // The method's time is spent inside phases (other, forward, …): their sum covers it.
+    let total: f64 = phases.iter().map(|p| p["seconds"].as_f64().unwrap()).sum();
+    let method = r["seconds"].as_f64().unwrap();
+    assert!(
+        total >= method * 0.99,
+        "phases {total} s < method {method} s"
+    );
+}
