@@ -26,6 +26,18 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number {k} in {v}"))
 }
 
+/// "FA x → y %, RA …, TA …" of a `forget --json` report.
+fn accuracies(r: &serde_json::Value) -> String {
+    let (b, a) = (&r["before"], &r["after"]);
+    let pair = |k| format!("{:.2} → {:.2} %", f(b, k), f(a, k));
+    format!(
+        "FA {}, RA {}, TA {}",
+        pair("forget_acc"),
+        pair("retain_acc"),
+        pair("test_acc")
+    )
+}
+
 /// Default class-wise OEU on a fixture (bundled 10k training images): the target is met, retain
 /// and test accuracy stay within 2 pp of the start, and no unit of the network is silenced.
 fn class_wise_default(stem: &str, data: &str, class: &str) {
@@ -46,13 +58,8 @@ fn class_wise_default(stem: &str, data: &str, class: &str) {
     let r = json(&o);
     let (b, a) = (&r["before"], &r["after"]);
     eprintln!(
-        "{stem} class {class}: FA {:.2} → {:.2} %, RA {:.2} → {:.2} %, TA {:.2} → {:.2} %, {} steps, guard {}, notes {}",
-        f(b, "forget_acc"),
-        f(a, "forget_acc"),
-        f(b, "retain_acc"),
-        f(a, "retain_acc"),
-        f(b, "test_acc"),
-        f(a, "test_acc"),
+        "{stem} class {class}: {}, {} steps, guard {}, notes {}",
+        accuracies(&r),
         r["steps"],
         r["guard"],
         r["notes"]
@@ -441,16 +448,11 @@ fn sample_wise_default_holds_test_accuracy_on_a_memorizing_model() {
         args.extend_from_slice(extra);
         let o = qforget(&args);
         let r = json(&o);
-        let (b, a) = (&r["before"], &r["after"]);
+        let a = &r["after"];
         eprintln!(
-            "{extra:?}: exit {:?}, FA {:.2} → {:.2} %, RA {:.2} → {:.2} %, TA {:.2} → {:.2} %, MIA {:.2}, gap {:.2}, {} steps",
+            "{extra:?}: exit {:?}, {}, MIA {:.2}, gap {:.2}, {} steps",
             o.status.code(),
-            f(b, "forget_acc"),
-            f(a, "forget_acc"),
-            f(b, "retain_acc"),
-            f(a, "retain_acc"),
-            f(b, "test_acc"),
-            f(a, "test_acc"),
+            accuracies(&r),
             f(a, "mia"),
             f(a, "gap"),
             r["steps"],
