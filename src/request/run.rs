@@ -16,7 +16,8 @@ use crate::graph::{Graph, Op};
 use crate::onnx::patch::{InitializerUpdate, TensorValues};
 use crate::profile::{timed, Phase};
 use crate::unlearn::{
-    self, Config, MethodName, Request, RetainAnchor, Stop, UnseenTargets, SAMPLE_WISE_RETAIN_ANCHOR,
+    self, Config, MethodName, Request, RetainAnchor, Stop, UnseenTargets, SAMPLE_WISE_EPOCHS,
+    SAMPLE_WISE_RETAIN_ANCHOR,
 };
 use crate::{Error, Result};
 
@@ -90,6 +91,9 @@ impl Session {
                 cfg.retain_anchor = SAMPLE_WISE_RETAIN_ANCHOR;
             }
             cfg.lr_growth = false;
+            if opts.epochs.is_none() {
+                cfg.epochs = SAMPLE_WISE_EPOCHS;
+            }
         }
         let held_out = known_held_out(train, test, &split.retain);
         if cfg.stop == Stop::Fixed && !opts.no_stop && opts.method != MethodName::Retrain {

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 pub use anchor::RetainAnchor;
-pub use config::{Config, MethodName, ProjectionMode, Stop, SAMPLE_WISE_RETAIN_ANCHOR};
+pub use config::{
+    Config, MethodName, ProjectionMode, Stop, SAMPLE_WISE_EPOCHS, SAMPLE_WISE_RETAIN_ANCHOR,
+};
 pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
 pub use unseen::UnseenTargets;
 
