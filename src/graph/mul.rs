@@ -104,11 +104,7 @@ mod tests {
     use super::*;
 
     fn q(scale: f32, zero_point: i32) -> QParams {
-        QParams {
-            scale,
-            zero_point,
-            signed: false,
-        }
+        QParams::unsigned(scale, zero_point)
     }
 
     #[test]

@@ -18,6 +18,15 @@ pub struct QParams {
 }
 
 impl QParams {
+    /// Parameters of a uint8 tensor.
+    pub fn unsigned(scale: f32, zero_point: i32) -> Self {
+        QParams {
+            scale,
+            zero_point,
+            signed: false,
+        }
+    }
+
     /// Zero point as the model file states it (int8 domain for signed tensors).
     pub fn model_zero_point(&self) -> i32 {
         if self.signed {

@@ -612,14 +612,7 @@ impl Importer<'_> {
         let (window, ceil) = self.window(ctx, None)?;
         let out = ctx.output()?.to_string();
         let id = self.max_pool_layer(ctx, a, window, ceil, &out)?;
-        self.values.insert(
-            out,
-            if deq {
-                Value::Deq(id)
-            } else {
-                Value::Quant(id)
-            },
-        );
+        self.values.insert(out, Value::activation(id, deq));
         Ok(())
     }
 
@@ -793,14 +786,7 @@ impl Importer<'_> {
                 vec![],
             )
         };
-        self.values.insert(
-            out,
-            if deq {
-                Value::Deq(id)
-            } else {
-                Value::Quant(id)
-            },
-        );
+        self.values.insert(out, Value::activation(id, deq));
         Ok(())
     }
 

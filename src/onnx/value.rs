@@ -201,3 +201,15 @@ pub enum Value {
     /// A float result of a compute node, waiting for its QuantizeLinear.
     Pending(Box<Pending>, String),
 }
+
+impl Value {
+    /// Activation `id` in the form its input had: dequantized (`Deq`) or not (`Quant`), for
+    /// ops that move values without changing them (a pooling, a Flatten).
+    pub fn activation(id: ActId, dequantized: bool) -> Self {
+        if dequantized {
+            Value::Deq(id)
+        } else {
+            Value::Quant(id)
+        }
+    }
+}

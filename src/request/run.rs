@@ -84,9 +84,12 @@ impl Session {
         if class_wise.is_none() && opts.requant_hysteresis.is_none() {
             cfg.requant_hysteresis = 0.0;
         }
-        // Sample-wise OEU: the retain logit anchor and a fixed learning rate (see
+        // Sample-wise OEU (unless it keeps the entropy ascent): unseen-data targets, the retain
+        // logit anchor, a fixed learning rate and its own epoch budget (see
         // `SAMPLE_WISE_RETAIN_ANCHOR`).
-        if class_wise.is_none() && opts.method == MethodName::Oeu && !opts.uniform_entropy {
+        let sample_wise_oeu =
+            class_wise.is_none() && opts.method == MethodName::Oeu && !opts.uniform_entropy;
+        if sample_wise_oeu {
             if opts.retain_anchor.is_none() {
                 cfg.retain_anchor = SAMPLE_WISE_RETAIN_ANCHOR;
             }
@@ -108,11 +111,12 @@ impl Session {
             })?;
         }
         // A sample-wise OEU request aims at outputs like those of unseen data (see `unseen`).
-        let unseen = match (class_wise.is_some(), opts.method) {
-            (false, MethodName::Oeu) if !opts.uniform_entropy => timed(Phase::Setup, || {
+        let unseen = if sample_wise_oeu {
+            timed(Phase::Setup, || {
                 UnseenTargets::matched(&self.graph, train, &split.forget, test, &held_out)
-            })?,
-            _ => None,
+            })?
+        } else {
+            None
         };
         let retain_anchor = if cfg.retain_anchor > 0.0 && opts.method == MethodName::Oeu {
             Some(timed(Phase::Setup, || {

@@ -189,11 +189,7 @@ fn observe(
         if let Some(v) = v {
             observers[a].observe(v);
             let (scale, zero_point) = observers[a].qparams_u8();
-            q[a] = Some(QParams {
-                scale,
-                zero_point,
-                signed: false,
-            });
+            q[a] = Some(QParams::unsigned(scale, zero_point));
         }
     }
     if log::log_enabled!(log::Level::Debug) {
