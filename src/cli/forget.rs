@@ -75,6 +75,11 @@ pub struct ForgetArgs {
     /// on whole classes, 0 otherwise; 0: plain rounding). Fewer weights change, so the delta is smaller.
     #[arg(long, value_name = "H")]
     pub requant_hysteresis: Option<f32>,
+    /// Once the forgetting target is met, give back weight changes (re-training on what is
+    /// left so the target still holds) until at most this percent of the integer weights
+    /// differ from the model's (0: keep every change). Smaller deltas.
+    #[arg(long, value_name = "PCT")]
+    pub delta_goal: Option<f32>,
     /// OEU: project only when the forget and retain gradients conflict (⟨g_f,g_r⟩ < 0).
     #[arg(long)]
     pub only_on_conflict: bool,
@@ -191,6 +196,7 @@ impl ForgetArgs {
             projection: self.projection,
             forget_step: self.forget_step,
             retain_anchor: self.retain_anchor,
+            delta_goal: self.delta_goal,
             requant_hysteresis: self.requant_hysteresis,
             only_on_conflict: self.only_on_conflict,
             uniform_entropy: self.uniform_entropy,

@@ -186,6 +186,20 @@ impl Shadow {
         out
     }
 
+    /// Every weight entry of the vector (biases left out): its index in `theta`, the integer the
+    /// graph runs on now, and its quantization step (the real value of one integer unit).
+    pub fn weight_entries(&self, g: &Graph) -> Vec<(usize, i8, f32)> {
+        let mut out = Vec::new();
+        for s in self.segments.iter().filter(|s| s.kind == ParamKind::Weight) {
+            let (_, row) = dims(g, s.layer).unwrap_or((0, 1));
+            for (k, q) in current_weights(g, s.layer).into_iter().enumerate() {
+                let step = weight_scale(g, s.layer, k / row.max(1));
+                out.push((s.range.start + k, q, step));
+            }
+        }
+        out
+    }
+
     /// Real parameters for the float twin with the shadow values unrounded (gradient checks).
     pub fn real_params(&self, g: &Graph) -> Vec<Option<RealParams>> {
         let mut p = g.real_params();
@@ -210,6 +224,12 @@ impl Shadow {
 
     /// Re-quantize the shadow values into the graph's integer weights and biases.
     pub fn apply(&self, g: &mut Graph) {
+        self.apply_forcing(g, &[]);
+    }
+
+    /// [`Shadow::apply`], with the weights at indices `forced` (sorted) plainly rounded to
+    /// their shadow whatever the hysteresis (a change given back goes back to its integer).
+    pub fn apply_forcing(&self, g: &mut Graph, forced: &[usize]) {
         for s in &self.segments {
             let vals = &self.theta[s.range.clone()];
             if s.kind == ParamKind::FloatBias {
@@ -228,8 +248,13 @@ impl Shadow {
                         .map(|(k, (&v, &q0))| {
                             let c = k / row.max(1);
                             let (lo, hi) = binding.range_of(c);
+                            let h = if forced.binary_search(&(s.range.start + k)).is_ok() {
+                                0.0
+                            } else {
+                                self.hysteresis
+                            };
                             let s = weight_scale(g, s.layer, c);
-                            requantize(v / s, q0, lo, hi, self.hysteresis)
+                            requantize(v / s, q0, lo, hi, h)
                         })
                         .collect();
                     match &mut g.layers[s.layer].op {

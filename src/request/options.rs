@@ -35,6 +35,8 @@ pub struct Options {
     pub forget_step: Option<f32>,
     pub retain_anchor: Option<f32>,
     pub requant_hysteresis: Option<f32>,
+    /// Percent of the integer weights a delta may change (see `Config::delta_goal`).
+    pub delta_goal: Option<f32>,
     pub only_on_conflict: bool,
     /// OEU in a sample-wise request: maximize the forget samples' entropy as in a class-wise
     /// one, instead of lowering each to the confidence unseen data gets (`unlearn::unseen`).
@@ -82,6 +84,7 @@ impl Default for Options {
             forget_step: None,
             retain_anchor: None,
             requant_hysteresis: None,
+            delta_goal: None,
             only_on_conflict: false,
             uniform_entropy: false,
             stop_entropy: None,
@@ -164,6 +167,14 @@ impl Options {
                 "requant hysteresis must be a non-negative number of quantization steps, not {}",
                 c.requant_hysteresis
             )));
+        }
+        if let Some(p) = self.delta_goal {
+            if !(p.is_finite() && (0.0..=100.0).contains(&p)) {
+                return Err(invalid(format!(
+                    "delta goal must be a percentage of the weights (0 to 100), not {p}"
+                )));
+            }
+            c.delta_goal = p / 100.0;
         }
         c.seed = self.seed;
         c.check_every = self.check_every.unwrap_or(c.check_every);

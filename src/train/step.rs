@@ -60,6 +60,9 @@ pub struct TrainState {
     pub shadow: Shadow,
     pub sgd: Sgd,
     pub path: GradPath,
+    /// Shadow entries held at a fixed value (index, value): every step puts them back, so their
+    /// integers never move (`unlearn::sparsify` pins the changes it reverts).
+    pub pinned: Vec<(usize, f32)>,
 }
 
 impl TrainState {
@@ -71,6 +74,7 @@ impl TrainState {
             shadow,
             sgd,
             path,
+            pinned: Vec::new(),
         }
     }
 
@@ -129,7 +133,10 @@ impl TrainState {
     /// One optimizer step along `direction` (a gradient to descend), then re-quantize.
     pub fn step(&mut self, direction: &[f32]) {
         timed(Phase::Optimizer, || {
-            self.sgd.step(&mut self.shadow.theta, direction)
+            self.sgd.step(&mut self.shadow.theta, direction);
+            for &(i, v) in &self.pinned {
+                self.shadow.theta[i] = v;
+            }
         });
         timed(Phase::Requantize, || self.shadow.apply(&mut self.graph));
     }

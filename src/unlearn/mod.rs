@@ -13,6 +13,7 @@ mod polish;
 pub mod qmul;
 pub mod random_label;
 pub mod retrain;
+mod sparsify;
 pub mod unseen;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,6 +145,7 @@ pub(crate) fn run_epochs(
 ) -> Result<RunInfo> {
     let mut info = RunInfo::default();
     let dead_at_start = dead_units(&st.graph, req)?;
+    let base = (cfg.delta_goal > 0.0 && cfg.stop != Stop::Fixed).then(|| sparsify::Base::new(st));
     let mut guard = match cfg.guard_budget {
         Some(b) if !req.probe.is_empty() => Some(Guard::new(
             st,
@@ -239,6 +241,44 @@ pub(crate) fn run_epochs(
     }
     if info.stopped.is_empty() {
         info.stopped = format!("{} epoch(s) done", cfg.epochs);
+    }
+    if let Some(base) = base.filter(|_| !req.probe.is_empty()) {
+        if cfg.stop.reached(&st.graph, req)?.is_some() {
+            let mut epoch = cfg.epochs;
+            let every = if cfg.check_every > 0 {
+                cfg.check_every
+            } else {
+                5
+            };
+            let budget = info.steps.max(2 * every);
+            let steps = &mut info.steps;
+            // Train on with the method until a checkpoint finds the target met (true), or the
+            // budget or the guard ends it (false).
+            let mut train = |st: &mut TrainState, max: usize| -> Result<bool> {
+                let mut done = 0;
+                loop {
+                    if timed(Phase::Checks, || checkpoint(st, *steps))?.is_some() {
+                        return Ok(cfg.stop.reached(&st.graph, req)?.is_some());
+                    }
+                    if done >= max {
+                        return Ok(false);
+                    }
+                    let batches = epoch_start(st, epoch)?;
+                    epoch += 1;
+                    for b in &batches {
+                        req.check_cancel()?;
+                        *steps += 1;
+                        done += 1;
+                        step(st, *steps, b)?;
+                        if done.is_multiple_of(every) || done >= max {
+                            break;
+                        }
+                    }
+                }
+            };
+            let note = sparsify::sparsify(st, &base, cfg.delta_goal, budget, &mut train)?;
+            info.notes.push(note);
+        }
     }
     if let Some(g) = guard {
         info.guard = Some(g.finish(st, info.steps)?);

@@ -459,8 +459,24 @@ fn sample_wise_default_holds_test_accuracy_on_a_memorizing_model() {
         );
         (o.status.success(), r)
     };
-    let (ok, r) = run(&[]);
+    let dir = tempdir("sample-wise-default");
+    let delta = dir.join("d.qfd");
+    let (ok, r) = run(&["--out", s(&delta), "--journal", s(&dir.join("j.jsonl"))]);
     assert!(ok, "default request refused: {}", r["refused"]);
+    // The delta gives back the changes the target does not need (`unlearn::sparsify`); before
+    // it, this request changed 24.6 % of the weights and wrote a delta of 14.7 % of the file.
+    let note = r["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .find(|n| n.starts_with("sparser delta"))
+        .unwrap_or_else(|| panic!("no sparser-delta note: {}", r["notes"]))
+        .to_string();
+    eprintln!("{note}");
+    let pct = 100.0 * std::fs::metadata(&delta).unwrap().len() as f64
+        / std::fs::metadata(&base).unwrap().len() as f64;
+    assert!(pct <= 5.0, "delta is {pct:.2} % of the model file ({note})");
     assert_eq!(r["settings"]["retain_anchor"], "0.1");
     assert_eq!(r["settings"]["lr_growth"], "false");
     let (b, a) = (&r["before"], &r["after"]);

@@ -135,3 +135,47 @@ fn default_class_wise_delta_is_at_most_5_percent_of_the_model() {
         "apply of the delta differs from the export"
     );
 }
+
+/// `apply_forcing` puts a given-back weight on its shadow's integer even where the dead band
+/// would hold the integer it has now, and leaves every other weight to the band.
+#[test]
+fn a_forced_weight_leaves_the_dead_band() {
+    use qforget::graph::params::Shadow;
+    let mut g = qforget::onnx::load(model("mnist_mlp_matmul_qdq.onnx")).unwrap();
+    let mut sh = Shadow::new(&g);
+    sh.hysteresis = 4.0;
+    let start = sh.weight_entries(&g);
+    // Two weights moved 3 steps up: inside the band of 4.5, so both keep their integers.
+    let (a, b) = (start[10], start[20]);
+    for &(i, _, step) in &[a, b] {
+        sh.theta[i] += 3.0 * step;
+    }
+    sh.apply(&mut g);
+    let ints = |g: &qforget::graph::Graph| -> Vec<i8> {
+        Shadow::new(g)
+            .weight_entries(g)
+            .iter()
+            .map(|e| e.1)
+            .collect()
+    };
+    let held = ints(&g);
+    assert_eq!(held[10], a.1);
+    assert_eq!(held[20], b.1);
+    // Forcing the first rounds it plainly (3 steps up, clamped to the range); the second stays.
+    sh.apply_forcing(&mut g, &[a.0]);
+    let forced = ints(&g);
+    assert_eq!(forced[10], (i32::from(a.1) + 3).clamp(-128, 127) as i8);
+    assert_eq!(forced[20], b.1);
+    let others = |v: &[i8]| -> Vec<i8> {
+        v.iter()
+            .enumerate()
+            .filter(|(k, _)| *k != 10)
+            .map(|(_, &q)| q)
+            .collect()
+    };
+    assert_eq!(
+        others(&forced),
+        others(&held),
+        "only the forced weight moved"
+    );
+}
