@@ -122,8 +122,20 @@ def build_twin(model_path: Path, weight_qmin: int):
     m = onnx.load(str(model_path))
     g = m.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    # A Constant node's value is an initializer to the ops that read it; nodes nothing reads
+    # (onnxruntime's quantizer leaves the Constant bounds of a folded ReLU6 Clip behind) are
+    # skipped, as onnxruntime skips them.
+    for n in g.node:
+        if n.op_type == "Constant":
+            value = next(a for a in n.attribute if a.name == "value")
+            inits[n.output[0]] = numpy_helper.to_array(value.t)
     init_names = set(inits)
-    nodes = list(g.node)
+    live, read = [], {o.name for o in g.output}
+    for n in reversed(list(g.node)):
+        if any(o in read for o in n.output):
+            live.append(n)
+            read.update(i for i in n.input if i)
+    nodes = [n for n in reversed(live) if n.op_type != "Constant"]
     attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
 
     params = []  # torch Parameters, in node order
