@@ -139,7 +139,22 @@ impl Requant {
         let n = out.len();
         let (acc, bias) = (&acc[..n], &bias[..n]);
         let (zp, lo, hi) = (self.zero_point as f32, self.lo as f32, self.hi as f32);
-        let finish = |v: f32| (((v + MAGIC) - MAGIC) + zp).clamp(lo, hi) as u8;
+        // Rounded, shifted and clamped, every value but NaN is a whole number in `lo..=hi`, so
+        // its byte is read off the bits of `c + MAGIC` (exact below 2^24), and NaN gives 0, as
+        // `as u8` does. The same bytes as `clamp(lo, hi) as u8`, but with no float-to-integer
+        // conversion: x86 has no vector one to bytes, and with `as u8` (or `as i32`, whose
+        // saturation LLVM does not vectorize either) this loop compiled to one scalar
+        // conversion per byte.
+        let finish = |v: f32| {
+            let r = ((v + MAGIC) - MAGIC) + zp;
+            let c = r.max(lo).min(hi);
+            let byte = (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as u8;
+            if r.is_nan() {
+                0
+            } else {
+                byte
+            }
+        };
         match (self.multiplier.len(), self.offset.is_empty()) {
             (1, true) => {
                 let m = self.multiplier[0];
@@ -270,6 +285,28 @@ mod tests {
                 proptest::prop_assert_eq!(
                     row[j], r.apply(acc[j].saturating_add(bias[c0 + j]), c0 + j), "j = {}", j
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn apply_row_equals_apply_for_non_finite_values() {
+        // NaN must give byte 0 (what `as u8` gives), ±∞ the clamp bounds, with lo ≠ 0.
+        for m in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 3e38] {
+            for offset in [vec![], vec![f32::NAN, 1.0, f32::INFINITY, -0.5]] {
+                let r = Requant {
+                    multiplier: vec![m],
+                    offset,
+                    float_bias: Vec::new(),
+                    zero_point: 7,
+                    lo: 3,
+                    hi: 250,
+                };
+                let acc = [0, 1, -1, i32::MAX];
+                let mut row = [9u8; 4];
+                r.apply_row(&acc, &[0; 4], 0, &mut row);
+                let want: Vec<u8> = (0..4).map(|j| r.apply(acc[j], j)).collect();
+                assert_eq!(row.to_vec(), want, "m = {m}");
             }
         }
     }
