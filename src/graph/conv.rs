@@ -125,10 +125,9 @@ impl Conv {
             self.im2col(img, g * cin_g, cin_g, cols);
             crate::profile::gemm(m, cols, self.in_zero_point, w, acc);
             let c0 = g * cout_g;
-            for (p, row) in acc.chunks_exact(cout_g).enumerate() {
-                let dst = &mut out[p * c_out + c0..][..cout_g];
-                self.requant.apply_row(row, &self.bias[c0..], c0, dst);
-            }
+            let bias = &self.bias[c0..];
+            self.requant
+                .apply_rows(acc, cout_g, bias, c0, &mut out[c0..], c_out);
         }
     }
 
