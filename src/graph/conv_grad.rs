@@ -17,6 +17,7 @@ use super::grad::{quantize_i8, quantize_u8, LayerGrad};
 use super::patches_t::im2col_t;
 use super::scratch;
 use super::tensor::{QBatch, Shape};
+use super::transpose::transpose;
 use crate::kernels::PackedWeights;
 
 impl Conv {
@@ -194,12 +195,17 @@ impl Conv {
         let (cout_g, cin_g) = (c_out / self.group, self.in_shape.c / self.group);
         let pixels = g.len() / c_out.max(1);
         // Gᵀ of this group: c_out/g rows of `pixels`.
-        let mut g_t = vec![0i8; cout_g * pixels];
-        for (p, px) in g.chunks_exact(c_out.max(1)).enumerate() {
-            for (j, &v) in px[grp * cout_g..][..cout_g].iter().enumerate() {
-                g_t[j * pixels + p] = v;
+        let g_t = if self.group == 1 {
+            transpose(g, pixels, c_out)
+        } else {
+            let mut g_t = vec![0i8; cout_g * pixels];
+            for (p, px) in g.chunks_exact(c_out.max(1)).enumerate() {
+                for (j, &v) in px[grp * cout_g..][..cout_g].iter().enumerate() {
+                    g_t[j * pixels + p] = v;
+                }
             }
-        }
+            g_t
+        };
         let gw = PackedWeights::new(g_t, cout_g, pixels);
         let mut acc = vec![0i32; row * cout_g];
         // Patches, transposed: row k holds patch element k of every pixel of the chunk (every
