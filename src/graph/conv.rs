@@ -174,7 +174,7 @@ pub(crate) fn im2col(
             if inside && whole_rows {
                 for ky in 0..win.kh {
                     let base = ((iy0 as usize + ky * win.dil_h) * w + ix0 as usize) * c;
-                    cols[idx..idx + run].copy_from_slice(&img[base..base + run]);
+                    copy_run(&mut cols[idx..idx + run], &img[base..base + run]);
                     idx += run;
                 }
                 continue;
@@ -195,6 +195,19 @@ pub(crate) fn im2col(
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, by bytes for short runs: a first layer on grey images copies
+/// runs of `kw` bytes, and a `memcpy` call per 3-byte run cost more than the copy.
+#[inline(always)]
+fn copy_run(dst: &mut [u8], src: &[u8]) {
+    if dst.len() <= 8 {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
