@@ -77,7 +77,7 @@ pub fn quantize_i8(g: &[f32]) -> (Vec<i8>, f32) {
 #[inline(always)]
 fn clamped_i8(r: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
-    let c = r.max(-127.0).min(127.0);
+    let c = r.clamp(-127.0, 127.0);
     (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as u8 as i8
 }
 
