@@ -7,6 +7,8 @@
 //! byte at its clamp bound (`lo`/`hi`, which include a fused ReLU's zero) passes no gradient.
 //! [`Tape::Float`] holds the float twin's activations instead, for gradient checks.
 
+use rayon::prelude::*;
+
 use super::float::RealParams;
 use super::grad::{add_into, GradPath, LayerGrad};
 use super::pool_grad::unflatten_nchw;
@@ -240,11 +242,16 @@ impl Graph {
                 else {
                     return;
                 };
-                for (g, &q) in gy.iter_mut().zip(&y.data) {
-                    if q <= lo || q >= hi {
-                        *g = 0.0;
-                    }
-                }
+                // A select rather than a conditional store, so the loop vectorizes; in
+                // parallel blocks, since every element is on its own (it was a tenth of the
+                // backward's time, serial, in a profile of an OEU run).
+                gy.par_chunks_mut(1 << 15)
+                    .zip(y.data.par_chunks(1 << 15))
+                    .for_each(|(gy, y)| {
+                        for (g, &q) in gy.iter_mut().zip(y) {
+                            *g = if q <= lo || q >= hi { 0.0 } else { *g };
+                        }
+                    });
             }
             Tape::Float(v) => {
                 let (lo, hi) = layer.activation.bounds();

@@ -125,10 +125,9 @@ impl Conv {
             self.im2col(img, g * cin_g, cin_g, cols);
             crate::profile::gemm(m, cols, self.in_zero_point, w, acc);
             let c0 = g * cout_g;
-            for (p, row) in acc.chunks_exact(cout_g).enumerate() {
-                let dst = &mut out[p * c_out + c0..][..cout_g];
-                self.requant.apply_row(row, &self.bias[c0..], c0, dst);
-            }
+            let bias = &self.bias[c0..];
+            self.requant
+                .apply_rows(acc, cout_g, bias, c0, &mut out[c0..], c_out);
         }
     }
 
@@ -175,7 +174,7 @@ pub(crate) fn im2col(
             if inside && whole_rows {
                 for ky in 0..win.kh {
                     let base = ((iy0 as usize + ky * win.dil_h) * w + ix0 as usize) * c;
-                    cols[idx..idx + run].copy_from_slice(&img[base..base + run]);
+                    copy_run(&mut cols[idx..idx + run], &img[base..base + run]);
                     idx += run;
                 }
                 continue;
@@ -196,6 +195,19 @@ pub(crate) fn im2col(
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, by bytes for short runs: a first layer on grey images copies
+/// runs of `kw` bytes, and a `memcpy` call per 3-byte run cost more than the copy.
+#[inline(always)]
+fn copy_run(dst: &mut [u8], src: &[u8]) {
+    if dst.len() <= 8 {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 

@@ -14,7 +14,10 @@ use rayon::prelude::*;
 
 use super::conv::Conv;
 use super::grad::{quantize_i8, quantize_u8, LayerGrad};
+use super::patches_t::im2col_t;
+use super::scratch;
 use super::tensor::{QBatch, Shape};
+use super::transpose::transpose;
 use crate::kernels::PackedWeights;
 
 impl Conv {
@@ -93,7 +96,7 @@ impl Conv {
                         let wv = ArrayView2::from_shape((cout_g, row), wg).unwrap();
                         let mut dcv = ArrayViewMut2::from_shape((m, row), &mut dcols[..]).unwrap();
                         general_mat_mul(1.0, &gv, &wv, 0.0, &mut dcv);
-                        col2im_add(self, &dcols, grp * cin_g, cin_g, dxi);
+                        col2im_add_f32(self, &dcols, grp * cin_g, cin_g, dxi);
                     }
                 }
                 (dw, db)
@@ -107,6 +110,11 @@ impl Conv {
     }
 
     /// int8 backward on the saved quantized input `x` (real input scale `in_scale`).
+    ///
+    /// The batch is cut into a few chunks of whole images, processed in parallel, each with
+    /// its own buffers: `dW`'s i32 sums are added up over chunks (exact in any order), and each
+    /// image's `dX` is scattered from its chunk's product while that is still in cache, in the
+    /// same order as before, so the f32 results are unchanged.
     pub fn backward_i8(
         &self,
         x: &QBatch,
@@ -114,14 +122,12 @@ impl Conv {
         gy: &[f32],
         need_dx: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
-        let n = x.n;
         let (m, c_out, row) = (
             self.out_shape.h * self.out_shape.w,
             self.out_shape.c,
             self.row(),
         );
         let cout_g = c_out / self.group;
-        let cin_g = self.in_shape.c / self.group;
         let il = self.in_shape.len().max(1);
         let mut db = vec![0f32; c_out];
         for px in gy.chunks_exact(c_out.max(1)) {
@@ -130,10 +136,10 @@ impl Conv {
         let mut dw = vec![0f32; c_out * row];
         // dX uses G·diag(s_w): fold the weight scales in before quantizing.
         let (gq_dx, s_dx) = if need_dx {
+            let scales: Vec<f32> = (0..c_out).map(|c| self.scale_of(c)).collect();
             let scaled: Vec<f32> = gy
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| v * self.scale_of(i % c_out))
+                .par_chunks(c_out.max(1))
+                .flat_map_iter(|px| px.iter().zip(&scales).map(|(&v, &s)| v * s))
                 .collect();
             quantize_u8(&scaled)
         } else {
@@ -145,35 +151,24 @@ impl Conv {
         } else {
             vec![]
         };
-        let pixels = n * m;
+        // About two chunks per thread: enough to balance, few enough that each GEMM stays long.
+        let imgs = x.n.div_ceil(2 * rayon::current_num_threads()).max(1);
+        let ol = (m * c_out).max(1);
         for grp in 0..self.group {
-            // Patches of the whole batch, transposed: row k holds patch element k of every pixel.
-            let mut cols = vec![0u8; pixels * row];
-            cols.par_chunks_mut((m * row).max(1))
-                .zip(x.data.par_chunks(il))
-                .for_each(|(c, img)| self.im2col(img, grp * cin_g, cin_g, c));
-            let mut cols_t = vec![0u8; row * pixels];
-            cols_t
-                .par_chunks_mut(pixels.max(1))
-                .enumerate()
-                .for_each(|(k, dst)| {
-                    for (p, d) in dst.iter_mut().enumerate() {
-                        *d = cols[p * row + k];
-                    }
-                });
-            drop(cols);
-            // Gᵀ of this group: c_out/g rows of `pixels`.
-            let mut g_t = vec![0i8; cout_g * pixels];
-            g_t.par_chunks_mut(pixels.max(1))
-                .enumerate()
-                .for_each(|(j, dst)| {
-                    for (p, d) in dst.iter_mut().enumerate() {
-                        *d = gq[p * c_out + grp * cout_g + j];
-                    }
-                });
-            let gw = PackedWeights::new(g_t, cout_g, pixels);
-            let mut acc = vec![0i32; row * cout_g];
-            crate::profile::gemm(row, &cols_t, self.in_zero_point, &gw, &mut acc);
+            let acc = x
+                .data
+                .par_chunks(il * imgs)
+                .zip(gq.par_chunks(ol * imgs))
+                .map(|(xs, g)| self.dw_chunk(xs, g, grp))
+                .reduce(
+                    || vec![0i32; row * cout_g],
+                    |mut s, a| {
+                        for (s, a) in s.iter_mut().zip(a) {
+                            *s = s.wrapping_add(a);
+                        }
+                        s
+                    },
+                );
             let unit = in_scale * s_g;
             for k in 0..row {
                 for j in 0..cout_g {
@@ -181,37 +176,89 @@ impl Conv {
                 }
             }
             if need_dx {
-                // Wᵀ of this group as `row` rows of c_out/g.
-                let wd = &self.weights[grp].data;
-                let mut w_t = vec![0i8; row * cout_g];
-                for j in 0..cout_g {
-                    for k in 0..row {
-                        w_t[k * cout_g + j] = wd[j * row + k];
-                    }
-                }
-                let wt = PackedWeights::new(w_t, row, cout_g);
-                let a: Vec<u8> = if self.group == 1 {
-                    gq_dx.clone()
-                } else {
-                    (0..pixels)
-                        .flat_map(|p| {
-                            gq_dx[p * c_out + grp * cout_g..p * c_out + (grp + 1) * cout_g]
-                                .iter()
-                                .copied()
-                        })
-                        .collect()
-                };
-                let mut dacc = vec![0i32; pixels * row];
-                crate::profile::gemm(pixels, &a, 128, &wt, &mut dacc);
-                dx.par_chunks_mut(il)
-                    .zip(dacc.par_chunks(m * row))
-                    .for_each(|(dxi, d)| {
-                        let dcols: Vec<f32> = d.iter().map(|&v| v as f32 * s_dx).collect();
-                        col2im_add(self, &dcols, grp * cin_g, cin_g, dxi);
-                    });
+                dx.par_chunks_mut(il * imgs)
+                    .zip(gq_dx.par_chunks(ol * imgs))
+                    .for_each(|(dxs, g)| self.dx_chunk(g, s_dx, grp, dxs));
             }
         }
         (LayerGrad { dw, db }, need_dx.then_some(dx))
+    }
+
+    /// `Σ_p Gᵀ·X` (i32, `row × c_out/g`) of group `grp` over the images `xs` (quantized
+    /// gradients `g` of their outputs, all channels).
+    fn dw_chunk(&self, xs: &[u8], g: &[i8], grp: usize) -> Vec<i32> {
+        let (m, c_out, row) = (
+            self.out_shape.h * self.out_shape.w,
+            self.out_shape.c,
+            self.row(),
+        );
+        let (cout_g, cin_g) = (c_out / self.group, self.in_shape.c / self.group);
+        let pixels = g.len() / c_out.max(1);
+        // Gᵀ of this group: c_out/g rows of `pixels`.
+        let g_t = if self.group == 1 {
+            transpose(g, pixels, c_out)
+        } else {
+            let mut g_t = vec![0i8; cout_g * pixels];
+            for (p, px) in g.chunks_exact(c_out.max(1)).enumerate() {
+                for (j, &v) in px[grp * cout_g..][..cout_g].iter().enumerate() {
+                    g_t[j * pixels + p] = v;
+                }
+            }
+            g_t
+        };
+        let gw = PackedWeights::new(g_t, cout_g, pixels);
+        let mut acc = vec![0i32; row * cout_g];
+        // Patches, transposed: row k holds patch element k of every pixel of the chunk (every
+        // byte written: the images' columns tile the rows).
+        scratch::with_bytes(row * pixels, |cols_t| {
+            for (i, img) in xs.chunks_exact(self.in_shape.len().max(1)).enumerate() {
+                im2col_t(
+                    img,
+                    self.in_shape,
+                    (self.out_shape.h, self.out_shape.w),
+                    &self.window,
+                    self.in_zero_point as u8,
+                    (grp * cin_g, cin_g),
+                    (&mut cols_t[i * m..], pixels),
+                );
+            }
+            crate::profile::gemm(row, cols_t, self.in_zero_point, &gw, &mut acc);
+        });
+        acc
+    }
+
+    /// Add group `grp`'s share of `dX = col2im(G·W)` into the input gradients `dxs` of a chunk
+    /// of images, from their outputs' quantized, scaled gradients `g` (step `s_dx`, all
+    /// channels).
+    fn dx_chunk(&self, g: &[u8], s_dx: f32, grp: usize, dxs: &mut [f32]) {
+        let (m, c_out, row) = (
+            self.out_shape.h * self.out_shape.w,
+            self.out_shape.c,
+            self.row(),
+        );
+        let (cout_g, cin_g) = (c_out / self.group, self.in_shape.c / self.group);
+        let pixels = g.len() / c_out.max(1);
+        let a: Vec<u8>;
+        let a = if self.group == 1 {
+            g
+        } else {
+            a = g
+                .chunks_exact(c_out)
+                .flat_map(|px| px[grp * cout_g..][..cout_g].iter().copied())
+                .collect();
+            &a
+        };
+        let wt = self.weights[grp].transposed();
+        // The GEMM writes every accumulator.
+        scratch::with_ints(pixels * row, |dacc| {
+            crate::profile::gemm(pixels, a, 128, wt, dacc);
+            for (dxi, d) in dxs
+                .chunks_exact_mut(self.in_shape.len().max(1))
+                .zip(dacc.chunks_exact((m * row).max(1)))
+            {
+                col2im_add(self, d, s_dx, grp * cin_g, cin_g, dxi);
+            }
+        });
     }
 }
 
@@ -248,10 +295,22 @@ pub(crate) fn im2col_f32(conv: &Conv, img: &[f32], c0: usize, cn: usize, cols: &
 }
 
 /// Scatter-add patch gradients back onto the input channels `c0..c0+cn` of one image.
-fn col2im_add(conv: &Conv, dcols: &[f32], c0: usize, cn: usize, dx: &mut [f32]) {
+fn col2im_add_f32(conv: &Conv, dcols: &[f32], c0: usize, cn: usize, dx: &mut [f32]) {
     for_each_cell(conv, c0, cn, |idx, base| {
         if let Some(b) = base {
             super::grad::add_into(&mut dx[b..b + cn], &dcols[idx..idx + cn]);
+        }
+    });
+}
+
+/// [`col2im_add_f32`] of the integer patch gradients `dacc` times `step`: the same f32 values
+/// added in the same order, without an f32 copy of the patches.
+fn col2im_add(conv: &Conv, dacc: &[i32], step: f32, c0: usize, cn: usize, dx: &mut [f32]) {
+    for_each_cell(conv, c0, cn, |idx, base| {
+        if let Some(b) = base {
+            for (d, &v) in dx[b..b + cn].iter_mut().zip(&dacc[idx..idx + cn]) {
+                *d += v as f32 * step;
+            }
         }
     });
 }

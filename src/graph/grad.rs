@@ -42,12 +42,16 @@ pub struct LayerGrad {
 pub fn quantize_u8(g: &[f32]) -> (Vec<u8>, f32) {
     let scale = grad_scale(g);
     let inv = 1.0 / scale;
-    let q = g
-        .iter()
-        .map(|&v| {
-            (crate::graph::qparams::round_half_even(v * inv).clamp(-127.0, 127.0) + 128.0) as u8
-        })
-        .collect();
+    // `(v + 128) as u8` of the clamped value: the signed byte with its top bit flipped, and 0
+    // for NaN as the cast gives.
+    let q = map_par(g, |v| {
+        let r = crate::graph::qparams::round_half_even(v * inv);
+        if r.is_nan() {
+            0
+        } else {
+            clamped_i8(r) as u8 ^ 0x80
+        }
+    });
     (q, scale)
 }
 
@@ -55,15 +59,45 @@ pub fn quantize_u8(g: &[f32]) -> (Vec<u8>, f32) {
 pub fn quantize_i8(g: &[f32]) -> (Vec<i8>, f32) {
     let scale = grad_scale(g);
     let inv = 1.0 / scale;
-    let q = g
-        .iter()
-        .map(|&v| crate::graph::qparams::round_half_even(v * inv).clamp(-127.0, 127.0) as i8)
-        .collect();
+    let q = map_par(g, |v| {
+        let r = crate::graph::qparams::round_half_even(v * inv);
+        if r.is_nan() {
+            0
+        } else {
+            clamped_i8(r)
+        }
+    });
     (q, scale)
 }
 
+/// `r.clamp(-127.0, 127.0) as i8` for a whole number or ±∞ `r` (not NaN), read off the bits of
+/// `c + 1.5·2²³` (exact for |c| < 2²²): the same value as the cast, but a loop over it
+/// vectorizes, where x86 has no vector conversion from f32 to bytes and compiled the cast to
+/// one scalar conversion per value (a tenth of the backward's serial time in a profile).
+#[inline(always)]
+fn clamped_i8(r: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let c = r.clamp(-127.0, 127.0);
+    (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as u8 as i8
+}
+
+/// `g.map(f)`, element by element on rayon's pool for long inputs (each output depends on its
+/// input only, so the bytes are those of a sequential map).
+fn map_par<T: Send>(g: &[f32], f: impl Fn(f32) -> T + Sync) -> Vec<T> {
+    use rayon::prelude::*;
+    g.par_iter().with_min_len(PAR_MIN).map(|&v| f(v)).collect()
+}
+
+/// Inputs shorter than this are quantized on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
 fn grad_scale(g: &[f32]) -> f32 {
-    let m = g.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    use rayon::prelude::*;
+    // A maximum is exact in any order (`max` skips NaN, as the sequential fold did).
+    let m = g
+        .par_chunks(PAR_MIN)
+        .map(|c| c.iter().fold(0f32, |m, &v| m.max(v.abs())))
+        .reduce(|| 0f32, f32::max);
     if m > 0.0 && m.is_finite() {
         m / 127.0
     } else {
@@ -75,5 +109,49 @@ fn grad_scale(g: &[f32]) -> f32 {
 pub fn add_into(dst: &mut [f32], src: &[f32]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d += s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{quantize_i8, quantize_u8};
+    use crate::graph::qparams::round_half_even;
+
+    /// The casts these functions replaced, element by element.
+    #[test]
+    fn quantization_equals_the_plain_casts() {
+        let mut g: Vec<f32> = (0..70_000)
+            .map(|i| ((i as f32) * 0.37).sin() * (1 + i % 13) as f32)
+            .collect();
+        g.extend([
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            127.5,
+            -127.5,
+            0.0,
+            -0.0,
+            f32::NAN,
+            1e-30,
+        ]);
+        for scale_hint in [1.0f32, 1e-3, 1e3] {
+            let g: Vec<f32> = g.iter().map(|v| v * scale_hint).collect();
+            let (qi, si) = quantize_i8(&g);
+            let (qu, su) = quantize_u8(&g);
+            let m = g.iter().fold(0f32, |m, &v| m.max(v.abs()));
+            assert_eq!(si, m / 127.0);
+            assert_eq!(su, si);
+            let inv = 1.0 / si;
+            for (j, &v) in g.iter().enumerate() {
+                let r = round_half_even(v * inv).clamp(-127.0, 127.0);
+                assert_eq!(qi[j], r as i8, "{v}");
+                assert_eq!(qu[j], (r + 128.0) as u8, "{v}");
+            }
+        }
+        // Non-finite gradients: ±∞ saturate, NaN is 0; the scale ignores them.
+        let (qi, si) = quantize_i8(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 2.0]);
+        assert_eq!(si, 1.0);
+        assert_eq!(qi, vec![127, -127, 0, 2]);
     }
 }

@@ -31,13 +31,8 @@ impl Linear {
         let mut acc = vec![0i32; n * f_out];
         crate::profile::gemm(n, &x.data, self.in_zero_point, &self.weights, &mut acc);
         let mut out = QBatch::filled(n, Shape::flat(f_out), 0);
-        for (o, a) in out
-            .data
-            .chunks_exact_mut(f_out)
-            .zip(acc.chunks_exact(f_out))
-        {
-            self.requant.apply_row(a, &self.bias, 0, o);
-        }
+        self.requant
+            .apply_rows(&acc, f_out, &self.bias, 0, &mut out.data, f_out);
         out
     }
 

@@ -7,6 +7,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use super::grad::{quantize_i8, quantize_u8, LayerGrad};
 use super::linear::Linear;
 use super::tensor::QBatch;
+use super::transpose::transpose;
 use crate::kernels::PackedWeights;
 
 impl Linear {
@@ -79,19 +80,9 @@ impl Linear {
             super::grad::add_into(&mut db, row);
         }
         // dW: Xᵀ (fi rows of n) against Gᵀ (fo rows of n) → fi × fo.
-        let mut x_t = vec![0u8; fi * n];
-        for (b, row) in x.data.chunks_exact(fi.max(1)).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                x_t[i * n + b] = v;
-            }
-        }
+        let x_t = transpose(&x.data, n, fi);
         let (gq, s_g) = quantize_i8(gy);
-        let mut g_t = vec![0i8; fo * n];
-        for (b, row) in gq.chunks_exact(fo.max(1)).enumerate() {
-            for (o, &v) in row.iter().enumerate() {
-                g_t[o * n + b] = v;
-            }
-        }
+        let g_t = transpose(&gq, n, fo);
         let mut acc = vec![0i32; fi * fo];
         crate::profile::gemm(
             fi,
@@ -108,20 +99,14 @@ impl Linear {
             }
         }
         let dx = need_dx.then(|| {
+            let scales: Vec<f32> = (0..fo).map(|o| self.scale_of(o)).collect();
             let scaled: Vec<f32> = gy
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| v * self.scale_of(i % fo))
+                .chunks_exact(fo.max(1))
+                .flat_map(|row| row.iter().zip(&scales).map(|(&v, &s)| v * s))
                 .collect();
             let (a, s) = quantize_u8(&scaled);
-            let mut w_t = vec![0i8; fi * fo];
-            for o in 0..fo {
-                for i in 0..fi {
-                    w_t[i * fo + o] = self.weights.data[o * fi + i];
-                }
-            }
             let mut dacc = vec![0i32; n * fi];
-            crate::profile::gemm(n, &a, 128, &PackedWeights::new(w_t, fi, fo), &mut dacc);
+            crate::profile::gemm(n, &a, 128, self.weights.transposed(), &mut dacc);
             dacc.iter().map(|&v| v as f32 * s).collect()
         });
         (LayerGrad { dw, db }, dx)

@@ -21,13 +21,16 @@ mod linear_grad;
 pub mod mul;
 pub mod normalize;
 pub mod params;
+mod patches_t;
 pub mod pointwise;
 pub mod pool;
 mod pool_grad;
 pub mod qparams;
 mod rescale;
+mod scratch;
 pub mod summary;
 pub mod tensor;
+mod transpose;
 
 use std::path::PathBuf;
 

@@ -51,7 +51,7 @@ impl Tile for Avx2 {
     fn panels(w: &PackedWeights) -> &[i16] {
         w.panels
             .i16_nr16_kg2
-            .get_or_init(|| super::pack::pack_b(w, NR, 2, |v| v as i16))
+            .get_or_init(|| super::pack::pack_b::<_, 2>(w, NR, |v| v as i16))
     }
 
     unsafe fn tile(kgroups: usize, a: *const i16, b: *const i16, out: &mut [i32]) {

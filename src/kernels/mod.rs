@@ -44,6 +44,8 @@ mod vnni;
 #[cfg(test)]
 mod tests;
 
+use std::sync::OnceLock;
+
 pub use dispatch::{
     active, available, by_name, current, known_names, select, with_kernel, KernelError, ENV_VAR,
 };
@@ -69,6 +71,8 @@ pub struct PackedWeights {
         allow(dead_code)
     )]
     panels: pack::PanelCache,
+    /// `data` transposed (`k × n`), built on first use by [`PackedWeights::transposed`].
+    transposed: OnceLock<Box<PackedWeights>>,
 }
 
 impl PackedWeights {
@@ -91,7 +95,26 @@ impl PackedWeights {
             k,
             row_sums,
             panels: pack::PanelCache::default(),
+            transposed: OnceLock::new(),
         }
+    }
+
+    /// The transposed weights (`k × n`) as weights of their own, built once and cached like
+    /// the panels. The int8 backward's input gradient `G·W` is a product with `Wᵀ` as the
+    /// weight operand; a layer's weights change at most once per training step, but the
+    /// backward runs twice or more per step (forget and retain batches), and it used to
+    /// transpose and repack them on every call.
+    pub fn transposed(&self) -> &PackedWeights {
+        self.transposed.get_or_init(|| {
+            let (n, k) = (self.n, self.k);
+            let mut t = vec![0i8; n * k];
+            for (j, row) in self.data.chunks_exact(k.max(1)).enumerate().take(n) {
+                for (kk, &v) in row.iter().enumerate() {
+                    t[kk * n + j] = v;
+                }
+            }
+            Box::new(PackedWeights::new(t, k, n))
+        })
     }
 }
 

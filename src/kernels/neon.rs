@@ -50,7 +50,7 @@ impl Tile for Neon {
     fn panels(w: &PackedWeights) -> &[i16] {
         w.panels
             .i16_nr8_kg1
-            .get_or_init(|| super::pack::pack_b(w, NR, 1, |v| v as i16))
+            .get_or_init(|| super::pack::pack_b::<_, 1>(w, NR, |v| v as i16))
     }
 
     unsafe fn tile(kgroups: usize, a: *const i16, b: *const i16, out: &mut [i32]) {

@@ -52,7 +52,7 @@ impl Tile for NeonDot {
     fn panels(w: &PackedWeights) -> &[i8] {
         w.panels
             .i8_nr8_kg4
-            .get_or_init(|| super::pack::pack_b(w, NR, 4, |v| v))
+            .get_or_init(|| super::pack::pack_b::<_, 4>(w, NR, |v| v))
     }
 
     unsafe fn tile(kgroups: usize, a: *const i8, b: *const i8, out: &mut [i32]) {

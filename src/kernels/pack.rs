@@ -34,23 +34,29 @@ impl fmt::Debug for PanelCache {
     }
 }
 
-/// Weights `w` (`n × k`) as `[panel][k / kg][nr][kg]`, each value mapped by `f`.
+/// Weights `w` (`n × k`) as `[panel][k / KG][nr][KG]`, each value mapped by `f`.
+///
+/// `KG` is a constant, as in [`pack_a`]: with a runtime group size every element's position
+/// took a division and a remainder, and this function was 5 % of an OEU run's samples (the int8
+/// backward packs the batch's output gradient as weights on every call).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(super) fn pack_b<T: Copy + Default>(
+pub(super) fn pack_b<T: Copy + Default, const KG: usize>(
     w: &PackedWeights,
     nr: usize,
-    kg: usize,
     f: impl Fn(i8) -> T,
 ) -> Vec<T> {
     let (n, k) = (w.n, w.k);
-    let kgroups = k.div_ceil(kg);
+    let kgroups = k.div_ceil(KG);
     let panels = n.div_ceil(nr);
-    let mut out = vec![T::default(); panels * kgroups * nr * kg];
+    let stride = nr * KG;
+    let mut out = vec![T::default(); panels * kgroups * stride];
     for (col, row) in w.data.chunks_exact(k.max(1)).enumerate().take(n) {
         let (p, j) = (col / nr, col % nr);
-        let base = p * kgroups * nr * kg + j * kg;
-        for (kk, &v) in row.iter().enumerate() {
-            out[base + (kk / kg) * nr * kg + kk % kg] = f(v);
+        let panel = &mut out[p * kgroups * stride + j * KG..];
+        for (src, dst) in row.chunks(KG).zip(panel.chunks_mut(stride)) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = f(v);
+            }
         }
     }
     out

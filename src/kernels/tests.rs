@@ -113,6 +113,32 @@ fn every_kernel_matches_reference_when_split_over_threads() {
 }
 
 #[test]
+fn transposed_weights_are_the_transpose_and_multiply_like_it() {
+    for &(n, k) in &[(0, 0), (0, 3), (3, 0), (1, 1), (5, 7), (16, 33), (17, 9)] {
+        let (_, b) = extremes(n * k, n + k);
+        let w = PackedWeights::new(b.clone(), n, k);
+        let t = w.transposed();
+        assert_eq!((t.n, t.k), (k, n));
+        for j in 0..n {
+            for kk in 0..k {
+                assert_eq!(t.data[kk * n + j], b[j * k + kk]);
+            }
+        }
+        assert!(std::ptr::eq(t, w.transposed()), "built once");
+        // The product with the cached transpose, on every tier, against the reference.
+        let m = 7;
+        let (a, _) = extremes(m * n, 3);
+        for kernel in kernels() {
+            let mut want = vec![0; m * k];
+            reference::gemm_u8i8(m, k, n, &a, 128, &t.data, &mut want);
+            let mut got = vec![i32::MIN; m * k];
+            kernel.run(m, &a, 128, t, &mut got);
+            assert_eq!(got, want, "kernel {} n={n} k={k}", kernel.name);
+        }
+    }
+}
+
+#[test]
 fn forced_kernel_names_give_clear_errors() {
     assert!(by_name("no-such-kernel")
         .unwrap_err()

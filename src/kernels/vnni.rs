@@ -127,7 +127,7 @@ impl<D: Dpbusd> Tile for Vnni<D> {
     fn panels(w: &PackedWeights) -> &[i8] {
         w.panels
             .i8_nr16_kg4
-            .get_or_init(|| super::pack::pack_b(w, NR, 4, |v| v))
+            .get_or_init(|| super::pack::pack_b::<_, 4>(w, NR, |v| v))
     }
 
     unsafe fn tile(kgroups: usize, a: *const u8, b: *const i8, out: &mut [i32]) {
