@@ -78,6 +78,14 @@ impl Conv {
 
     /// Run on a batch.
     pub fn forward(&self, x: &QBatch) -> QBatch {
+        if self.is_depthwise() {
+            return self.forward_depthwise(x);
+        }
+        self.forward_grouped(x)
+    }
+
+    /// [`Conv::forward`] by im2col and one GEMM per image and group (any conv).
+    pub(crate) fn forward_grouped(&self, x: &QBatch) -> QBatch {
         let out_len = self.out_shape.len();
         let mut out = QBatch::filled(x.n, self.out_shape, 0);
         out.data

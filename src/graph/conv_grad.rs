@@ -122,6 +122,19 @@ impl Conv {
         gy: &[f32],
         need_dx: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
+        self.backward_i8_with(x, in_scale, gy, need_dx, false)
+    }
+
+    /// [`Conv::backward_i8`]; `force_gemm` keeps depthwise convs on the per-group GEMMs (the
+    /// reference the direct loops are tested against).
+    pub(crate) fn backward_i8_with(
+        &self,
+        x: &QBatch,
+        in_scale: f32,
+        gy: &[f32],
+        need_dx: bool,
+        force_gemm: bool,
+    ) -> (LayerGrad, Option<Vec<f32>>) {
         let (m, c_out, row) = (
             self.out_shape.h * self.out_shape.w,
             self.out_shape.c,
@@ -151,6 +164,11 @@ impl Conv {
         } else {
             vec![]
         };
+        if self.is_depthwise() && !force_gemm {
+            let unit = in_scale * s_g;
+            self.backward_i8_depthwise(x, unit, &gq, &gq_dx, s_dx, &mut dw, &mut dx);
+            return (LayerGrad { dw, db }, need_dx.then_some(dx));
+        }
         // About two chunks per thread: enough to balance, few enough that each GEMM stays long.
         let imgs = x.n.div_ceil(2 * rayon::current_num_threads()).max(1);
         let ol = (m * c_out).max(1);

@@ -13,6 +13,7 @@ pub mod binding;
 pub mod conv;
 mod conv_grad;
 pub mod dead;
+mod depthwise;
 pub mod eltwise;
 pub mod float;
 pub mod grad;
