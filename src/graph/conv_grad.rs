@@ -39,6 +39,14 @@ impl Conv {
         self.weight_scales[if self.weight_scales.len() > 1 { c } else { 0 }]
     }
 
+    /// `(output pixels per image, c_out, row, c_out/g, c_in/g)`: the shapes every backward
+    /// path works in.
+    fn shape_of_groups(&self) -> (usize, usize, usize, usize, usize) {
+        let (c_out, g) = (self.out_shape.c, self.group);
+        let m = self.out_shape.h * self.out_shape.w;
+        (m, c_out, self.row(), c_out / g, self.in_shape.c / g)
+    }
+
     /// Reduction depth of one output channel: `kh·kw·c_in/g`.
     pub fn row(&self) -> usize {
         self.window.kh * self.window.kw * self.in_shape.c / self.group
@@ -55,13 +63,7 @@ impl Conv {
         need_dx: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
         let (il, ol) = (self.in_shape.len().max(1), self.out_shape.len().max(1));
-        let (m, c_out, row) = (
-            self.out_shape.h * self.out_shape.w,
-            self.out_shape.c,
-            self.row(),
-        );
-        let cout_g = c_out / self.group;
-        let cin_g = self.in_shape.c / self.group;
+        let (m, c_out, row, cout_g, cin_g) = self.shape_of_groups();
         let mut dx = if need_dx { vec![0f32; x.len()] } else { vec![] };
         let dx_chunks: Vec<&mut [f32]> = if need_dx {
             dx.chunks_mut(il).collect()
@@ -135,12 +137,7 @@ impl Conv {
         need_dx: bool,
         force_gemm: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
-        let (m, c_out, row) = (
-            self.out_shape.h * self.out_shape.w,
-            self.out_shape.c,
-            self.row(),
-        );
-        let cout_g = c_out / self.group;
+        let (m, c_out, row, cout_g, _) = self.shape_of_groups();
         let il = self.in_shape.len().max(1);
         let mut db = vec![0f32; c_out];
         for px in gy.chunks_exact(c_out.max(1)) {
@@ -205,12 +202,7 @@ impl Conv {
     /// `Σ_p Gᵀ·X` (i32, `row × c_out/g`) of group `grp` over the images `xs` (quantized
     /// gradients `g` of their outputs, all channels).
     fn dw_chunk(&self, xs: &[u8], g: &[i8], grp: usize) -> Vec<i32> {
-        let (m, c_out, row) = (
-            self.out_shape.h * self.out_shape.w,
-            self.out_shape.c,
-            self.row(),
-        );
-        let (cout_g, cin_g) = (c_out / self.group, self.in_shape.c / self.group);
+        let (m, c_out, row, cout_g, cin_g) = self.shape_of_groups();
         let pixels = g.len() / c_out.max(1);
         // Gᵀ of this group: c_out/g rows of `pixels`.
         let g_t = if self.group == 1 {
@@ -249,12 +241,7 @@ impl Conv {
     /// of images, from their outputs' quantized, scaled gradients `g` (step `s_dx`, all
     /// channels).
     fn dx_chunk(&self, g: &[u8], s_dx: f32, grp: usize, dxs: &mut [f32]) {
-        let (m, c_out, row) = (
-            self.out_shape.h * self.out_shape.w,
-            self.out_shape.c,
-            self.row(),
-        );
-        let (cout_g, cin_g) = (c_out / self.group, self.in_shape.c / self.group);
+        let (m, c_out, row, cout_g, cin_g) = self.shape_of_groups();
         let pixels = g.len() / c_out.max(1);
         let a: Vec<u8>;
         let a = if self.group == 1 {
