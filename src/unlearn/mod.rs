@@ -145,7 +145,9 @@ pub(crate) fn run_epochs(
 ) -> Result<RunInfo> {
     let mut info = RunInfo::default();
     let dead_at_start = dead_units(&st.graph, req)?;
-    let base = (cfg.delta_goal > 0.0 && cfg.stop != Stop::Fixed).then(|| sparsify::Base::new(st));
+    // The starting weights, for `sparsify` (it needs a stopping rule and the guard's probe).
+    let sparse = cfg.delta_goal > 0.0 && cfg.stop != Stop::Fixed && !req.probe.is_empty();
+    let base = sparse.then(|| sparsify::Base::new(st));
     let mut guard = match cfg.guard_budget {
         Some(b) if !req.probe.is_empty() => Some(Guard::new(
             st,
@@ -242,7 +244,7 @@ pub(crate) fn run_epochs(
     if info.stopped.is_empty() {
         info.stopped = format!("{} epoch(s) done", cfg.epochs);
     }
-    if let Some(base) = base.filter(|_| !req.probe.is_empty()) {
+    if let Some(base) = base {
         if cfg.stop.reached(&st.graph, req)?.is_some() {
             let mut epoch = cfg.epochs;
             let every = if cfg.check_every > 0 {
