@@ -105,6 +105,13 @@ pub(crate) fn sparsify(
             keep_one_in = 2;
         }
     }
+    if rounds.is_empty() {
+        return Ok(format!(
+            "sparser delta: {:.2} % of the weights changed, within the goal of {:.2} %",
+            pct(first),
+            100.0 * goal
+        ));
+    }
     Ok(format!(
         "sparser delta: {:.2} % of the weights changed before, {:.2} % after ({} round(s): {})",
         pct(first),
