@@ -19,6 +19,7 @@ pub mod float;
 pub mod grad;
 pub mod linear;
 mod linear_grad;
+mod metric;
 pub mod mul;
 pub mod normalize;
 pub mod params;

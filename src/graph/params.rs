@@ -82,6 +82,8 @@ pub struct Shadow {
     /// Re-quantization hysteresis `h`, in quantization steps (see the module doc); 0: plain
     /// rounding. Weights only; a bias's step is far finer than any update, so it rounds.
     pub hysteresis: f32,
+    /// Factor `D` of each value's optimizer coordinate `φ = D·θ` (`super::metric`); empty: all 1.
+    pub metric: Vec<f32>,
 }
 
 /// `(c_out, row)` of a conv/linear layer.
@@ -134,10 +136,16 @@ impl Shadow {
                 });
             }
         }
+        let parts: Vec<_> = segments
+            .iter()
+            .map(|s| (s.layer, s.kind == ParamKind::Weight, s.range.clone()))
+            .collect();
+        let metric = super::metric::fold_factors(g, &parts);
         Shadow {
             theta,
             segments,
             hysteresis: 0.0,
+            metric,
         }
     }
 
@@ -183,7 +191,24 @@ impl Shadow {
                 }
             }
         }
+        // Gradients in the optimizer's coordinates: ∂L/∂φ = ∂L/∂θ / D.
+        for (d, &m) in out.iter_mut().zip(&self.metric) {
+            *d /= m;
+        }
         out
+    }
+
+    /// `‖D·θ‖`: the length of the parameters in the optimizer's coordinates.
+    pub fn norm(&self) -> f64 {
+        if self.metric.is_empty() {
+            return crate::train::norm_sq(&self.theta).sqrt();
+        }
+        self.theta
+            .iter()
+            .zip(&self.metric)
+            .map(|(&t, &m)| (t as f64 * m as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
     }
 
     /// Every weight entry of the vector (biases left out): its index in `theta`, the integer the

@@ -51,6 +51,36 @@ impl Sgd {
         }
     }
 
+    /// [`Sgd::step`] in coordinates `φ = D·θ` (`graph::metric`): `grad` is `∂L/∂φ`, the
+    /// velocity lives in `φ`, and `θ` moves by the `φ` step divided by `D` (weight decay acts on
+    /// `φ`). An empty `d` is `D = 1`: exactly [`Sgd::step`].
+    pub fn step_scaled(&mut self, params: &mut [f32], grad: &[f32], d: &[f32]) {
+        if d.is_empty() {
+            return self.step(params, grad);
+        }
+        assert_eq!(
+            d.len(),
+            params.len(),
+            "SGD: {} factors, {} parameters",
+            d.len(),
+            params.len()
+        );
+        if self.velocity.is_empty() {
+            self.velocity = vec![0.0; params.len()];
+        }
+        assert_eq!(
+            self.velocity.len(),
+            params.len(),
+            "SGD: velocity sized for another vector"
+        );
+        let (lr, mu, wd) = (self.lr, self.momentum, self.weight_decay);
+        for (((p, &g), v), &m) in params.iter_mut().zip(grad).zip(&mut self.velocity).zip(d) {
+            let dd = g + wd * *p * m;
+            *v = mu * *v + dd;
+            *p -= lr * *v / m;
+        }
+    }
+
     /// Forget the velocity (the next step starts from zero momentum).
     pub fn reset(&mut self) {
         self.velocity.clear();
@@ -96,5 +126,39 @@ mod tests {
         // A different length is fine after a reset.
         opt.reset();
         opt.step(&mut [0.0; 5], &[1.0; 5]);
+    }
+
+    /// `step_scaled` is SGD on `φ = D·θ`: three steps on θ with gradients `∂L/∂φ` land where
+    /// plain SGD on φ lands, divided by D (a quadratic loss `½‖φ − t‖²`, so `∂L/∂φ = φ − t`).
+    #[test]
+    fn scaled_steps_are_sgd_in_folded_coordinates() {
+        let d = [61.0f32, 0.5, 1.0];
+        let t = [3.0f32, -1.0, 0.25];
+        let mut theta = [0.02f32, 4.0, -1.0];
+        let mut phi: Vec<f32> = theta.iter().zip(&d).map(|(a, b)| a * b).collect();
+        let (mut on_theta, mut on_phi) = (Sgd::new(0.1, 0.9, 0.01), Sgd::new(0.1, 0.9, 0.01));
+        for _ in 0..3 {
+            let g: Vec<f32> = theta
+                .iter()
+                .zip(&d)
+                .zip(&t)
+                .map(|((a, m), t)| a * m - t)
+                .collect();
+            on_theta.step_scaled(&mut theta, &g, &d);
+            let g: Vec<f32> = phi.iter().zip(&t).map(|(p, t)| p - t).collect();
+            on_phi.step(&mut phi, &g);
+        }
+        for ((a, p), m) in theta.iter().zip(&phi).zip(&d) {
+            assert!(
+                (a - p / m).abs() <= 1e-6 * (p / m).abs().max(1.0),
+                "{theta:?} vs {phi:?}"
+            );
+        }
+        // No factors: exactly `step`.
+        let (mut a, mut b) = ([1.0f32, -2.0], [1.0f32, -2.0]);
+        let (mut o1, mut o2) = (Sgd::new(0.5, 0.9, 0.1), Sgd::new(0.5, 0.9, 0.1));
+        o1.step_scaled(&mut a, &[0.5, 1.0], &[]);
+        o2.step(&mut b, &[0.5, 1.0]);
+        assert_eq!(a, b);
     }
 }

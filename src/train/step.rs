@@ -133,7 +133,8 @@ impl TrainState {
     /// One optimizer step along `direction` (a gradient to descend), then re-quantize.
     pub fn step(&mut self, direction: &[f32]) {
         timed(Phase::Optimizer, || {
-            self.sgd.step(&mut self.shadow.theta, direction);
+            self.sgd
+                .step_scaled(&mut self.shadow.theta, direction, &self.shadow.metric);
             for &(i, v) in &self.pinned {
                 self.shadow.theta[i] = v;
             }

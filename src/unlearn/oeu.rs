@@ -80,7 +80,7 @@ impl Method for Oeu {
         let ranges = st.shadow.ranges();
         // Normalized forget step (see the module doc): its length in parameter space is
         // `forget_step·‖θ₀‖` at the configured learning rate, whatever ‖g_f⊥‖ is.
-        let theta_norm = norm_sq(&st.shadow.theta).sqrt();
+        let theta_norm = st.shadow.norm();
         let forget_len = cfg.forget_step as f64 * theta_norm / cfg.lr as f64;
         let mut retain = BatchStream::new(req.retain.to_vec(), cfg.retain_batch, cfg.seed ^ 0x5eed);
         let (mut projected, mut conflicts) = (0usize, 0usize);

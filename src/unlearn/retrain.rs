@@ -78,7 +78,7 @@ impl Method for Retrain {
                     r.loss
                 );
                 adam.borrow_mut()
-                    .step(&mut st.shadow.theta, &r.grad, st.sgd.lr);
+                    .step(&mut st.shadow.theta, &r.grad, st.sgd.lr, &st.shadow.metric);
                 rescale_weights(st);
                 st.shadow.apply(&mut st.graph);
                 if !frozen.get() && cfg.observe_every > 0 && steps.is_multiple_of(cfg.observe_every)
@@ -234,7 +234,9 @@ impl Adam {
         }
     }
 
-    fn step(&mut self, theta: &mut [f32], grad: &[f32], lr: f32) {
+    /// One step; `d` are the optimizer coordinates' factors (`graph::metric`, empty: all 1):
+    /// the moments live in `φ = D·θ` and `θ` moves by the `φ` step over `D`.
+    fn step(&mut self, theta: &mut [f32], grad: &[f32], lr: f32, d: &[f32]) {
         if self.m.len() != theta.len() {
             self.m = vec![0.0; theta.len()];
             self.v = vec![0.0; theta.len()];
@@ -243,11 +245,18 @@ impl Adam {
         let (b1, b2) = (self.beta1, self.beta2);
         let c1 = 1.0 - b1.powi(self.t);
         let c2 = 1.0 - b2.powi(self.t);
-        for (((p, &g), m), v) in theta.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
-            let g = g + self.weight_decay * *p;
+        let factor = |i: usize| d.get(i).copied().unwrap_or(1.0);
+        for (i, ((p, &g), (m, v))) in theta
+            .iter_mut()
+            .zip(grad)
+            .zip(self.m.iter_mut().zip(&mut self.v))
+            .enumerate()
+        {
+            let k = factor(i);
+            let g = g + self.weight_decay * *p * k;
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + 1e-8);
+            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + 1e-8) / k;
         }
     }
 }

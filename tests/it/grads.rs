@@ -181,3 +181,49 @@ fn int8_backward_agrees_with_f32_backward() {
         assert!(total >= 0.99 && worst >= 0.95, "{name}: {total} / {worst}");
     }
 }
+
+/// The optimizer's coordinates (`graph::metric`): on the fixture that kept its BatchNormalization
+/// as layers of their own, each value of a conv followed by one trains in `φ = f_c·θ`, `f_c` the
+/// BN layer's real factor of its channel (the folded conv's weights); every other value keeps
+/// `D = 1`, and a model without such layers has no factors at all (it trains as before).
+#[test]
+fn kept_batchnorm_sets_the_optimizer_coordinates() {
+    let (g, _) = fixture("fmnist_cnn_bn_qdq.onnx");
+    let sh = Shadow::new(&g);
+    assert_eq!(sh.metric.len(), sh.theta.len());
+    let mut scaled = 0;
+    for seg in &sh.segments {
+        let next = g
+            .layers
+            .iter()
+            .find(|l| l.inputs.contains(&g.layers[seg.layer].output));
+        let bn = match next.map(|l| (&l.op, &l.name)) {
+            Some((qforget::graph::Op::Conv(c), name)) if name.contains("BatchNormalization") => c,
+            _ => {
+                assert!(
+                    sh.metric[seg.range.clone()].iter().all(|&m| m == 1.0),
+                    "{}: factors without a BatchNorm after it",
+                    seg.initializer
+                );
+                continue;
+            }
+        };
+        let per = seg.range.len() / bn.out_shape.c;
+        for (k, &m) in sh.metric[seg.range.clone()].iter().enumerate() {
+            let c = k / per;
+            let f = (bn.weights[c].data[0] as f32 * bn.scale_of(c)).abs();
+            assert_eq!(m, f, "{} value {k}", seg.initializer);
+        }
+        scaled += seg.range.len();
+    }
+    // conv1 (16×9 weights) and conv2 (32×144) are followed by their BatchNorm layers.
+    assert!(scaled >= 16 * 9 + 32 * 144, "{scaled} values scaled");
+    for stem in [
+        "fmnist_cnn_qdq.onnx",
+        "mnist_res_s8.onnx",
+        "fmnist_mnv2_qdq.onnx",
+    ] {
+        let (g, _) = fixture(stem);
+        assert!(Shadow::new(&g).metric.is_empty(), "{stem}");
+    }
+}
