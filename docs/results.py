@@ -42,7 +42,7 @@ CLASSWISE = [
     ("mnist_res_qdq_u8", "mnist", "residual CNN, uint8 activations"),
     ("mnist_mlp_matmul_qdq", "mnist", "MLP (MatMul)"),
     ("fmnist_cnn_qdq", "fashion-mnist", "CNN"),
-    ("fmnist_cnn_bn_qdq", "fashion-mnist", "CNN with BatchNorm (folded)"),
+    ("fmnist_cnn_bn_qdq", "fashion-mnist", "CNN with BatchNorm kept as its own layers, Q/DQ between conv and BN"),
     ("fmnist_cnn_relu6_qdq", "fashion-mnist", "CNN with ReLU6"),
     ("fmnist_cnn_w4", "fashion-mnist", "CNN, 4-bit weights (W4A8)"),
     ("mnist_res_w4", "mnist", "residual CNN, 4-bit weights (W4A8)"),
