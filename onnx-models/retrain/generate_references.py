@@ -59,13 +59,20 @@ IDS_DIR = HERE / "ids"
 sys.path.insert(0, str(FIXTURES))
 import generate as G  # noqa: E402
 import generate_overfit as GO  # noqa: E402
+import generate_mobilenet as GM  # noqa: E402
+
+# The MobileNetV2-style fixture (generate_mobilenet.py) trains with generate.py's train_net and
+# quantizes with its quantize: register its recipe and quantized form like generate.py's own nets.
+G.FLOAT_NETS.setdefault(GM.NAME, GM.HP)
+if not any(q["name"] == GM.SPEC["name"] for q in G.QUANT_MODELS):
+    G.QUANT_MODELS.append(GM.SPEC)
 
 FORGET_CLASS = 3
 RANDOM_MODELS = ("fmnist_overfit", "mnist_overfit", "fmnist_res_overfit")
 RANDOM_SEEDS = (0, 1, 2)
 RANDOM_N, RANDOM_K = GO.N_TRAIN, 1000
 # priority order (the brief's): the residual net first, then the default model's net, then the rest
-CLASS_NETS = ("mnist_res", "fmnist_cnn", "fmnist_cnn_relu6", "mnist_mlp_matmul")
+CLASS_NETS = ("mnist_res", "fmnist_cnn", "fmnist_cnn_relu6", "mnist_mlp_matmul", GM.NAME)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +200,7 @@ def train(t: dict, s: dict, threads: int) -> dict:
     t0 = time.time()
     if t["kind"] == "class":
         hp = dict(G.FLOAT_NETS[t["net"]])
-        model, rec = G.train_net(t["tag"], hp, {ds: data}, G.build_torch_models())
+        model, rec = G.train_net(t["tag"], hp, {ds: data}, dict(G.build_torch_models(), **{GM.NAME: GM.build()}))
         recipe = f"generate.py FLOAT_NETS[{t['net']!r}] (fixed epochs)"
     else:
         hp = dict(GO.OVERFIT_NETS[t["net"]])
