@@ -22,8 +22,9 @@ pub struct EvalSets<'a> {
     pub test: &'a IdxDataset,
     pub forget: &'a [usize],
     pub retain: &'a [usize],
-    /// Leave this class out of the test metrics (class-wise forgetting).
-    pub test_exclude: Option<u8>,
+    /// Leave these classes out of the test metrics (class-wise forgetting: every class the
+    /// forget set covers whole).
+    pub test_exclude: Vec<u8>,
     /// Seed of the retain subset the attacker uses.
     pub seed: u64,
 }
@@ -33,7 +34,7 @@ pub struct EvalSets<'a> {
 pub struct Measured {
     #[serde(flatten)]
     pub metrics: Metrics,
-    /// Test accuracy on the forgotten class alone (class-wise forgetting).
+    /// Test accuracy on the forgotten classes alone (class-wise forgetting).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_forgotten_class_acc: Option<f64>,
 }
@@ -69,7 +70,7 @@ fn accuracy(pred: &[usize], data: &IdxDataset, idx: &[usize]) -> f64 {
 /// Measure `graph` on `sets`.
 pub fn measure(graph: &Graph, sets: &EvalSets) -> Result<Measured> {
     let test_idx: Vec<usize> = (0..sets.test.n)
-        .filter(|&i| Some(sets.test.labels[i]) != sets.test_exclude)
+        .filter(|&i| !sets.test_exclude.contains(&sets.test.labels[i]))
         .collect();
     let (pf, cf) = predict(graph, sets.train, sets.forget)?;
     let (pr, cr) = predict(graph, sets.train, sets.retain)?;
@@ -91,15 +92,14 @@ pub fn measure(graph: &Graph, sets: &EvalSets) -> Result<Measured> {
             ..MiaConfig::default()
         },
     )?;
-    let test_forgotten_class_acc = match sets.test_exclude {
-        Some(k) => {
-            let idx: Vec<usize> = (0..sets.test.n)
-                .filter(|&i| sets.test.labels[i] == k)
-                .collect();
-            let (p, _) = predict(graph, sets.test, &idx)?;
-            Some(accuracy(&p, sets.test, &idx))
-        }
-        None => None,
+    let test_forgotten_class_acc = if sets.test_exclude.is_empty() {
+        None
+    } else {
+        let idx: Vec<usize> = (0..sets.test.n)
+            .filter(|&i| sets.test_exclude.contains(&sets.test.labels[i]))
+            .collect();
+        let (p, _) = predict(graph, sets.test, &idx)?;
+        Some(accuracy(&p, sets.test, &idx))
     };
     Ok(Measured {
         metrics: Metrics {

@@ -130,7 +130,7 @@ impl Session {
             test,
             forget: &split.forget,
             retain: &split.retain,
-            test_exclude: opts.forget_class,
+            test_exclude: class_wise.clone().unwrap_or_default(),
             seed: opts.seed,
         };
         let reference = match (&opts.reference, opts.no_metrics) {
