@@ -119,31 +119,61 @@ impl Conv {
     }
 }
 
-/// Visit the taps of output pixel `(oy, ox)` that fall inside the image, in `(ky, kx)` order:
-/// `f(tap index ky·kw + kx, input pixel index iy·w + ix)`. Padding taps are skipped: they read
-/// the zero point, i.e. real 0, and contribute nothing.
-#[inline(always)]
-fn for_each_tap(
-    in_shape: Shape,
-    win: &Window,
-    (oy, ox): (usize, usize),
-    mut f: impl FnMut(usize, usize),
-) {
-    let (h, w) = (in_shape.h as isize, in_shape.w as isize);
-    let iy0 = (oy * win.stride_h) as isize - win.pads[0] as isize;
-    let ix0 = (ox * win.stride_w) as isize - win.pads[1] as isize;
-    for ky in 0..win.kh {
-        let iy = iy0 + (ky * win.dil_h) as isize;
-        if iy < 0 || iy >= h {
-            continue;
+/// The taps of output pixel `(oy, ox)` that fall inside the image, in `(ky, kx)` order, as
+/// `(tap index ky·kw + kx, input pixel index iy·w + ix)`. Padding taps are skipped: they read
+/// the zero point, i.e. real 0, and contribute nothing. An iterator rather than a callback so
+/// the channel loops stay in the calling function and are compiled with its target features.
+struct Taps {
+    h: isize,
+    w: isize,
+    iy0: isize,
+    ix0: isize,
+    kh: usize,
+    kw: usize,
+    dil_h: usize,
+    dil_w: usize,
+    ky: usize,
+    kx: usize,
+}
+
+impl Taps {
+    #[inline(always)]
+    fn new(in_shape: Shape, win: &Window, (oy, ox): (usize, usize)) -> Self {
+        Taps {
+            h: in_shape.h as isize,
+            w: in_shape.w as isize,
+            iy0: (oy * win.stride_h) as isize - win.pads[0] as isize,
+            ix0: (ox * win.stride_w) as isize - win.pads[1] as isize,
+            kh: win.kh,
+            kw: win.kw,
+            dil_h: win.dil_h,
+            dil_w: win.dil_w,
+            ky: 0,
+            kx: 0,
         }
-        for kx in 0..win.kw {
-            let ix = ix0 + (kx * win.dil_w) as isize;
-            if ix < 0 || ix >= w {
+    }
+}
+
+impl Iterator for Taps {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        while self.ky < self.kh {
+            let iy = self.iy0 + (self.ky * self.dil_h) as isize;
+            if iy < 0 || iy >= self.h || self.kx >= self.kw {
+                self.ky += 1;
+                self.kx = 0;
                 continue;
             }
-            f(ky * win.kw + kx, (iy * w + ix) as usize);
+            let kx = self.kx;
+            self.kx += 1;
+            let ix = self.ix0 + (kx * self.dil_w) as isize;
+            if ix >= 0 && ix < self.w {
+                return Some((self.ky * self.kw + kx, (iy * self.w + ix) as usize));
+            }
         }
+        None
     }
 }
 
@@ -152,6 +182,46 @@ fn for_each_tap(
 ///
 /// `img`: `in_shape` HWC; `taps`: `[kh·kw][c]`; `acc`: `[oh·ow][c]`, every element written.
 pub(crate) fn forward_acc(
+    img: &[u8],
+    in_shape: Shape,
+    hw: (usize, usize),
+    win: &Window,
+    zp: i32,
+    taps: &[i32],
+    acc: &mut [i32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { forward_acc_avx2(img, in_shape, hw, win, zp, taps, acc) };
+    }
+    forward_acc_body(img, in_shape, hw, win, zp, taps, acc)
+}
+
+/// [`forward_acc`] compiled with AVX2 enabled, so the channel loops vectorize 8 lanes wide (the
+/// baseline x86-64 target has no 32-bit vector multiply). Same operations per element in the
+/// same order: integer results are identical and every f32 sum is formed as in the scalar body.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_acc_avx2(
+    img: &[u8],
+    in_shape: Shape,
+    hw: (usize, usize),
+    win: &Window,
+    zp: i32,
+    taps: &[i32],
+    acc: &mut [i32],
+) {
+    forward_acc_body(img, in_shape, hw, win, zp, taps, acc)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_acc_body(
     img: &[u8],
     in_shape: Shape,
     (oh, ow): (usize, usize),
@@ -166,13 +236,13 @@ pub(crate) fn forward_acc(
     }
     for (p, a) in acc.chunks_exact_mut(c).take(oh * ow).enumerate() {
         a.fill(0);
-        for_each_tap(in_shape, win, (p / ow, p % ow), |k, pix| {
+        for (k, pix) in Taps::new(in_shape, win, (p / ow, p % ow)) {
             let x = &img[pix * c..][..c];
             let t = &taps[k * c..][..c];
             for ((a, &x), &t) in a.iter_mut().zip(x).zip(t) {
-                *a = a.wrapping_add((x as i32 - zp).wrapping_mul(t));
+                *a = a.wrapping_add((x as i32).wrapping_sub(zp).wrapping_mul(t));
             }
-        });
+        }
     }
 }
 
@@ -181,6 +251,46 @@ pub(crate) fn forward_acc(
 ///
 /// `g`: the quantized output gradient, `[oh·ow][c]`.
 pub(crate) fn weight_grad_acc(
+    img: &[u8],
+    in_shape: Shape,
+    hw: (usize, usize),
+    win: &Window,
+    zp: i32,
+    g: &[i8],
+    acc: &mut [i32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { weight_grad_acc_avx2(img, in_shape, hw, win, zp, g, acc) };
+    }
+    weight_grad_acc_body(img, in_shape, hw, win, zp, g, acc)
+}
+
+/// [`weight_grad_acc`] compiled with AVX2 enabled, so the channel loops vectorize 8 lanes wide (the
+/// baseline x86-64 target has no 32-bit vector multiply). Same operations per element in the
+/// same order: integer results are identical and every f32 sum is formed as in the scalar body.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad_acc_avx2(
+    img: &[u8],
+    in_shape: Shape,
+    hw: (usize, usize),
+    win: &Window,
+    zp: i32,
+    g: &[i8],
+    acc: &mut [i32],
+) {
+    weight_grad_acc_body(img, in_shape, hw, win, zp, g, acc)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_acc_body(
     img: &[u8],
     in_shape: Shape,
     (oh, ow): (usize, usize),
@@ -194,13 +304,13 @@ pub(crate) fn weight_grad_acc(
         return;
     }
     for (p, gp) in g.chunks_exact(c).take(oh * ow).enumerate() {
-        for_each_tap(in_shape, win, (p / ow, p % ow), |k, pix| {
+        for (k, pix) in Taps::new(in_shape, win, (p / ow, p % ow)) {
             let x = &img[pix * c..][..c];
             let a = &mut acc[k * c..][..c];
             for ((a, &x), &g) in a.iter_mut().zip(x).zip(gp) {
-                *a = a.wrapping_add((x as i32 - zp).wrapping_mul(g as i32));
+                *a = a.wrapping_add((x as i32).wrapping_sub(zp).wrapping_mul(g as i32));
             }
-        });
+        }
     }
 }
 
@@ -214,6 +324,46 @@ pub(crate) fn input_grad_add(
     g: &[u8],
     step: f32,
     in_shape: Shape,
+    hw: (usize, usize),
+    win: &Window,
+    taps: &[i32],
+    dx: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { input_grad_add_avx2(g, step, in_shape, hw, win, taps, dx) };
+    }
+    input_grad_add_body(g, step, in_shape, hw, win, taps, dx)
+}
+
+/// [`input_grad_add`] compiled with AVX2 enabled, so the channel loops vectorize 8 lanes wide (the
+/// baseline x86-64 target has no 32-bit vector multiply). Same operations per element in the
+/// same order: integer results are identical and every f32 sum is formed as in the scalar body.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_grad_add_avx2(
+    g: &[u8],
+    step: f32,
+    in_shape: Shape,
+    hw: (usize, usize),
+    win: &Window,
+    taps: &[i32],
+    dx: &mut [f32],
+) {
+    input_grad_add_body(g, step, in_shape, hw, win, taps, dx)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn input_grad_add_body(
+    g: &[u8],
+    step: f32,
+    in_shape: Shape,
     (oh, ow): (usize, usize),
     win: &Window,
     taps: &[i32],
@@ -224,13 +374,13 @@ pub(crate) fn input_grad_add(
         return;
     }
     for (p, gp) in g.chunks_exact(c).take(oh * ow).enumerate() {
-        for_each_tap(in_shape, win, (p / ow, p % ow), |k, pix| {
+        for (k, pix) in Taps::new(in_shape, win, (p / ow, p % ow)) {
             let d = &mut dx[pix * c..][..c];
             let t = &taps[k * c..][..c];
             for ((d, &g), &t) in d.iter_mut().zip(gp).zip(t) {
-                *d += (g as i32 - 128).wrapping_mul(t) as f32 * step;
+                *d += (g as i32).wrapping_sub(128).wrapping_mul(t) as f32 * step;
             }
-        });
+        }
     }
 }
 

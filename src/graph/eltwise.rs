@@ -22,29 +22,45 @@ pub struct Add {
 
 impl Add {
     /// Run on two batches of the same shape, or on `a` and the constant operand.
+    ///
+    /// Each operand's term `(q − z)·ratio` takes one of 256 values: they are tabulated once per
+    /// call (the same f32 products), so an element costs two loads, an add and the rounding.
     pub fn forward(&self, a: &QBatch, b: Option<&QBatch>) -> QBatch {
-        let b: Box<dyn Iterator<Item = &u8>> = match (b, &self.b_const) {
-            (Some(b), _) => Box::new(b.data.iter()),
-            (None, Some(c)) => Box::new(c.iter().cycle()),
+        let fa = term_table(self.a_zero_point, self.a_ratio);
+        let fb = term_table(self.b_zero_point, self.b_ratio);
+        let (zo, lo, hi) = (self.out_zero_point as f32, self.lo as f32, self.hi as f32);
+        let out = |x: u8, y: u8| {
+            let v = fa[x as usize] + fb[y as usize];
+            (round_half_even(v) + zo).clamp(lo, hi) as u8
+        };
+        let data = match (b, &self.b_const) {
+            (Some(b), _) => a
+                .data
+                .iter()
+                .zip(&b.data)
+                .map(|(&x, &y)| out(x, y))
+                .collect(),
+            (None, Some(c)) if c.is_empty() => Vec::new(),
+            (None, Some(c)) => {
+                let mut d = Vec::with_capacity(a.data.len());
+                for chunk in a.data.chunks(c.len()) {
+                    d.extend(chunk.iter().zip(c).map(|(&x, &y)| out(x, y)));
+                }
+                d
+            }
             (None, None) => unreachable!("an Add layer without a second operand"),
         };
-        let data = a
-            .data
-            .iter()
-            .zip(b)
-            .map(|(&x, &y)| {
-                let v = (x as i32 - self.a_zero_point) as f32 * self.a_ratio
-                    + (y as i32 - self.b_zero_point) as f32 * self.b_ratio;
-                (round_half_even(v) + self.out_zero_point as f32)
-                    .clamp(self.lo as f32, self.hi as f32) as u8
-            })
-            .collect();
         QBatch {
             n: a.n,
             shape: a.shape,
             data,
         }
     }
+}
+
+/// `(q − z) as f32 · ratio` for every byte `q`.
+fn term_table(zero_point: i32, ratio: f32) -> [f32; 256] {
+    std::array::from_fn(|q| (q as i32 - zero_point) as f32 * ratio)
 }
 
 /// `y = clamp(round((x − z_x)·s_x/s_y) + z_y, lo, hi)`, or a pure clamp when the

@@ -12,7 +12,7 @@
 //! within ten steps, while the BN-free CNN trains stably at the same rate.
 //!
 //! In the `φ` coordinates that conv's weights are those of the folded conv: gradients are
-//! divided by `D` ([`super::Shadow::gather`]), steps are divided by `D` on their way back to
+//! divided by `D` ([`super::Shadow::to_optimizer_coords`]), steps are divided by `D` on their way back to
 //! `θ` (`train::Sgd::step_scaled`), and lengths such as OEU's forget-step norm are measured on
 //! `D·θ`. Every value outside such a conv has `D = 1`, so models without per-channel scale
 //! layers train exactly as before, bit for bit.

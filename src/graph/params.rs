@@ -192,11 +192,15 @@ impl Shadow {
                 }
             }
         }
-        // Gradients in the optimizer's coordinates: ∂L/∂φ = ∂L/∂θ / D.
-        for (d, &m) in out.iter_mut().zip(&self.metric) {
+        out
+    }
+
+    /// A gradient `∂L/∂θ` (from [`Shadow::gather`]) turned into the optimizer's coordinates
+    /// `φ = D·θ` (`super::metric`): `∂L/∂φ = ∂L/∂θ / D`. No factors: unchanged.
+    pub fn to_optimizer_coords(&self, grad: &mut [f32]) {
+        for (d, &m) in grad.iter_mut().zip(&self.metric) {
             *d /= m;
         }
-        out
     }
 
     /// `‖D·θ‖`: the length of the parameters in the optimizer's coordinates.

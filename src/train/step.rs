@@ -33,7 +33,8 @@ pub enum Objective<'a> {
     },
 }
 
-/// Loss, flattened gradient and real logits of one batch.
+/// Loss, flattened gradient (in the optimizer's coordinates, `Shadow::to_optimizer_coords`)
+/// and real logits of one batch.
 #[derive(Debug, Clone)]
 pub struct BatchGrad {
     pub loss: f32,
@@ -105,11 +106,9 @@ impl TrainState {
             g.backward_full(&tape, &params, &dz, self.path, false, unclamped)
         })?
         .0;
-        Ok(BatchGrad {
-            loss,
-            grad: self.shadow.gather(g, &grads),
-            logits,
-        })
+        let mut grad = self.shadow.gather(g, &grads);
+        self.shadow.to_optimizer_coords(&mut grad);
+        Ok(BatchGrad { loss, grad, logits })
     }
 
     /// Loss and gradient on dataset samples `idx`; `labels` overrides the dataset's labels for
