@@ -46,6 +46,7 @@ CLASSWISE = [
     ("fmnist_cnn_relu6_qdq", "fashion-mnist", "CNN with ReLU6"),
     ("fmnist_cnn_w4", "fashion-mnist", "CNN, 4-bit weights (W4A8)"),
     ("mnist_res_w4", "mnist", "residual CNN, 4-bit weights (W4A8)"),
+    ("fmnist_mnv2_qdq", "fashion-mnist", "MobileNetV2-style: depthwise 3×3, inverted residuals, ReLU6"),
 ]
 RANDOM = [
     ("fmnist_overfit_qdq", "fmnist_overfit", "fashion-mnist", "memorizing CNN"),
