@@ -7,7 +7,8 @@ Quantizes the committed float models (no training here) with:
     QuantizeLinear.
   - NNCF (OpenVINO's quantizer, ONNX backend, nncf.quantize with 300 calibration images, the
     first 300 training images of the model's dataset): Q/DQ pairs on the inputs of
-    Conv/Gemm/MatMul/Add, float biases, float ReLU after a Conv, float logits at the output.
+    Conv/Gemm/MatMul/Add, float biases, float ReLU after a Conv, float logits at the output;
+    on the MobileNetV2-style net, per-channel (axis 1) Q/DQ on the inputs of depthwise convs.
 
 and writes reference outputs from onnxruntime with graph optimizations disabled
 (ORT_DISABLE_ALL, one thread) for the full 10k test set into expected/<name>.{json,logits.npy,
@@ -18,6 +19,7 @@ Environment: a venv of its own (NNCF pulls numpy 2.x, which Debian's torch 1.13 
     python3 -m venv /opt/nncfpy
     /opt/nncfpy/bin/pip install nncf==3.4.0 onnx==1.23.2 onnxruntime==1.32.0 numpy sympy
     /opt/nncfpy/bin/python onnx-models/generate_other_quantizers.py [--data /work/shared/data]
+        [--only fmnist_mnv2_nncf]
 Extra (uncommitted) variants for trying the importer: --extra DIR writes more models there.
 """
 
@@ -183,7 +185,38 @@ def output_dequant(m):
             numpy_helper.to_array(inits[node.input[2]]))
 
 
-def reference(name: str, ds: str, data: dict, how: dict, float_src: str) -> dict:
+# Images whose every quantized activation is kept as a reference (`--layers` fixtures), so a
+# test can run each layer on onnxruntime's own inputs and hold it to 1 LSB on its own.
+LAYER_ROWS = 2
+
+
+def layer_references(m, path: Path, x: np.ndarray, name: str) -> list:
+    """onnxruntime's output of every QuantizeLinear for images `x`, written to
+    expected/<name>.acts.npy as one flat byte array (int8 values as their two's-complement
+    bytes, NCHW per tensor, images in order); returns the index (name, dtype, shape, offset)."""
+    import onnx
+
+    qs = [n.output[0] for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    inferred = onnx.shape_inference.infer_shapes(m)
+    info = {v.name: v for v in inferred.graph.value_info}
+    c = onnx.ModelProto()
+    c.CopyFrom(m)
+    for q in qs:
+        c.graph.output.append(info[q])
+    with tempfile.TemporaryDirectory() as td:
+        p2 = Path(td) / "acts.onnx"
+        onnx.save(c, str(p2))
+        vals = ort_session(p2).run(qs, {"input": x})
+    index, chunks, off = [], [], 0
+    for q, v in zip(qs, vals):
+        index.append({"name": q, "dtype": str(v.dtype), "shape": list(v.shape), "offset": off})
+        chunks.append(np.ascontiguousarray(v).view(np.uint8).reshape(-1))
+        off += v.size
+    np.save(EXPECTED / f"{name}.acts.npy", np.concatenate(chunks))
+    return index
+
+
+def reference(name: str, ds: str, data: dict, how: dict, float_src: str, layers: bool = False) -> dict:
     import onnx
     import onnxruntime as ort
 
@@ -237,6 +270,9 @@ def reference(name: str, ds: str, data: dict, how: dict, float_src: str) -> dict
         "head_input": head,
         "head_input_rows": HEAD_ROWS if head else 0,
     }
+    if layers:
+        rec["layer_rows"] = LAYER_ROWS
+        rec["acts"] = layer_references(m, path, xte[:LAYER_ROWS], name)
     (EXPECTED / f"{name}.json").write_text(json.dumps(rec, indent=2) + "\n")
     print(f"  {name}: acc {acc:.4f} (float {rec['float_accuracy']:.4f}), output {dtype}, "
           f"{path.stat().st_size} bytes, ops {rec['ops']}", flush=True)
@@ -247,24 +283,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("QFORGET_SRC_DATA", "/work/shared/data"))
     ap.add_argument("--extra", help="also write uncommitted variants into this directory")
+    ap.add_argument("--only", action="append", help="make only this fixture (repeatable)")
     args = ap.parse_args()
     root = Path(args.data)
     data = {ds: load(root, ds) for ds in ("mnist", "fashion-mnist")}
     cal = {ds: data[ds]["train"][0][:CALIB_N] for ds in data}
     EXPECTED.mkdir(exist_ok=True)
 
-    # (name, float source, dataset, quantizer)
+    # (name, float source, dataset, quantizer); names in `with_layers` also keep every
+    # quantized activation of the first test images (see layer_references).
+    with_layers = {"fmnist_mnv2_nncf"}
     fixtures = [
         ("mnist_mlp_matmul_ortmm_qdq", "mnist_mlp_matmul_f32.onnx", "mnist",
          lambda s, o, x: ort_quantize(s, o, x, ["MatMul"])),
         ("mnist_res_nncf", "mnist_res_f32.onnx", "mnist", nncf_quantize),
         ("fmnist_cnn_nncf", "fmnist_cnn_f32.onnx", "fashion-mnist", nncf_quantize),
         ("mnist_mlp_nncf", "mnist_mlp_matmul_f32.onnx", "mnist", nncf_quantize),
+        # NNCF quantizes the inputs of the depthwise convolutions per channel (axis 1).
+        ("fmnist_mnv2_nncf", "fmnist_mnv2_f32.onnx", "fashion-mnist", nncf_quantize),
     ]
     for name, src, ds, quant in fixtures:
+        if args.only and name not in args.only:
+            continue
         print(f"quantize {name}", flush=True)
         how = quant(HERE / src, HERE / f"{name}.onnx", cal[ds])
-        reference(name, ds, data, how, src)
+        reference(name, ds, data, how, src, layers=name in with_layers)
 
     if args.extra:
         from nncf import ModelType, QuantizationPreset
@@ -284,9 +327,6 @@ def main() -> None:
              lambda s, o, x: nncf_quantize(s, o, x, preset=QuantizationPreset.MIXED)),
             ("cnn_nncf_transformer", "fmnist_cnn_f32.onnx", "fashion-mnist",
              lambda s, o, x: nncf_quantize(s, o, x, model_type=ModelType.TRANSFORMER)),
-            # NNCF quantizes the inputs of depthwise convolutions per channel; qforget refuses
-            # per-channel activation parameters (see onnx-models/README.md).
-            ("mnv2_nncf", "fmnist_mnv2_f32.onnx", "fashion-mnist", nncf_quantize),
         ]
         for name, src, ds, quant in variants:
             print(f"extra {name}", flush=True)

@@ -8,6 +8,17 @@ fn q(q: &QInfo) -> String {
     if q.dtype == "float32" {
         return "float32 (float output)".to_string();
     }
+    if !q.channel_scales.is_empty() {
+        let lo = q
+            .channel_scales
+            .iter()
+            .copied()
+            .fold(f32::INFINITY, f32::min);
+        return format!(
+            "{} s∈[{lo:.2e},{:.2e}] per-channel zp={}",
+            q.dtype, q.scale, q.zero_point
+        );
+    }
     format!("{} s={:.6} zp={}", q.dtype, q.scale, q.zero_point)
 }
 

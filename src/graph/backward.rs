@@ -156,9 +156,12 @@ impl Graph {
             let gx: Option<Vec<f32>> = match &layer.op {
                 Op::Conv(c) => {
                     let (g, dx) = match (path, tape) {
-                        (GradPath::Int8, Tape::Quant(v)) => {
-                            c.backward_i8(saved_q(v, x_id)?, self.acts[x_id].q.scale, &gy, need_dx)
-                        }
+                        (GradPath::Int8, Tape::Quant(v)) => c.backward_i8(
+                            saved_q(v, x_id)?,
+                            &self.acts[x_id].scales(),
+                            &gy,
+                            need_dx,
+                        ),
                         _ => c.backward_f32(
                             &self.real_input(tape, x_id)?,
                             &gy,
@@ -272,14 +275,7 @@ impl Graph {
     /// Real values of a saved activation.
     fn real_input(&self, tape: &Tape, a: ActId) -> Result<Vec<f32>> {
         match tape {
-            Tape::Quant(v) => {
-                let q = self.acts[a].q;
-                Ok(saved_q(v, a)?
-                    .data
-                    .iter()
-                    .map(|&b| q.dequantize(b))
-                    .collect())
-            }
+            Tape::Quant(v) => Ok(self.acts[a].dequantize_all(&saved_q(v, a)?.data)),
             Tape::Float(v) => Ok(saved_f(v, a)?.clone()),
         }
     }

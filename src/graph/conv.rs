@@ -68,6 +68,9 @@ pub struct Conv {
     /// i32 bias at scale `s_in · s_w[c]`, length `c_out`.
     pub bias: Vec<i32>,
     pub requant: Requant,
+    /// Run in onnxruntime's float order instead of the integer GEMM (a 1×1 conv whose output
+    /// is quantized per channel; see [`super::OrtOrder`]).
+    pub ort_order: Option<super::OrtOrder>,
 }
 
 impl Conv {
@@ -78,6 +81,9 @@ impl Conv {
 
     /// Run on a batch.
     pub fn forward(&self, x: &QBatch) -> QBatch {
+        if let Some(o) = &self.ort_order {
+            return self.forward_ort_order(o, x);
+        }
         if self.is_depthwise() {
             return self.forward_depthwise(x);
         }

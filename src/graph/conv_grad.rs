@@ -111,7 +111,9 @@ impl Conv {
         (LayerGrad { dw, db }, need_dx.then_some(dx))
     }
 
-    /// int8 backward on the saved quantized input `x` (real input scale `in_scale`).
+    /// int8 backward on the saved quantized input `x` (real input scale `in_scales`: one, or one
+    /// per input channel for an input quantized per channel, which only a conv with one input
+    /// channel per group reads; see `super::channel_act`).
     ///
     /// The batch is cut into a few chunks of whole images, processed in parallel, each with
     /// its own buffers: `dW`'s i32 sums are added up over chunks (exact in any order), and each
@@ -120,11 +122,11 @@ impl Conv {
     pub fn backward_i8(
         &self,
         x: &QBatch,
-        in_scale: f32,
+        in_scales: &[f32],
         gy: &[f32],
         need_dx: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
-        self.backward_i8_with(x, in_scale, gy, need_dx, false)
+        self.backward_i8_with(x, in_scales, gy, need_dx, false)
     }
 
     /// [`Conv::backward_i8`]; `force_gemm` keeps depthwise convs on the per-group GEMMs (the
@@ -132,7 +134,7 @@ impl Conv {
     pub(crate) fn backward_i8_with(
         &self,
         x: &QBatch,
-        in_scale: f32,
+        in_scales: &[f32],
         gy: &[f32],
         need_dx: bool,
         force_gemm: bool,
@@ -161,9 +163,11 @@ impl Conv {
         } else {
             vec![]
         };
+        // The real value of one `dW` sum unit, per input channel (per group when the input is
+        // quantized per channel: then each group reads one channel).
+        let units: Vec<f32> = in_scales.iter().map(|&s| s * s_g).collect();
         if self.is_depthwise() && !force_gemm {
-            let unit = in_scale * s_g;
-            self.backward_i8_depthwise(x, unit, &gq, &gq_dx, s_dx, &mut dw, &mut dx);
+            self.backward_i8_depthwise(x, &units, &gq, &gq_dx, s_dx, &mut dw, &mut dx);
             return (LayerGrad { dw, db }, need_dx.then_some(dx));
         }
         // About two chunks per thread: enough to balance, few enough that each GEMM stays long.
@@ -184,7 +188,7 @@ impl Conv {
                         s
                     },
                 );
-            let unit = in_scale * s_g;
+            let unit = units[if units.len() > 1 { grp } else { 0 }];
             for k in 0..row {
                 for j in 0..cout_g {
                     dw[(grp * cout_g + j) * row + k] = unit * acc[k * cout_g + j] as f32;

@@ -63,13 +63,14 @@ impl Conv {
 
     /// The part of [`Conv::backward_i8`] after the output gradient is quantized (`gq` at step
     /// `s_g` for `dW`, `gq_dx` at step `s_dx`, zero point 128, for `dX`): the same i32 sums and
-    /// the same f32 additions in the same order as the per-group GEMMs. Fills `dw` (`[c][kh·kw]`)
-    /// and adds into `dx` (zeros, or empty when not needed).
+    /// the same f32 additions in the same order as the per-group GEMMs. `unit` is the real value
+    /// of one `dW` sum unit (one, or one per channel for an input quantized per channel). Fills
+    /// `dw` (`[c][kh·kw]`) and adds into `dx` (zeros, or empty when not needed).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_i8_depthwise(
         &self,
         x: &QBatch,
-        unit: f32,
+        unit: &[f32],
         gq: &[i8],
         gq_dx: &[u8],
         s_dx: f32,
@@ -103,6 +104,7 @@ impl Conv {
                 },
             );
         for (ch, row) in dw.chunks_exact_mut(kk.max(1)).enumerate().take(c) {
+            let unit = unit[if unit.len() > 1 { ch } else { 0 }];
             for (k, d) in row.iter_mut().enumerate() {
                 *d = unit * acc[k * c + ch] as f32;
             }
@@ -503,6 +505,7 @@ mod tests {
                 lo: (seed % 7) as u8,
                 hi: 250,
             },
+            ort_order: None,
         })
     }
 
@@ -527,11 +530,24 @@ mod tests {
                 .iter().map(|&v| (v as f32 - 120.0) * 1e-3).collect();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for need_dx in [false, true] {
-                let (g1, dx1) = conv.backward_i8_with(&x, 0.02, &gy, need_dx, false);
-                let (g0, dx0) = conv.backward_i8_with(&x, 0.02, &gy, need_dx, true);
+                let (g1, dx1) = conv.backward_i8_with(&x, &[0.02], &gy, need_dx, false);
+                let (g0, dx0) = conv.backward_i8_with(&x, &[0.02], &gy, need_dx, true);
                 prop_assert_eq!(bits(&g1.dw), bits(&g0.dw));
                 prop_assert_eq!(bits(&g1.db), bits(&g0.db));
                 prop_assert_eq!(dx1.map(|d| bits(&d)), dx0.map(|d| bits(&d)));
+            }
+            // An input quantized per channel: channel c's weight gradient is the one-scale
+            // gradient times s_c, on both paths, and its input gradient does not depend on it.
+            let scales: Vec<f32> = (0..c).map(|i| 0.004 + 0.0013 * i as f32).collect();
+            let (one, dx_one) = conv.backward_i8_with(&x, &[1.0], &gy, true, false);
+            let (pc, dx_pc) = conv.backward_i8_with(&x, &scales, &gy, true, false);
+            let (pc0, _) = conv.backward_i8_with(&x, &scales, &gy, true, true);
+            prop_assert_eq!(bits(&pc.dw), bits(&pc0.dw));
+            prop_assert_eq!(dx_one.map(|d| bits(&d)), dx_pc.map(|d| bits(&d)));
+            let kk = k * k;
+            for (i, (&a, &b)) in pc.dw.iter().zip(&one.dw).enumerate() {
+                let want = b * scales[i / kk];
+                prop_assert!((a - want).abs() <= 1e-6 * want.abs(), "{} vs {}", a, want);
             }
         }
     }

@@ -28,7 +28,7 @@ impl Graph {
         self.layers
             .iter()
             .map(|l| {
-                let s_out = self.acts[l.output].q.scale;
+                let out = &self.acts[l.output];
                 let (w, bias, rq) = match &l.op {
                     Op::Conv(c) => (c.real_weights(), &c.bias, &c.requant),
                     Op::Linear(li) => (li.real_weights(), &li.bias, &li.requant),
@@ -46,7 +46,7 @@ impl Graph {
                     .map(|(c, &bi)| {
                         let m = rq.multiplier[if rq.multiplier.len() > 1 { c } else { 0 }];
                         let off = rq.offset.get(c).copied().unwrap_or(0.0);
-                        (bi as f32 * m + off) * s_out
+                        (bi as f32 * m + off) * out.scale_of(c)
                     })
                     .collect();
                 Some(RealParams { w, b })

@@ -10,6 +10,7 @@
 pub mod backward;
 pub mod bias;
 pub mod binding;
+mod channel_act;
 pub mod conv;
 mod conv_grad;
 pub mod dead;
@@ -22,6 +23,7 @@ mod linear_grad;
 mod metric;
 pub mod mul;
 pub mod normalize;
+mod ort_order;
 pub mod params;
 mod patches_t;
 pub mod pointwise;
@@ -46,6 +48,7 @@ pub use grad::{GradPath, LayerGrad};
 pub use linear::Linear;
 pub use mul::Mul;
 pub use normalize::Normalization;
+pub use ort_order::OrtOrder;
 pub use params::{ParamKind, Segment, Shadow};
 pub use pointwise::{FloatFn, Pointwise};
 pub use pool::{AvgPool, GlobalAvgPool, MaxPool};
@@ -64,6 +67,9 @@ pub struct ActInfo {
     pub name: String,
     pub shape: Shape,
     pub q: QParams,
+    /// One scale per channel when the file quantizes the tensor per channel (see
+    /// [`channel_act`]); empty: per tensor, `q.scale`.
+    pub channel_scales: Vec<f32>,
 }
 
 /// The operation a layer performs.

@@ -304,15 +304,15 @@ impl Shadow {
                     }
                 }
                 ParamKind::Bias => {
-                    let s_out = g.acts[g.layers[s.layer].output].q.scale;
+                    let out = &g.acts[g.layers[s.layer].output];
                     let (bias, rq) = match &mut g.layers[s.layer].op {
                         Op::Conv(c) => (&mut c.bias, &c.requant),
                         Op::Linear(l) => (&mut l.bias, &l.requant),
                         _ => continue,
                     };
                     for (c, (b, &v)) in bias.iter_mut().zip(vals).enumerate() {
-                        let unit =
-                            rq.multiplier[if rq.multiplier.len() > 1 { c } else { 0 }] * s_out;
+                        let unit = rq.multiplier[if rq.multiplier.len() > 1 { c } else { 0 }]
+                            * out.scale_of(c);
                         let r = round_half_even(v / unit);
                         // Far beyond any accumulator a real input produces, and far from overflow.
                         *b = r.clamp(-BIAS_LIMIT, BIAS_LIMIT) as i32;
@@ -386,9 +386,10 @@ fn float_bias(g: &Graph, i: usize) -> Option<&[f32]> {
 }
 
 /// Set layer `i`'s float bias to `vals` (real units). A conv/linear layer adds it to its
-/// requantization as an offset in output steps, `b / s_out`, as the importer does.
+/// requantization as an offset in output steps, `b / s_out` (per channel for an output
+/// quantized per channel), as the importer does.
 fn set_float_bias(g: &mut Graph, i: usize, vals: &[f32]) {
-    let s_out = g.acts[g.layers[i].output].q.scale;
+    let out = g.acts[g.layers[i].output].clone();
     let rq = match &mut g.layers[i].op {
         Op::Conv(c) => &mut c.requant,
         Op::Linear(l) => &mut l.requant,
@@ -402,7 +403,11 @@ fn set_float_bias(g: &mut Graph, i: usize, vals: &[f32]) {
         return;
     }
     rq.float_bias.copy_from_slice(vals);
-    rq.offset = vals.iter().map(|b| b / s_out).collect();
+    rq.offset = vals
+        .iter()
+        .enumerate()
+        .map(|(c, b)| b / out.scale_of(c))
+        .collect();
 }
 
 /// The integer a weight holds after a step (a dead band): its current integer `cur` while the

@@ -23,9 +23,32 @@ impl Graph {
     /// pooling and flatten take their input's parameters (they move values, not scales); the
     /// model input keeps the file's.
     pub fn set_activation_params(&mut self, q: &[Option<QParams>]) {
+        // An activation quantized per channel becomes per tensor when it is given new
+        // parameters: first its producer's offsets are restated in steps of the display scale
+        // `q.scale`, which `old` holds for it, so the refresh below keeps their real values.
+        for i in 0..self.layers.len() {
+            let a = self.layers[i].output;
+            if !(self.acts[a].per_channel() && q.get(a).is_some_and(|n| n.is_some())) {
+                continue;
+            }
+            let info = self.acts[a].clone();
+            let rq = match &mut self.layers[i].op {
+                Op::Conv(c) => {
+                    // Per tensor from now on: the integer GEMM, as for every other conv.
+                    c.ort_order = None;
+                    &mut c.requant
+                }
+                Op::Linear(l) => &mut l.requant,
+                _ => continue,
+            };
+            for (c, o) in rq.offset.iter_mut().enumerate() {
+                *o *= info.scale_of(c) / info.q.scale;
+            }
+        }
         let old: Vec<QParams> = self.acts.iter().map(|a| a.q).collect();
         for (a, nq) in q.iter().enumerate() {
             if let (Some(nq), true) = (nq, a != self.input.act) {
+                self.acts[a].channel_scales.clear();
                 self.acts[a].q = QParams {
                     signed: self.acts[a].q.signed,
                     ..*nq
@@ -51,17 +74,21 @@ impl Graph {
         let qb = l.inputs.get(1).map(|&b| self.acts[b].q);
         let old_out = old.map(|o| o[l.output]).unwrap_or(qo);
         let (lo, hi) = l.activation.range(&qo);
+        let scales = ChannelScales {
+            input: self.acts[l.inputs[0]].scales(),
+            output: self.acts[l.output].scales(),
+        };
         let l = &mut self.layers[i];
         match &mut l.op {
             Op::Conv(c) => {
                 c.in_zero_point = qi.zero_point;
                 let ws = c.weight_scales.clone();
-                refresh_requant(&mut c.requant, &ws, qi.scale, qo, old_out, lo, hi);
+                refresh_requant(&mut c.requant, &ws, &scales, qo, old_out, lo, hi);
             }
             Op::Linear(li) => {
                 li.in_zero_point = qi.zero_point;
                 let ws = li.weight_scales.clone();
-                refresh_requant(&mut li.requant, &ws, qi.scale, qo, old_out, lo, hi);
+                refresh_requant(&mut li.requant, &ws, &scales, qo, old_out, lo, hi);
             }
             Op::Add(a) => {
                 let b_scale = match qb {
@@ -121,18 +148,33 @@ impl Graph {
     }
 }
 
+/// The input and output scales of a conv/linear layer: one each, or one per channel for an
+/// activation quantized per channel (see `super::channel_act`).
+struct ChannelScales {
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
 fn refresh_requant(
     rq: &mut super::Requant,
     weight_scales: &[f32],
-    s_in: f32,
+    s: &ChannelScales,
     qo: QParams,
     old_out: QParams,
     lo: u8,
     hi: u8,
 ) {
-    let c_n = rq.multiplier.len().max(weight_scales.len());
+    let c_n = rq
+        .multiplier
+        .len()
+        .max(weight_scales.len())
+        .max(s.output.len());
+    let pick = |v: &[f32], c: usize| v[if v.len() > 1 { c } else { 0 }];
+    // An input with one scale per channel is read by a conv with one input channel per group:
+    // output channel `c` reads input channel `c / (c_n / channels)`.
+    let per_in = (c_n / s.input.len().max(1)).max(1);
     rq.multiplier = (0..c_n)
-        .map(|c| s_in * weight_scales[if weight_scales.len() > 1 { c } else { 0 }] / qo.scale)
+        .map(|c| pick(&s.input, c / per_in) * pick(weight_scales, c) / pick(&s.output, c))
         .collect();
     // Offsets are in output steps: keep their real value.
     for o in rq.offset.iter_mut() {

@@ -9,8 +9,13 @@ use super::{Activation, Graph, Op, QParams};
 #[derive(Debug, Serialize)]
 pub struct QInfo {
     pub dtype: &'static str,
+    /// The largest channel scale for a tensor quantized per channel.
     pub scale: f32,
     pub zero_point: i32,
+    /// One scale per channel (axis 1) when the file quantizes the tensor per channel; absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channel_scales: Vec<f32>,
 }
 
 impl From<&QParams> for QInfo {
@@ -19,6 +24,16 @@ impl From<&QParams> for QInfo {
             dtype: if q.signed { "int8" } else { "uint8" },
             scale: q.scale,
             zero_point: q.model_zero_point(),
+            channel_scales: Vec::new(),
+        }
+    }
+}
+
+impl From<&super::ActInfo> for QInfo {
+    fn from(a: &super::ActInfo) -> Self {
+        QInfo {
+            channel_scales: a.channel_scales.clone(),
+            ..(&a.q).into()
         }
     }
 }
@@ -136,16 +151,17 @@ impl Graph {
                         .map(|&a| self.acts[a].shape.onnx_dims())
                         .collect(),
                     output: self.acts[l.output].shape.onnx_dims(),
-                    input_q: l.inputs.iter().map(|&a| (&self.acts[a].q).into()).collect(),
+                    input_q: l.inputs.iter().map(|&a| (&self.acts[a]).into()).collect(),
                     output_q: if self.real_output && l.output == self.output {
                         // A float head: the placeholder parameters mean nothing to a reader.
                         QInfo {
                             dtype: "float32",
                             scale: 0.0,
                             zero_point: 0,
+                            channel_scales: Vec::new(),
                         }
                     } else {
-                        (&self.acts[l.output].q).into()
+                        (&self.acts[l.output]).into()
                     },
                     weights,
                 }

@@ -197,9 +197,14 @@ impl Importer<'_> {
         } else {
             vals
         };
-        let s_in = self.acts[input].q.scale;
+        let group = match kind {
+            MacKind::Conv(_, g) => Some(g),
+            MacKind::Linear(_) => None,
+        };
+        let (s_in, per_in) = self.input_scales(ctx, input, group, out)?;
+        let s_in_of = |c: usize| s_in[if s_in.len() > 1 { c / per_in } else { 0 }];
         let acc_scale: Vec<f32> = (0..out)
-            .map(|c| s_in * w.scale[if per_channel { c } else { 0 }])
+            .map(|c| s_in_of(c) * w.scale[if per_channel { c } else { 0 }])
             .collect();
         let mut params = vec![w.q.name.clone()];
         let mut bias_binding = None;

@@ -20,7 +20,7 @@ impl Importer<'_> {
         out: &str,
     ) -> Result<usize> {
         match p {
-            Pending::Mac(m) => self.mac_layer(ctx, *m, q, out),
+            Pending::Mac(m) => self.mac_layer(ctx, *m, q, &[], out),
             Pending::Clamp { input, act } => Ok(self.requantize(ctx, input, q, act, out)),
             Pending::MaxPool {
                 inner,
@@ -255,7 +255,24 @@ impl Importer<'_> {
         Ok(self.push(ctx, Op::Add(op), act, inputs, sa, q, out, params))
     }
 
-    fn mac_layer(&mut self, ctx: &NodeCtx, m: Mac, q: QParams, out: &str) -> Result<usize> {
+    /// The conv/linear layer of `m` with output parameters `q`, or, when `out_scales` is not
+    /// empty, with one output scale per channel (`q` then gives the zero point and type; see
+    /// `crate::graph::channel_act`).
+    pub(super) fn mac_layer(
+        &mut self,
+        ctx: &NodeCtx,
+        m: Mac,
+        q: QParams,
+        out_scales: &[f32],
+        out: &str,
+    ) -> Result<usize> {
+        let s_out = |c: usize| {
+            if out_scales.is_empty() {
+                q.scale
+            } else {
+                out_scales[c]
+            }
+        };
         let ins = self.acts[m.input].shape;
         let qi = self.acts[m.input].q;
         let mut weights = m.weights;
@@ -272,12 +289,34 @@ impl Importer<'_> {
         let offset = if m.float_bias.iter().all(|&b| b == 0.0) {
             vec![]
         } else {
-            m.float_bias.iter().map(|b| b / q.scale).collect()
+            m.float_bias
+                .iter()
+                .enumerate()
+                .map(|(c, b)| b / s_out(c))
+                .collect()
         };
         let (lo, hi) = m.act.range(&q);
+        if let Some(c) = (0..out_scales.len()).find(|&c| {
+            let qc = QParams {
+                scale: out_scales[c],
+                ..q
+            };
+            m.act.range(&qc) != (lo, hi)
+        }) {
+            return Err(ctx.unsupported(format!(
+                "the {:?} clamp of output channel {c} lands on other bytes than that of channel 0 \
+                 under the per-channel output scales; qforget clamps all channels alike",
+                m.act
+            )));
+        }
         let trains_float_bias = m.binding.as_ref().is_some_and(|b| b.float_bias.is_some());
         let requant = Requant {
-            multiplier: m.acc_scale.iter().map(|s| s / q.scale).collect(),
+            multiplier: m
+                .acc_scale
+                .iter()
+                .enumerate()
+                .map(|(c, s)| s / s_out(c))
+                .collect(),
             offset,
             float_bias: if trains_float_bias {
                 m.float_bias.clone()
@@ -334,7 +373,10 @@ impl Importer<'_> {
                     weight_bits: m.weight_bits,
                     bias,
                     requant,
+                    ort_order: None,
                 };
+                let outs = (q.scale, out_scales);
+                let conv = self.with_ort_order(conv, m.input, &m.acc_scale, outs, &m.float_bias);
                 (Op::Conv(conv), out_shape)
             }
             None => {
@@ -361,6 +403,7 @@ impl Importer<'_> {
         if let Some(l) = self.layers.last_mut() {
             l.binding = m.binding;
         }
+        self.acts[id].channel_scales = out_scales.to_vec();
         Ok(id)
     }
 }

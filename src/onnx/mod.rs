@@ -6,6 +6,7 @@
 //! the node and the file — never a guess and never a panic.
 
 mod blocked;
+mod channel_act;
 mod compute;
 mod float_const;
 pub mod int4;
@@ -279,6 +280,7 @@ impl<'p> Importer<'p> {
             name: name.to_string(),
             shape,
             q,
+            channel_scales: Vec::new(),
         });
         self.acts.len() - 1
     }
@@ -337,6 +339,7 @@ impl<'p> Importer<'p> {
                  model's last node"
             )));
         }
+        self.check_channel_readers(&ctx)?;
         match node.op_type.as_str() {
             "Constant" => self.constant(&ctx),
             "Softmax" => self.softmax(&ctx),
@@ -475,6 +478,13 @@ impl<'p> Importer<'p> {
                 )))
             }
         };
+        if self.acts[output].per_channel() {
+            return Err(self.invalid(format!(
+                "output '{}' is quantized per channel; qforget supports per-channel activation \
+                 quantization only on the input of a depthwise Conv",
+                out.name
+            )));
+        }
         let input = self.input_spec.take().ok_or_else(|| {
             self.invalid("the float input is never quantized (no QuantizeLinear on it)")
         })?;

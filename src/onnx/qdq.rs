@@ -68,7 +68,10 @@ impl Importer<'_> {
     pub(super) fn quantize_linear(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let out = ctx.output()?.to_string();
-        let q = self.act_qparams(ctx, 1, 2)?;
+        let (q, channel_scales) = self.act_qparams_channels(ctx, 1, 2)?;
+        if !channel_scales.is_empty() {
+            return self.quantize_per_channel(ctx, x, q, channel_scales, out);
+        }
         let v = match self.value(ctx, x)? {
             Value::FloatInput(pre, flatten) => {
                 if !self.input_fns.is_empty() && !self.is_input_chain_end(x) {
@@ -177,6 +180,9 @@ impl Importer<'_> {
             let Value::Quant(a) = v else {
                 return Err(ctx.bad("input is not a quantized tensor"));
             };
+            if self.acts[a].per_channel() || self.scale_len(ctx, 1)? > 1 {
+                return self.dequantize_per_channel(ctx, a, out);
+            }
             let q = self.act_qparams(ctx, 1, 2)?;
             let a = if self.acts[a].q == q {
                 a

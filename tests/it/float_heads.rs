@@ -63,8 +63,8 @@ fn expected(stem: &str) -> (Vec<f32>, usize) {
 #[test]
 fn float_output_fixtures_match_their_reference() {
     let fx = float_fixtures();
-    // generate_other_quantizers.py writes four (one onnxruntime, three NNCF).
-    assert!(fx.len() >= 4, "float-output fixtures: {}", fx.len());
+    // generate_other_quantizers.py writes five (one onnxruntime, four NNCF).
+    assert!(fx.len() >= 5, "float-output fixtures: {}", fx.len());
     let mut report = Vec::new();
     for (stem, x) in fx {
         let g = qforget::onnx::load(model(&x.model)).unwrap();
@@ -150,11 +150,13 @@ fn float_output_fixtures_match_their_reference() {
 }
 
 /// The float-output fixtures, as (file, dataset).
-const FLOAT_MODELS: [(&str, &str); 4] = [
+const FLOAT_MODELS: [(&str, &str); 5] = [
     ("mnist_mlp_matmul_ortmm_qdq.onnx", "mnist"),
     ("mnist_mlp_nncf.onnx", "mnist"),
     ("mnist_res_nncf.onnx", "mnist"),
     ("fmnist_cnn_nncf.onnx", "fashion-mnist"),
+    // activations quantized per channel on the inputs of its depthwise convs
+    ("fmnist_mnv2_nncf.onnx", "fashion-mnist"),
 ];
 
 #[test]

@@ -2,6 +2,7 @@
 //! end to end, and malformed inputs. One test binary, shared helpers.
 
 mod bad_input;
+mod channel_acts;
 mod cli;
 mod crash;
 mod data_formats;
@@ -14,6 +15,7 @@ mod forget;
 mod grads;
 mod header;
 mod kernel_tiers;
+mod layer_refs;
 mod layers;
 mod malformed;
 mod onnx_builder;

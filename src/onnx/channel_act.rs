@@ -1,0 +1,254 @@
+//! Activations quantized per channel (NNCF quantizes the input of a depthwise convolution so).
+//!
+//! Such a tensor is exactly representable when channel `c` only ever meets its own scale `s_c`:
+//! its producer is a Conv/Gemm/MatMul, whose requantization is per output channel anyway
+//! (`s_in·s_w[c]/s_out[c]`), and its only readers are convolutions with one input channel per
+//! group (a depthwise conv folds `s_c` into its own per-channel multiplier). The zero point must
+//! be the same for every channel: it is the depthwise conv's padding value and the producer's
+//! single output zero point. Everything else is refused here, naming the node, so no layer ever
+//! reads a per-channel tensor as if it had one scale (`crate::graph::channel_act`).
+
+use crate::graph::{Conv, OrtOrder, QParams};
+use crate::Result;
+
+use super::proto::ConstData;
+use super::value::{Pending, Value};
+use super::{Importer, NodeCtx};
+
+impl Importer<'_> {
+    /// Activation parameters of a QuantizeLinear/DequantizeLinear (scale input `si`, zero point
+    /// `zi`): per tensor as [`Importer::act_qparams`] (empty channel scales), or per channel on
+    /// axis 1 with one zero point for all channels. `q.scale` is then the largest channel scale.
+    pub fn act_qparams_channels(
+        &self,
+        ctx: &NodeCtx,
+        si: usize,
+        zi: usize,
+    ) -> Result<(QParams, Vec<f32>)> {
+        let s = self.konst(ctx, si)?;
+        let scales = match &s.data {
+            ConstData::F32(v) if v.len() > 1 => v.clone(),
+            _ => return Ok((self.act_qparams(ctx, si, zi)?, Vec::new())),
+        };
+        let axis = ctx.attrs().int("axis", 1).map_err(|e| ctx.bad(e))?;
+        if axis != 1 {
+            return Err(ctx.unsupported(format!(
+                "activation scale '{}' has {} values along axis {axis}; per-channel activation \
+                 quantization is supported only along the channel axis 1",
+                s.name,
+                scales.len()
+            )));
+        }
+        if let Some(v) = scales.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(ctx.bad(format!(
+                "scale '{}' holds {v}, not a positive number",
+                s.name
+            )));
+        }
+        let (zero_point, signed) = match ctx.input(zi) {
+            None => (0, false),
+            Some(_) => {
+                let z = self.konst(ctx, zi)?;
+                let (vals, signed): (Vec<i32>, bool) = match &z.data {
+                    ConstData::U8(v) => (v.iter().map(|&x| x as i32).collect(), false),
+                    ConstData::I8(v) => (v.iter().map(|&x| x as i32 + 128).collect(), true),
+                    _ => {
+                        return Err(ctx.unsupported(format!(
+                            "zero point '{}' is {}; activations must be uint8 or int8",
+                            z.name,
+                            z.type_name()
+                        )))
+                    }
+                };
+                if vals.len() != 1 && vals.len() != scales.len() {
+                    return Err(ctx.bad(format!(
+                        "zero point '{}' has {} values for {} scales",
+                        z.name,
+                        vals.len(),
+                        scales.len()
+                    )));
+                }
+                if vals.iter().any(|&v| v != vals[0]) {
+                    return Err(ctx.unsupported(format!(
+                        "zero point '{}' differs between channels; qforget supports per-channel \
+                         activation quantization with one zero point for all channels",
+                        z.name
+                    )));
+                }
+                (vals[0], signed)
+            }
+        };
+        let scale = scales.iter().copied().fold(0.0f32, f32::max);
+        let q = QParams {
+            scale,
+            zero_point,
+            signed,
+        };
+        Ok((q, scales))
+    }
+
+    /// QuantizeLinear with one scale per channel of the float result `x`: only the output of a
+    /// Conv/Gemm/MatMul (after its fused Relu/Clip) can be requantized per channel.
+    pub(super) fn quantize_per_channel(
+        &mut self,
+        ctx: &NodeCtx,
+        x: &str,
+        q: QParams,
+        scales: Vec<f32>,
+        out: String,
+    ) -> Result<()> {
+        let refuse = |what: &str| {
+            ctx.unsupported(format!(
+                "'{x}' is quantized per channel ({} scales), but it is {what}; qforget supports \
+                 per-channel activation quantization only of the output of a Conv/Gemm/MatMul",
+                scales.len()
+            ))
+        };
+        let (mac, node) = match self.value(ctx, x)? {
+            Value::Pending(p, node) => match *p {
+                Pending::Mac(m) => (m, node),
+                _ => return Err(refuse("a float result of another kind")),
+            },
+            Value::FloatInput(..) => return Err(refuse("the model input")),
+            Value::Deq(_) => return Err(refuse("a dequantized activation")),
+            _ => return Err(refuse("not a float result")),
+        };
+        if scales.len() != mac.out {
+            return Err(ctx.bad(format!(
+                "{} scales for the {} channels of '{x}'",
+                scales.len(),
+                mac.out
+            )));
+        }
+        let first = self.layers.len();
+        let id = self.mac_layer(ctx, *mac, q, &scales, &out)?;
+        if let Some(l) = self.layers.get_mut(first) {
+            l.name = node;
+        }
+        self.values.insert(out, Value::Quant(id));
+        Ok(())
+    }
+
+    /// `conv` set to run in onnxruntime's float order ([`OrtOrder`]) where the order covers it
+    /// (a 1×1 conv of a per-tensor input whose accumulator unit is exactly `s_in·s_w[c]`: no
+    /// folded BatchNormalization) and the file computes it in float: its output is quantized per
+    /// channel (`out_scales`; else all channels have `s_out`), or its bias is a float
+    /// initializer that trains (NNCF's float Conv; an onnxruntime-quantized conv with an int32
+    /// bias keeps the integer GEMM).
+    pub(super) fn with_ort_order(
+        &self,
+        mut conv: Conv,
+        input: usize,
+        acc_scale: &[f32],
+        (s_out, out_scales): (f32, &[f32]),
+        bias: &[f32],
+    ) -> Conv {
+        let s_in = self.acts[input].q.scale;
+        let plain = (0..acc_scale.len()).all(|c| acc_scale[c] == s_in * conv.scale_of(c));
+        let float_conv = !out_scales.is_empty() || !conv.requant.float_bias.is_empty();
+        if float_conv && !self.acts[input].per_channel() && plain && OrtOrder::applies_to(&conv) {
+            conv.ort_order = Some(OrtOrder {
+                in_scale: s_in,
+                out_scales: if out_scales.is_empty() {
+                    vec![s_out; conv.out_shape.c]
+                } else {
+                    out_scales.to_vec()
+                },
+                bias: bias.to_vec(),
+            });
+        }
+        conv
+    }
+
+    /// Number of values of the float scale input `si` (1 for anything else, which
+    /// [`Importer::act_qparams`] then reports).
+    pub(super) fn scale_len(&self, ctx: &NodeCtx, si: usize) -> Result<usize> {
+        Ok(match &self.konst(ctx, si)?.data {
+            ConstData::F32(v) => v.len(),
+            _ => 1,
+        })
+    }
+
+    /// DequantizeLinear of a quantized activation where either side is per channel: the same
+    /// parameters as the QuantizeLinear that made it, or an error.
+    pub(super) fn dequantize_per_channel(
+        &mut self,
+        ctx: &NodeCtx,
+        a: usize,
+        out: String,
+    ) -> Result<()> {
+        let (q, scales) = self.act_qparams_channels(ctx, 1, 2)?;
+        let act = &self.acts[a];
+        if act.q != q || act.channel_scales != scales {
+            return Err(ctx.unsupported(format!(
+                "it reads '{}' with other parameters than it was quantized with, and one of \
+                 them is per channel; qforget cannot requantize per channel",
+                act.name
+            )));
+        }
+        self.values.insert(out, Value::Deq(a));
+        Ok(())
+    }
+
+    /// Refuse a node that reads a per-channel activation other than as the data input of a
+    /// DequantizeLinear (quantized form) or of a Conv (dequantized form; the conv checks its
+    /// groups in [`Importer::input_scales`]).
+    pub(super) fn check_channel_readers(&self, ctx: &NodeCtx) -> Result<()> {
+        for (i, name) in ctx.node.input.iter().enumerate() {
+            let (a, quantized) = match self.values.get(name) {
+                Some(Value::Quant(a)) => (*a, true),
+                Some(Value::Deq(a)) => (*a, false),
+                _ => continue,
+            };
+            if !self.acts[a].per_channel() {
+                continue;
+            }
+            let ok = i == 0
+                && match ctx.node.op_type.as_str() {
+                    "DequantizeLinear" => quantized,
+                    "Conv" => !quantized,
+                    _ => false,
+                };
+            if !ok {
+                return Err(ctx.unsupported(format!(
+                    "it reads '{name}', which is quantized per channel ({} scales); qforget \
+                     supports per-channel activation quantization only on the input of a \
+                     depthwise Conv",
+                    self.acts[a].channel_scales.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The real scale of input channel `c / per` for output channel `c` of a MAC on activation
+    /// `input`, as `(scales, per)`: one scale (and `per` = `out`) for a per-tensor input; for a
+    /// per-channel input, only a Conv with one input channel per group is accepted.
+    pub(super) fn input_scales(
+        &self,
+        ctx: &NodeCtx,
+        input: usize,
+        group: Option<usize>,
+        out: usize,
+    ) -> Result<(Vec<f32>, usize)> {
+        let act = &self.acts[input];
+        if !act.per_channel() {
+            return Ok((vec![act.q.scale], out.max(1)));
+        }
+        let c = act.shape.c;
+        match group {
+            Some(g) if g == c && g > 0 && out.is_multiple_of(g) => {
+                Ok((act.channel_scales.clone(), out / g))
+            }
+            _ => Err(ctx.unsupported(format!(
+                "its input '{}' is quantized per channel ({c} scales); qforget supports that \
+                 only for a depthwise Conv (group = {c} input channels), this is {}",
+                act.name,
+                match group {
+                    Some(g) => format!("a Conv with group = {g}"),
+                    None => "a Gemm/MatMul".to_string(),
+                }
+            ))),
+        }
+    }
+}
