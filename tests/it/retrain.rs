@@ -90,7 +90,11 @@ fn retrain_learns_on_the_4_bit_grid() {
             let (lo, hi) = b.range_of(ch);
             for &v in &w.data {
                 let v = v as i32;
-                assert!((lo..=hi).contains(&v), "'{}': {v} off the 4-bit grid", l.name);
+                assert!(
+                    (lo..=hi).contains(&v),
+                    "'{}': {v} off the 4-bit grid",
+                    l.name
+                );
                 at_clamp += usize::from(v == lo || v == hi);
                 total += 1;
             }
@@ -101,6 +105,9 @@ fn retrain_learns_on_the_4_bit_grid() {
         "fmnist_cnn_w4 Retrain, 6 epochs on 3000 images: retain accuracy {ra:.2} %, \
          {at_clamp} of {total} conv weights at the 4-bit clamp"
     );
-    assert!(at_clamp * 4 < total, "{at_clamp} of {total} weights at the clamp");
+    assert!(
+        at_clamp * 4 < total,
+        "{at_clamp} of {total} weights at the clamp"
+    );
     assert!(ra >= 50.0, "retain accuracy {ra:.2} %");
 }
