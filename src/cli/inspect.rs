@@ -58,6 +58,7 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         };
         let ins: Vec<String> = l.inputs.iter().map(|d| format!("{d:?}")).collect();
         let w = match &l.weights {
+            Some(w) if w.bits == 32 => format!("{:?} float32 +{} bias", w.shape, w.bias),
             Some(w) => format!(
                 "{:?} int{} {} s∈[{:.2e},{:.2e}] +{} bias",
                 w.shape, w.bits, w.granularity, w.scale_min, w.scale_max, w.bias

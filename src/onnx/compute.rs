@@ -754,6 +754,13 @@ impl Importer<'_> {
             Value::Deq(a) => (Ok(a), true),
             Value::Quant(a) => (Ok(a), false),
             Value::FloatInput(pre, _) => (Err(pre), false),
+            Value::Pending(_, n) => {
+                return Err(ctx.unsupported(format!(
+                    "reshaping '{x}', a float result of node '{n}' that no QuantizeLinear \
+                     follows (a float segment that reaches a Flatten/Reshape, as before a float \
+                     layer that reads the float output of a float activation, is not supported)"
+                )))
+            }
             _ => {
                 return Err(ctx.unsupported("reshaping a tensor that is not a quantized activation"))
             }
