@@ -53,6 +53,12 @@ fn fixtures_import_their_classifier_as_a_trainable_float_layer() {
             [ParamKind::FloatWeight, ParamKind::FloatBias],
             "{stem}"
         );
+        // Gradients of every parameter, the float layer's included, against finite differences
+        // of the float twin (random images: real digits tie in max windows, see grads.rs).
+        let n = 3;
+        let mut r = Rng(0x5eed ^ stem.len() as u64);
+        let images: Vec<u8> = (0..n * 784).map(|_| r.int(0, 255) as u8).collect();
+        super::grads::fd_check(stem, &g, &images, n);
     }
 }
 
