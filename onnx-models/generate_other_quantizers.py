@@ -5,6 +5,9 @@ Quantizes the committed float models (no training here) with:
   - onnxruntime quantize_static, op_types_to_quantize=["MatMul"] (QDQ, per-channel int8 weights,
     uint8 activations): the bias Add and ReLU stay in float between DequantizeLinear and
     QuantizeLinear.
+  - onnxruntime quantize_static with nodes_to_exclude=[<the final Gemm>] (QDQ, per-channel int8
+    weights, uint8 activations): the classifier stays a float layer (float32 weights and bias)
+    on a dequantized activation, its output the model's float logits.
   - NNCF (OpenVINO's quantizer, ONNX backend, nncf.quantize with 300 calibration images, the
     first 300 training images of the model's dataset): Q/DQ pairs on the inputs of
     Conv/Gemm/MatMul/Add, float biases, float ReLU after a Conv, float logits at the output;
@@ -301,6 +304,11 @@ def main() -> None:
         ("mnist_mlp_nncf", "mnist_mlp_matmul_f32.onnx", "mnist", nncf_quantize),
         # NNCF quantizes the inputs of the depthwise convolutions per channel (axis 1).
         ("fmnist_mnv2_nncf", "fmnist_mnv2_f32.onnx", "fashion-mnist", nncf_quantize),
+        # The classifier left in float (float32 weights and bias): a float layer.
+        ("mnist_res_fcfloat_qdq", "mnist_res_f32.onnx", "mnist",
+         lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc/Gemm"])),
+        ("fmnist_cnn_fcfloat_qdq", "fmnist_cnn_f32.onnx", "fashion-mnist",
+         lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc2/Gemm"])),
     ]
     for name, src, ds, quant in fixtures:
         if args.only and name not in args.only:
@@ -321,6 +329,11 @@ def main() -> None:
                                           extra_options={"ActivationSymmetric": True})),
             ("cnn_ort_convonly", "fmnist_cnn_f32.onnx", "fashion-mnist",
              lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
+            # A float layer feeding a QuantizeLinear (through its Relu), and one on the float input.
+            ("cnn_ort_fc1float", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc1/Gemm"])),
+            ("mlp_ort_first_float", "mnist_mlp_matmul_f32.onnx", "mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/MatMul", "/Add"])),
             ("cnn_ort_gemm_matmul", "fmnist_cnn_f32.onnx", "fashion-mnist",
              lambda s, o, x: ort_quantize(s, o, x, ["Conv", "MatMul"])),
             ("res_nncf_mixed", "mnist_res_f32.onnx", "mnist",

@@ -58,6 +58,7 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         };
         let ins: Vec<String> = l.inputs.iter().map(|d| format!("{d:?}")).collect();
         let w = match &l.weights {
+            Some(w) if w.bits == 32 => format!("{:?} float32 +{} bias", w.shape, w.bias),
             Some(w) => format!(
                 "{:?} int{} {} s∈[{:.2e},{:.2e}] +{} bias",
                 w.shape, w.bits, w.granularity, w.scale_min, w.scale_max, w.bias
@@ -84,11 +85,20 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         .layers
         .iter()
         .any(|l| l.weights.as_ref().is_some_and(|w| w.bits == 4));
+    let float = s
+        .layers
+        .iter()
+        .any(|l| l.weights.as_ref().is_some_and(|w| w.bits == 32));
     println!(
-        "parameters {} ({} bytes as {} weights + int32 biases)",
+        "parameters {} ({} bytes as {} weights{} + 32-bit biases)",
         s.parameters,
         s.int8_bytes,
-        if four { "packed 4/8-bit" } else { "int8" }
+        if four { "packed 4/8-bit" } else { "int8" },
+        if float {
+            " and float32 float-layer weights"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -42,6 +42,7 @@ impl Op {
             // Its derivative table is zero where the output saturates.
             Op::Pointwise(_) => None,
             Op::Mul(m) => Some((m.lo, m.hi)),
+            Op::Dense(d) => Some((d.lo, d.hi)),
         }
     }
 }
@@ -194,6 +195,16 @@ impl Graph {
                         }
                     }
                     Some(gy)
+                }
+                Op::Dense(d) => {
+                    // f32 on either path: the weights are float (the int8 path passes no real
+                    // weights; the layer's own are the real ones).
+                    let x = self.real_input(tape, x_id)?;
+                    let w = params.get(i).and_then(|p| p.as_ref());
+                    let w = w.map_or(&d.weights[..], |p| &p.w[..]);
+                    let (g, dx) = d.backward(&x, &gy, w, need_dx);
+                    out[i] = Some(g);
+                    dx
                 }
                 Op::Requantize(_) => Some(gy),
                 Op::BiasAdd(b) => {

@@ -38,6 +38,12 @@ impl Graph {
                             b: b.bias.clone(),
                         })
                     }
+                    Op::Dense(d) => {
+                        return Some(RealParams {
+                            w: d.weights.clone(),
+                            b: d.bias.clone(),
+                        })
+                    }
                     _ => return None,
                 };
                 let b = bias
@@ -84,9 +90,18 @@ impl Graph {
                     let p = params[i].as_ref().expect("conv params");
                     conv_f32(c, x, p)
                 }
-                Op::Linear(l) => {
+                Op::Linear(super::Linear {
+                    in_features: fi,
+                    out_features: fo,
+                    ..
+                })
+                | Op::Dense(super::Dense {
+                    in_features: fi,
+                    out_features: fo,
+                    ..
+                }) => {
                     let p = params[i].as_ref().expect("linear params");
-                    let (fi, fo) = (l.in_features, l.out_features);
+                    let (fi, fo) = (*fi, *fo);
                     let nn = x.len() / fi.max(1);
                     let mut y: Vec<f32> = (0..nn).flat_map(|_| p.b.iter().copied()).collect();
                     general_mat_mul(

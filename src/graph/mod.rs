@@ -14,6 +14,7 @@ mod channel_act;
 pub mod conv;
 mod conv_grad;
 pub mod dead;
+pub mod dense;
 mod depthwise;
 pub mod eltwise;
 pub mod float;
@@ -42,6 +43,7 @@ pub use backward::Tape;
 pub use bias::BiasAdd;
 pub use binding::{ParamBinding, WeightLayout};
 pub use conv::{Conv, Window};
+pub use dense::Dense;
 pub use eltwise::{Add, Requantize};
 pub use float::RealParams;
 pub use grad::{GradPath, LayerGrad};
@@ -91,6 +93,8 @@ pub enum Op {
     Pointwise(Pointwise),
     /// Product of two activations (a squeeze-excitation gate; see [`mul`]).
     Mul(Mul),
+    /// A Gemm/MatMul with float weights, computed in f32 (see [`dense`]).
+    Dense(Dense),
 }
 
 impl Op {
@@ -108,6 +112,7 @@ impl Op {
             Op::BiasAdd(_) => "bias_add",
             Op::Pointwise(_) => "pointwise",
             Op::Mul(_) => "mul",
+            Op::Dense(_) => "dense",
         }
     }
 }
@@ -319,6 +324,7 @@ impl Graph {
         match &layer.op {
             Op::Linear(l) => Some(l.real_outputs(x, self.acts[self.output].q.scale)),
             Op::BiasAdd(b) => Some(b.real_outputs(x)),
+            Op::Dense(d) => Some(d.real_outputs(x)),
             _ => None,
         }
     }
@@ -366,6 +372,7 @@ impl Graph {
                 Op::BiasAdd(b) => b.forward(x),
                 Op::Pointwise(p) => p.forward(x),
                 Op::Mul(m) => m.forward(x, get(layer.inputs[1])?),
+                Op::Dense(d) => d.forward(x),
             };
             debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
             if !keep {

@@ -42,6 +42,8 @@ pub enum ParamKind {
     Bias,
     /// A bias the file keeps in float: trains and exports as f32 (no re-quantization).
     FloatBias,
+    /// The weights of a float layer (`super::Dense`): f32 as well.
+    FloatWeight,
 }
 
 /// One parameter tensor inside the flat vector.
@@ -106,6 +108,16 @@ impl Shadow {
             let (Some(b), Some(p)) = (&layer.binding, &real[i]) else {
                 continue;
             };
+            if let Op::Dense(d) = &layer.op {
+                let start = theta.len();
+                theta.extend_from_slice(&d.weights);
+                segments.push(Segment {
+                    layer: i,
+                    kind: ParamKind::FloatWeight,
+                    range: start..theta.len(),
+                    initializer: b.weight.clone(),
+                });
+            }
             if dims(g, i).is_some() {
                 let start = theta.len();
                 theta.extend_from_slice(&p.w);
@@ -139,7 +151,10 @@ impl Shadow {
         }
         let parts: Vec<_> = segments
             .iter()
-            .map(|s| (s.layer, s.kind == ParamKind::Weight, s.range.clone()))
+            .map(|s| {
+                let weight = matches!(s.kind, ParamKind::Weight | ParamKind::FloatWeight);
+                (s.layer, weight, s.range.clone())
+            })
             .collect();
         let metric = super::metric::fold_factors(g, &parts);
         Shadow {
@@ -176,6 +191,8 @@ impl Shadow {
             let dst = &mut out[s.range.clone()];
             match s.kind {
                 ParamKind::Bias | ParamKind::FloatBias => dst.copy_from_slice(&lg.db),
+                // No rounding, no clamp: no straight-through gate.
+                ParamKind::FloatWeight => dst.copy_from_slice(&lg.dw),
                 ParamKind::Weight => {
                     let (_, row) = dims(g, s.layer).unwrap_or((0, 1));
                     let b = g.layers[s.layer].binding.as_ref().expect("bound layer");
@@ -237,8 +254,11 @@ impl Shadow {
             if let Some(rp) = p[s.layer].as_mut() {
                 let src = &self.theta[s.range.clone()];
                 match s.kind {
-                    ParamKind::Weight => rp.w.copy_from_slice(src),
+                    ParamKind::Weight | ParamKind::FloatWeight => rp.w.copy_from_slice(src),
                     ParamKind::Bias => rp.b.copy_from_slice(src),
+                    ParamKind::FloatBias if matches!(g.layers[s.layer].op, Op::Dense(_)) => {
+                        rp.b.copy_from_slice(src)
+                    }
                     ParamKind::FloatBias => {
                         // The layer's real bias is its float bias plus any integer bias.
                         let base = float_bias(g, s.layer).unwrap_or(&[]);
@@ -264,6 +284,12 @@ impl Shadow {
             let vals = &self.theta[s.range.clone()];
             if s.kind == ParamKind::FloatBias {
                 set_float_bias(g, s.layer, vals);
+                continue;
+            }
+            if s.kind == ParamKind::FloatWeight {
+                if let Op::Dense(d) = &mut g.layers[s.layer].op {
+                    d.weights.copy_from_slice(vals);
+                }
                 continue;
             }
             let (c_out, row) = dims(g, s.layer).expect("conv or linear");
@@ -318,7 +344,7 @@ impl Shadow {
                         *b = r.clamp(-BIAS_LIMIT, BIAS_LIMIT) as i32;
                     }
                 }
-                ParamKind::FloatBias => {}
+                ParamKind::FloatBias | ParamKind::FloatWeight => {}
             }
         }
     }
@@ -332,6 +358,15 @@ impl Shadow {
             let b = layer.binding.as_ref().expect("bound layer");
             if s.kind == ParamKind::FloatBias {
                 let v = float_bias(g, s.layer).unwrap_or(&[]);
+                out.push(ParamExport {
+                    name: s.initializer.clone(),
+                    dtype: ExportType::F32,
+                    values: v.iter().map(|x| x.to_bits() as i64).collect(),
+                });
+                continue;
+            }
+            if let (ParamKind::FloatWeight, Op::Dense(d)) = (s.kind, &layer.op) {
+                let v = d.file_order(b.layout == super::WeightLayout::InOut);
                 out.push(ParamExport {
                     name: s.initializer.clone(),
                     dtype: ExportType::F32,
@@ -366,7 +401,7 @@ impl Shadow {
                         values: bias.iter().map(|&v| v as i64).collect(),
                     });
                 }
-                ParamKind::FloatBias => {}
+                ParamKind::FloatBias | ParamKind::FloatWeight => {}
             }
         }
         out
@@ -380,6 +415,7 @@ fn float_bias(g: &Graph, i: usize) -> Option<&[f32]> {
         Op::Conv(c) => &c.requant.float_bias,
         Op::Linear(l) => &l.requant.float_bias,
         Op::BiasAdd(b) => &b.bias,
+        Op::Dense(d) => &d.bias,
         _ => return None,
     };
     (!v.is_empty()).then_some(v.as_slice())
@@ -395,6 +431,10 @@ fn set_float_bias(g: &mut Graph, i: usize, vals: &[f32]) {
         Op::Linear(l) => &mut l.requant,
         Op::BiasAdd(b) => {
             b.bias.copy_from_slice(vals);
+            return;
+        }
+        Op::Dense(d) => {
+            d.bias.copy_from_slice(vals);
             return;
         }
         _ => return,

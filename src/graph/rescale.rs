@@ -124,6 +124,13 @@ impl Graph {
                 p.requant.zero_point = qo.zero_point;
                 (p.requant.lo, p.requant.hi) = (lo, hi);
             }
+            Op::Dense(d) => {
+                d.in_zero_point = qi.zero_point;
+                d.in_scale = qi.scale;
+                d.out_scale = qo.scale;
+                d.out_zero_point = qo.zero_point;
+                (d.lo, d.hi) = (lo, hi);
+            }
             Op::BiasAdd(b) => {
                 b.in_zero_point = qi.zero_point;
                 b.in_scale = qi.scale;

@@ -43,8 +43,9 @@ impl From<&super::ActInfo> for QInfo {
 pub struct WeightInfo {
     /// ONNX-style weight shape.
     pub shape: Vec<usize>,
+    /// 8 or 4 for integer weights, 32 for the float32 weights of a float layer.
     pub bits: u32,
-    /// "per-channel" or "per-tensor".
+    /// "per-channel", "per-tensor", or "float" (a float layer).
     pub granularity: &'static str,
     pub scale_min: f32,
     pub scale_max: f32,
@@ -78,7 +79,7 @@ pub struct Summary {
     pub layers: Vec<LayerInfo>,
     /// Trainable parameters (weights + biases).
     pub parameters: usize,
-    /// Bytes of the weights as the file packs them (8 or 4 bits each) plus the i32 biases.
+    /// Bytes of the weights as the file packs them (8, 4 or 32 bits each) plus the 4-byte biases.
     pub int8_bytes: usize,
 }
 
@@ -135,6 +136,16 @@ impl Graph {
                         f.weights.data.len(),
                         f.bias.len(),
                     )),
+                    // A float layer: 32-bit float weights and bias, no scales.
+                    Op::Dense(d) => Some(WeightInfo {
+                        shape: vec![d.out_features, d.in_features],
+                        bits: 32,
+                        granularity: "float",
+                        scale_min: 0.0,
+                        scale_max: 0.0,
+                        params: d.weights.len(),
+                        bias: d.bias.len(),
+                    }),
                     _ => None,
                 };
                 if let Some(w) = &weights {

@@ -285,12 +285,14 @@ impl Importer<'_> {
     /// Conv / Gemm / MatMul on a dequantized activation and dequantized weights.
     pub(super) fn float_mac(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
-        let Value::Deq(input) = self.value(ctx, x)? else {
-            return Err(ctx.unsupported(
-                "the data input is not a dequantized activation (float layers are not supported)",
-            ));
-        };
         let wname = ctx.input(1).ok_or_else(|| ctx.bad("has no weights"))?;
+        let float_weights = self.consts.contains_key(wname);
+        let Value::Deq(input) = self.value(ctx, x)? else {
+            return Err(self.float_input_refusal(ctx, x, float_weights));
+        };
+        if float_weights {
+            return self.float_layer(ctx, input);
+        }
         let Some(Value::DeqConst(w)) = self.values.get(wname).cloned() else {
             return Err(ctx.unsupported(format!(
                 "weights '{wname}' are not quantized (no DequantizeLinear of an int8 constant)"
@@ -519,6 +521,21 @@ impl Importer<'_> {
                     name,
                 })
             }
+            (Some(Value::Pending(p, n)), other) | (other, Some(Value::Pending(p, n)))
+                if matches!(p.as_ref(), Pending::Dense(_)) =>
+            {
+                let Pending::Dense(d) = *p else {
+                    unreachable!("matched above")
+                };
+                if other.is_some() {
+                    return Err(ctx.unsupported(
+                        "Add of a float layer's output and a tensor that is not a float constant",
+                    ));
+                }
+                let i = if self.consts.contains_key(y) { 1 } else { 0 };
+                let d = self.float_layer_bias(ctx, *d, i)?;
+                Value::Pending(Box::new(Pending::Dense(Box::new(d))), n)
+            }
             (Some(Value::Pending(p, _)), other) | (other, Some(Value::Pending(p, _))) => {
                 let Pending::Mac(mut m) = *p else {
                     return Err(ctx.unsupported("Add of a float result other than a bias"));
@@ -737,6 +754,13 @@ impl Importer<'_> {
             Value::Deq(a) => (Ok(a), true),
             Value::Quant(a) => (Ok(a), false),
             Value::FloatInput(pre, _) => (Err(pre), false),
+            Value::Pending(_, n) => {
+                return Err(ctx.unsupported(format!(
+                    "reshaping '{x}', a float result of node '{n}' that no QuantizeLinear \
+                     follows (a float segment that reaches a Flatten/Reshape, as before a float \
+                     layer that reads the float output of a float activation, is not supported)"
+                )))
+            }
             _ => {
                 return Err(ctx.unsupported("reshaping a tensor that is not a quantized activation"))
             }
@@ -839,6 +863,10 @@ fn with_activation(p: Pending, act: Activation) -> Option<Pending> {
         Pending::Mac(mut m) => {
             m.act = m.act.then(act);
             Pending::Mac(m)
+        }
+        Pending::Dense(mut d) => {
+            d.act = d.act.then(act);
+            Pending::Dense(d)
         }
         Pending::Add { a, b, act: a0 } => Pending::Add {
             a,

@@ -21,6 +21,7 @@ impl Importer<'_> {
     ) -> Result<usize> {
         match p {
             Pending::Mac(m) => self.mac_layer(ctx, *m, q, &[], out),
+            Pending::Dense(d) => self.dense_layer(ctx, *d, q, out),
             Pending::Clamp { input, act } => Ok(self.requantize(ctx, input, q, act, out)),
             Pending::MaxPool {
                 inner,

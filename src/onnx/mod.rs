@@ -8,6 +8,7 @@
 mod blocked;
 mod channel_act;
 mod compute;
+mod dense;
 mod float_const;
 pub mod int4;
 mod materialize;
@@ -437,6 +438,7 @@ impl<'p> Importer<'p> {
         let head_ok = match &p {
             value::Pending::Mac(m) => m.conv.is_none() && m.act == crate::graph::Activation::None,
             value::Pending::Bias { act, .. } => *act == crate::graph::Activation::None,
+            value::Pending::Dense(d) => d.act == crate::graph::Activation::None,
             _ => false,
         };
         if !head_ok {

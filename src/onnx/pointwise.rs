@@ -224,7 +224,7 @@ impl Importer<'_> {
             Value::Deq(a) | Value::Quant(a) => self.acts[*a].shape.h * self.acts[*a].shape.w == 1,
             Value::Pending(p, _) => {
                 matches!(p.as_ref(), Pending::Mac(m) if m.conv.is_none())
-                    || matches!(p.as_ref(), Pending::Bias { .. })
+                    || matches!(p.as_ref(), Pending::Bias { .. } | Pending::Dense(_))
             }
             _ => false,
         };

@@ -116,10 +116,37 @@ pub struct Mac {
     pub binding: Option<crate::graph::ParamBinding>,
 }
 
+/// A Gemm/MatMul with float weights on a dequantized activation (see
+/// [`crate::graph::dense`]), being assembled.
+#[derive(Debug, Clone)]
+pub struct FloatMac {
+    /// The quantized input activation.
+    pub input: ActId,
+    /// Real weights `[out][in]`.
+    pub weights: Vec<f32>,
+    pub out: usize,
+    /// The weight initializer, and whether the file stores it `[in][out]` (MatMul, Gemm with
+    /// transB = 0); `trains`: a float32 initializer that can take trained values back.
+    pub weight_name: String,
+    pub in_out: bool,
+    pub trains: bool,
+    /// Real bias per output (zeros: none yet) and its initializer when it trains.
+    pub bias: Vec<f32>,
+    pub bias_name: Option<String>,
+    pub has_bias: bool,
+    /// Gemm's bias (onnxruntime starts the sums from it); false for MatMul + Add.
+    pub bias_first: bool,
+    pub act: Activation,
+    /// Initializer names of the parameters.
+    pub params: Vec<String>,
+}
+
 /// A float result waiting for the QuantizeLinear that fixes its parameters.
 #[derive(Debug, Clone)]
 pub enum Pending {
     Mac(Box<Mac>),
+    /// A float layer (float weights).
+    Dense(Box<FloatMac>),
     /// Sum of two quantized activations (the second may be a quantized constant).
     Add {
         a: ActId,

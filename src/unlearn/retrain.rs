@@ -141,10 +141,11 @@ fn randomize(st: &mut TrainState, seed: u64) {
         let vals = &mut st.shadow.theta[s.range.clone()];
         match s.kind {
             ParamKind::Bias | ParamKind::FloatBias => vals.fill(0.0),
-            ParamKind::Weight => {
+            ParamKind::Weight | ParamKind::FloatWeight => {
                 let fan_in = match &st.graph.layers[s.layer].op {
                     crate::graph::Op::Conv(c) => c.row(),
                     crate::graph::Op::Linear(l) => l.in_features,
+                    crate::graph::Op::Dense(d) => d.in_features,
                     _ => 1,
                 };
                 let bound = (6.0 / fan_in.max(1) as f32).sqrt();

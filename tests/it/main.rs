@@ -10,6 +10,7 @@ mod delta_cli;
 mod external_data;
 mod fixtures;
 mod float_heads;
+mod float_layers;
 mod float_segments;
 mod forget;
 mod grads;
