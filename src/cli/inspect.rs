@@ -38,8 +38,14 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
             n.mean, n.std
         ),
     };
+    let fns = match (s.input_functions, s.input_element_functions) {
+        (0, 0) => String::new(),
+        (b, e) => format!(
+            ", then the model's float functions: {b} per byte, {e} per element after its pooling"
+        ),
+    };
     println!(
-        "input      '{}' float32 {:?} ({pixels}) → {}",
+        "input      '{}' float32 {:?} ({pixels}{fns}) → {}",
         s.input_name,
         s.input_shape,
         q(&s.input_q)

@@ -73,6 +73,10 @@ pub struct Summary {
     pub input_q: QInfo,
     /// Per-channel mean/std the input is normalised by (from the model's metadata), if any.
     pub input_normalization: Option<super::Normalization>,
+    /// Float element-wise functions the model applies to its input before quantizing it: per
+    /// byte (before any pooling), and per element (after it, e.g. a SmoothQuant pre-scale).
+    pub input_functions: usize,
+    pub input_element_functions: usize,
     pub output_name: String,
     pub classes: usize,
     pub layers: Vec<LayerInfo>,
@@ -172,6 +176,8 @@ impl Graph {
             input_shape: vec![self.input.shape.c, self.input.shape.h, self.input.shape.w],
             input_q: (&self.input.q).into(),
             input_normalization: self.input.norm.clone(),
+            input_functions: self.input.fns.len(),
+            input_element_functions: self.input.post_fns.len(),
             output_name: self.output_name.clone(),
             classes: self.classes(),
             layers,
