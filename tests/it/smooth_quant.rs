@@ -81,7 +81,7 @@ fn a_per_element_prescale_after_the_input_pooling_is_computed_in_onnx_order() {
     }
     // The same constant before the pooling would have to be pooled with the pixels: refused.
     let err = qforget::onnx::import(
-        &pooled_prescale(&vec![1.5; 32], &[1, 2, 4, 4], true),
+        &pooled_prescale(&[1.5; 32], &[1, 2, 4, 4], true),
         Path::new("mul_then_pool.onnx"),
     )
     .unwrap_err()
