@@ -231,3 +231,25 @@ fn malformed_weight_quantization_is_refused_by_name() {
         "NaN",
     );
 }
+
+#[test]
+fn a_float_weight_another_node_reads_too_is_imported_frozen() {
+    // Writing trained floats back would change what the other reader sees: the layer keeps its
+    // integers and gets no binding; the other weights still train.
+    let mut m = fixture_proto();
+    m.graph.as_mut().unwrap().node.push(pb::NodeProto {
+        op_type: "Identity".into(),
+        name: "second_reader".into(),
+        input: vec!["stem.weight".into()],
+        output: vec!["stem_weight_copy".into()],
+        ..Default::default()
+    });
+    let g = qforget::onnx::import(&m, std::path::Path::new("shared.onnx")).unwrap();
+    let bound: Vec<&str> = g
+        .layers
+        .iter()
+        .filter_map(|l| l.binding.as_ref().map(|b| b.weight.as_str()))
+        .collect();
+    assert!(!bound.contains(&"stem.weight"), "{bound:?}");
+    assert_eq!(bound.len(), 5, "{bound:?}");
+}
