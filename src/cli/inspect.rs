@@ -65,8 +65,18 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         let ins: Vec<String> = l.inputs.iter().map(|d| format!("{d:?}")).collect();
         let w = match &l.weights {
             Some(w) => format!(
-                "{:?} int{} {} s∈[{:.2e},{:.2e}] +{} bias",
-                w.shape, w.bits, w.granularity, w.scale_min, w.scale_max, w.bias
+                "{:?} int{} {} s∈[{:.2e},{:.2e}] +{} bias{}",
+                w.shape,
+                w.bits,
+                w.granularity,
+                w.scale_min,
+                w.scale_max,
+                w.bias,
+                if w.float_in_file {
+                    " (float in the file)"
+                } else {
+                    ""
+                }
             ),
             None => String::new(),
         };

@@ -50,6 +50,9 @@ pub struct WeightInfo {
     pub scale_max: f32,
     pub params: usize,
     pub bias: usize,
+    /// The file keeps these trainable weights in float, quantized at run time (an export
+    /// writes them back as floats).
+    pub float_in_file: bool,
 }
 
 /// One layer.
@@ -108,6 +111,7 @@ fn weight_info(
         scale_max: hi,
         params,
         bias,
+        float_in_file: false,
     }
 }
 
@@ -120,7 +124,7 @@ impl Graph {
             .layers
             .iter()
             .map(|l| {
-                let weights = match &l.op {
+                let mut weights = match &l.op {
                     Op::Conv(c) => {
                         let w = &c.window;
                         let shape = vec![c.out_shape.c, c.in_shape.c / c.group, w.kh, w.kw];
@@ -141,7 +145,8 @@ impl Graph {
                     )),
                     _ => None,
                 };
-                if let Some(w) = &weights {
+                if let Some(w) = &mut weights {
+                    w.float_in_file = l.binding.as_ref().is_some_and(|b| b.float_weight.is_some());
                     parameters += w.params + w.bias;
                     int8_bytes += (w.params * w.bits as usize).div_ceil(8) + 4 * w.bias;
                 }

@@ -48,6 +48,10 @@ fn imported_integers_are_onnxruntimes_quantize_linear_outputs() {
         .as_object()
         .expect("weight_integers");
     let g = qforget::onnx::load(model(FIXTURE)).unwrap();
+    // `inspect` says where the weights live.
+    let s = g.summary();
+    let w: Vec<_> = s.layers.iter().filter_map(|l| l.weights.as_ref()).collect();
+    assert!(w.len() == 6 && w.iter().all(|w| w.float_in_file));
     let got = weight_integers(&g);
     assert_eq!(
         got.len(),
