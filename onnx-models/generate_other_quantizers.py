@@ -12,6 +12,16 @@ Quantizes the committed float models (no training here) with:
     first 300 training images of the model's dataset): Q/DQ pairs on the inputs of
     Conv/Gemm/MatMul/Add, float biases, float ReLU after a Conv, float logits at the output;
     on the MobileNetV2-style net, per-channel (axis 1) Q/DQ on the inputs of depthwise convs.
+  - onnxruntime quantize_static with extra_options AddQDQPairToWeight (QDQ, per-channel int8
+    weights, uint8 activations): every weight stays a float initializer followed by a
+    QuantizeLinear -> DequantizeLinear pair, quantized at run time. Its JSON also records the
+    sha256 of onnxruntime's output of each weight's QuantizeLinear (`weight_integers`).
+  - Intel Neural Compressor SmoothQuant (onnx-neural-compressor 1.0, SmoothQuantConfig with
+    extra_options SmoothQuant, otherwise defaults: alpha 0.5, folding, QOperator, per-tensor
+    weights): a float Mul by one constant per input channel before the QuantizeLinear of every
+    smoothed layer's input, on the model input (after its float AveragePool and Flatten) and on
+    a dequantized activation. Needs INC's own venv (below); a run without it skips this fixture
+    and says so.
 
 and writes reference outputs from onnxruntime with graph optimizations disabled
 (ORT_DISABLE_ALL, one thread) for the full 10k test set into expected/<name>.{json,logits.npy,
@@ -23,6 +33,8 @@ Environment: a venv of its own (NNCF pulls numpy 2.x, which Debian's torch 1.13 
     /opt/nncfpy/bin/pip install nncf==3.4.0 onnx==1.23.2 onnxruntime==1.32.0 numpy sympy
     /opt/nncfpy/bin/python onnx-models/generate_other_quantizers.py [--data /work/shared/data]
         [--only fmnist_mnv2_nncf]
+    # The SmoothQuant fixture, in Intel Neural Compressor's venv (see generate_inc.py):
+    /opt/incpy/bin/python onnx-models/generate_other_quantizers.py --only mnist_mlp_inc_sq
 Extra (uncommitted) variants for trying the importer: --extra DIR writes more models there.
 """
 
@@ -31,6 +43,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import struct
@@ -176,6 +189,47 @@ def nncf_quantize(src: Path, out: Path, xcal: np.ndarray, **kw) -> dict:
             **{k: str(v) for k, v in kw.items()}}
 
 
+def inc_smooth_quantize(src: Path, out: Path, xcal: np.ndarray, **kw) -> dict:
+    """Intel Neural Compressor's SmoothQuant: `quantize` with a SmoothQuantConfig whose
+    extra_options say SmoothQuant (without it INC runs plain static quantization)."""
+    from importlib.metadata import version
+
+    from onnx_neural_compressor import data_reader
+    from onnx_neural_compressor.quantization import config, quantize
+
+    for p in (out, out.with_name(out.name + "_data")):
+        p.unlink(missing_ok=True)
+    reader = calibration_reader(data_reader.CalibrationDataReader, xcal)
+    quantize(str(src), str(out), config.SmoothQuantConfig(calibration_data_reader=reader,
+                                                          extra_options={"SmoothQuant": True}, **kw))
+    return {"tool": f"onnx-neural-compressor {version('onnx-neural-compressor')} quantize, SmoothQuantConfig "
+                    "(extra_options SmoothQuant=True)", **{k: str(v) for k, v in kw.items()}}
+
+
+def weight_integers(m, x: np.ndarray) -> dict:
+    """onnxruntime's output of each QuantizeLinear that reads a float initializer (a weight
+    quantized at run time), as the sha256 of its integers in file order, with dtype and shape."""
+    import onnx
+
+    inits = {t.name: t for t in m.graph.initializer}
+    qs = [(n.input[0], n.output[0]) for n in m.graph.node
+          if n.op_type == "QuantizeLinear" and n.input[0] in inits
+          and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT]
+    if not qs:
+        return {}
+    c = onnx.ModelProto()
+    c.CopyFrom(m)
+    for _, q in qs:
+        c.graph.output.append(onnx.helper.make_empty_tensor_value_info(q))
+    with tempfile.TemporaryDirectory() as td:
+        p2 = Path(td) / "weights.onnx"
+        onnx.save(c, str(p2))
+        vals = ort_session(p2).run([q for _, q in qs], {"input": x[:1]})
+    return {w: {"quantize_output": q, "dtype": str(v.dtype), "shape": list(v.shape),
+                "sha256": hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()}
+            for (w, q), v in zip(qs, vals)}
+
+
 def output_dequant(m):
     from onnx import numpy_helper
 
@@ -273,6 +327,9 @@ def reference(name: str, ds: str, data: dict, how: dict, float_src: str, layers:
         "head_input": head,
         "head_input_rows": HEAD_ROWS if head else 0,
     }
+    ints = weight_integers(m, xte)
+    if ints:
+        rec["weight_integers"] = ints
     if layers:
         rec["layer_rows"] = LAYER_ROWS
         rec["acts"] = layer_references(m, path, xte[:LAYER_ROWS], name)
@@ -309,20 +366,35 @@ def main() -> None:
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc/Gemm"])),
         ("fmnist_cnn_fcfloat_qdq", "fmnist_cnn_f32.onnx", "fashion-mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc2/Gemm"])),
+        # Float weights quantized at run time (a QuantizeLinear -> DequantizeLinear per weight).
+        ("mnist_res_qdq_wpair", "mnist_res_f32.onnx", "mnist",
+         lambda s, o, x: ort_quantize(s, o, x, None, extra_options={"AddQDQPairToWeight": True})),
+        # SmoothQuant's float pre-scale Muls (on the MLP: INC 1.0's smoothing of a first Conv with
+        # one input channel writes a Mul of the wrong shape, see onnx-models/README.md).
+        ("mnist_mlp_inc_sq", "mnist_mlp_matmul_f32.onnx", "mnist", inc_smooth_quantize),
     ]
+    # The Python module each quantizer needs beyond onnxruntime (the venvs differ).
+    needs = {"mnist_mlp_inc_sq": "onnx_neural_compressor", "mnist_res_nncf": "nncf",
+             "fmnist_cnn_nncf": "nncf", "mnist_mlp_nncf": "nncf", "fmnist_mnv2_nncf": "nncf"}
     for name, src, ds, quant in fixtures:
         if args.only and name not in args.only:
+            continue
+        if name in needs and importlib.util.find_spec(needs[name]) is None:
+            print(f"skip {name}: module {needs[name]} is not installed in this venv "
+                  f"(run it with --only {name} in the venv that has it)", flush=True)
             continue
         print(f"quantize {name}", flush=True)
         how = quant(HERE / src, HERE / f"{name}.onnx", cal[ds])
         reference(name, ds, data, how, src, layers=name in with_layers)
 
     if args.extra:
-        from nncf import ModelType, QuantizationPreset
-        from onnxruntime.quantization import QuantType
+        from onnxruntime.quantization import QuantFormat, QuantType
 
         extra = Path(args.extra)
         extra.mkdir(parents=True, exist_ok=True)
+        has_nncf = importlib.util.find_spec("nncf") is not None
+        has_inc = importlib.util.find_spec("onnx_neural_compressor") is not None
+        wpair = {"AddQDQPairToWeight": True}
         variants = [
             ("res_ort_s8_sym_reduce", "mnist_res_f32.onnx", "mnist",
              lambda s, o, x: ort_quantize(s, o, x, None, activation_type=QuantType.QInt8, reduce_range=True,
@@ -336,11 +408,40 @@ def main() -> None:
              lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/MatMul", "/Add"])),
             ("cnn_ort_gemm_matmul", "fmnist_cnn_f32.onnx", "fashion-mnist",
              lambda s, o, x: ort_quantize(s, o, x, ["Conv", "MatMul"])),
-            ("res_nncf_mixed", "mnist_res_f32.onnx", "mnist",
-             lambda s, o, x: nncf_quantize(s, o, x, preset=QuantizationPreset.MIXED)),
-            ("cnn_nncf_transformer", "fmnist_cnn_f32.onnx", "fashion-mnist",
-             lambda s, o, x: nncf_quantize(s, o, x, model_type=ModelType.TRANSFORMER)),
+            # AddQDQPairToWeight on other layer mixes, per channel and per tensor.
+            ("cnn_ort_wpair", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, extra_options=wpair)),
+            ("cnn_ort_wpair_pt", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, per_channel=False, extra_options=wpair)),
+            ("mlp_ort_wpair", "mnist_mlp_matmul_f32.onnx", "mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, extra_options=wpair)),
+            ("res_ort_wpair_s8_pt", "mnist_res_f32.onnx", "mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, per_channel=False, activation_type=QuantType.QInt8,
+                                          extra_options=wpair)),
         ]
+        if has_nncf:
+            from nncf import ModelType, QuantizationPreset
+
+            variants += [
+                ("res_nncf_mixed", "mnist_res_f32.onnx", "mnist",
+                 lambda s, o, x: nncf_quantize(s, o, x, preset=QuantizationPreset.MIXED)),
+                ("cnn_nncf_transformer", "fmnist_cnn_f32.onnx", "fashion-mnist",
+                 lambda s, o, x: nncf_quantize(s, o, x, model_type=ModelType.TRANSFORMER)),
+            ]
+        if has_inc:
+            variants += [
+                # SmoothQuant in QDQ form, per-channel weights.
+                ("mlp_inc_sq_qdq", "mnist_mlp_matmul_f32.onnx", "mnist",
+                 lambda s, o, x: inc_smooth_quantize(s, o, x, quant_format=QuantFormat.QDQ, per_channel=True)),
+                # Smoothing only the Gemms of the CNN: Muls on dequantized activations, one after
+                # a Flatten (one value per feature of 32x7x7).
+                ("cnn_inc_sq_gemm", "fmnist_cnn_f32.onnx", "fashion-mnist",
+                 lambda s, o, x: inc_smooth_quantize(s, o, x, op_types=["Gemm"])),
+                # Every Conv too: INC 1.0 gives the first conv (one input channel) a Mul by 16
+                # values on the 1-channel input, which broadcasts the input to 16 channels; the
+                # model is broken (onnxruntime: chance accuracy) and qforget refuses it by name.
+                ("cnn_inc_sq_all", "fmnist_cnn_f32.onnx", "fashion-mnist", inc_smooth_quantize),
+            ]
         for name, src, ds, quant in variants:
             print(f"extra {name}", flush=True)
             out = extra / f"{name}.onnx"
@@ -350,7 +451,11 @@ def main() -> None:
                 print(f"  {name}: quantizer failed: {e}")
                 continue
             xte, yte = data[ds]["test"]
-            y = ort_run(out, xte)
+            try:
+                y = ort_run(out, xte)
+            except Exception as e:  # a broken file the tool wrote is reported, not fatal
+                print(f"  {name}: onnxruntime cannot run it: {str(e).splitlines()[0][:300]}")
+                continue
             np.save(extra / f"{name}.logits.npy", y)
             print(f"  {name}: ORT acc {float((np.argmax(y, 1) == yte).mean()):.4f}", flush=True)
 

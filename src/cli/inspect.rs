@@ -38,8 +38,14 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
             n.mean, n.std
         ),
     };
+    let fns = match (s.input_functions, s.input_element_functions) {
+        (0, 0) => String::new(),
+        (b, e) => format!(
+            ", then the model's float functions: {b} per byte, {e} per element after its pooling"
+        ),
+    };
     println!(
-        "input      '{}' float32 {:?} ({pixels}) → {}",
+        "input      '{}' float32 {:?} ({pixels}{fns}) → {}",
         s.input_name,
         s.input_shape,
         q(&s.input_q)
@@ -60,8 +66,18 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         let w = match &l.weights {
             Some(w) if w.bits == 32 => format!("{:?} float32 +{} bias", w.shape, w.bias),
             Some(w) => format!(
-                "{:?} int{} {} s∈[{:.2e},{:.2e}] +{} bias",
-                w.shape, w.bits, w.granularity, w.scale_min, w.scale_max, w.bias
+                "{:?} int{} {} s∈[{:.2e},{:.2e}] +{} bias{}",
+                w.shape,
+                w.bits,
+                w.granularity,
+                w.scale_min,
+                w.scale_max,
+                w.bias,
+                if w.float_in_file {
+                    " (float in the file)"
+                } else {
+                    ""
+                }
             ),
             None => String::new(),
         };

@@ -39,6 +39,11 @@ pub struct ParamBinding {
     /// Name of a float bias initializer that trains in float (a Conv/Gemm bias kept in float,
     /// or the constant of a float bias Add); `None`: none.
     pub float_bias: Option<String>,
+    /// The weight is a float initializer the file quantizes at run time (`weight` names it);
+    /// its integers are written back as floats (see [`super::float_weight`]). `None`: the file
+    /// stores the integers.
+    #[serde(skip)]
+    pub float_weight: Option<std::sync::Arc<super::float_weight::FloatWeight>>,
 }
 
 impl ParamBinding {
@@ -115,6 +120,7 @@ mod tests {
             bits: 8,
             bias: None,
             float_bias: None,
+            float_weight: None,
         };
         let mut ours = vec![];
         for co in 0..2 {

@@ -18,6 +18,7 @@ pub mod dense;
 mod depthwise;
 pub mod eltwise;
 pub mod float;
+pub mod float_weight;
 pub mod grad;
 pub mod linear;
 mod linear_grad;
@@ -160,6 +161,11 @@ pub struct InputSpec {
     /// first QuantizeLinear (an in-model normalisation `Sub`/`Div`, a smoothing `Mul`), after
     /// `norm` and before any input pooling.
     pub fns: Vec<FloatFn>,
+    /// Float element-wise functions after the input pooling and flatten, just before the
+    /// QuantizeLinear (a SmoothQuant pre-scale `Mul`), with one constant per element of the
+    /// (pooled) input in NCHW order, or a scalar: evaluated per element, not per byte, since
+    /// a pooled value is no longer one of 256.
+    pub post_fns: Vec<FloatFn>,
 }
 
 impl InputSpec {
@@ -168,6 +174,12 @@ impl InputSpec {
     pub fn pixel(&self, c: usize, b: u8) -> f32 {
         let x = normalize::pixel_value(self.norm.as_ref(), c, b);
         self.fns.iter().fold(x, |v, f| f.eval(c, v))
+    }
+
+    /// [`InputSpec::post_fns`] on the value `x` of element `i` (NCHW index after pooling).
+    #[inline]
+    pub fn post(&self, i: usize, x: f32) -> f32 {
+        self.post_fns.iter().fold(x, |v, f| f.eval(i, v))
     }
 }
 
@@ -269,6 +281,9 @@ impl Graph {
         let plane = s.h * s.w;
         if let Some(p) = &self.input.pre_pool {
             return Ok(input_pool(images, n, s, p, &q, &self.input));
+        }
+        if !self.input.post_fns.is_empty() {
+            return Ok(input_elements(images, n, s, &q, &self.input));
         }
         let norm = self.input.norm.as_ref();
         // One table per channel only when the channels differ (a flat `[N, F]` input has F).
@@ -415,9 +430,31 @@ fn input_pool(
                 } else {
                     cells.len().max(1)
                 };
-                o[px * os.c + ch] = q.quantize(sum / div as f32);
+                let x = input.post(ch * os.h * os.w + px, sum / div as f32);
+                o[px * os.c + ch] = q.quantize(x);
             });
         }
     }
     QBatch { n, shape: os, data }
+}
+
+/// Quantization of pixels with per-element functions after them ([`InputSpec::post_fns`]):
+/// each value in f32 in the model's order (normalisation, per-channel functions, per-element
+/// functions), then QuantizeLinear.
+fn input_elements(images: &[u8], n: usize, s: Shape, q: &QParams, input: &InputSpec) -> QBatch {
+    let plane = s.h * s.w;
+    let mut data = vec![0u8; images.len()];
+    for (o, img) in data
+        .chunks_exact_mut(s.len().max(1))
+        .zip(images.chunks_exact(s.len().max(1)))
+    {
+        for ch in 0..s.c {
+            for p in 0..plane {
+                let i = ch * plane + p;
+                // NCHW bytes → NHWC storage.
+                o[p * s.c + ch] = q.quantize(input.post(i, input.pixel(ch, img[i])));
+            }
+        }
+    }
+    QBatch { n, shape: s, data }
 }

@@ -378,6 +378,21 @@ impl Shadow {
             match s.kind {
                 ParamKind::Weight => {
                     let w = current_weights(g, s.layer);
+                    if let Some(fw) = &b.float_weight {
+                        // A float initializer quantized at run time: floats that re-quantize
+                        // to the integers (the file's own where unchanged).
+                        let ints = b.to_file_order(&w, c_out, row);
+                        out.push(ParamExport {
+                            name: s.initializer.clone(),
+                            dtype: ExportType::F32,
+                            values: fw
+                                .export(&ints)
+                                .iter()
+                                .map(|x| x.to_bits() as i64)
+                                .collect(),
+                        });
+                        continue;
+                    }
                     out.push(ParamExport {
                         name: s.initializer.clone(),
                         dtype: match (b.unsigned, b.bits) {

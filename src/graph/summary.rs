@@ -51,6 +51,9 @@ pub struct WeightInfo {
     pub scale_max: f32,
     pub params: usize,
     pub bias: usize,
+    /// The file keeps these trainable weights in float, quantized at run time (an export
+    /// writes them back as floats).
+    pub float_in_file: bool,
 }
 
 /// One layer.
@@ -74,6 +77,10 @@ pub struct Summary {
     pub input_q: QInfo,
     /// Per-channel mean/std the input is normalised by (from the model's metadata), if any.
     pub input_normalization: Option<super::Normalization>,
+    /// Float element-wise functions the model applies to its input before quantizing it: per
+    /// byte (before any pooling), and per element (after it, e.g. a SmoothQuant pre-scale).
+    pub input_functions: usize,
+    pub input_element_functions: usize,
     pub output_name: String,
     pub classes: usize,
     pub layers: Vec<LayerInfo>,
@@ -105,6 +112,7 @@ fn weight_info(
         scale_max: hi,
         params,
         bias,
+        float_in_file: false,
     }
 }
 
@@ -117,7 +125,7 @@ impl Graph {
             .layers
             .iter()
             .map(|l| {
-                let weights = match &l.op {
+                let mut weights = match &l.op {
                     Op::Conv(c) => {
                         let w = &c.window;
                         let shape = vec![c.out_shape.c, c.in_shape.c / c.group, w.kh, w.kw];
@@ -145,10 +153,12 @@ impl Graph {
                         scale_max: 0.0,
                         params: d.weights.len(),
                         bias: d.bias.len(),
+                        float_in_file: false,
                     }),
                     _ => None,
                 };
-                if let Some(w) = &weights {
+                if let Some(w) = &mut weights {
+                    w.float_in_file = l.binding.as_ref().is_some_and(|b| b.float_weight.is_some());
                     parameters += w.params + w.bias;
                     int8_bytes += (w.params * w.bits as usize).div_ceil(8) + 4 * w.bias;
                 }
@@ -183,6 +193,8 @@ impl Graph {
             input_shape: vec![self.input.shape.c, self.input.shape.h, self.input.shape.w],
             input_q: (&self.input.q).into(),
             input_normalization: self.input.norm.clone(),
+            input_functions: self.input.fns.len(),
+            input_element_functions: self.input.post_fns.len(),
             output_name: self.output_name.clone(),
             classes: self.classes(),
             layers,

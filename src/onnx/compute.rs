@@ -206,7 +206,12 @@ impl Importer<'_> {
         let acc_scale: Vec<f32> = (0..out)
             .map(|c| s_in_of(c) * w.scale[if per_channel { c } else { 0 }])
             .collect();
-        let mut params = vec![w.q.name.clone()];
+        // A weight quantized at run time goes back to its float initializer.
+        let (weight_name, float_weight, writable) = match self.float_weights.get(&w.q.name) {
+            Some((init, fw)) => (init.clone(), fw.clone(), fw.is_some()),
+            None => (w.q.name.clone(), None, true),
+        };
+        let mut params = vec![weight_name.clone()];
         let mut bias_binding = None;
         let mut float_binding = None;
         let (bias_i, float_bias) = match bias {
@@ -263,8 +268,8 @@ impl Importer<'_> {
             negated: vec![false; out],
             act: Activation::None,
             params,
-            binding: Some(ParamBinding {
-                weight: w.q.name.clone(),
+            binding: writable.then(|| ParamBinding {
+                weight: weight_name,
                 layout: match kind {
                     MacKind::Conv(wd, _) => WeightLayout::Conv {
                         kh: wd.kh,
@@ -278,6 +283,7 @@ impl Importer<'_> {
                 bits,
                 bias: bias_binding,
                 float_bias: float_binding,
+                float_weight,
             }),
         })
     }
@@ -725,6 +731,12 @@ impl Importer<'_> {
     fn input_avg_pool(&mut self, ctx: &NodeCtx, mut pre: Vec<InputPool>) -> Result<()> {
         if !pre.is_empty() {
             return Err(ctx.unsupported("more than one float pooling on the input"));
+        }
+        if !self.input_post_fns.is_empty() {
+            return Err(ctx.unsupported(
+                "a float pooling of the input after an element-wise function with one value per \
+                 element (qforget applies those after the pooling)",
+            ));
         }
         let (window, ceil) = self.window(ctx, None)?;
         let cip = ctx

@@ -194,6 +194,7 @@ impl Importer<'_> {
                 bits: 32,
                 bias: None,
                 float_bias: m.bias_name,
+                float_weight: None,
             });
         }
         Ok(id)

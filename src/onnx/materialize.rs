@@ -201,6 +201,7 @@ impl Importer<'_> {
                 bias: None,
                 float_bias: Some(name),
                 bits: 8,
+                float_weight: None,
             });
         }
         id

@@ -10,6 +10,8 @@ mod channel_act;
 mod compute;
 mod dense;
 mod float_const;
+mod float_weight;
+mod input_fns;
 pub mod int4;
 mod materialize;
 pub mod patch;
@@ -100,6 +102,9 @@ pub fn import(model: &pb::ModelProto, path: &Path) -> Result<Graph> {
         imp.consts.insert(init.name.clone(), t);
     }
     imp.set_input(graph)?;
+    for name in graph.node.iter().flat_map(|n| &n.input) {
+        *imp.readers.entry(name.clone()).or_default() += 1;
+    }
     for node in &graph.node {
         imp.node(node)?;
     }
@@ -204,9 +209,25 @@ pub(crate) struct Importer<'p> {
     /// Float functions on the model input before its QuantizeLinear, and the tensor the chain
     /// ends at (`None`: the input itself).
     pub input_fns: Vec<crate::graph::FloatFn>,
+    /// Float functions on the model input after its pooling/flatten (or with a constant per
+    /// element), evaluated per element (see [`crate::graph::InputSpec::post_fns`]).
+    pub input_post_fns: Vec<crate::graph::FloatFn>,
     pub input_chain_end: Option<String>,
     /// Outputs of a final Softmax (see [`Importer::softmax`]); nothing may read them.
     pub softmax_out: std::collections::HashSet<String>,
+    /// Float weights quantized at run time, by the QuantizeLinear output that holds their
+    /// integers: the float initializer's name and how to write integers back (see
+    /// [`float_weight`]); `None` for the latter when another node reads the float initializer
+    /// too (its layer is then frozen).
+    pub float_weights: HashMap<
+        String,
+        (
+            String,
+            Option<std::sync::Arc<crate::graph::float_weight::FloatWeight>>,
+        ),
+    >,
+    /// How many node inputs read each tensor name.
+    pub readers: HashMap<String, usize>,
 }
 
 impl<'p> Importer<'p> {
@@ -222,7 +243,10 @@ impl<'p> Importer<'p> {
             node_consts: Default::default(),
             softmax_out: Default::default(),
             input_fns: vec![],
+            input_post_fns: vec![],
             input_chain_end: None,
+            float_weights: HashMap::new(),
+            readers: HashMap::new(),
         }
     }
 

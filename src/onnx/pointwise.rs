@@ -47,56 +47,6 @@ impl Importer<'_> {
         }
     }
 
-    /// Whether `x` is where the float chain on the model input ends (the input itself when
-    /// there is no chain yet); a float function must extend that chain, never branch from it.
-    pub(super) fn is_input_chain_end(&self, x: &str) -> bool {
-        match &self.input_chain_end {
-            Some(end) => end == x,
-            None => self.input.as_ref().is_some_and(|(name, _)| name == x),
-        }
-    }
-
-    /// A pooling or flatten of the float input: after a chain of float functions it must
-    /// continue that chain (and becomes its end).
-    pub(super) fn follow_input_chain(&mut self, ctx: &NodeCtx, x: &str) -> Result<()> {
-        if self.input_fns.is_empty() {
-            return Ok(());
-        }
-        if !self.is_input_chain_end(x) {
-            return Err(ctx.unsupported(
-                "a second float branch of the input (the input may be quantized at one point \
-                 of one chain of float functions)",
-            ));
-        }
-        self.input_chain_end = Some(ctx.output()?.to_string());
-        Ok(())
-    }
-
-    /// A float function on the model's float input, before its first QuantizeLinear.
-    fn push_input_fn(&mut self, ctx: &NodeCtx, x: &str, f: FloatFn) -> Result<()> {
-        let Some(Value::FloatInput(pre, flatten)) = self.values.get(x).cloned() else {
-            return Err(ctx.bad("not the float input"));
-        };
-        let op = &ctx.node.op_type;
-        if !pre.is_empty() || flatten {
-            return Err(ctx.unsupported(format!(
-                "{op} of the float input after a pooling or a flatten (qforget applies float \
-                 functions of the input before those)"
-            )));
-        }
-        if self.input_spec.is_some() || !self.is_input_chain_end(x) {
-            return Err(ctx.unsupported(format!(
-                "{op} on a second float branch of the input (the input may be quantized at one \
-                 point of one chain of float functions)"
-            )));
-        }
-        self.input_fns.push(f);
-        let out = ctx.output()?.to_string();
-        self.input_chain_end = Some(out.clone());
-        self.values.insert(out, Value::FloatInput(pre, flatten));
-        Ok(())
-    }
-
     fn push_fn(&mut self, ctx: &NodeCtx, x: &str, f: FloatFn) -> Result<()> {
         let v = self.value(ctx, x)?;
         if matches!(v, Value::FloatInput(..)) {
@@ -253,14 +203,19 @@ impl Importer<'_> {
             )));
         }
         let v = self.value(ctx, t)?;
-        let shape = match (&v, self.chain_of(&v)) {
-            (_, Some((input, _))) => self.acts[input].shape,
-            (Value::FloatInput(..), _) => self
-                .input
-                .as_ref()
-                .map(|i| i.1)
-                .ok_or_else(|| ctx.bad("the model input is not set"))?,
-            _ => {
+        if let Value::FloatInput(pre, flatten) = v {
+            return self.input_arith(
+                ctx,
+                t,
+                ci,
+                const_first,
+                pre.last().map(|p| p.out_shape),
+                flatten,
+            );
+        }
+        let shape = match self.chain_of(&v) {
+            Some((input, _)) => self.acts[input].shape,
+            None => {
                 return Err(ctx.unsupported(format!(
                     "{op} of '{t}', which is not a dequantized activation"
                 )))
@@ -274,23 +229,31 @@ impl Importer<'_> {
                 c.name, c.dims
             ))
         })?;
-        let f = match (op, const_first) {
-            ("Add", _) => FloatFn::Add(k),
-            ("Mul", _) => FloatFn::Mul(k),
-            ("Sub", false) => FloatFn::Sub(k),
-            ("Sub", true) => FloatFn::SubFrom(k),
-            ("Div", false) => {
-                if k.contains(&0.0) {
-                    return Err(ctx.unsupported(format!("Div by zero in '{}'", c.name)));
-                }
-                FloatFn::Div(k)
-            }
-            _ => {
-                return Err(
-                    ctx.unsupported(format!("{op} with the constant first is not supported"))
-                )
-            }
-        };
+        let f = arith_fn(ctx, const_first, k, &c.name)?;
         self.push_fn(ctx, t, f)
     }
+}
+
+/// The function an Add/Sub/Mul/Div node computes with constant `k` (named `name`; first
+/// operand when `const_first`).
+pub(super) fn arith_fn(
+    ctx: &NodeCtx,
+    const_first: bool,
+    k: Vec<f32>,
+    name: &str,
+) -> Result<FloatFn> {
+    let op = ctx.node.op_type.as_str();
+    Ok(match (op, const_first) {
+        ("Add", _) => FloatFn::Add(k),
+        ("Mul", _) => FloatFn::Mul(k),
+        ("Sub", false) => FloatFn::Sub(k),
+        ("Sub", true) => FloatFn::SubFrom(k),
+        ("Div", false) => {
+            if k.contains(&0.0) {
+                return Err(ctx.unsupported(format!("Div by zero in '{name}'")));
+            }
+            FloatFn::Div(k)
+        }
+        _ => return Err(ctx.unsupported(format!("{op} with the constant first is not supported"))),
+    })
 }

@@ -68,13 +68,16 @@ impl Importer<'_> {
     pub(super) fn quantize_linear(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let out = ctx.output()?.to_string();
+        if self.is_float_initializer(x) {
+            return self.quantize_weight(ctx, x, out);
+        }
         let (q, channel_scales) = self.act_qparams_channels(ctx, 1, 2)?;
         if !channel_scales.is_empty() {
             return self.quantize_per_channel(ctx, x, q, channel_scales, out);
         }
         let v = match self.value(ctx, x)? {
             Value::FloatInput(pre, flatten) => {
-                if !self.input_fns.is_empty() && !self.is_input_chain_end(x) {
+                if self.input_has_fns() && !self.is_input_chain_end(x) {
                     return Err(ctx.unsupported(
                         "the float input is quantized at a point other than the end of its chain \
                          of float functions",
@@ -99,6 +102,7 @@ impl Importer<'_> {
                         pre_pool: pre.first().cloned(),
                         norm: None,
                         fns: std::mem::take(&mut self.input_fns),
+                        post_fns: std::mem::take(&mut self.input_post_fns),
                     });
                     if flatten && shape.h * shape.w != 1 {
                         // The model flattened its float input before quantizing it.

@@ -25,9 +25,11 @@ mod safe_forget;
 #[cfg(unix)]
 mod serve;
 mod small_deltas;
+mod smooth_quant;
 #[cfg(feature = "tract-engine")]
 mod tract_crosscheck;
 mod w4;
+mod weight_pairs;
 
 use std::path::{Path, PathBuf};
 

@@ -9,7 +9,7 @@ use super::{dataset, model, qforget, s, tempdir};
 const DEFAULT_MODEL: &str = "fmnist_cnn_qdq.onnx";
 
 /// Run qforget and check the error contract; returns stderr.
-fn fails_cleanly(args: &[&str], must_name: &str, must_say: &str) -> String {
+pub fn fails_cleanly(args: &[&str], must_name: &str, must_say: &str) -> String {
     let out = qforget(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?} should fail");
