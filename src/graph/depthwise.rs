@@ -179,46 +179,49 @@ impl Iterator for Taps {
     }
 }
 
-/// Forward accumulators of one image: `acc[p][c] = Σ_taps (x[tap][c] − zp)·taps[k][c]` for every
-/// output pixel `p < oh·ow`, in i32 (wrapping, as the GEMM kernels).
-///
-/// `img`: `in_shape` HWC; `taps`: `[kh·kw][c]`; `acc`: `[oh·ow][c]`, every element written.
-pub(crate) fn forward_acc(
-    img: &[u8],
-    in_shape: Shape,
-    hw: (usize, usize),
-    win: &Window,
-    zp: i32,
-    taps: &[i32],
-    acc: &mut [i32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { forward_acc_avx2(img, in_shape, hw, win, zp, taps, acc) };
-    }
-    forward_acc_body(img, in_shape, hw, win, zp, taps, acc)
+/// Defines `pub(crate) fn $name(args)`, which runs `$body` compiled with AVX2 enabled when the
+/// CPU has it (so its channel loops vectorize 8 lanes wide: the baseline x86-64 target has no
+/// 32-bit vector multiply) and as plain code otherwise. Same operations per element in the same
+/// order either way: integer results are identical and every f32 sum is formed alike.
+macro_rules! avx2_dispatch {
+    ($(#[$doc:meta])* $name:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name($($arg: $ty),*) {
+            /// The body compiled with AVX2 enabled.
+            ///
+            /// # Safety
+            /// The CPU must support AVX2.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { avx2($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
 }
 
-/// [`forward_acc`] compiled with AVX2 enabled, so the channel loops vectorize 8 lanes wide (the
-/// baseline x86-64 target has no 32-bit vector multiply). Same operations per element in the
-/// same order: integer results are identical and every f32 sum is formed as in the scalar body.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn forward_acc_avx2(
-    img: &[u8],
-    in_shape: Shape,
-    hw: (usize, usize),
-    win: &Window,
-    zp: i32,
-    taps: &[i32],
-    acc: &mut [i32],
-) {
-    forward_acc_body(img, in_shape, hw, win, zp, taps, acc)
+avx2_dispatch! {
+    /// Forward accumulators of one image: `acc[p][c] = Σ_taps (x[tap][c] − zp)·taps[k][c]` for every
+    /// output pixel `p < oh·ow`, in i32 (wrapping, as the GEMM kernels).
+    ///
+    /// `img`: `in_shape` HWC; `taps`: `[kh·kw][c]`; `acc`: `[oh·ow][c]`, every element written.
+    forward_acc => forward_acc_body(
+        img: &[u8],
+        in_shape: Shape,
+        hw: (usize, usize),
+        win: &Window,
+        zp: i32,
+        taps: &[i32],
+        acc: &mut [i32],
+    )
 }
 
 #[inline(always)]
@@ -248,46 +251,20 @@ fn forward_acc_body(
     }
 }
 
-/// Add one image's weight-gradient sums into `acc` (`[kh·kw][c]`):
-/// `acc[k][c] += Σ_p g[p][c]·(x[tap k of p][c] − zp)`, exactly in i32 (wrapping).
-///
-/// `g`: the quantized output gradient, `[oh·ow][c]`.
-pub(crate) fn weight_grad_acc(
-    img: &[u8],
-    in_shape: Shape,
-    hw: (usize, usize),
-    win: &Window,
-    zp: i32,
-    g: &[i8],
-    acc: &mut [i32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { weight_grad_acc_avx2(img, in_shape, hw, win, zp, g, acc) };
-    }
-    weight_grad_acc_body(img, in_shape, hw, win, zp, g, acc)
-}
-
-/// [`weight_grad_acc`] compiled with AVX2 enabled, so the channel loops vectorize 8 lanes wide (the
-/// baseline x86-64 target has no 32-bit vector multiply). Same operations per element in the
-/// same order: integer results are identical and every f32 sum is formed as in the scalar body.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad_acc_avx2(
-    img: &[u8],
-    in_shape: Shape,
-    hw: (usize, usize),
-    win: &Window,
-    zp: i32,
-    g: &[i8],
-    acc: &mut [i32],
-) {
-    weight_grad_acc_body(img, in_shape, hw, win, zp, g, acc)
+avx2_dispatch! {
+    /// Add one image's weight-gradient sums into `acc` (`[kh·kw][c]`):
+    /// `acc[k][c] += Σ_p g[p][c]·(x[tap k of p][c] − zp)`, exactly in i32 (wrapping).
+    ///
+    /// `g`: the quantized output gradient, `[oh·ow][c]`.
+    weight_grad_acc => weight_grad_acc_body(
+        img: &[u8],
+        in_shape: Shape,
+        hw: (usize, usize),
+        win: &Window,
+        zp: i32,
+        g: &[i8],
+        acc: &mut [i32],
+    )
 }
 
 #[inline(always)]
@@ -316,48 +293,21 @@ fn weight_grad_acc_body(
     }
 }
 
-/// Add one image's input gradient into `dx` (`in_shape` HWC):
-/// `dx[tap k of p][c] += ((g[p][c] − 128)·taps[k][c]) as f32 · step`, visiting `(oy, ox, ky, kx)`
-/// in the order the GEMM path's col2im does, so every f32 sum is formed in the same order.
-///
-/// `g`: the quantized, weight-scaled output gradient (`u8`, zero point 128), `[oh·ow][c]`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn input_grad_add(
-    g: &[u8],
-    step: f32,
-    in_shape: Shape,
-    hw: (usize, usize),
-    win: &Window,
-    taps: &[i32],
-    dx: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { input_grad_add_avx2(g, step, in_shape, hw, win, taps, dx) };
-    }
-    input_grad_add_body(g, step, in_shape, hw, win, taps, dx)
-}
-
-/// [`input_grad_add`] compiled with AVX2 enabled, so the channel loops vectorize 8 lanes wide (the
-/// baseline x86-64 target has no 32-bit vector multiply). Same operations per element in the
-/// same order: integer results are identical and every f32 sum is formed as in the scalar body.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn input_grad_add_avx2(
-    g: &[u8],
-    step: f32,
-    in_shape: Shape,
-    hw: (usize, usize),
-    win: &Window,
-    taps: &[i32],
-    dx: &mut [f32],
-) {
-    input_grad_add_body(g, step, in_shape, hw, win, taps, dx)
+avx2_dispatch! {
+    /// Add one image's input gradient into `dx` (`in_shape` HWC):
+    /// `dx[tap k of p][c] += ((g[p][c] − 128)·taps[k][c]) as f32 · step`, visiting `(oy, ox, ky, kx)`
+    /// in the order the GEMM path's col2im does, so every f32 sum is formed in the same order.
+    ///
+    /// `g`: the quantized, weight-scaled output gradient (`u8`, zero point 128), `[oh·ow][c]`.
+    input_grad_add => input_grad_add_body(
+        g: &[u8],
+        step: f32,
+        in_shape: Shape,
+        hw: (usize, usize),
+        win: &Window,
+        taps: &[i32],
+        dx: &mut [f32],
+    )
 }
 
 #[inline(always)]
