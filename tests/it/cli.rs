@@ -178,3 +178,25 @@ fn forget_profile_accounts_for_the_run() {
         "phases {total} s < method {method} s"
     );
 }
+
+/// A reader that goes away (`qforget inspect m.onnx | head -0`) ends the command quietly: no
+/// panic message, no error line. The old binary panicked in `println!` ("failed printing to
+/// stdout: Broken pipe").
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qforget"))
+        .args(["inspect", s(&model(DEFAULT_MODEL))])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run qforget");
+    // Close the read end before the model is even read: every write hits a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "stderr: {err}");
+}
