@@ -13,8 +13,6 @@
 //! Shapes: input `[n][k]` bytes (a flat activation), weights `[c_out][k]` (graph layout; ONNX
 //! MatMul's `[k][c_out]` is transposed at import), output `[n][c_out]`.
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::grad::LayerGrad;
@@ -99,7 +97,7 @@ impl Dense {
     }
 
     /// f32 backward on the real input `x` (`[n][k]`) with weights `w` (`[out][in]`):
-    /// `dW = Gᵀ·X`, `db = Σ_batch G`, `dX = G·W`.
+    /// `dW = Gᵀ·X`, `db = Σ_batch G`, `dX = G·W`, as a [`super::Linear`]'s.
     pub fn backward(
         &self,
         x: &[f32],
@@ -107,35 +105,13 @@ impl Dense {
         w: &[f32],
         need_dx: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
-        let (fi, fo) = (self.in_features, self.out_features);
-        let n = x.len() / fi.max(1);
-        let xv = ArrayView2::from_shape((n, fi), x).expect("input rows");
-        let gv = ArrayView2::from_shape((n, fo), gy).expect("gradient rows");
-        let mut dw = vec![0f32; fo * fi];
-        general_mat_mul(
-            1.0,
-            &gv.t(),
-            &xv,
-            0.0,
-            &mut ArrayViewMut2::from_shape((fo, fi), &mut dw[..]).expect("dw"),
-        );
-        let mut db = vec![0f32; fo];
-        for row in gy.chunks_exact(fo.max(1)) {
-            super::grad::add_into(&mut db, row);
-        }
-        let dx = need_dx.then(|| {
-            let wv = ArrayView2::from_shape((fo, fi), w).expect("weights");
-            let mut dx = vec![0f32; n * fi];
-            general_mat_mul(
-                1.0,
-                &gv,
-                &wv,
-                0.0,
-                &mut ArrayViewMut2::from_shape((n, fi), &mut dx[..]).expect("dx"),
-            );
-            dx
-        });
-        (LayerGrad { dw, db }, dx)
+        super::linear_grad::dense_backward_f32(
+            (self.in_features, self.out_features),
+            x,
+            gy,
+            w,
+            need_dx,
+        )
     }
 
     /// Weights in the file's layout: `[out][in]`, or `[in][out]` when `in_out`.

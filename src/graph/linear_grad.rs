@@ -35,35 +35,7 @@ impl Linear {
         w: &[f32],
         need_dx: bool,
     ) -> (LayerGrad, Option<Vec<f32>>) {
-        let (fi, fo) = (self.in_features, self.out_features);
-        let n = x.len() / fi.max(1);
-        let xv = ArrayView2::from_shape((n, fi), x).unwrap();
-        let gv = ArrayView2::from_shape((n, fo), gy).unwrap();
-        let mut dw = vec![0f32; fo * fi];
-        general_mat_mul(
-            1.0,
-            &gv.t(),
-            &xv,
-            0.0,
-            &mut ArrayViewMut2::from_shape((fo, fi), &mut dw[..]).unwrap(),
-        );
-        let mut db = vec![0f32; fo];
-        for row in gy.chunks_exact(fo.max(1)) {
-            super::grad::add_into(&mut db, row);
-        }
-        let dx = need_dx.then(|| {
-            let wv = ArrayView2::from_shape((fo, fi), w).unwrap();
-            let mut dx = vec![0f32; n * fi];
-            general_mat_mul(
-                1.0,
-                &gv,
-                &wv,
-                0.0,
-                &mut ArrayViewMut2::from_shape((n, fi), &mut dx[..]).unwrap(),
-            );
-            dx
-        });
-        (LayerGrad { dw, db }, dx)
+        dense_backward_f32((self.in_features, self.out_features), x, gy, w, need_dx)
     }
 
     /// int8 backward on the saved quantized input (real input scale `in_scale`).
@@ -111,4 +83,44 @@ impl Linear {
         });
         (LayerGrad { dw, db }, dx)
     }
+}
+
+/// f32 backward of a fully connected layer with `(in, out)` features, on the real input `x`
+/// (`[n][in]`) and real weights `w` (`[out][in]`): `dW = Gᵀ·X`, `db = Σ_batch G` and, if
+/// `need_dx`, `dX = G·W`. Shared by [`Linear`] and the float layer ([`super::Dense`]).
+pub(crate) fn dense_backward_f32(
+    (fi, fo): (usize, usize),
+    x: &[f32],
+    gy: &[f32],
+    w: &[f32],
+    need_dx: bool,
+) -> (LayerGrad, Option<Vec<f32>>) {
+    let n = x.len() / fi.max(1);
+    let xv = ArrayView2::from_shape((n, fi), x).expect("input rows");
+    let gv = ArrayView2::from_shape((n, fo), gy).expect("gradient rows");
+    let mut dw = vec![0f32; fo * fi];
+    general_mat_mul(
+        1.0,
+        &gv.t(),
+        &xv,
+        0.0,
+        &mut ArrayViewMut2::from_shape((fo, fi), &mut dw[..]).expect("dw"),
+    );
+    let mut db = vec![0f32; fo];
+    for row in gy.chunks_exact(fo.max(1)) {
+        super::grad::add_into(&mut db, row);
+    }
+    let dx = need_dx.then(|| {
+        let wv = ArrayView2::from_shape((fo, fi), w).expect("weights");
+        let mut dx = vec![0f32; n * fi];
+        general_mat_mul(
+            1.0,
+            &gv,
+            &wv,
+            0.0,
+            &mut ArrayViewMut2::from_shape((n, fi), &mut dx[..]).expect("dx"),
+        );
+        dx
+    });
+    (LayerGrad { dw, db }, dx)
 }

@@ -108,45 +108,28 @@ impl Shadow {
             let (Some(b), Some(p)) = (&layer.binding, &real[i]) else {
                 continue;
             };
-            if let Op::Dense(d) = &layer.op {
+            // Each trainable tensor becomes one segment of `theta`, in this order.
+            let mut push = |kind, values: &[f32], initializer: &str| {
                 let start = theta.len();
-                theta.extend_from_slice(&d.weights);
+                theta.extend_from_slice(values);
                 segments.push(Segment {
                     layer: i,
-                    kind: ParamKind::FloatWeight,
+                    kind,
                     range: start..theta.len(),
-                    initializer: b.weight.clone(),
+                    initializer: initializer.to_string(),
                 });
+            };
+            if let Op::Dense(d) = &layer.op {
+                push(ParamKind::FloatWeight, &d.weights, &b.weight);
             }
             if dims(g, i).is_some() {
-                let start = theta.len();
-                theta.extend_from_slice(&p.w);
-                segments.push(Segment {
-                    layer: i,
-                    kind: ParamKind::Weight,
-                    range: start..theta.len(),
-                    initializer: b.weight.clone(),
-                });
+                push(ParamKind::Weight, &p.w, &b.weight);
             }
             if let Some(name) = &b.bias {
-                let start = theta.len();
-                theta.extend_from_slice(&p.b);
-                segments.push(Segment {
-                    layer: i,
-                    kind: ParamKind::Bias,
-                    range: start..theta.len(),
-                    initializer: name.clone(),
-                });
+                push(ParamKind::Bias, &p.b, name);
             }
             if let (Some(name), Some(fb)) = (&b.float_bias, float_bias(g, i)) {
-                let start = theta.len();
-                theta.extend_from_slice(fb);
-                segments.push(Segment {
-                    layer: i,
-                    kind: ParamKind::FloatBias,
-                    range: start..theta.len(),
-                    initializer: name.clone(),
-                });
+                push(ParamKind::FloatBias, fb, name);
             }
         }
         let parts: Vec<_> = segments

@@ -146,6 +146,44 @@ pub fn qforget(args: &[&str]) -> std::process::Output {
         .expect("run qforget")
 }
 
+/// Run the default class-wise request `forget MODEL --dataset DATA --forget-class 3 --export
+/// OUT --json`, print its figures, and check what every class-wise request must reach: its
+/// target met, forget accuracy ≤ 1 %, retain accuracy at most 2 pp below the start. Returns the
+/// JSON report.
+pub fn class3_request_meets_its_target(model: &Path, data: &str, out: &Path) -> serde_json::Value {
+    let o = qforget(&[
+        "forget",
+        s(model),
+        "--dataset",
+        s(&dataset(data)),
+        "--forget-class",
+        "3",
+        "--export",
+        s(out),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (b, a) = (&r["before"], &r["after"]);
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    eprintln!(
+        "{}: FA {:.2} → {:.2} %, RA {:.2} → {:.2} %, TA {:.2} → {:.2} %, {} steps, {} weights changed",
+        model.display(),
+        f(b, "forget_acc"),
+        f(a, "forget_acc"),
+        f(b, "retain_acc"),
+        f(a, "retain_acc"),
+        f(b, "test_acc"),
+        f(a, "test_acc"),
+        r["steps"],
+        r["changed_weights"]
+    );
+    assert_eq!(r["target_met"], true);
+    assert!(f(a, "forget_acc") <= 1.0);
+    assert!(f(b, "retain_acc") - f(a, "retain_acc") <= 2.0);
+    r
+}
+
 /// Path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

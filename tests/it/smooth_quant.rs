@@ -14,7 +14,7 @@ use qforget::onnx::pb;
 
 use super::malformed::fails_cleanly;
 use super::onnx_builder::{Rng, A, B};
-use super::{dataset, model, qforget, s, tempdir};
+use super::{class3_request_meets_its_target, model, qforget, s, tempdir};
 
 const FIXTURE: &str = "mnist_mlp_inc_sq.onnx";
 
@@ -125,34 +125,7 @@ fn inspect_shows_the_prescale_and_the_smoothing_layer() {
 fn class_wise_request_on_smoothquant_meets_its_target_and_exports() {
     let dir = tempdir("sq-forget");
     let out = dir.join("forgot.onnx");
-    let o = qforget(&[
-        "forget",
-        s(&model(FIXTURE)),
-        "--dataset",
-        s(&dataset("mnist")),
-        "--forget-class",
-        "3",
-        "--export",
-        s(&out),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let (b, a) = (&r["before"], &r["after"]);
-    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
-    eprintln!(
-        "{FIXTURE}: FA {:.2} → {:.2} %, RA {:.2} → {:.2} %, TA {:.2} → {:.2} %, {} steps",
-        f(b, "forget_acc"),
-        f(a, "forget_acc"),
-        f(b, "retain_acc"),
-        f(a, "retain_acc"),
-        f(b, "test_acc"),
-        f(a, "test_acc"),
-        r["steps"]
-    );
-    assert_eq!(r["target_met"], true);
-    assert!(f(a, "forget_acc") <= 1.0);
-    assert!(f(b, "retain_acc") - f(a, "retain_acc") <= 2.0);
+    class3_request_meets_its_target(&model(FIXTURE), "mnist", &out);
     // The export is one self-contained file (the fixture keeps its weights in external data),
     // and the smoothing constants are untouched.
     let g = qforget::onnx::load(&out).unwrap();
