@@ -128,7 +128,8 @@ def head_grid(m, name: str):
         if node.op_type == "DequantizeLinear":
             return (np.float32(numpy_helper.to_array(inits[node.input[1]])),
                     numpy_helper.to_array(inits[node.input[2]]))
-        assert node.op_type in ("Flatten", "Reshape", "MaxPool"), node.op_type
+        if node.op_type not in ("Flatten", "Reshape", "MaxPool"):
+            return None  # a float result (a float segment): no grid
         name = node.input[0]
 
 
@@ -289,18 +290,22 @@ def reference(name: str, ds: str, data: dict, how: dict, float_src: str, layers:
         # The float head's input too, so a test can tell a 1-LSB difference in the last
         # quantized activation from an error of the head itself.
         head = head_input(m)
+        grid = head_grid(m, head)
+        if grid is None:
+            head = None
+    if deq is None and head is not None:
         with tempfile.TemporaryDirectory() as td:
             p2 = Path(td) / "head.onnx"
             with_output(m, head, p2)
             y2, hin = ort_run(p2, xte, ("logits", head))
         assert np.array_equal(y2, y), "adding an output changed the logits"
-        hs, hz = head_grid(m, head)
+        hs, hz = grid
         info = np.iinfo(hz.dtype)
         hq = np.clip(np.rint(hin.reshape(len(hin), -1) / hs) + int(hz), info.min, info.max).astype(hz.dtype)
         assert np.array_equal((hq.astype(np.int32) - int(hz)).astype(np.float32) * hs,
                               hin.reshape(len(hin), -1)), "head input is not on its grid"
         np.save(EXPECTED / f"{name}.head_input.npy", hq[:HEAD_ROWS])
-    else:
+    if deq is not None:
         scale, zpa = deq
         info = np.iinfo(zpa.dtype)
         stored = np.clip(np.rint(y.astype(np.float64) / np.float64(scale)) + int(zpa), info.min,
@@ -366,6 +371,15 @@ def main() -> None:
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc/Gemm"])),
         ("fmnist_cnn_fcfloat_qdq", "fmnist_cnn_f32.onnx", "fashion-mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc2/Gemm"])),
+        # Float segments (several float ops in a row): only the convs quantized (float Relu ->
+        # MaxPool -> Flatten -> Gemm -> Relu -> Gemm after the second), the MLP's first layer
+        # left in float on the model's float input, and a float Conv between quantized parts.
+        ("fmnist_cnn_convonly_qdq", "fmnist_cnn_f32.onnx", "fashion-mnist",
+         lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
+        ("mnist_mlp_firstfloat_qdq", "mnist_mlp_matmul_f32.onnx", "mnist",
+         lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/MatMul", "/Add"])),
+        ("fmnist_cnn_conv2float_qdq", "fmnist_cnn_f32.onnx", "fashion-mnist",
+         lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/conv2/Conv"])),
         # Float weights quantized at run time (a QuantizeLinear -> DequantizeLinear per weight).
         ("mnist_res_qdq_wpair", "mnist_res_f32.onnx", "mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, extra_options={"AddQDQPairToWeight": True})),

@@ -43,6 +43,9 @@ impl Op {
             Op::Pointwise(_) => None,
             Op::Mul(m) => Some((m.lo, m.hi)),
             Op::Dense(d) => Some((d.lo, d.hi)),
+            Op::Quantize(q) => Some((q.lo, q.hi)),
+            // A float output: gated by its activation's bounds (`Graph::mask`).
+            Op::FloatConv(_) | Op::Clamp => None,
         }
     }
 }
@@ -206,7 +209,16 @@ impl Graph {
                     out[i] = Some(g);
                     dx
                 }
-                Op::Requantize(_) => Some(gy),
+                Op::FloatConv(c) => {
+                    let x = self.real_input(tape, x_id)?;
+                    let w = params.get(i).and_then(|p| p.as_ref());
+                    let w = w.map_or(&c.weights[..], |p| &p.w[..]);
+                    let (g, dx) = c.backward(&x, &gy, w, need_dx);
+                    out[i] = Some(g);
+                    dx
+                }
+                // Straight through: the gate was the mask.
+                Op::Requantize(_) | Op::Quantize(_) | Op::Clamp => Some(gy),
                 Op::BiasAdd(b) => {
                     let c = self.acts[layer.output].shape.c;
                     out[i] = Some(LayerGrad {
@@ -230,6 +242,9 @@ impl Graph {
                 }),
                 Op::Flatten => Some(unflatten_nchw(self.acts[x_id].shape, &gy)),
                 Op::MaxPool(p) => Some(match tape {
+                    Tape::Quant(v) if self.acts[x_id].float => {
+                        p.backward(&saved_q(v, x_id)?.reals(), &gy)
+                    }
                     Tape::Quant(v) => p.backward(&saved_q(v, x_id)?.data, &gy),
                     Tape::Float(v) => p.backward(saved_f(v, x_id)?, &gy),
                 }),
@@ -251,6 +266,20 @@ impl Graph {
     /// Zero the gradient where the layer's output sat on a clamp bound.
     fn mask(&self, tape: &Tape, layer: &Layer, gy: &mut [f32]) {
         match tape {
+            Tape::Quant(v) if self.acts[layer.output].float => {
+                // A float activation: its fused activation's gate, as on the float twin.
+                let (lo, hi) = layer.activation.bounds();
+                let Some(y) = v[layer.output].as_ref() else {
+                    return;
+                };
+                if lo.is_finite() || hi.is_finite() {
+                    for (g, r) in gy.iter_mut().zip(y.reals()) {
+                        if r <= lo || r >= hi {
+                            *g = 0.0;
+                        }
+                    }
+                }
+            }
             Tape::Quant(v) => {
                 let (Some((lo, hi)), Some(y)) = (layer.op.clamp_range(), v[layer.output].as_ref())
                 else {
@@ -286,7 +315,7 @@ impl Graph {
     /// Real values of a saved activation.
     fn real_input(&self, tape: &Tape, a: ActId) -> Result<Vec<f32>> {
         match tape {
-            Tape::Quant(v) => Ok(self.acts[a].dequantize_all(&saved_q(v, a)?.data)),
+            Tape::Quant(v) => Ok(super::float_seg::real_values(&self.acts[a], saved_q(v, a)?)),
             Tape::Float(v) => Ok(saved_f(v, a)?.clone()),
         }
     }

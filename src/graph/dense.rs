@@ -10,7 +10,10 @@
 //! in float), and trains in f32: its weights and bias are the parameters themselves, no
 //! re-quantization, and they go back into the file as float32.
 //!
-//! Shapes: input `[n][k]` bytes (a flat activation), weights `[c_out][k]` (graph layout; ONNX
+//! In a float segment (`super::float_seg`) the same layer reads a float activation, or writes
+//! one (its output then goes on to other float ops rather than to a QuantizeLinear).
+//!
+//! Shapes: input `[n][k]` bytes (a flat activation) or reals, weights `[c_out][k]` (graph layout; ONNX
 //! MatMul's `[k][c_out]` is transposed at import), output `[n][c_out]`.
 
 use rayon::prelude::*;
@@ -19,6 +22,7 @@ use super::grad::LayerGrad;
 use super::ort_order::{OrtSum, PACKED_STRIDE_K};
 use super::qparams::round_half_even;
 use super::tensor::{QBatch, Shape};
+use super::ActInfo;
 
 /// Rows per parallel block of the forward.
 const BLOCK_ROWS: usize = 64;
@@ -67,11 +71,20 @@ impl Dense {
     }
 
     /// Real outputs `[n][c_out]` before quantization and clamping: the model's float logits
-    /// when the layer is its output.
-    pub fn real_outputs(&self, x: &QBatch) -> Vec<f32> {
+    /// when the layer is its output. `input` says what `x` holds: bytes of a quantized
+    /// activation, or the real values of a float one ([`super::float_seg`]).
+    pub fn real_outputs(&self, input: &ActInfo, x: &QBatch) -> Vec<f32> {
         let (k, c_out) = (self.in_features.max(1), self.out_features.max(1));
         let sum = self.sum();
         let mut y = vec![0f32; x.n * c_out];
+        if input.float {
+            y.par_chunks_mut(c_out * BLOCK_ROWS)
+                .zip(x.reals().par_chunks(k * BLOCK_ROWS))
+                .for_each(|(dst, src)| {
+                    sum.rows_real(src, |r, v| dst[r * c_out..][..c_out].copy_from_slice(v))
+                });
+            return y;
+        }
         y.par_chunks_mut(c_out * BLOCK_ROWS)
             .zip(x.data.par_chunks(k * BLOCK_ROWS))
             .for_each(|(dst, src)| {
@@ -82,10 +95,10 @@ impl Dense {
 
     /// Run on a batch: the real outputs, divided by the output step, rounded half to even,
     /// shifted by the zero point and clamped, as QuantizeLinear (after a Relu) does.
-    pub fn forward(&self, x: &QBatch) -> QBatch {
+    pub fn forward(&self, input: &ActInfo, x: &QBatch) -> QBatch {
         let (lo, hi, zp) = (self.lo as f32, self.hi as f32, self.out_zero_point as f32);
         let data = self
-            .real_outputs(x)
+            .real_outputs(input, x)
             .into_iter()
             .map(|v| (round_half_even(v / self.out_scale) + zp).clamp(lo, hi) as u8)
             .collect();
@@ -160,10 +173,23 @@ mod tests {
             shape: Shape::flat(3),
             data: vec![12, 9, 14],
         };
+        let info = ActInfo {
+            name: "x".into(),
+            shape: Shape::flat(3),
+            q: crate::graph::QParams::unsigned(0.5, 10),
+            channel_scales: vec![],
+            float: false,
+        };
+        let real = ActInfo {
+            float: true,
+            ..info.clone()
+        };
+        let xr = QBatch::from_real(1, Shape::flat(3), &[1.0, -0.5, 2.0]);
         for first in [true, false] {
             let l = layer(first);
-            assert_eq!(l.real_outputs(&x), vec![2.625, -4.5]);
-            assert_eq!(l.forward(&x).data, vec![14, 4]);
+            assert_eq!(l.real_outputs(&info, &x), vec![2.625, -4.5]);
+            assert_eq!(l.forward(&info, &x).data, vec![14, 4]);
+            assert_eq!(l.real_outputs(&real, &xr), vec![2.625, -4.5]);
         }
     }
 

@@ -44,6 +44,12 @@ impl Graph {
                             b: d.bias.clone(),
                         })
                     }
+                    Op::FloatConv(c) => {
+                        return Some(RealParams {
+                            w: c.weights.clone(),
+                            b: c.bias.clone(),
+                        })
+                    }
                     _ => return None,
                 };
                 let b = bias
@@ -69,7 +75,7 @@ impl Graph {
     ) -> Result<Vec<Option<Vec<f32>>>> {
         // The input is quantized as in the real model (its parameters come from the file).
         let q = self.quantize_images(images, n)?;
-        let x0 = q.data.iter().map(|&b| self.input.q.dequantize(b)).collect();
+        let x0 = super::float_seg::real_values(&self.acts[self.input.act], &q);
         self.forward_float_input(x0, params)
     }
 
@@ -89,6 +95,10 @@ impl Graph {
                 Op::Conv(c) => {
                     let p = params[i].as_ref().expect("conv params");
                     conv_f32(c, x, p)
+                }
+                Op::FloatConv(c) => {
+                    let p = params[i].as_ref().expect("float conv params");
+                    conv_f32(&c.geom, x, p)
                 }
                 Op::Linear(super::Linear {
                     in_features: fi,
@@ -175,7 +185,7 @@ impl Graph {
                         .collect()
                 }
                 Op::Flatten => super::eltwise::nchw_order(self.acts[layer.inputs[0]].shape, x),
-                Op::Requantize(_) => x.clone(),
+                Op::Requantize(_) | Op::Quantize(_) | Op::Clamp => x.clone(),
                 Op::Pointwise(p) => p.forward_real(x),
                 Op::Mul(m) => {
                     let b = vals[layer.inputs[1]].as_ref().expect("mul operand");

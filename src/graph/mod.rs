@@ -18,6 +18,8 @@ pub mod dense;
 mod depthwise;
 pub mod eltwise;
 pub mod float;
+pub mod float_conv;
+pub mod float_seg;
 pub mod float_weight;
 pub mod grad;
 pub mod linear;
@@ -47,6 +49,8 @@ pub use conv::{Conv, Window};
 pub use dense::Dense;
 pub use eltwise::{Add, Requantize};
 pub use float::RealParams;
+pub use float_conv::FloatConv;
+pub use float_seg::Quantize;
 pub use grad::{GradPath, LayerGrad};
 pub use linear::Linear;
 pub use mul::Mul;
@@ -73,6 +77,9 @@ pub struct ActInfo {
     /// One scale per channel when the file quantizes the tensor per channel (see
     /// [`channel_act`]); empty: per tensor, `q.scale`.
     pub channel_scales: Vec<f32>,
+    /// A float activation of a float segment ([`float_seg`]): its batches hold f32 values and
+    /// `q` is a placeholder.
+    pub float: bool,
 }
 
 /// The operation a layer performs.
@@ -96,6 +103,12 @@ pub enum Op {
     Mul(Mul),
     /// A Gemm/MatMul with float weights, computed in f32 (see [`dense`]).
     Dense(Dense),
+    /// A Conv with float weights, computed in f32 (see [`float_conv`]).
+    FloatConv(FloatConv),
+    /// A float Relu/Clip (the layer's activation) of a float segment (see [`float_seg`]).
+    Clamp,
+    /// QuantizeLinear at the end of a float segment (see [`float_seg`]).
+    Quantize(Quantize),
 }
 
 impl Op {
@@ -114,6 +127,9 @@ impl Op {
             Op::Pointwise(_) => "pointwise",
             Op::Mul(_) => "mul",
             Op::Dense(_) => "dense",
+            Op::FloatConv(_) => "float_conv",
+            Op::Clamp => "float_clamp",
+            Op::Quantize(_) => "quantize",
         }
     }
 }
@@ -279,6 +295,11 @@ impl Graph {
         }
         let q = self.input.q;
         let plane = s.h * s.w;
+        if self.acts[self.input.act].float {
+            let vals = input_reals(images, n, s, &self.input);
+            let shape = self.input.pre_pool.as_ref().map_or(s, |p| p.out_shape);
+            return Ok(QBatch::from_real(n, shape, &vals));
+        }
         if let Some(p) = &self.input.pre_pool {
             return Ok(input_pool(images, n, s, p, &q, &self.input));
         }
@@ -339,7 +360,7 @@ impl Graph {
         match &layer.op {
             Op::Linear(l) => Some(l.real_outputs(x, self.acts[self.output].q.scale)),
             Op::BiasAdd(b) => Some(b.real_outputs(x)),
-            Op::Dense(d) => Some(d.real_outputs(x)),
+            Op::Dense(d) => Some(d.real_outputs(&self.acts[layer.inputs[0]], x)),
             _ => None,
         }
     }
@@ -369,6 +390,19 @@ impl Graph {
                 })
             };
             let x = get(layer.inputs[0])?;
+            let out_info = &self.acts[layer.output];
+            if out_info.float || matches!(layer.op, Op::Quantize(_)) {
+                let y = self.float_op(layer, x)?;
+                if !keep {
+                    for &a in &layer.inputs {
+                        if last_use[a] == i && a != self.output {
+                            vals[a] = None;
+                        }
+                    }
+                }
+                vals[layer.output] = Some(y);
+                continue;
+            }
             let y = match &layer.op {
                 Op::Conv(c) => c.forward(x),
                 Op::Linear(l) => l.forward(x),
@@ -387,7 +421,13 @@ impl Graph {
                 Op::BiasAdd(b) => b.forward(x),
                 Op::Pointwise(p) => p.forward(x),
                 Op::Mul(m) => m.forward(x, get(layer.inputs[1])?),
-                Op::Dense(d) => d.forward(x),
+                Op::Dense(d) => d.forward(&self.acts[layer.inputs[0]], x),
+                Op::FloatConv(_) | Op::Clamp | Op::Quantize(_) => {
+                    return Err(Error::Shape(format!(
+                        "layer '{}' must have a float output",
+                        layer.name
+                    )))
+                }
             };
             debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
             if !keep {
@@ -401,6 +441,50 @@ impl Graph {
         }
         Ok(vals)
     }
+}
+
+/// The model's float input as a float segment reads it (NHWC): pixels, normalised, through
+/// its float functions and any average pooling, in the order [`input_pool`] and
+/// [`input_elements`] compute them before their QuantizeLinear.
+fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) -> Vec<f32> {
+    let plane = s.h * s.w;
+    if let Some(p) = &input.pre_pool {
+        let os = p.out_shape;
+        let w = &p.window;
+        let mut out = vec![0f32; n * os.len()];
+        for (o, img) in out
+            .chunks_exact_mut(os.len().max(1))
+            .zip(images.chunks_exact(s.len().max(1)))
+        {
+            for ch in 0..s.c {
+                let pixels = &img[ch * plane..(ch + 1) * plane];
+                pool::for_each_window(w, s, os, |px, cells| {
+                    let sum =
+                        pool::sum_columns_first(cells, s.w, |cell| input.pixel(ch, pixels[cell]));
+                    let div = if p.count_include_pad {
+                        w.kh * w.kw
+                    } else {
+                        cells.len().max(1)
+                    };
+                    o[px * os.c + ch] = input.post(ch * os.h * os.w + px, sum / div as f32);
+                });
+            }
+        }
+        return out;
+    }
+    let mut out = vec![0f32; images.len()];
+    for (o, img) in out
+        .chunks_exact_mut(s.len().max(1))
+        .zip(images.chunks_exact(s.len().max(1)))
+    {
+        for ch in 0..s.c {
+            for p in 0..plane {
+                let i = ch * plane + p;
+                o[p * s.c + ch] = input.post(i, input.pixel(ch, img[i]));
+            }
+        }
+    }
+    out
 }
 
 /// Float average pooling of pixels (byte / 255, normalised) followed by quantization, as a model

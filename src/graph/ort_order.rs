@@ -123,14 +123,53 @@ pub(crate) struct OrtSum<'a> {
 impl OrtSum<'_> {
     /// Call `emit(row, y)` with the real outputs `y` (bias included) of every row of `src`
     /// (`[row][k]` bytes).
-    pub fn rows(&self, src: &[u8], mut emit: impl FnMut(usize, &[f32])) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2")
-        {
-            // SAFETY: the CPU has FMA and AVX2 (checked just above).
-            return unsafe { self.rows_fma(src, &mut emit) };
+    pub fn rows(&self, src: &[u8], emit: impl FnMut(usize, &[f32])) {
+        self.rows_with(has_fma(), src, emit)
+    }
+
+    /// [`OrtSum::rows`] by the portable loop (the vector path's reference in tests).
+    #[cfg(test)]
+    fn rows_portable(&self, src: &[u8], emit: &mut impl FnMut(usize, &[f32])) {
+        self.rows_with(false, src, emit)
+    }
+
+    fn rows_with(&self, fma: bool, src: &[u8], mut emit: impl FnMut(usize, &[f32])) {
+        let mut xs = vec![0f32; self.k.max(1)];
+        let mut y = vec![0f32; self.c_out.max(1)];
+        for (r, px) in src.chunks_exact(self.k.max(1)).enumerate() {
+            self.dequantize(px, &mut xs);
+            self.row(fma, &xs, &mut y);
+            emit(r, &y);
         }
-        self.rows_portable(src, &mut emit)
+    }
+
+    /// [`OrtSum::rows`] on real inputs (`[row][k]`, a float segment's activation), which
+    /// onnxruntime reads as they are (`zp_in` and `in_scale` unused).
+    pub fn rows_real(&self, src: &[f32], mut emit: impl FnMut(usize, &[f32])) {
+        let fma = has_fma();
+        let mut y = vec![0f32; self.c_out.max(1)];
+        for (r, xs) in src.chunks_exact(self.k.max(1)).enumerate() {
+            self.row(fma, xs, &mut y);
+            emit(r, &y);
+        }
+    }
+
+    /// The outputs `y` of one input row `xs` (real values).
+    #[inline(always)]
+    fn row(&self, fma: bool, xs: &[f32], y: &mut [f32]) {
+        self.start(y);
+        #[cfg(target_arch = "x86_64")]
+        if fma {
+            // SAFETY: the CPU has FMA and AVX2 (`has_fma`).
+            unsafe { self.row_fma(xs, y) };
+            self.end(y);
+            return;
+        }
+        let _ = fma;
+        for (s, e) in self.slices() {
+            self.rest(xs, y, 0, s, e);
+        }
+        self.end(y);
     }
 
     /// The input slices `[start, end)` of the sums.
@@ -167,59 +206,50 @@ impl OrtSum<'_> {
         }
     }
 
-    /// [`OrtSum::rows`] with AVX2 and FMA: sixteen output channels at a time in two registers,
-    /// each lane one fused multiply-add per input, in input order (the values of
-    /// [`OrtSum::rows_portable`]; the compiler did not vectorize its `mul_add` loops).
+    /// [`OrtSum::row`] with AVX2 and FMA: sixteen output channels at a time in two registers,
+    /// each lane one fused multiply-add per input, in input order (the values of the portable
+    /// loop; the compiler did not vectorize its `mul_add` loops).
     ///
     /// # Safety
     /// The CPU must have FMA and AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "fma,avx2")]
-    unsafe fn rows_fma(&self, src: &[u8], emit: &mut impl FnMut(usize, &[f32])) {
+    unsafe fn row_fma(&self, xs: &[f32], y: &mut [f32]) {
         use std::arch::x86_64::{
             _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
             _mm256_storeu_ps,
         };
-        let (k, c_out) = (self.k.max(1), self.c_out.max(1));
+        let c_out = self.c_out.max(1);
         let groups = c_out / LANES;
-        let mut xs = vec![0f32; k];
-        let mut y = vec![0f32; c_out];
-        for (r, px) in src.chunks_exact(k).enumerate() {
-            self.dequantize(px, &mut xs);
-            self.start(&mut y);
-            for (s, e) in self.slices() {
-                for (g, yg) in y.chunks_exact_mut(LANES).enumerate().take(groups) {
-                    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                    let rows = self.w_t.chunks_exact(c_out).skip(s).take(e - s);
-                    for (&x, row) in xs[s..e].iter().zip(rows) {
-                        let w = &row[g * LANES..][..LANES];
-                        let xv = _mm256_set1_ps(x);
-                        // SAFETY: `w` holds 16 floats, two unaligned loads of 8.
-                        let (w0, w1) = unsafe {
-                            (
-                                _mm256_loadu_ps(w.as_ptr()),
-                                _mm256_loadu_ps(w.as_ptr().add(8)),
-                            )
-                        };
-                        a0 = _mm256_fmadd_ps(xv, w0, a0);
-                        a1 = _mm256_fmadd_ps(xv, w1, a1);
-                    }
-                    // SAFETY: `yg` holds 16 floats, two unaligned loads and stores of 8.
-                    unsafe {
-                        let p = yg.as_mut_ptr();
-                        _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), a0));
-                        _mm256_storeu_ps(p.add(8), _mm256_add_ps(_mm256_loadu_ps(p.add(8)), a1));
-                    }
+        for (s, e) in self.slices() {
+            for (g, yg) in y.chunks_exact_mut(LANES).enumerate().take(groups) {
+                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let rows = self.w_t.chunks_exact(c_out).skip(s).take(e - s);
+                for (&x, row) in xs[s..e].iter().zip(rows) {
+                    let w = &row[g * LANES..][..LANES];
+                    let xv = _mm256_set1_ps(x);
+                    // SAFETY: `w` holds 16 floats, two unaligned loads of 8.
+                    let (w0, w1) = unsafe {
+                        (
+                            _mm256_loadu_ps(w.as_ptr()),
+                            _mm256_loadu_ps(w.as_ptr().add(8)),
+                        )
+                    };
+                    a0 = _mm256_fmadd_ps(xv, w0, a0);
+                    a1 = _mm256_fmadd_ps(xv, w1, a1);
                 }
-                self.rest(&xs, &mut y, groups * LANES, s, e);
+                // SAFETY: `yg` holds 16 floats, two unaligned loads and stores of 8.
+                unsafe {
+                    let p = yg.as_mut_ptr();
+                    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), a0));
+                    _mm256_storeu_ps(p.add(8), _mm256_add_ps(_mm256_loadu_ps(p.add(8)), a1));
+                }
             }
-            self.end(&mut y);
-            emit(r, &y);
+            self.rest(xs, y, groups * LANES, s, e);
         }
     }
-
     /// Adds the slice `s..e` of the sums of output channels `from..` to `y` (the channels
-    /// [`OrtSum::rows_fma`] does not take in groups).
+    /// [`OrtSum::row_fma`] does not take in groups).
     #[inline(always)]
     fn rest(&self, xs: &[f32], y: &mut [f32], from: usize, s: usize, e: usize) {
         let c_out = self.c_out.max(1);
@@ -232,22 +262,16 @@ impl OrtSum<'_> {
             *y += a;
         }
     }
+}
 
-    #[inline(always)]
-    fn rows_portable(&self, src: &[u8], emit: &mut impl FnMut(usize, &[f32])) {
-        let (k, c_out) = (self.k.max(1), self.c_out.max(1));
-        let mut xs = vec![0f32; k];
-        let mut y = vec![0f32; c_out];
-        for (r, px) in src.chunks_exact(k).enumerate() {
-            self.dequantize(px, &mut xs);
-            self.start(&mut y);
-            for (s, e) in self.slices() {
-                self.rest(&xs, &mut y, 0, s, e);
-            }
-            self.end(&mut y);
-            emit(r, &y);
-        }
+/// Whether [`OrtSum`] may use its AVX2/FMA kernel (the same values as the portable loop).
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2")
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// One conv's constants for [`Conv::forward_ort_order`]: the sums, then the division by the
@@ -282,7 +306,7 @@ impl Pixels<'_> {
 /// weight matrix is packed, and summed, in slices of this many inputs.
 pub(crate) const PACKED_STRIDE_K: usize = 256;
 
-/// Output channels [`OrtSum::rows_fma`] sums together (two AVX registers of f32).
+/// Output channels [`OrtSum::row_fma`] sums together (two AVX registers of f32).
 #[cfg(target_arch = "x86_64")]
 const LANES: usize = 16;
 

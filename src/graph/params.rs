@@ -119,8 +119,10 @@ impl Shadow {
                     initializer: initializer.to_string(),
                 });
             };
-            if let Op::Dense(d) = &layer.op {
-                push(ParamKind::FloatWeight, &d.weights, &b.weight);
+            match &layer.op {
+                Op::Dense(d) => push(ParamKind::FloatWeight, &d.weights, &b.weight),
+                Op::FloatConv(c) => push(ParamKind::FloatWeight, &c.weights, &b.weight),
+                _ => {}
             }
             if dims(g, i).is_some() {
                 push(ParamKind::Weight, &p.w, &b.weight);
@@ -239,7 +241,9 @@ impl Shadow {
                 match s.kind {
                     ParamKind::Weight | ParamKind::FloatWeight => rp.w.copy_from_slice(src),
                     ParamKind::Bias => rp.b.copy_from_slice(src),
-                    ParamKind::FloatBias if matches!(g.layers[s.layer].op, Op::Dense(_)) => {
+                    ParamKind::FloatBias
+                        if matches!(g.layers[s.layer].op, Op::Dense(_) | Op::FloatConv(_)) =>
+                    {
                         rp.b.copy_from_slice(src)
                     }
                     ParamKind::FloatBias => {
@@ -270,8 +274,10 @@ impl Shadow {
                 continue;
             }
             if s.kind == ParamKind::FloatWeight {
-                if let Op::Dense(d) = &mut g.layers[s.layer].op {
-                    d.weights.copy_from_slice(vals);
+                match &mut g.layers[s.layer].op {
+                    Op::Dense(d) => d.weights.copy_from_slice(vals),
+                    Op::FloatConv(c) => c.weights.copy_from_slice(vals),
+                    _ => {}
                 }
                 continue;
             }
@@ -348,8 +354,14 @@ impl Shadow {
                 });
                 continue;
             }
-            if let (ParamKind::FloatWeight, Op::Dense(d)) = (s.kind, &layer.op) {
-                let v = d.file_order(b.layout == super::WeightLayout::InOut);
+            let float_weights = match (s.kind, &layer.op) {
+                (ParamKind::FloatWeight, Op::Dense(d)) => {
+                    Some(d.file_order(b.layout == super::WeightLayout::InOut))
+                }
+                (ParamKind::FloatWeight, Op::FloatConv(c)) => Some(c.file_order()),
+                _ => None,
+            };
+            if let Some(v) = float_weights {
                 out.push(ParamExport {
                     name: s.initializer.clone(),
                     dtype: ExportType::F32,
@@ -414,6 +426,7 @@ fn float_bias(g: &Graph, i: usize) -> Option<&[f32]> {
         Op::Linear(l) => &l.requant.float_bias,
         Op::BiasAdd(b) => &b.bias,
         Op::Dense(d) => &d.bias,
+        Op::FloatConv(c) => &c.bias,
         _ => return None,
     };
     (!v.is_empty()).then_some(v.as_slice())
@@ -433,6 +446,10 @@ fn set_float_bias(g: &mut Graph, i: usize, vals: &[f32]) {
         }
         Op::Dense(d) => {
             d.bias.copy_from_slice(vals);
+            return;
+        }
+        Op::FloatConv(c) => {
+            c.bias.copy_from_slice(vals);
             return;
         }
         _ => return,

@@ -150,7 +150,12 @@ impl Graph {
                 let fns = std::mem::take(&mut p.fns);
                 *p = super::Pointwise::new(fns, p.channels, &qi, &qo);
             }
-            Op::MaxPool(_) | Op::Flatten => {}
+            Op::Quantize(q) => {
+                q.scale = qo.scale;
+                q.zero_point = qo.zero_point;
+                (q.lo, q.hi) = (lo, hi);
+            }
+            Op::MaxPool(_) | Op::Flatten | Op::FloatConv(_) | Op::Clamp => {}
         }
     }
 }

@@ -155,6 +155,19 @@ impl Graph {
                         bias: d.bias.len(),
                         float_in_file: false,
                     }),
+                    Op::FloatConv(c) => {
+                        let (g, w) = (&c.geom, &c.geom.window);
+                        Some(WeightInfo {
+                            shape: vec![g.out_shape.c, g.in_shape.c / g.group, w.kh, w.kw],
+                            bits: 32,
+                            granularity: "float",
+                            scale_min: 0.0,
+                            scale_max: 0.0,
+                            params: c.weights.len(),
+                            bias: c.bias.len(),
+                            float_in_file: false,
+                        })
+                    }
                     _ => None,
                 };
                 if let Some(w) = &mut weights {

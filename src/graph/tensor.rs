@@ -63,6 +63,24 @@ impl QBatch {
         }
     }
 
+    /// A batch of real values: the activation of a float segment ([`super::ActInfo::float`]),
+    /// each value's four bytes (little-endian) in `data`, so a tape keeps one type of batch.
+    pub fn from_real(n: usize, shape: Shape, vals: &[f32]) -> Self {
+        QBatch {
+            n,
+            shape,
+            data: vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// The real values of a batch made by [`QBatch::from_real`].
+    pub fn reals(&self) -> Vec<f32> {
+        self.data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
     /// Sample `i`.
     pub fn sample(&self, i: usize) -> &[u8] {
         let l = self.shape.len();

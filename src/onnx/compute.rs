@@ -292,13 +292,13 @@ impl Importer<'_> {
     pub(super) fn float_mac(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let wname = ctx.input(1).ok_or_else(|| ctx.bad("has no weights"))?;
-        let float_weights = self.consts.contains_key(wname);
-        let Value::Deq(input) = self.value(ctx, x)? else {
-            return Err(self.float_input_refusal(ctx, x, float_weights));
-        };
-        if float_weights {
+        if self.consts.contains_key(wname) {
+            let input = self.float_operand(ctx, x)?;
             return self.float_layer(ctx, input);
         }
+        let Value::Deq(input) = self.value(ctx, x)? else {
+            return Err(self.float_input_refusal(ctx, x));
+        };
         let Some(Value::DeqConst(w)) = self.values.get(wname).cloned() else {
             return Err(ctx.unsupported(format!(
                 "weights '{wname}' are not quantized (no DequantizeLinear of an int8 constant)"
@@ -482,6 +482,11 @@ impl Importer<'_> {
                 Value::Pending(Box::new(p), n)
             }
             Value::Deq(a) => Value::Pending(Box::new(Pending::Clamp { input: a, act }), ctx.name()),
+            Value::Float(a) => Value::Float(self.float_clamp(ctx, a, act, &out)),
+            Value::FloatInput(..) => {
+                let a = self.float_operand(ctx, x)?;
+                Value::Float(self.float_clamp(ctx, a, act, &out))
+            }
             Value::Quant(a) => {
                 let q = self.acts[a].q;
                 Value::Quant(self.requantize(ctx, a, q, act, &out))
@@ -624,6 +629,14 @@ impl Importer<'_> {
         let (a, deq) = match self.value(ctx, x)? {
             Value::Deq(a) => (a, true),
             Value::Quant(a) => (a, false),
+            Value::Float(a) => {
+                let (window, ceil) = self.window(ctx, None)?;
+                let out = ctx.output()?.to_string();
+                let id = self.max_pool_layer(ctx, a, window, ceil, &out)?;
+                self.acts[id].float = true;
+                self.values.insert(out, Value::Float(id));
+                return Ok(());
+            }
             Value::Pending(p, n) => {
                 let (window, ceil) = self.window(ctx, None)?;
                 let p = Pending::MaxPool {
@@ -766,13 +779,8 @@ impl Importer<'_> {
             Value::Deq(a) => (Ok(a), true),
             Value::Quant(a) => (Ok(a), false),
             Value::FloatInput(pre, _) => (Err(pre), false),
-            Value::Pending(_, n) => {
-                return Err(ctx.unsupported(format!(
-                    "reshaping '{x}', a float result of node '{n}' that no QuantizeLinear \
-                     follows (a float segment that reaches a Flatten/Reshape, as before a float \
-                     layer that reads the float output of a float activation, is not supported)"
-                )))
-            }
+            Value::Float(a) => (Ok(a), false),
+            Value::Pending(..) => (Ok(self.float_operand(ctx, x)?), false),
             _ => {
                 return Err(ctx.unsupported("reshaping a tensor that is not a quantized activation"))
             }
@@ -812,6 +820,7 @@ impl Importer<'_> {
             }
         };
         let s = self.acts[a].shape;
+        let float = self.acts[a].float;
         let id = if s.h * s.w == 1 {
             a
         } else {
@@ -827,7 +836,13 @@ impl Importer<'_> {
                 vec![],
             )
         };
-        self.values.insert(out, Value::activation(id, deq));
+        self.acts[id].float = float;
+        let v = if float {
+            Value::Float(id)
+        } else {
+            Value::activation(id, deq)
+        };
+        self.values.insert(out, v);
         Ok(())
     }
 

@@ -1,11 +1,11 @@
-//! Float layers: a Gemm or MatMul whose weights are a plain float32 initializer (the quantizer
-//! left the layer in float), reading a dequantized activation. They become
-//! [`crate::graph::Dense`] layers: f32 in onnxruntime's order, trained in f32, written back as
-//! float32 (see there for why).
+//! Float layers: a Gemm, MatMul or Conv whose weights are a plain float32 initializer (the
+//! quantizer left the layer in float), reading a dequantized activation, the model's float
+//! input or another float result (a float segment, see [`super::float_seg`]). They become
+//! [`crate::graph::Dense`] / [`crate::graph::FloatConv`] layers: f32 in onnxruntime's order,
+//! trained in f32, written back as float32 (see there for why).
 //!
-//! What is refused, by name: a float Conv, a float layer whose input is not a dequantized
-//! activation (the model's float input, or the float output of another float layer or of a
-//! float activation), and an input quantized per channel.
+//! What is refused, by name: an input quantized per channel, and weights that are not a
+//! finite 2-D matrix (4-D for a Conv).
 
 use crate::graph::{Activation, Dense, Op, ParamBinding, QParams, Shape, WeightLayout};
 use crate::Result;
@@ -18,18 +18,15 @@ impl Importer<'_> {
     /// A Gemm/MatMul with float weights on the dequantized activation `input`.
     pub(super) fn float_layer(&mut self, ctx: &NodeCtx, input: usize) -> Result<()> {
         let op = ctx.node.op_type.as_str();
-        if op == "Conv" {
-            return Err(ctx.unsupported(
-                "a Conv with float weights (a float layer): qforget runs float Gemm/MatMul \
-                 layers, not float convolutions",
-            ));
-        }
         if self.acts[input].per_channel() {
             return Err(
                 ctx.unsupported("a float layer reading an activation quantized per channel")
             );
         }
         let w = self.konst(ctx, 1)?;
+        if op == "Conv" {
+            return self.float_conv(ctx, input, w);
+        }
         let layout = if op == "Gemm" {
             self.gemm_layout(ctx)?
         } else {
@@ -81,6 +78,7 @@ impl Importer<'_> {
             bias_first: true,
             act: Activation::None,
             params: vec![w.name.clone()],
+            conv: None,
         };
         if ctx.input(2).is_some() {
             m = self.float_layer_bias(ctx, m, 2)?;
@@ -118,36 +116,24 @@ impl Importer<'_> {
         Ok(m)
     }
 
-    /// Why a Conv/Gemm/MatMul whose data input `x` is not a dequantized activation is refused.
-    pub(super) fn float_input_refusal(
-        &self,
-        ctx: &NodeCtx,
-        x: &str,
-        float_weights: bool,
-    ) -> crate::Error {
+    /// Why a Conv/Gemm/MatMul with quantized weights whose data input `x` is not a
+    /// dequantized activation is refused.
+    pub(super) fn float_input_refusal(&self, ctx: &NodeCtx, x: &str) -> crate::Error {
         match self.values.get(x) {
-            Some(Value::Pending(p, n)) if matches!(p.as_ref(), Pending::Dense(_)) => ctx
-                .unsupported(format!(
-                    "it reads '{x}', the float output of float layer '{n}': qforget runs a float \
-                     layer only between a dequantized activation and a QuantizeLinear or the \
-                     model output, not two float layers in a row"
-                )),
-            Some(Value::Pending(_, n)) if float_weights => ctx.unsupported(format!(
-                "a float layer reading '{x}', a float result of node '{n}' that is not quantized \
-                 again; qforget needs a float layer's input to come from a DequantizeLinear \
-                 (maybe through Flatten/Reshape)"
+            Some(Value::Pending(_, n)) => ctx.unsupported(format!(
+                "quantized weights on '{x}', a float result of node '{n}' that is not quantized \
+                 again (a layer with quantized weights reads a DequantizeLinear)"
             )),
-            Some(Value::FloatInput(..)) if float_weights => ctx.unsupported(
-                "a float layer on the model's float input, before its first QuantizeLinear",
-            ),
-            _ => ctx.unsupported(
-                "the data input is not a dequantized activation (float layers are supported only \
-                 on one)",
-            ),
+            Some(Value::FloatInput(..)) | Some(Value::Float(_)) => ctx.unsupported(format!(
+                "quantized weights on '{x}', a float tensor that is not quantized (a layer with \
+                 quantized weights reads a DequantizeLinear)"
+            )),
+            _ => ctx.unsupported("the data input is not a dequantized activation"),
         }
     }
 
-    /// The [`Dense`] layer of `m` with output parameters `q` (placeholders for a float head).
+    /// The [`Dense`] layer of `m` with output parameters `q` (placeholders for a float head);
+    /// a float Conv writes a float activation and a [`crate::graph::Quantize`] follows it.
     pub(super) fn dense_layer(
         &mut self,
         ctx: &NodeCtx,
@@ -155,6 +141,10 @@ impl Importer<'_> {
         q: QParams,
         out: &str,
     ) -> Result<usize> {
+        if m.conv.is_some() {
+            let a = self.float_mac_layer(ctx, m, &format!("{out}/float"))?;
+            return Ok(self.quantize_float(ctx, a, q, out));
+        }
         let qi = self.acts[m.input].q;
         let (lo, hi) = m.act.range(&q);
         let d = Dense {
@@ -181,10 +171,22 @@ impl Importer<'_> {
             out,
             m.params,
         );
-        if let (Some(l), true) = (self.layers.last_mut(), m.trains) {
+        self.bind_float(m.trains, m.weight_name, m.in_out, m.bias_name);
+        Ok(id)
+    }
+
+    /// Bind the last layer's float weights (when they train) and float bias.
+    pub(super) fn bind_float(
+        &mut self,
+        trains: bool,
+        weight: String,
+        in_out: bool,
+        float_bias: Option<String>,
+    ) {
+        if let (Some(l), true) = (self.layers.last_mut(), trains) {
             l.binding = Some(ParamBinding {
-                weight: m.weight_name,
-                layout: if m.in_out {
+                weight,
+                layout: if in_out {
                     WeightLayout::InOut
                 } else {
                     WeightLayout::OutIn
@@ -193,10 +195,9 @@ impl Importer<'_> {
                 unsigned: false,
                 bits: 32,
                 bias: None,
-                float_bias: m.bias_name,
+                float_bias,
                 float_weight: None,
             });
         }
-        Ok(id)
     }
 }

@@ -9,6 +9,7 @@ mod blocked;
 mod channel_act;
 mod compute;
 mod dense;
+mod float_seg;
 mod float_const;
 mod float_weight;
 mod input_fns;
@@ -306,6 +307,7 @@ impl<'p> Importer<'p> {
             shape,
             q,
             channel_scales: Vec::new(),
+            float: false,
         });
         self.acts.len() - 1
     }
@@ -496,6 +498,14 @@ impl<'p> Importer<'p> {
             Some(Value::Pending(p, node)) => {
                 real_output = true;
                 self.float_head(graph, *p, &out.name, &node)?
+            }
+            Some(Value::Float(a)) => {
+                return Err(self.invalid(format!(
+                    "output '{}' is the float activation '{}' of a float segment; qforget \
+                     supports a float output only from a Gemm/MatMul (with its bias) or a bias \
+                     Add, with no activation",
+                    out.name, self.acts[a].name
+                )))
             }
             _ => {
                 return Err(self.invalid(format!(

@@ -86,6 +86,11 @@ impl Importer<'_> {
                 let (name, raw_shape) = self.input.clone().expect("input is set before nodes");
                 let shape = pre.last().map(|p| p.out_shape).unwrap_or(raw_shape);
                 if let Some(spec) = &self.input_spec {
+                    if self.acts[spec.act].float {
+                        return Err(ctx.unsupported(
+                            "the float input is both read by a float layer and quantized",
+                        ));
+                    }
                     if spec.q != q {
                         return Err(ctx.unsupported(
                             "the input is quantized twice with different parameters",
@@ -135,6 +140,7 @@ impl Importer<'_> {
                 }
                 Value::Quant(id)
             }
+            Value::Float(a) => Value::Quant(self.quantize_float(ctx, a, q, &out)),
             Value::Quant(_) => return Err(ctx.bad("input is already quantized")),
             Value::DeqConst(_) => {
                 return Err(ctx.unsupported("quantizing a constant at run time is not supported"))

@@ -139,6 +139,9 @@ pub struct FloatMac {
     pub act: Activation,
     /// Initializer names of the parameters.
     pub params: Vec<String>,
+    /// A float Conv: its geometry (`weights` then in the conv's graph layout, see
+    /// [`crate::graph::FloatConv`]); `None` for a Gemm/MatMul.
+    pub conv: Option<crate::graph::Conv>,
 }
 
 /// A float result waiting for the QuantizeLinear that fixes its parameters.
@@ -227,6 +230,8 @@ pub enum Value {
     DeqConst(DeqConst),
     /// A float result of a compute node, waiting for its QuantizeLinear.
     Pending(Box<Pending>, String),
+    /// A float activation of the graph (a float segment, see [`crate::graph::float_seg`]).
+    Float(ActId),
 }
 
 impl Value {

@@ -146,6 +146,7 @@ fn randomize(st: &mut TrainState, seed: u64) {
                     crate::graph::Op::Conv(c) => c.row(),
                     crate::graph::Op::Linear(l) => l.in_features,
                     crate::graph::Op::Dense(d) => d.in_features,
+                    crate::graph::Op::FloatConv(c) => c.geom.row(),
                     _ => 1,
                 };
                 let bound = (6.0 / fan_in.max(1) as f32).sqrt();

@@ -1,0 +1,169 @@
+//! Float segments: runs of float ops between a DequantizeLinear (or the model's float input)
+//! and a QuantizeLinear (or the model's float output).
+//!
+//! Why: quantizing only some op types (`op_types_to_quantize=["Conv"]`) or excluding nodes
+//! (`nodes_to_exclude`) leaves whole stretches of a network in float: after the CNN's last conv
+//! a float Relu → MaxPool → Flatten → Gemm → Relu → Gemm, a first MatMul on the float input, a
+//! float Conv between quantized layers. Their values are not on any quantization grid, so they
+//! cannot be bytes; such an activation is a *float activation* ([`super::ActInfo::float`]): the
+//! batch holds f32 values ([`super::QBatch::from_real`]) and every op that reads one takes its
+//! real values. The ops of a segment: [`super::FloatConv`] and [`super::Dense`] (float weights,
+//! trained in f32), `Op::Clamp` (a float Relu/Clip, [`clamp_real`]), MaxPool and Flatten on real values, and
+//! [`Quantize`] where the segment meets its QuantizeLinear. Each computes in f32 what
+//! onnxruntime computes (optimizations off), so a segment agrees with it as its float ops do.
+//!
+//! Backward: a float activation's gradient passes its fused activation's gate (zero where a
+//! Relu/Clip held the value at a bound), and [`Quantize`] is straight through with the clamp
+//! gate, like every requantization of the graph.
+
+use super::qparams::round_half_even;
+use super::tensor::{QBatch, Shape};
+use super::{ActInfo, Activation, Graph, Layer, MaxPool, Op};
+use crate::{Error, Result};
+
+impl Graph {
+    /// Run layer `layer` of a float segment (one with a float output, or a [`Quantize`]) on
+    /// `x`, its first input.
+    pub(crate) fn float_op(&self, layer: &Layer, x: &QBatch) -> Result<QBatch> {
+        let info = &self.acts[layer.inputs[0]];
+        let shape = self.acts[layer.output].shape;
+        let n = x.n;
+        let mut y = match &layer.op {
+            Op::Quantize(q) => return Ok(q.forward(&real_values(info, x), n, shape)),
+            Op::Dense(d) => d.real_outputs(info, x),
+            Op::FloatConv(c) => c.forward(&real_values(info, x)),
+            Op::Clamp => real_values(info, x),
+            Op::MaxPool(p) => p.forward_real(&real_values(info, x), n),
+            Op::Flatten => super::eltwise::nchw_order(info.shape, &real_values(info, x)),
+            other => {
+                return Err(Error::Shape(format!(
+                    "layer '{}' ({}) cannot write a float activation",
+                    layer.name,
+                    other.kind()
+                )))
+            }
+        };
+        clamp_real(layer.activation, &mut y);
+        Ok(QBatch::from_real(n, shape, &y))
+    }
+}
+
+/// QuantizeLinear of a float activation: `clamp(round_half_even(x / scale) + zp, lo, hi)`.
+#[derive(Debug, Clone)]
+pub struct Quantize {
+    pub scale: f32,
+    pub zero_point: i32,
+    pub lo: u8,
+    pub hi: u8,
+}
+
+impl Quantize {
+    /// The bytes of real values `x`, as onnxruntime's QuantizeLinear gives them.
+    pub fn forward(&self, x: &[f32], n: usize, shape: Shape) -> QBatch {
+        let (lo, hi, zp) = (self.lo as f32, self.hi as f32, self.zero_point as f32);
+        QBatch {
+            n,
+            shape,
+            data: x
+                .iter()
+                .map(|&v| (round_half_even(v / self.scale) + zp).clamp(lo, hi) as u8)
+                .collect(),
+        }
+    }
+}
+
+/// Clamp real values to the activation's bounds (NaN stays NaN, as in onnxruntime's Relu).
+pub fn clamp_real(act: Activation, y: &mut [f32]) {
+    let (lo, hi) = act.bounds();
+    if lo.is_finite() || hi.is_finite() {
+        for v in y.iter_mut() {
+            if *v < lo {
+                *v = lo;
+            } else if *v > hi {
+                *v = hi;
+            }
+        }
+    }
+}
+
+/// Real values of a batch of activation `a`: its floats, or its bytes dequantized.
+pub fn real_values(a: &ActInfo, x: &QBatch) -> Vec<f32> {
+    if a.float {
+        x.reals()
+    } else {
+        a.dequantize_all(&x.data)
+    }
+}
+
+impl MaxPool {
+    /// [`MaxPool::forward`] on real values (`n` samples).
+    pub fn forward_real(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let (il, ol, c) = (
+            self.in_shape.len().max(1),
+            self.out_shape.len().max(1),
+            self.in_shape.c,
+        );
+        let mut y = vec![f32::NEG_INFINITY; n * ol];
+        for (o, img) in y.chunks_exact_mut(ol).zip(x.chunks_exact(il)) {
+            super::pool::for_each_window(&self.window, self.in_shape, self.out_shape, |p, cells| {
+                let dst = &mut o[p * c..(p + 1) * c];
+                for &cell in cells {
+                    for (d, &v) in dst.iter_mut().zip(&img[cell * c..(cell + 1) * c]) {
+                        if v > *d {
+                            *d = v;
+                        }
+                    }
+                }
+            });
+        }
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Window;
+
+    #[test]
+    fn quantize_rounds_half_to_even_and_clamps() {
+        let q = Quantize {
+            scale: 0.5,
+            zero_point: 10,
+            lo: 10,
+            hi: 255,
+        };
+        let b = q.forward(&[1.25, 0.75, -3.0, 1000.0], 1, Shape::flat(4));
+        // 2.5 → 2, 1.5 → 2, −6 → 4 (clamped to 10), 2000 → 255.
+        assert_eq!(b.data, vec![12, 12, 10, 255]);
+    }
+
+    #[test]
+    fn real_batches_round_trip() {
+        let v = [1.5f32, -0.0, f32::MAX, 3e-41];
+        let b = QBatch::from_real(1, Shape::flat(4), &v);
+        assert_eq!(b.reals(), v.to_vec());
+    }
+
+    #[test]
+    fn max_pool_on_reals() {
+        let p = MaxPool {
+            window: Window {
+                kh: 2,
+                kw: 2,
+                stride_h: 2,
+                stride_w: 2,
+                pads: [0; 4],
+                dil_h: 1,
+                dil_w: 1,
+            },
+            in_shape: Shape { h: 2, w: 2, c: 2 },
+            out_shape: Shape { h: 1, w: 1, c: 2 },
+        };
+        let x = [-1.0, 5.0, -2.0, 4.0, -0.5, 3.0, -3.0, 6.0];
+        assert_eq!(p.forward_real(&x, 1), vec![-0.5, 6.0]);
+        let mut y = vec![-1.0, 0.5, 7.0];
+        clamp_real(Activation::Clip { min: 0.0, max: 6.0 }, &mut y);
+        assert_eq!(y, vec![0.0, 0.5, 6.0]);
+    }
+}
