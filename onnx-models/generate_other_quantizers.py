@@ -117,6 +117,21 @@ def head_input(m) -> str | None:
         node = prod  # a bias Add after a float MatMul: the head starts at the MatMul
 
 
+def segment_input(m) -> str | None:
+    """The quantized tensor a float segment before a float output starts from: walking back
+    from the output through float ops (the first non-constant input of each) to the first
+    DequantizeLinear, its integer input (a QuantizeLinear's output)."""
+    consts = {t.name for t in m.graph.initializer}
+    name = m.graph.output[0].name
+    while True:
+        node = next((n for n in m.graph.node if name in n.output), None)
+        if node is None:
+            return None
+        if node.op_type == "DequantizeLinear":
+            return node.input[0] if node.input[0] not in consts else None
+        name = next(i for i in node.input if i and i not in consts)
+
+
 def head_grid(m, name: str):
     """Scale and zero point of the DequantizeLinear the head input comes from (through
     Flatten/Reshape/MaxPool, which keep values on the grid)."""
@@ -133,12 +148,19 @@ def head_grid(m, name: str):
         name = node.input[0]
 
 
-def with_output(m, name: str, path: Path) -> None:
-    """Save a copy of `m` that also outputs tensor `name` (values unchanged)."""
+def with_output(m, name: str, path: Path, elem=None) -> None:
+    """Save a copy of `m` that also outputs tensor `name` (values unchanged; `elem`: its element
+    type, float by default, or None to take it from shape inference)."""
     import onnx
 
     c = onnx.ModelProto()
     c.CopyFrom(m)
+    if elem is None and name:
+        info = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+        if name in info:
+            c.graph.output.append(info[name])
+            onnx.save(c, str(path))
+            return
     c.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     onnx.save(c, str(path))
 
@@ -285,6 +307,7 @@ def reference(name: str, ds: str, data: dict, how: dict, float_src: str, layers:
     y = ort_run(path, xte)
     deq = output_dequant(m)
     head = None
+    segment: dict = {}
     if deq is None:
         stored, dtype, scale, zp = y.astype(np.float32), "float32", 0.0, 0
         # The float head's input too, so a test can tell a 1-LSB difference in the last
@@ -293,6 +316,16 @@ def reference(name: str, ds: str, data: dict, how: dict, float_src: str, layers:
         grid = head_grid(m, head)
         if grid is None:
             head = None
+            # A float segment before the output: keep its quantized input instead, so a test
+            # can tell a 1-LSB difference there from an error of the segment.
+            seg = segment_input(m)
+            with tempfile.TemporaryDirectory() as td:
+                p2 = Path(td) / "seg.onnx"
+                with_output(m, seg, p2, elem=None)
+                y2, sin = ort_run(p2, xte[:HEAD_ROWS], ("logits", seg))
+            assert np.array_equal(y2, y[:HEAD_ROWS]), "adding an output changed the logits"
+            np.save(EXPECTED / f"{name}.segment_input.npy", sin.reshape(len(sin), -1))
+            segment = {"segment_input": seg, "segment_input_rows": HEAD_ROWS}
     if deq is None and head is not None:
         with tempfile.TemporaryDirectory() as td:
             p2 = Path(td) / "head.onnx"
@@ -331,6 +364,7 @@ def reference(name: str, ds: str, data: dict, how: dict, float_src: str, layers:
         "opset": {o.domain or "ai.onnx": o.version for o in m.opset_import},
         "head_input": head,
         "head_input_rows": HEAD_ROWS if head else 0,
+        **segment,
     }
     ints = weight_integers(m, xte)
     if ints:

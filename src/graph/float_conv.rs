@@ -40,9 +40,7 @@ impl FloatConv {
         let (row, cout_g) = (c.row(), c.out_shape.c / c.group);
         let cin_g = c.in_shape.c / c.group;
         let taps = c.window.kh * c.window.kw;
-        let perm: Vec<usize> = (0..row)
-            .map(|k| (k % taps) * cin_g + k / taps)
-            .collect();
+        let perm: Vec<usize> = (0..row).map(|k| (k % taps) * cin_g + k / taps).collect();
         let mut w_t = vec![0f32; row * cout_g];
         for j in 0..cout_g {
             let w = &self.weights[(g * cout_g + j) * row..][..row];
@@ -110,7 +108,10 @@ impl FloatConv {
         let taps = c.window.kh * c.window.kw;
         let cin_g = c.in_shape.c / c.group;
         let mut out = vec![0f32; self.weights.len()];
-        for (o, w) in out.chunks_exact_mut(row).zip(self.weights.chunks_exact(row)) {
+        for (o, w) in out
+            .chunks_exact_mut(row)
+            .zip(self.weights.chunks_exact(row))
+        {
             for (k, v) in o.iter_mut().enumerate() {
                 *v = w[(k % taps) * cin_g + k / taps];
             }
@@ -168,7 +169,9 @@ mod tests {
             },
             ort_order: None,
         };
-        let file: Vec<f32> = (0..3 * 2 * 2 * 2).map(|i| (i as f32 - 11.0) * 0.25).collect();
+        let file: Vec<f32> = (0..3 * 2 * 2 * 2)
+            .map(|i| (i as f32 - 11.0) * 0.25)
+            .collect();
         FloatConv {
             weights: FloatConv::from_file_order(&geom, &file),
             geom,
@@ -208,7 +211,10 @@ mod tests {
                         }
                     }
                     let got = y[(oy * 2 + ox) as usize * 3 + co] as f64;
-                    assert!((got - want).abs() < 1e-5, "({oy},{ox},{co}): {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "({oy},{ox},{co}): {got} vs {want}"
+                    );
                 }
             }
         }
@@ -219,6 +225,10 @@ mod tests {
         let l = layer();
         let back = FloatConv::from_file_order(&l.geom, &l.file_order());
         assert_eq!(back, l.weights);
-        assert_ne!(l.file_order(), l.weights, "the layouts differ for 2 input channels");
+        assert_ne!(
+            l.file_order(),
+            l.weights,
+            "the layouts differ for 2 input channels"
+        );
     }
 }

@@ -105,16 +105,21 @@ impl MaxPool {
         );
         let mut y = vec![f32::NEG_INFINITY; n * ol];
         for (o, img) in y.chunks_exact_mut(ol).zip(x.chunks_exact(il)) {
-            super::pool::for_each_window(&self.window, self.in_shape, self.out_shape, |p, cells| {
-                let dst = &mut o[p * c..(p + 1) * c];
-                for &cell in cells {
-                    for (d, &v) in dst.iter_mut().zip(&img[cell * c..(cell + 1) * c]) {
-                        if v > *d {
-                            *d = v;
+            super::pool::for_each_window(
+                &self.window,
+                self.in_shape,
+                self.out_shape,
+                |p, cells| {
+                    let dst = &mut o[p * c..(p + 1) * c];
+                    for &cell in cells {
+                        for (d, &v) in dst.iter_mut().zip(&img[cell * c..(cell + 1) * c]) {
+                            if v > *d {
+                                *d = v;
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
         }
         y
     }

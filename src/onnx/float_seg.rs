@@ -200,7 +200,13 @@ impl Importer<'_> {
     }
 
     /// QuantizeLinear of the float activation `a` with parameters `q`.
-    pub(super) fn quantize_float(&mut self, ctx: &NodeCtx, a: usize, q: QParams, out: &str) -> usize {
+    pub(super) fn quantize_float(
+        &mut self,
+        ctx: &NodeCtx,
+        a: usize,
+        q: QParams,
+        out: &str,
+    ) -> usize {
         let (lo, hi) = Activation::None.range(&q);
         let op = Op::Quantize(Quantize {
             scale: q.scale,

@@ -11,6 +11,7 @@ mod external_data;
 mod fixtures;
 mod float_heads;
 mod float_layers;
+mod float_runs;
 mod float_segments;
 mod forget;
 mod grads;
