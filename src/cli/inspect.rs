@@ -6,7 +6,7 @@ use qforget::graph::summary::QInfo;
 
 fn q(q: &QInfo) -> String {
     if q.dtype == "float32" {
-        return "float32 (float output)".to_string();
+        return "float32 (float)".to_string();
     }
     if !q.channel_scales.is_empty() {
         let lo = q

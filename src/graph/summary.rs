@@ -30,7 +30,16 @@ impl From<&QParams> for QInfo {
 }
 
 impl From<&super::ActInfo> for QInfo {
+    /// A float activation (a float segment's) is "float32", its placeholder parameters zero.
     fn from(a: &super::ActInfo) -> Self {
+        if a.float {
+            return QInfo {
+                dtype: "float32",
+                scale: 0.0,
+                zero_point: 0,
+                channel_scales: Vec::new(),
+            };
+        }
         QInfo {
             channel_scales: a.channel_scales.clone(),
             ..(&a.q).into()
@@ -204,7 +213,11 @@ impl Graph {
         Summary {
             input_name: self.input.name.clone(),
             input_shape: vec![self.input.shape.c, self.input.shape.h, self.input.shape.w],
-            input_q: (&self.input.q).into(),
+            input_q: if self.acts[self.input.act].float {
+                (&self.acts[self.input.act]).into()
+            } else {
+                (&self.input.q).into()
+            },
             input_normalization: self.input.norm.clone(),
             input_functions: self.input.fns.len(),
             input_element_functions: self.input.post_fns.len(),

@@ -94,6 +94,10 @@ impl Importer<'_> {
         let out = format!("{x}/flat");
         let flat = Shape::flat(shape.len());
         let id = self.push_float(ctx, Op::Flatten, Activation::None, act, flat, &out);
+        // Named after the flattened tensor, not after the float layer that reads it.
+        if let Some(l) = self.layers.last_mut() {
+            l.name = x.to_string();
+        }
         Ok(id)
     }
 
@@ -115,7 +119,12 @@ impl Importer<'_> {
                 ceil,
             } => {
                 let a = self.materialize_float(ctx, *inner, node, &format!("{out}/pre_pool"))?;
-                self.float_max_pool(ctx, a, window, ceil, out)?
+                let id = self.float_max_pool(ctx, a, window, ceil, out)?;
+                // Named after its output tensor, as a MaxPool moved behind a QuantizeLinear.
+                if let Some(l) = self.layers.last_mut() {
+                    l.name = out.to_string();
+                }
+                id
             }
             other => {
                 return Err(ctx.unsupported(format!(
