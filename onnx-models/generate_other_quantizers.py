@@ -7,7 +7,11 @@ Quantizes the committed float models (no training here) with:
     QuantizeLinear.
   - onnxruntime quantize_static with nodes_to_exclude=[<the final Gemm>] (QDQ, per-channel int8
     weights, uint8 activations): the classifier stays a float layer (float32 weights and bias)
-    on a dequantized activation, its output the model's float logits.
+    on a dequantized activation, its output the model's float logits; and float segments:
+    op_types_to_quantize=["Conv"] (a float Relu -> MaxPool -> Flatten -> Gemm -> Relu -> Gemm
+    after the last conv), nodes_to_exclude on the MLP's first MatMul + Add (a float layer on
+    the float input) or on a Conv (a float Conv). Where a float segment comes before a float
+    output, the reference keeps the segment's quantized input (expected/<name>.segment_input.npy).
   - NNCF (OpenVINO's quantizer, ONNX backend, nncf.quantize with 300 calibration images, the
     first 300 training images of the model's dataset): Q/DQ pairs on the inputs of
     Conv/Gemm/MatMul/Add, float biases, float ReLU after a Conv, float logits at the output;
@@ -456,6 +460,20 @@ def main() -> None:
              lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/MatMul", "/Add"])),
             ("cnn_ort_gemm_matmul", "fmnist_cnn_f32.onnx", "fashion-mnist",
              lambda s, o, x: ort_quantize(s, o, x, ["Conv", "MatMul"])),
+            # More float segments: a float Conv on the float input, both Convs float, Gemm-only
+            # quantization (float Conv → Relu → MaxPool chains), the MLP float but its last
+            # MatMul, and the residual net with only its Convs quantized (a float
+            # GlobalAveragePool, refused by name).
+            ("cnn_ort_conv1float", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/conv1/Conv"])),
+            ("cnn_ort_convsfloat", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/conv1/Conv", "/conv2/Conv"])),
+            ("cnn_ort_gemmonly", "fmnist_cnn_f32.onnx", "fashion-mnist",
+             lambda s, o, x: ort_quantize(s, o, x, ["Gemm"])),
+            ("mlp_ort_float_but_last", "mnist_mlp_matmul_f32.onnx", "mnist",
+             lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/MatMul", "/Add", "/MatMul_1"])),
+            ("res_ort_convonly", "mnist_res_f32.onnx", "mnist",
+             lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
             # AddQDQPairToWeight on other layer mixes, per channel and per tensor.
             ("cnn_ort_wpair", "fmnist_cnn_f32.onnx", "fashion-mnist",
              lambda s, o, x: ort_quantize(s, o, x, None, extra_options=wpair)),
