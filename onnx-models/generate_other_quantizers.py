@@ -136,6 +136,50 @@ def segment_input(m) -> str | None:
         name = next(i for i in node.input if i and i not in consts)
 
 
+SEGMENT_ROWS = 100
+
+
+def float_conv_segment(m) -> tuple[str, str] | None:
+    """For a model with a float Conv (float32 weights) between quantized tensors: the integer
+    tensor its segment starts from (the input of the DequantizeLinear it reads) and the one it
+    ends in (the output of the first QuantizeLinear after it)."""
+    consts = {t.name for t in m.graph.initializer}
+    prod = {o: n for n in m.graph.node for o in n.output}
+    conv = next((n for n in m.graph.node if n.op_type == "Conv" and n.input[1] in consts), None)
+    if conv is None:
+        return None
+    start = prod[conv.input[0]]
+    assert start.op_type == "DequantizeLinear", start.op_type
+    name = conv.output[0]
+    while True:
+        node = next(n for n in m.graph.node if name in n.input)
+        if node.op_type == "QuantizeLinear":
+            return start.input[0], node.output[0]
+        name = node.output[0]
+
+
+def segment_references(m, path: Path, x: np.ndarray, name: str) -> dict:
+    """onnxruntime's integers where a float Conv segment starts and ends, for images `x`
+    (expected/<name>.segment_{in,out}.npy, NCHW as onnxruntime gives them)."""
+    import onnx
+
+    seg = float_conv_segment(m)
+    if seg is None:
+        return {}
+    info = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    c = onnx.ModelProto()
+    c.CopyFrom(m)
+    for t in seg:
+        c.graph.output.append(info[t])
+    with tempfile.TemporaryDirectory() as td:
+        p2 = Path(td) / "seg.onnx"
+        onnx.save(c, str(p2))
+        a, b = ort_session(p2).run(list(seg), {"input": x})
+    np.save(EXPECTED / f"{name}.segment_in.npy", a.reshape(len(a), -1))
+    np.save(EXPECTED / f"{name}.segment_out.npy", b.reshape(len(b), -1))
+    return {"segment_in": seg[0], "segment_out": seg[1], "segment_rows": int(len(x))}
+
+
 def head_grid(m, name: str):
     """Scale and zero point of the DequantizeLinear the head input comes from (through
     Flatten/Reshape/MaxPool, which keep values on the grid)."""
@@ -370,6 +414,7 @@ def reference(name: str, ds: str, data: dict, how: dict, float_src: str, layers:
         "head_input_rows": HEAD_ROWS if head else 0,
         **segment,
     }
+    rec.update(segment_references(m, path, xte[:SEGMENT_ROWS], name))
     ints = weight_integers(m, xte)
     if ints:
         rec["weight_integers"] = ints

@@ -24,7 +24,7 @@ use crate::{Error, Result};
 impl Graph {
     /// Run layer `layer` of a float segment (one with a float output, or a [`Quantize`]) on
     /// `x`, its first input.
-    pub(crate) fn float_op(&self, layer: &Layer, x: &QBatch) -> Result<QBatch> {
+    pub fn float_op(&self, layer: &Layer, x: &QBatch) -> Result<QBatch> {
         let info = &self.acts[layer.inputs[0]];
         let shape = self.acts[layer.output].shape;
         let n = x.n;

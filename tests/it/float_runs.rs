@@ -437,3 +437,62 @@ fn forget_a_class_on_float_segment_models() {
         );
     }
 }
+
+#[test]
+fn the_float_conv_segment_gives_onnxruntimes_bytes_on_its_own_input() {
+    // onnxruntime's integers where the float Conv's segment starts (pool1's QuantizeLinear) and
+    // ends (the QuantizeLinear after Flatten), for the first test images.
+    let stem = "fmnist_cnn_conv2float_qdq";
+    let dir = super::root().join("onnx-models").join("expected");
+    let x: ndarray::Array2<u8> =
+        ndarray_npy::read_npy(dir.join(format!("{stem}.segment_in.npy"))).unwrap();
+    let want: ndarray::Array2<u8> =
+        ndarray_npy::read_npy(dir.join(format!("{stem}.segment_out.npy"))).unwrap();
+    let g = qforget::onnx::load(model(&format!("{stem}.onnx"))).unwrap();
+    let first = g
+        .layers
+        .iter()
+        .position(|l| matches!(l.op, Op::FloatConv(_)))
+        .unwrap();
+    let last = first
+        + g.layers[first..]
+            .iter()
+            .position(|l| matches!(l.op, Op::Quantize(_)))
+            .unwrap();
+    // onnxruntime's NCHW uint8 → our NHWC storage.
+    let s = g.acts[g.layers[first].inputs[0]].shape;
+    let (rows, hw) = (x.nrows(), s.h * s.w);
+    let mut data = vec![0u8; rows * s.len()];
+    for (i, row) in x.outer_iter().enumerate() {
+        for c in 0..s.c {
+            for p in 0..hw {
+                data[(i * hw + p) * s.c + c] = row[c * hw + p];
+            }
+        }
+    }
+    let mut b = qforget::graph::QBatch {
+        n: rows,
+        shape: s,
+        data,
+    };
+    for l in &g.layers[first..=last] {
+        b = g.float_op(l, &b).unwrap();
+    }
+    // Flatten put the values in NCHW order, as onnxruntime's.
+    let (mut worst, mut off) = (0i32, 0usize);
+    for (&a, &e) in b.data.iter().zip(want.iter()) {
+        let d = (a as i32 - e as i32).abs();
+        worst = worst.max(d);
+        off += (d != 0) as usize;
+    }
+    eprintln!(
+        "{stem}: float Conv → Relu → MaxPool → Flatten → QuantizeLinear on onnxruntime's input, \
+         {rows} images: {off} of {} bytes differ, max {worst} LSB",
+        want.len()
+    );
+    assert_eq!(b.data.len(), want.len());
+    // Measured: bit-identical (the patch summed in the conv's graph order, `[kh][kw][c_in]`
+    // instead of MLAS's `[c_in][kh][kw]`, gave 2 bytes 1 LSB off).
+    assert!(worst <= 1, "{worst} LSB");
+    assert_eq!(off, 0, "{off} bytes differ");
+}
