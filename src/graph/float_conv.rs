@@ -58,30 +58,37 @@ impl FloatConv {
         let (il, ol) = (c.in_shape.len().max(1), c.out_shape.len().max(1));
         let (m, row, c_out) = (c.out_shape.h * c.out_shape.w, c.row(), c.out_shape.c);
         let (cout_g, cin_g) = (c_out / c.group, c.in_shape.c / c.group);
-        let groups: Vec<_> = (0..c.group).map(|g| self.ort_weights(g)).collect();
+        // One sum per group: weights `[k][c_out/g]` in onnxruntime's patch order, and `perm`,
+        // where each `k` sits in a graph-layout patch.
+        let groups: Vec<(OrtSum, Vec<usize>)> = (0..c.group)
+            .map(|g| {
+                let (w_t, perm) = self.ort_weights(g);
+                let sum = OrtSum {
+                    w_t,
+                    k: row,
+                    c_out: cout_g,
+                    zp_in: 0,
+                    in_scale: 1.0,
+                    bias: &self.bias[g * cout_g..(g + 1) * cout_g],
+                    block_k: PACKED_STRIDE_K,
+                    bias_first: false,
+                };
+                (sum, perm)
+            })
+            .collect();
         let mut y = vec![0f32; x.len() / il * ol];
         y.par_chunks_mut(ol)
             .zip(x.par_chunks(il))
             .for_each(|(o, img)| {
                 let mut cols = vec![0f32; m * row];
                 let mut patches = vec![0f32; m * row];
-                for (g, (w_t, perm)) in groups.iter().enumerate() {
+                for (g, (sum, perm)) in groups.iter().enumerate() {
                     im2col_f32(c, img, g * cin_g, cin_g, &mut cols);
                     for (dst, src) in patches.chunks_exact_mut(row).zip(cols.chunks_exact(row)) {
                         for (d, &p) in dst.iter_mut().zip(perm) {
                             *d = src[p];
                         }
                     }
-                    let sum = OrtSum {
-                        w_t: w_t.clone(),
-                        k: row,
-                        c_out: cout_g,
-                        zp_in: 0,
-                        in_scale: 1.0,
-                        bias: &self.bias[g * cout_g..(g + 1) * cout_g],
-                        block_k: PACKED_STRIDE_K,
-                        bias_first: false,
-                    };
                     sum.rows_real(&patches, |p, v| {
                         o[p * c_out + g * cout_g..][..cout_g].copy_from_slice(v)
                     });

@@ -390,20 +390,10 @@ impl Graph {
                 })
             };
             let x = get(layer.inputs[0])?;
-            let out_info = &self.acts[layer.output];
-            if out_info.float || matches!(layer.op, Op::Quantize(_)) {
-                let y = self.float_op(layer, x)?;
-                if !keep {
-                    for &a in &layer.inputs {
-                        if last_use[a] == i && a != self.output {
-                            vals[a] = None;
-                        }
-                    }
-                }
-                vals[layer.output] = Some(y);
-                continue;
-            }
+            // A float segment's layers (see [`float_seg`]).
+            let float = self.acts[layer.output].float || matches!(layer.op, Op::Quantize(_));
             let y = match &layer.op {
+                _ if float => self.float_op(layer, x)?,
                 Op::Conv(c) => c.forward(x),
                 Op::Linear(l) => l.forward(x),
                 Op::Add(a) => {
