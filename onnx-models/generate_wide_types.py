@@ -10,7 +10,8 @@ MinMax calibration on the first 300 training images of the bundled data/<set>:
     A16W8), extra_options UseQDQContribOps=False and opset 21 (onnxruntime needs opset >= 21 to
     write 16-bit QuantizeLinear/DequantizeLinear in the ai.onnx domain).
 and writes onnxruntime's reference outputs (ORT_DISABLE_ALL, one thread, the full 10k test set)
-through generate_other_quantizers.reference, like the other fixtures.
+through generate_other_quantizers.reference, like the other fixtures (the 16-bit one's into
+expected/a16/: qforget refuses 16-bit activations by name for now, see README.md).
 
     /opt/qfpy/bin/python onnx-models/generate_wide_types.py [--data data] [--only NAME]
         [--extra DIR]   # also the other layer mixes (MLP, CNN A16, residual WU8 PT), uncommitted
@@ -74,7 +75,7 @@ def main() -> None:
     root = Path(args.data)
     data = {ds: goq.load(root, ds) for ds in ("mnist", "fashion-mnist")}
     cal = {ds: data[ds]["train"][0][: goq.CALIB_N] for ds in data}
-    goq.EXPECTED.mkdir(exist_ok=True)
+    expected = goq.EXPECTED
     fixtures = [
         ("fmnist_cnn_qdq_wu8pt", "fmnist_cnn_f32.onnx", "fashion-mnist", wu8pt),
         ("mnist_res_qdq_a16", "mnist_res_f32.onnx", "mnist", a16("QUInt16")),
@@ -84,6 +85,10 @@ def main() -> None:
             continue
         print(f"quantize {name}", flush=True)
         how = quant(HERE / src, HERE / f"{name}.onnx", cal[ds])
+        # 16-bit references go to expected/a16/ (uint16 logits; qforget refuses the model for
+        # now, so the fixture test over expected/ must not pick them up).
+        goq.EXPECTED = expected / "a16" if "a16" in name else expected
+        goq.EXPECTED.mkdir(exist_ok=True)
         goq.reference(name, ds, data, how, src)
     if args.extra:
         extra = Path(args.extra)

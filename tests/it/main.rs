@@ -31,6 +31,7 @@ mod smooth_quant;
 mod tract_crosscheck;
 mod w4;
 mod weight_pairs;
+mod wide_acts;
 
 use std::path::{Path, PathBuf};
 
