@@ -83,6 +83,22 @@ fn asymmetric_uint8_weights_import_exactly_and_match_onnxruntime() {
             _ => {}
         }
     }
+    // `inspect` says what the file holds: uint8 per tensor, with its zero points.
+    let zps: Vec<Vec<i64>> = g
+        .summary()
+        .layers
+        .iter()
+        .filter_map(|l| l.weights.as_ref())
+        .inspect(|w| assert!(w.unsigned && w.bits == 8))
+        .map(|w| w.zero_points.clone())
+        .collect();
+    assert_eq!(zps, bound.iter().map(|b| vec![b.2]).collect::<Vec<_>>());
+    let o = qforget(&["inspect", s(&model(FIXTURE))]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!("uint8 per-tensor zp={}", bound[0].2)),
+        "{text}"
+    );
     // Logits within 1 LSB of onnxruntime, top-1 identical on the full test set.
     let stem = FIXTURE.trim_end_matches(".onnx");
     let (_, x) = fixtures()
