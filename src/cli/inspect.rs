@@ -66,10 +66,20 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         let w = match &l.weights {
             Some(w) if w.bits == 32 => format!("{:?} float32 +{} bias", w.shape, w.bias),
             Some(w) => format!(
-                "{:?} int{} {} s∈[{:.2e},{:.2e}] +{} bias{}",
+                "{:?} {}int{} {}{} s∈[{:.2e},{:.2e}] +{} bias{}",
                 w.shape,
+                if w.unsigned { "u" } else { "" },
                 w.bits,
                 w.granularity,
+                match &w.zero_points[..] {
+                    [] => String::new(),
+                    [z] => format!(" zp={z}"),
+                    zs => format!(
+                        " zp∈[{},{}]",
+                        zs.iter().min().unwrap_or(&0),
+                        zs.iter().max().unwrap_or(&0)
+                    ),
+                },
                 w.scale_min,
                 w.scale_max,
                 w.bias,

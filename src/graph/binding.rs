@@ -2,7 +2,9 @@
 //! back into the same initializers (export, deltas) without touching anything else.
 //!
 //! The graph keeps weights in the layout its kernels want (conv rows `[c_out][kh][kw][c_in/g]`,
-//! linear rows `[out][in]`) and relative to their zero point; the file keeps them in ONNX layout
+//! linear rows `[out][in]`) and relative to their zero point (or, where `w − zp` does not fit
+//! int8, as the re-centred byte with a weight zero point the kernels subtract; see
+//! `crate::kernels::PackedWeights::with_zero_points`); the file keeps them in ONNX layout
 //! and type. A binding records the difference, and only layers whose integers map one-to-one onto
 //! an initializer get one: a BatchNormalization folded into a conv, or turned into its own
 //! per-channel layer, changes what the integers mean, so those layers stay frozen.
@@ -72,7 +74,7 @@ impl ParamBinding {
 
     /// File-order weight values (`w + zp`, as i64) from graph-layout weights `w` with `c_out`
     /// output rows of `row` values each (`row = kh·kw·c_in/g` for a conv).
-    pub fn to_file_order(&self, w: &[i8], c_out: usize, row: usize) -> Vec<i64> {
+    pub fn to_file_order(&self, w: &[i32], c_out: usize, row: usize) -> Vec<i64> {
         let mut out = vec![0i64; w.len()];
         match self.layout {
             WeightLayout::Conv { kh, kw } => {
@@ -126,7 +128,7 @@ mod tests {
         for co in 0..2 {
             for k in 0..2 {
                 for ci in 0..3 {
-                    ours.push((co * 100 + ci * 10 + k) as i8 - 100);
+                    ours.push(co * 100 + ci * 10 + k - 100);
                 }
             }
         }

@@ -26,7 +26,7 @@ impl Conv {
         let mut out = Vec::with_capacity(self.weight_count());
         let cout_g = self.out_shape.c / self.group;
         for (g, w) in self.weights.iter().enumerate() {
-            for (j, row) in w.data.chunks_exact(w.k.max(1)).enumerate() {
+            for (j, row) in w.values().chunks_exact(w.k.max(1)).enumerate() {
                 let s = self.scale_of(g * cout_g + j);
                 out.extend(row.iter().map(|&v| s * v as f32));
             }

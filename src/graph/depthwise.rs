@@ -17,10 +17,15 @@ use super::scratch;
 use super::tensor::{QBatch, Shape};
 
 impl Conv {
-    /// One input and one output channel per group (and more than one group): the layers
-    /// [`Conv::forward`] and [`Conv::backward_i8`] run with the direct loops of this module.
+    /// One input and one output channel per group (and more than one group), weights without
+    /// zero points: the layers [`Conv::forward`] and [`Conv::backward_i8`] run with the direct
+    /// loops of this module.
     pub(crate) fn is_depthwise(&self) -> bool {
-        self.group > 1 && self.group == self.in_shape.c && self.group == self.out_shape.c
+        self.group > 1
+            && self.group == self.in_shape.c
+            && self.group == self.out_shape.c
+            // Weights with zero points (asymmetric uint8) take the GEMM, which corrects for them.
+            && self.weights.iter().all(|w| !w.has_zero_points())
     }
 
     /// The weights as `[kh·kw][c]` taps (channel-contiguous, like the activations).

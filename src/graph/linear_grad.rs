@@ -20,7 +20,7 @@ impl Linear {
     pub fn real_weights(&self) -> Vec<f32> {
         let k = self.in_features.max(1);
         self.weights
-            .data
+            .values()
             .iter()
             .enumerate()
             .map(|(i, &v)| self.scale_of(i / k) * v as f32)

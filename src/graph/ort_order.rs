@@ -64,7 +64,7 @@ impl Conv {
         let (k, c_out) = (self.in_shape.c, self.out_shape.c);
         // Dequantized weights, `[k][c_out]` so the inner loop runs over output channels.
         let mut w_t = vec![0f32; k * c_out];
-        for (c, row) in self.weights[0].data.chunks_exact(k.max(1)).enumerate() {
+        for (c, row) in self.weights[0].values().chunks_exact(k.max(1)).enumerate() {
             let s = self.scale_of(c);
             for (j, &v) in row.iter().enumerate() {
                 w_t[j * c_out + c] = v as f32 * s;

@@ -220,7 +220,7 @@ impl Shadow {
 
     /// Every weight entry of the vector (biases left out): its index in `theta`, the integer the
     /// graph runs on now, and its quantization step (the real value of one integer unit).
-    pub fn weight_entries(&self, g: &Graph) -> Vec<(usize, i8, f32)> {
+    pub fn weight_entries(&self, g: &Graph) -> Vec<(usize, i32, f32)> {
         let mut out = Vec::new();
         for s in self.segments.iter().filter(|s| s.kind == ParamKind::Weight) {
             let (_, row) = dims(g, s.layer).unwrap_or((0, 1));
@@ -286,6 +286,7 @@ impl Shadow {
             match s.kind {
                 ParamKind::Weight => {
                     let cur = current_weights(g, s.layer);
+                    let zeros = weight_zeros(g, s.layer);
                     let q: Vec<i8> = vals
                         .iter()
                         .zip(&cur)
@@ -299,7 +300,10 @@ impl Shadow {
                                 self.hysteresis
                             };
                             let s = weight_scale(g, s.layer, c);
-                            requantize(v / s, q0, lo, hi, h)
+                            // Stored relative to the layer's zero point (0 but for weights
+                            // whose grid does not fit int8, such as asymmetric uint8).
+                            let z = zeros.get(c).copied().unwrap_or(0);
+                            (requantize(v / s, q0, lo, hi, h) + z) as i8
                         })
                         .collect();
                     match &mut g.layers[s.layer].op {
@@ -308,12 +312,18 @@ impl Shadow {
                             for (grp, w) in conv.weights.iter_mut().enumerate() {
                                 let part = &q[grp * cout_g * row..(grp + 1) * cout_g * row];
                                 if w.data != part {
-                                    *w = PackedWeights::new(part.to_vec(), cout_g, row);
+                                    *w = PackedWeights::with_zero_points(
+                                        part.to_vec(),
+                                        cout_g,
+                                        row,
+                                        w.row_zero.clone(),
+                                    );
                                 }
                             }
                         }
                         Op::Linear(l) if l.weights.data != q => {
-                            l.weights = PackedWeights::new(q, c_out, row);
+                            let z = l.weights.row_zero.clone();
+                            l.weights = PackedWeights::with_zero_points(q, c_out, row, z);
                         }
                         _ => {}
                     }
@@ -470,8 +480,8 @@ fn set_float_bias(g: &mut Graph, i: usize, vals: &[f32]) {
 /// `x` at a distance `h` (`x ∓ h` rounded half to even, toward `cur`), so it moves by one step as
 /// the shadow leaves the band, not by `h + 1`; clamped to `lo..=hi`. With `h = 0` this is plain
 /// rounding, whatever `cur` is.
-pub fn requantize(x: f32, cur: i8, lo: i32, hi: i32, h: f32) -> i8 {
-    let d = x - f32::from(cur);
+pub fn requantize(x: f32, cur: i32, lo: i32, hi: i32, h: f32) -> i32 {
+    let d = x - cur as f32;
     let target = if h <= 0.0 {
         x
     } else if d.abs() <= 0.5 + h {
@@ -479,18 +489,30 @@ pub fn requantize(x: f32, cur: i8, lo: i32, hi: i32, h: f32) -> i8 {
     } else {
         x - h.copysign(d)
     };
-    round_half_even(target).clamp(lo as f32, hi as f32) as i8
+    round_half_even(target).clamp(lo as f32, hi as f32) as i32
 }
 
-/// The integer weights layer `i` runs on now, in graph layout.
-fn current_weights(g: &Graph, i: usize) -> Vec<i8> {
+/// The integer weights layer `i` runs on now (stored value minus the layer's zero point), in
+/// graph layout.
+fn current_weights(g: &Graph, i: usize) -> Vec<i32> {
     match &g.layers[i].op {
-        Op::Conv(c) => c
-            .weights
-            .iter()
-            .flat_map(|w| w.data.iter().copied())
-            .collect(),
-        Op::Linear(l) => l.weights.data.clone(),
+        Op::Conv(c) => c.weights.iter().flat_map(|w| w.values()).collect(),
+        Op::Linear(l) => l.weights.values(),
+        _ => Vec::new(),
+    }
+}
+
+/// The stored-weight zero point of every output channel of layer `i` (empty: all 0).
+fn weight_zeros(g: &Graph, i: usize) -> Vec<i32> {
+    match &g.layers[i].op {
+        Op::Conv(c) if c.weights.iter().any(|w| w.has_zero_points()) => {
+            let cout_g = c.out_shape.c / c.group.max(1);
+            c.weights
+                .iter()
+                .flat_map(|w| (0..cout_g).map(|j| w.zero_of(j)))
+                .collect()
+        }
+        Op::Linear(l) => l.weights.row_zero.clone(),
         _ => Vec::new(),
     }
 }

@@ -63,6 +63,12 @@ pub struct WeightInfo {
     /// The file keeps these trainable weights in float, quantized at run time (an export
     /// writes them back as floats).
     pub float_in_file: bool,
+    /// The file's integer type is unsigned (uint8, uint4); known for trainable layers.
+    pub unsigned: bool,
+    /// The file's weight zero points where any is not the type's symmetric centre (0, or 128
+    /// for uint8): asymmetric weights; empty otherwise (or for a frozen layer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub zero_points: Vec<i64>,
 }
 
 /// One layer.
@@ -122,6 +128,8 @@ fn weight_info(
         params,
         bias,
         float_in_file: false,
+        unsigned: false,
+        zero_points: Vec::new(),
     }
 }
 
@@ -163,6 +171,8 @@ impl Graph {
                         params: d.weights.len(),
                         bias: d.bias.len(),
                         float_in_file: false,
+                        unsigned: false,
+                        zero_points: Vec::new(),
                     }),
                     Op::FloatConv(c) => {
                         let (g, w) = (&c.geom, &c.geom.window);
@@ -181,6 +191,13 @@ impl Graph {
                 };
                 if let Some(w) = &mut weights {
                     w.float_in_file = l.binding.as_ref().is_some_and(|b| b.float_weight.is_some());
+                    if let Some(b) = &l.binding {
+                        w.unsigned = b.unsigned;
+                        let centre = if b.unsigned { 1i64 << (b.bits - 1) } else { 0 };
+                        if b.zero_point.iter().any(|&z| z != centre) {
+                            w.zero_points = b.zero_point.clone();
+                        }
+                    }
                     parameters += w.params + w.bias;
                     int8_bytes += (w.params * w.bits as usize).div_ceil(8) + 4 * w.bias;
                 }

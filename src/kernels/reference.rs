@@ -13,3 +13,29 @@ pub fn gemm_u8i8(m: usize, n: usize, k: usize, a: &[u8], a_zp: i32, b: &[i8], c:
         }
     }
 }
+
+/// `c[i][j] = Σ_k (a[i][k] − a_zp) · (b[j][k] − zr[j] − zc[k])`, with `zr` one zero point per
+/// row of `b` and `zc` one per column (either may be empty: all 0).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_u8i8_zp(
+    (m, n, k): (usize, usize, usize),
+    a: &[u8],
+    a_zp: i32,
+    b: &[i8],
+    zr: &[i32],
+    zc: &[i32],
+    c: &mut [i32],
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0i64;
+            for kk in 0..k {
+                let w = b[j * k + kk] as i64
+                    - zr.get(j).copied().unwrap_or(0) as i64
+                    - zc.get(kk).copied().unwrap_or(0) as i64;
+                s += (a[i * k + kk] as i64 - a_zp as i64) * w;
+            }
+            c[i * n + j] = s as i32;
+        }
+    }
+}

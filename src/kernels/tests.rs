@@ -209,3 +209,95 @@ fn expected_kernels_are_available() {
         }
     }
 }
+
+/// One zero point per weight row in `-128..=127` (an asymmetric uint8 tensor stored as
+/// `w − 128` has `zp − 128` there), hitting both ends.
+fn row_zeros(n: usize, seed: usize) -> Vec<i32> {
+    (0..n)
+        .map(|j| match (j + seed) % 4 {
+            0 => -128,
+            1 => 127,
+            _ => ((j * 37 + seed * 11) % 256) as i32 - 128,
+        })
+        .collect()
+}
+
+#[test]
+fn every_kernel_subtracts_weight_zero_points_like_the_reference() {
+    for kernel in kernels() {
+        for &m in &[0, 1, 5, 9, 17] {
+            for &n in &[0, 1, 7, 16, 33] {
+                for &k in &[0, 1, 3, 8, 31, 300] {
+                    let (a, _) = extremes(m * k, m + k);
+                    let (_, b) = extremes(n * k, n);
+                    let zr = row_zeros(n, m + n + k);
+                    let w = PackedWeights::with_zero_points(b.clone(), n, k, zr.clone());
+                    for zp in [0, 77, 128, 255] {
+                        let mut want = vec![0; m * n];
+                        reference::gemm_u8i8_zp((m, n, k), &a, zp, &b, &zr, &[], &mut want);
+                        let mut got = vec![i32::MIN; m * n];
+                        kernel.run(m, &a, zp, &w, &mut got);
+                        assert_eq!(
+                            got, want,
+                            "kernel {} m={m} n={n} k={k} zp={zp}",
+                            kernel.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn transposed_weights_carry_their_zero_points_to_the_columns() {
+    for &(n, k) in &[(1, 1), (5, 7), (16, 33), (17, 9), (10, 300)] {
+        let (_, b) = extremes(n * k, n + k);
+        let zr = row_zeros(n, k);
+        let w = PackedWeights::with_zero_points(b.clone(), n, k, zr.clone());
+        let t = w.transposed();
+        assert_eq!((&t.row_zero, &t.col_zero), (&vec![], &zr));
+        // Its values are the transpose of the original's values.
+        let (v, tv) = (w.values(), t.values());
+        for j in 0..n {
+            for kk in 0..k {
+                assert_eq!(tv[kk * n + j], v[j * k + kk]);
+                assert_eq!(v[j * k + kk], b[j * k + kk] as i32 - zr[j]);
+            }
+        }
+        let m = 6;
+        let (a, _) = extremes(m * n, 5);
+        for kernel in kernels() {
+            let mut want = vec![0; m * k];
+            reference::gemm_u8i8_zp((m, k, n), &a, 128, &t.data, &[], &zr, &mut want);
+            let mut got = vec![i32::MIN; m * k];
+            kernel.run(m, &a, 128, t, &mut got);
+            assert_eq!(got, want, "kernel {} n={n} k={k}", kernel.name);
+        }
+    }
+}
+
+#[test]
+fn all_zero_zero_points_are_the_plain_weights() {
+    let w = PackedWeights::with_zero_points(vec![1, -2, 3, 4], 2, 2, vec![0, 0]);
+    assert!(!w.has_zero_points());
+    assert_eq!(w.values(), vec![1, -2, 3, 4]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+    #[test]
+    fn every_kernel_matches_the_zero_point_reference_on_random_shapes(
+        (m, n, k, a, b, zp) in shape(), seed in 0usize..1000,
+    ) {
+        let zr = row_zeros(n, seed);
+        let w = PackedWeights::with_zero_points(b.clone(), n, k, zr.clone());
+        let mut want = vec![0; m * n];
+        reference::gemm_u8i8_zp((m, n, k), &a, zp, &b, &zr, &[], &mut want);
+        for kernel in kernels() {
+            let mut got = vec![i32::MIN; m * n];
+            kernel.run(m, &a, zp, &w, &mut got);
+            prop_assert_eq!(&got, &want, "kernel {}", kernel.name);
+        }
+    }
+}

@@ -170,20 +170,58 @@ impl Importer<'_> {
                 w.q.type_name()
             )));
         };
+        // The stored int8 of a weight is `v − zp + z[c]`, and the kernels subtract the
+        // channel's zero point `z[c]` again. `z[c] = 0` (the value minus its zero point) whenever
+        // the file's whole grid minus its zero point fits int8: symmetric int8, uint8 around
+        // 128, every 4-bit type. Otherwise (an asymmetric uint8 tensor with its zero point
+        // anywhere in 0..=255, or int8 with a zero point other than 0) the stored value is the
+        // file's byte re-centred on 0, `v − 128` or `v`, and `z[c] = zp − 128` or `zp`; training
+        // then moves on the file's own grid.
+        let (lo, hi) = if w.q.is_unsigned() {
+            (0i64, (1i64 << bits) - 1)
+        } else {
+            (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+        };
+        let centre = if w.q.is_unsigned() && bits == 8 {
+            128
+        } else {
+            0
+        };
+        let zero_of = |zp: i64| -> Result<i64> {
+            if !(lo..=hi).contains(&zp) {
+                return Err(ctx.bad(format!(
+                    "weights '{}' have zero point {zp}, outside the range {lo}..={hi} of their type",
+                    w.q.name
+                )));
+            }
+            Ok(if lo - zp >= -128 && hi - zp <= 127 {
+                0
+            } else {
+                zp - centre
+            })
+        };
+        let zeros: Vec<i64> = (0..out)
+            .map(|c| zero_of(w.zero_point[if w.zero_point.len() > 1 { c } else { 0 }]))
+            .collect::<Result<_>>()?;
         let inner: usize = dims[out_axis + 1..].iter().product();
         let mut vals = Vec::with_capacity(n);
         for (i, &v) in raw.iter().enumerate() {
             let c = (i / inner.max(1)) % dims[out_axis].max(1);
             let zp = w.zero_point[if w.zero_point.len() > 1 { c } else { 0 }];
-            let d = v - zp;
+            let d = v - zp + zeros[c];
             if !(-128..=127).contains(&d) {
-                return Err(ctx.unsupported(format!(
-                    "weights '{}' minus their zero point leave the int8 range (asymmetric uint8 weights)",
+                return Err(ctx.bad(format!(
+                    "weights '{}' hold {v}, outside the range {lo}..={hi} of their type",
                     w.q.name
                 )));
             }
             vals.push(d as i8);
         }
+        let weight_zero: Vec<i32> = if zeros.iter().any(|&z| z != 0) {
+            zeros.iter().map(|&z| z as i32).collect()
+        } else {
+            Vec::new()
+        };
         let weights = if out_axis == 1 {
             // [in][out] → [out][in]
             let inn = dims[0];
@@ -262,6 +300,7 @@ impl Importer<'_> {
             row,
             weight_scales: w.scale.clone(),
             weight_bits: bits,
+            weight_zero,
             acc_scale,
             bias: bias_i,
             float_bias,
@@ -442,6 +481,7 @@ impl Importer<'_> {
             row: 1,
             weight_scales: vec![1.0; c],
             weight_bits: 8,
+            weight_zero: Vec::new(),
             acc_scale: vec![1.0; c],
             bias: vec![0; c],
             float_bias: vec![0.0; c],

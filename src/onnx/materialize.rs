@@ -278,8 +278,13 @@ impl Importer<'_> {
         let ins = self.acts[m.input].shape;
         let qi = self.acts[m.input].q;
         let mut weights = m.weights;
+        let mut zeros = m.weight_zero;
         for (c, row) in weights.chunks_exact_mut(m.row.max(1)).enumerate() {
             if m.negated[c] {
+                // −(w − z) = (−w) − (−z)
+                if let Some(z) = zeros.get_mut(c) {
+                    *z = -*z;
+                }
                 for w in row.iter_mut() {
                     *w = w.checked_neg().ok_or_else(|| {
                         ctx.unsupported("a negative BatchNormalization factor meets weight −128")
@@ -361,7 +366,12 @@ impl Importer<'_> {
                                 }
                             }
                         }
-                        PackedWeights::new(w, cout_g, m.row)
+                        let z = if zeros.is_empty() {
+                            vec![]
+                        } else {
+                            zeros[g * cout_g..(g + 1) * cout_g].to_vec()
+                        };
+                        PackedWeights::with_zero_points(w, cout_g, m.row, z)
                     })
                     .collect();
                 let conv = Conv {
@@ -392,7 +402,7 @@ impl Importer<'_> {
                     in_features: m.row,
                     out_features: m.out,
                     in_zero_point: qi.zero_point,
-                    weights: PackedWeights::new(weights, m.out, m.row),
+                    weights: PackedWeights::with_zero_points(weights, m.out, m.row, zeros),
                     weight_scales: m.weight_scales,
                     weight_bits: m.weight_bits,
                     bias,

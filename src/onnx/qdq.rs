@@ -226,8 +226,8 @@ impl Importer<'_> {
                 .to_i64()
                 .ok_or_else(|| ctx.bad(format!("zero point '{}' is not an integer", z.name)))?,
         };
-        if q.bits() == Some(4) {
-            check_four_bit_zero_point(ctx, &q, zp.as_ref(), &zero_point)?;
+        if let Some(bits) = q.bits() {
+            check_zero_point(ctx, &q, bits, zp.as_ref(), &zero_point)?;
         }
         let rank = q.dims.len() as i64;
         let axis = ctx.attrs().int("axis", 1).map_err(|e| ctx.bad(e))?;
@@ -287,18 +287,25 @@ impl Importer<'_> {
     }
 }
 
-/// A 4-bit constant's zero point must be of the same 4-bit type (ONNX's rule), so it lies in the
-/// type's range; a wider zero point with an out-of-range value is named with the range it leaves.
-fn check_four_bit_zero_point(
+/// An 8- or 4-bit constant's zero point must be of the same type (ONNX's rule), so it lies in
+/// the type's range; a wider zero point with an out-of-range value is named with the range it
+/// leaves (an asymmetric uint8 weight's zero point may be anywhere in 0..=255, not beyond).
+fn check_zero_point(
     ctx: &NodeCtx,
     q: &ConstTensor,
+    bits: u32,
     zp: Option<&ConstTensor>,
     values: &[i64],
 ) -> Result<()> {
     let Some(z) = zp else {
         return Ok(());
     };
-    let (lo, hi) = if q.is_unsigned() { (0, 15) } else { (-8, 7) };
+    let levels = 1i64 << bits;
+    let (lo, hi) = if q.is_unsigned() {
+        (0, levels - 1)
+    } else {
+        (-levels / 2, levels / 2 - 1)
+    };
     if let Some(v) = values.iter().find(|v| !(lo..=hi).contains(*v)) {
         return Err(ctx.bad(format!(
             "zero point '{}' holds {v}, out of the {} range {lo}..={hi} of '{}'",

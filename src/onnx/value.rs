@@ -99,6 +99,9 @@ pub struct Mac {
     pub weight_scales: Vec<f32>,
     /// Bits of the file's weights (8 or 4).
     pub weight_bits: u32,
+    /// Zero point of the stored weights of each output channel (`weights` hold
+    /// `w − zp + weight_zero[c]`; see `Importer::build_mac`); empty: all 0.
+    pub weight_zero: Vec<i32>,
     /// Real value of one accumulator unit, per output channel (`s_in · s_w[c]`, times any
     /// later per-channel factor such as a folded BatchNormalization).
     pub acc_scale: Vec<f32>,

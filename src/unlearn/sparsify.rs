@@ -29,7 +29,7 @@ const KEEP: usize = 4;
 pub(crate) struct Base {
     theta: Vec<f32>,
     /// `(index in theta, integer, quantization step)` of every weight entry.
-    ints: Vec<(usize, i8, f32)>,
+    ints: Vec<(usize, i32, f32)>,
 }
 
 impl Base {

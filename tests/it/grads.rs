@@ -131,7 +131,7 @@ fn fixtures_backward_matches_finite_differences() {
 
 /// [`fd_check`] of a fixture on random images (not real ones: the flat background of a real
 /// digit gives equal values in a max window, a tie where the float twin has no derivative).
-fn fd_fixture(name: &str) {
+pub fn fd_fixture(name: &str) {
     let (g, _) = fixture(name);
     let n = 3;
     let mut state = 0x2545f4914f6cdd1du64 ^ name.len() as u64;
@@ -241,7 +241,7 @@ fn kept_batchnorm_sets_the_optimizer_coordinates() {
 
 /// int8 against f32 backward on a real cross-entropy batch: cosine over all parameters and the
 /// worst per tensor.
-fn int8_vs_f32(name: &str) -> (f64, f64) {
+pub fn int8_vs_f32(name: &str) -> (f64, f64) {
     let (g, d) = fixture(name);
     let n = 64;
     let sh = Shadow::new(&g);

@@ -1,6 +1,7 @@
 //! Integration tests: the committed fixture models against their reference outputs, the CLI
 //! end to end, and malformed inputs. One test binary, shared helpers.
 
+mod asym_weights;
 mod bad_input;
 mod channel_acts;
 mod cli;
@@ -31,6 +32,7 @@ mod smooth_quant;
 mod tract_crosscheck;
 mod w4;
 mod weight_pairs;
+mod wide_acts;
 
 use std::path::{Path, PathBuf};
 

@@ -36,8 +36,8 @@ fn requantize_follows_the_reference_rule() {
             for k in -600..=600 {
                 let x = k as f32 * 0.25;
                 assert_eq!(
-                    requantize(x, cur, -128, 127, h),
-                    reference(x, cur, -128, 127, h),
+                    requantize(x, cur.into(), -128, 127, h),
+                    i32::from(reference(x, cur, -128, 127, h)),
                     "x {x} cur {cur} h {h}"
                 );
             }
@@ -67,7 +67,7 @@ fn a_shadow_dithering_around_a_boundary_changes_the_integer_once() {
         .chain((0..40).map(|k| 0.6 + if k % 2 == 0 { 0.3 } else { -0.3 }))
         .collect();
     let flips = |h: f32| {
-        let mut q = 0i8;
+        let mut q = 0i32;
         let mut n = 0;
         for &x in &path {
             let next = requantize(x, q, -128, 127, h);
@@ -151,7 +151,7 @@ fn a_forced_weight_leaves_the_dead_band() {
         sh.theta[i] += 3.0 * step;
     }
     sh.apply(&mut g);
-    let ints = |g: &qforget::graph::Graph| -> Vec<i8> {
+    let ints = |g: &qforget::graph::Graph| -> Vec<i32> {
         Shadow::new(g)
             .weight_entries(g)
             .iter()
@@ -164,9 +164,9 @@ fn a_forced_weight_leaves_the_dead_band() {
     // Forcing the first rounds it plainly (3 steps up, clamped to the range); the second stays.
     sh.apply_forcing(&mut g, &[a.0]);
     let forced = ints(&g);
-    assert_eq!(forced[10], (i32::from(a.1) + 3).clamp(-128, 127) as i8);
+    assert_eq!(forced[10], (a.1 + 3).clamp(-128, 127));
     assert_eq!(forced[20], b.1);
-    let others = |v: &[i8]| -> Vec<i8> {
+    let others = |v: &[i32]| -> Vec<i32> {
         v.iter()
             .enumerate()
             .filter(|(k, _)| *k != 10)

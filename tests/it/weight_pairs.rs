@@ -22,13 +22,13 @@ fn weight_integers(g: &Graph) -> Vec<(String, Vec<i64>)> {
         .iter()
         .filter_map(|l| {
             let b = l.binding.as_ref()?;
-            let (w, c_out, row): (Vec<i8>, usize, usize) = match &l.op {
+            let (w, c_out, row): (Vec<i32>, usize, usize) = match &l.op {
                 Op::Conv(c) => (
-                    c.weights.iter().flat_map(|p| p.data.clone()).collect(),
+                    c.weights.iter().flat_map(|p| p.values()).collect(),
                     c.out_shape.c,
                     c.weights[0].k,
                 ),
-                Op::Linear(x) => (x.weights.data.clone(), x.out_features, x.in_features),
+                Op::Linear(x) => (x.weights.values(), x.out_features, x.in_features),
                 _ => return None,
             };
             Some((b.weight.clone(), b.to_file_order(&w, c_out, row)))
