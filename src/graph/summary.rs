@@ -185,6 +185,8 @@ impl Graph {
                             params: c.weights.len(),
                             bias: c.bias.len(),
                             float_in_file: false,
+                            unsigned: false,
+                            zero_points: Vec::new(),
                         })
                     }
                     _ => None,
