@@ -15,10 +15,12 @@
 
 use rayon::prelude::*;
 
-use super::conv::Conv;
+use super::conv::{Conv, Window};
 use super::conv_grad::im2col_f32;
 use super::grad::LayerGrad;
 use super::ort_order::{OrtSum, PACKED_STRIDE_K};
+use super::qparams::Requant;
+use super::tensor::Shape;
 
 /// `y = W * x + b` in f32, NHWC, a fused activation applied by the graph (see
 /// [`super::float_seg`]).
@@ -33,6 +35,32 @@ pub struct FloatConv {
 }
 
 impl FloatConv {
+    /// The geometry a float conv runs and trains with: a [`Conv`] with these window, groups and
+    /// shapes, and no integer weights, scales or requantization (its f32 backward reads only
+    /// the geometry).
+    pub fn geometry(window: Window, group: usize, in_shape: Shape, out_shape: Shape) -> Conv {
+        Conv {
+            window,
+            group,
+            in_shape,
+            out_shape,
+            in_zero_point: 0,
+            weights: vec![],
+            weight_scales: vec![],
+            weight_bits: 32,
+            bias: vec![],
+            requant: Requant {
+                multiplier: vec![1.0],
+                offset: vec![],
+                float_bias: vec![],
+                zero_point: 0,
+                lo: 0,
+                hi: 255,
+            },
+            ort_order: None,
+        }
+    }
+
     /// Weights of group `g` as `[k][c_out/g]` with `k` in onnxruntime's patch order
     /// (`c_in`, then `kh`, then `kw`), and for each such `k` its index in a graph-layout row.
     fn ort_weights(&self, g: usize) -> (Vec<f32>, Vec<usize>) {
@@ -144,38 +172,25 @@ impl FloatConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Requant, Shape, Window};
+    use crate::graph::{Shape, Window};
 
     /// A 2-input-channel 2×2 conv, stride 1, padding 1 on the top/left, on a 2×2 image.
     fn layer() -> FloatConv {
-        let geom = Conv {
-            window: Window {
-                kh: 2,
-                kw: 2,
-                stride_h: 1,
-                stride_w: 1,
-                pads: [1, 1, 0, 0],
-                dil_h: 1,
-                dil_w: 1,
-            },
-            group: 1,
-            in_shape: Shape { h: 2, w: 2, c: 2 },
-            out_shape: Shape { h: 2, w: 2, c: 3 },
-            in_zero_point: 0,
-            weights: vec![],
-            weight_scales: vec![],
-            weight_bits: 32,
-            bias: vec![],
-            requant: Requant {
-                multiplier: vec![1.0],
-                offset: vec![],
-                float_bias: vec![],
-                zero_point: 0,
-                lo: 0,
-                hi: 255,
-            },
-            ort_order: None,
+        let window = Window {
+            kh: 2,
+            kw: 2,
+            stride_h: 1,
+            stride_w: 1,
+            pads: [1, 1, 0, 0],
+            dil_h: 1,
+            dil_w: 1,
         };
+        let geom = FloatConv::geometry(
+            window,
+            1,
+            Shape { h: 2, w: 2, c: 2 },
+            Shape { h: 2, w: 2, c: 3 },
+        );
         let file: Vec<f32> = (0..3 * 2 * 2 * 2)
             .map(|i| (i as f32 - 11.0) * 0.25)
             .collect();

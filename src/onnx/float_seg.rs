@@ -11,9 +11,7 @@
 //! Refused, by name: other pending results (a float bias Add, an average pooling, an
 //! element-wise chain) read by a float op, and a float input that is also quantized.
 
-use crate::graph::{
-    Activation, Conv, Dense, FloatConv, InputSpec, Op, QParams, Quantize, Requant, Shape, Window,
-};
+use crate::graph::{Activation, Dense, FloatConv, InputSpec, Op, QParams, Quantize, Shape, Window};
 use crate::Result;
 
 use super::proto::ConstTensor;
@@ -265,30 +263,16 @@ impl Importer<'_> {
         if !vals.iter().all(|v| v.is_finite()) {
             return Err(ctx.unsupported(format!("float weights '{}' are not finite", w.name)));
         }
-        let geom = Conv {
+        let geom = FloatConv::geometry(
             window,
             group,
-            in_shape: ins,
-            out_shape: Shape {
+            ins,
+            Shape {
                 h: oh,
                 w: ow,
                 c: c_out,
             },
-            in_zero_point: 0,
-            weights: vec![],
-            weight_scales: vec![],
-            weight_bits: 32,
-            bias: vec![],
-            requant: Requant {
-                multiplier: vec![1.0],
-                offset: vec![],
-                float_bias: vec![],
-                zero_point: 0,
-                lo: 0,
-                hi: 255,
-            },
-            ort_order: None,
-        };
+        );
         let mut m = FloatMac {
             input,
             weights: FloatConv::from_file_order(&geom, &vals),

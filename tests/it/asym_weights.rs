@@ -12,7 +12,7 @@ use qforget::onnx::pb;
 
 use super::fixtures::matches_reference;
 use super::malformed::fails_cleanly;
-use super::{dataset, fixtures, model, qforget, root, s, tempdir};
+use super::{class3_request_with, dataset, fixtures, model, qforget, root, s, tempdir};
 
 const FIXTURE: &str = "fmnist_cnn_qdq_wu8pt.onnx";
 
@@ -167,37 +167,9 @@ fn class_wise_request_exports_uint8_with_the_same_zero_points_and_apply_rebuilds
         dir.join("rebuilt.onnx"),
     );
     let base = model(FIXTURE);
-    let o = qforget(&[
-        "forget",
-        s(&base),
-        "--dataset",
-        s(&dataset("fashion-mnist")),
-        "--forget-class",
-        "3",
-        "--export",
-        s(&out),
-        "--out",
-        s(&delta),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let (b, a) = (&r["before"], &r["after"]);
+    let r = class3_request_with(&base, "fashion-mnist", &out, &["--out", s(&delta)]);
+    let a = &r["after"];
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
-    eprintln!(
-        "{FIXTURE}: FA {:.2} → {:.2} %, RA {:.2} → {:.2} %, TA {:.2} → {:.2} %, {} steps, {} weights changed",
-        f(b, "forget_acc"),
-        f(a, "forget_acc"),
-        f(b, "retain_acc"),
-        f(a, "retain_acc"),
-        f(b, "test_acc"),
-        f(a, "test_acc"),
-        r["steps"],
-        r["changed_weights"]
-    );
-    assert_eq!(r["target_met"], true);
-    assert!(f(a, "forget_acc") <= 1.0);
-    assert!(f(b, "retain_acc") - f(a, "retain_acc") <= 2.0);
     assert!(r["changed_weights"].as_u64().unwrap() > 0);
 
     // The delta rebuilds the export byte for byte.

@@ -154,17 +154,31 @@ pub fn qforget(args: &[&str]) -> std::process::Output {
 /// target met, forget accuracy ≤ 1 %, retain accuracy at most 2 pp below the start. Returns the
 /// JSON report.
 pub fn class3_request_meets_its_target(model: &Path, data: &str, out: &Path) -> serde_json::Value {
-    let o = qforget(&[
+    class3_request_with(model, data, out, &[])
+}
+
+/// [`class3_request_meets_its_target`] with `extra` arguments for `forget` (e.g. `--out` for
+/// the delta).
+pub fn class3_request_with(
+    model: &Path,
+    data: &str,
+    out: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let data = dataset(data);
+    let mut args = vec![
         "forget",
         s(model),
         "--dataset",
-        s(&dataset(data)),
+        s(&data),
         "--forget-class",
         "3",
         "--export",
         s(out),
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = qforget(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let (b, a) = (&r["before"], &r["after"]);
