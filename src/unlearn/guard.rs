@@ -191,8 +191,10 @@ impl<'a> Guard<'a> {
         // by the band): measured on the BN CNN, a band of 4 steps kept the guard backing off
         // until the request was refused. Narrow it with the learning rate (below half a step:
         // plain rounding).
+        // (`narrow_band` keeps every integer where it is: the good state stays the good state.)
         let h = st.shadow.hysteresis * 0.5;
-        st.shadow.hysteresis = if h < 0.5 { 0.0 } else { h };
+        let graph = &st.graph;
+        st.shadow.narrow_band(graph, if h < 0.5 { 0.0 } else { h });
         // Never grow back up to a rate that had to be backed off.
         self.max_lr = self.max_lr.min(0.8 * lr);
         r.final_lr = st.sgd.lr;

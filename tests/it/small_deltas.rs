@@ -179,3 +179,62 @@ fn a_forced_weight_leaves_the_dead_band() {
         "only the forced weight moved"
     );
 }
+
+/// The integer weights of every trained layer (flattened, in segment order).
+fn ints(sh: &qforget::graph::params::Shadow, g: &qforget::graph::Graph) -> Vec<i32> {
+    sh.weight_entries(g)
+        .into_iter()
+        .map(|(_, q, _)| q)
+        .collect()
+}
+
+#[test]
+fn narrowing_the_band_moves_no_integer() {
+    // The guard narrows the band after a roll-back. Shadows that drifted inside the wide band
+    // (up to 4.5 steps from their integers) must not all jump at the next re-quantization:
+    // regression for a residual CNN whose every back-off broke the restored state in one step.
+    for fixture in ["fmnist_cnn_qdq.onnx", "mnist_res_s8.onnx"] {
+        let mut g = qforget::onnx::load(model(fixture)).unwrap();
+        let mut sh = qforget::graph::params::Shadow::new(&g);
+        sh.hysteresis = 4.0;
+        let before = ints(&sh, &g);
+        // A deterministic drift of −4.4..4.4 steps (inside the band of 4).
+        for (n, (i, _, step)) in sh.weight_entries(&g).into_iter().enumerate() {
+            let d = ((n * 7919) % 89) as f32 / 10.0 - 4.4;
+            sh.theta[i] += d * step;
+        }
+        sh.apply(&mut g);
+        assert_eq!(
+            ints(&sh, &g),
+            before,
+            "{fixture}: drift inside the band moved an integer"
+        );
+
+        // Setting the band alone would move many of them at once (so this test can fail)...
+        let mut plain = sh.clone();
+        plain.hysteresis = 2.0;
+        let mut g2 = g.clone();
+        plain.apply(&mut g2);
+        let moved = ints(&plain, &g2)
+            .iter()
+            .zip(&before)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(
+            moved > before.len() / 4,
+            "{fixture}: {moved} of {}",
+            before.len()
+        );
+
+        // ...narrow_band moves none, down to plain rounding.
+        for h in [2.0f32, 0.0] {
+            sh.narrow_band(&g, h);
+            sh.apply(&mut g);
+            assert_eq!(
+                ints(&sh, &g),
+                before,
+                "{fixture}: narrowing to {h} moved an integer"
+            );
+        }
+    }
+}
