@@ -257,6 +257,24 @@ impl Shadow {
         self.hysteresis = h;
     }
 
+    /// Every float weight entry of the vector (float layers' weights; biases left out): its index
+    /// in `theta` and a nominal step, the tensor's largest magnitude over 127 (the step a
+    /// symmetric int8 grid would give it), so float changes rank beside integer ones.
+    pub fn float_weight_entries(&self) -> Vec<(usize, f32)> {
+        let mut out = Vec::new();
+        for s in self
+            .segments
+            .iter()
+            .filter(|s| s.kind == ParamKind::FloatWeight)
+        {
+            let vals = &self.theta[s.range.clone()];
+            let top = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let step = if top > 0.0 { top / 127.0 } else { 1.0 };
+            out.extend(s.range.clone().map(|i| (i, step)));
+        }
+        out
+    }
+
     /// Real parameters for the float twin with the shadow values unrounded (gradient checks).
     pub fn real_params(&self, g: &Graph) -> Vec<Option<RealParams>> {
         let mut p = g.real_params();

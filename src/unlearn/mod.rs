@@ -244,7 +244,7 @@ pub(crate) fn run_epochs(
     if info.stopped.is_empty() {
         info.stopped = format!("{} epoch(s) done", cfg.epochs);
     }
-    if let Some(base) = base {
+    if let Some(base) = &base {
         if cfg.stop.reached(&st.graph, req)?.is_some() {
             let mut epoch = cfg.epochs;
             let every = if cfg.check_every > 0 {
@@ -278,7 +278,7 @@ pub(crate) fn run_epochs(
                     }
                 }
             };
-            let note = sparsify::sparsify(st, &base, cfg.delta_goal, budget, &mut train)?;
+            let note = sparsify::sparsify(st, base, cfg.delta_goal, budget, &mut train)?;
             info.notes.push(note);
         }
     }
@@ -289,6 +289,11 @@ pub(crate) fn run_epochs(
         info.target_met = Some(cfg.stop.reached(&st.graph, req)?.is_some());
     }
     if info.target_met == Some(true) && cfg.polish_steps > 0 && !req.probe.is_empty() {
+        // Polish may not add float weights to the delta (each float step would change them
+        // all): the ones still at their start stay there.
+        if let Some(base) = &base {
+            base.pin_unchanged_floats(st);
+        }
         let note = polish::polish(st, req, cfg)?;
         info.notes.push(note);
     }
