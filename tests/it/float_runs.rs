@@ -440,7 +440,10 @@ fn forget_a_class_on_float_segment_models() {
         // float layer the run touched was in the delta whole (Conv-only CNN: 64 % of the file).
         let share = 100.0 * std::fs::metadata(&delta).unwrap().len() as f64 / bb.len() as f64;
         eprintln!("{stem}: delta {share:.2} % of the model file");
-        assert!(share <= 5.0, "{stem}: delta is {share:.2} % of the model file");
+        assert!(
+            share <= 5.0,
+            "{stem}: delta is {share:.2} % of the model file"
+        );
     }
 }
 
