@@ -19,7 +19,7 @@ use super::value::{FloatMac, Pending, Value};
 use super::{Importer, NodeCtx};
 
 /// Parameters of a float activation (placeholders: nothing quantizes it).
-const FLOAT_Q: QParams = QParams {
+pub(super) const FLOAT_Q: QParams = QParams {
     scale: 1.0,
     zero_point: 0,
     signed: false,
@@ -124,14 +124,18 @@ impl Importer<'_> {
                 }
                 id
             }
-            other => {
-                return Err(ctx.unsupported(format!(
-                    "it reads '{out}', the float result of node '{node}' ({}), which no \
-                     QuantizeLinear follows; a float segment may hold float Conv/Gemm/MatMul \
-                     layers, Relu/Clip, MaxPool and Flatten/Reshape",
-                    pending_kind(&other)
-                )))
-            }
+            other => match self.materialize_float_op(ctx, &other, out)? {
+                Some(id) => id,
+                None => {
+                    return Err(ctx.unsupported(format!(
+                        "it reads '{out}', the float result of node '{node}' ({}), which no \
+                         QuantizeLinear follows; a float segment may hold float Conv/Gemm/MatMul \
+                         layers, Relu/Clip, MaxPool, average pooling, element-wise functions, \
+                         Add/Mul of two tensors and Flatten/Reshape",
+                        pending_kind(&other)
+                    )))
+                }
+            },
         };
         // The first layer is the pending node's.
         if let Some(l) = self.layers.get_mut(first) {
