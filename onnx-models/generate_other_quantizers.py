@@ -463,6 +463,15 @@ def main() -> None:
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/MatMul", "/Add"])),
         ("fmnist_cnn_conv2float_qdq", "fmnist_cnn_f32.onnx", "fashion-mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/conv2/Conv"])),
+        # The residual net with only its Convs quantized: a float residual Add of two
+        # dequantized activations, float Relu, float GlobalAveragePool -> Flatten -> Gemm.
+        ("mnist_res_convonly_qdq", "mnist_res_f32.onnx", "mnist",
+         lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
+        # The activation-function CNN with only its Convs quantized: float HardSwish and
+        # LeakyRelu on dequantized activations, a float MaxPool -> Flatten -> Gemm -> Sigmoid ->
+        # Gemm after the second conv (float element-wise functions between float layers).
+        ("mnist_act_convonly_qdq", "mnist_act_f32.onnx", "mnist",
+         lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
         # Float weights quantized at run time (a QuantizeLinear -> DequantizeLinear per weight).
         ("mnist_res_qdq_wpair", "mnist_res_f32.onnx", "mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, extra_options={"AddQDQPairToWeight": True})),
