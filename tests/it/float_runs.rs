@@ -17,13 +17,16 @@ use super::onnx_builder::{Rng, A, B};
 use super::{dataset, model};
 
 /// The committed float-segment fixtures, as (file stem, dataset).
-const FIXTURES: [(&str, &str); 4] = [
+const FIXTURES: [(&str, &str); 5] = [
     ("fmnist_cnn_convonly_qdq", "fashion-mnist"),
     ("mnist_mlp_firstfloat_qdq", "mnist"),
     ("fmnist_cnn_conv2float_qdq", "fashion-mnist"),
     // The residual net with only its Convs quantized: float Relu → GlobalAveragePool →
     // Flatten → Gemm after the last conv (see float_ops.rs).
     ("mnist_res_convonly_qdq", "mnist"),
+    // The activation-function CNN with only its Convs quantized: a float LeakyRelu → MaxPool →
+    // Flatten → Gemm → Sigmoid → Gemm after the second conv.
+    ("mnist_act_convonly_qdq", "mnist"),
 ];
 
 /// Kinds of the layers of a graph, in order.
@@ -50,6 +53,7 @@ fn fixtures_import_their_float_segments_with_trainable_float_layers() {
             "fmnist_cnn_convonly_qdq" => &["fc1.weight", "fc2.weight"],
             "mnist_mlp_firstfloat_qdq" => &["w1"],
             "mnist_res_convonly_qdq" => &["fc.weight"],
+            "mnist_act_convonly_qdq" => &["fc1.weight", "fc2.weight"],
             _ => &["conv2.weight"],
         };
         assert_eq!(float_weights, want, "{stem}");
@@ -83,6 +87,16 @@ fn fixtures_import_their_float_segments_with_trainable_float_layers() {
                 );
                 let gap = &g.layers[n - 2];
                 assert!(g.acts[gap.inputs[0]].float && g.acts[gap.output].float);
+            }
+            "mnist_act_convonly_qdq" => {
+                assert!(g.real_output, "{stem}");
+                // The float LeakyRelu and Sigmoid: element-wise layers on float values.
+                let fns = g
+                    .layers
+                    .iter()
+                    .filter(|l| matches!(l.op, Op::Pointwise(_)) && g.acts[l.output].float)
+                    .count();
+                assert_eq!(fns, 2, "{stem}");
             }
             _ => assert!(
                 k.contains(&"float_conv") && k.contains(&"quantize"),
