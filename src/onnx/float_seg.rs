@@ -8,8 +8,10 @@
 //! What stays pending as before: a float layer's output waits for its Relu, bias Add and
 //! QuantizeLinear, so a float layer between two quantized tensors is still one [`Dense`]
 //! layer (its bytes unchanged); only a reader that needs a float value materializes it.
-//! Refused, by name: other pending results (a float bias Add, an average pooling, an
-//! element-wise chain) read by a float op, and a float input that is also quantized.
+//! Pending poolings, element-wise chains and Add/Mul of two tensors that a float op reads become
+//! float layers too ([`super::float_ops`]). Refused, by name: other pending results (a float
+//! bias Add, a quantized Conv/Gemm awaiting its QuantizeLinear) read by a float op, and a float
+//! input that is also quantized.
 
 use crate::graph::{Activation, Dense, FloatConv, InputSpec, Op, QParams, Quantize, Shape, Window};
 use crate::Result;

@@ -1,7 +1,7 @@
 //! Float segment ops beyond layers, ReLU and MaxPool (issue 10, item 2): the Add of two float
 //! results (a residual Add in float), a float GlobalAveragePool and AveragePool, float
 //! element-wise functions (LeakyRelu, Sigmoid, Tanh) and the Mul of two tensors (a
-//! squeeze-excitation gate), on a built graph against the ONNX definition computed here in f64,
+//! squeeze-excitation gate), a spatial ReduceMean, on built graphs against the ONNX definition computed here in f64,
 //! with the backward through them checked against finite differences. The committed fixture
 //! with a float residual Add and GlobalAveragePool (`mnist_res_convonly_qdq`) is checked with
 //! the other float-segment fixtures (`float_runs.rs`, `float_heads.rs`).
@@ -180,6 +180,75 @@ fn a_float_residual_add_pools_functions_and_a_gate_follow_onnx() {
     }
     eprintln!("integer-tape vs float-twin gradients: max |Δ| {diff:.2e} (max |g| {mag:.2e})");
     assert!(mag > 0.0 && diff <= 1e-4 * mag, "{diff} vs {mag}");
+}
+
+#[test]
+fn a_spatial_reduce_mean_of_a_float_value_is_a_global_average() {
+    // x [N,1,4,4] → Q/DQ → Conv(float [2,1,3,3], pad 1) → Relu → ReduceMean(axes [2, 3]) →
+    // Flatten → Gemm → Softmax (the model's last node: the graph ends at the logits).
+    let mut b = B::new(1, 4, 4);
+    let s_in = 1.0 / 255.0;
+    let x = b.qdq("x", s_in, 0, false);
+    let mut r = Rng(0x4ed5);
+    let wc: Vec<f32> = (0..18).map(|_| r.float(-0.6, 0.6)).collect();
+    let bc = [0.05f32, -0.1];
+    let wf: Vec<f32> = (0..6).map(|_| r.float(-1.0, 1.0)).collect();
+    let (wcn, bcn) = (b.f32s(&[2, 1, 3, 3], &wc), b.f32s(&[2], &bc));
+    let c = b.node(
+        "Conv",
+        &[&x, &wcn, &bcn],
+        vec![
+            ("kernel_shape", A::Is(vec![3, 3])),
+            ("pads", A::Is(vec![1, 1, 1, 1])),
+        ],
+    );
+    let rl = b.node("Relu", &[&c], vec![]);
+    let m = b.node("ReduceMean", &[&rl], vec![("axes", A::Is(vec![2, 3]))]);
+    let f = b.node("Flatten", &[&m], vec![]);
+    let wfn = b.f32s(&[3, 2], &wf);
+    let z = b.node("Gemm", &[&f, &wfn], vec![("transB", A::I(1))]);
+    let sm = b.node("Softmax", &[&z], vec![("axis", A::I(1))]);
+    let g = qforget::onnx::import(&b.model(&sm), Path::new("reduce_mean.onnx")).unwrap();
+    let kinds: Vec<&str> = g.layers.iter().map(|l| l.op.kind()).collect();
+    assert_eq!(kinds, ["float_conv", "global_avgpool", "dense"]);
+    let n = 4;
+    let images: Vec<u8> = (0..n * 16).map(|_| r.int(0, 255) as u8).collect();
+    let got = g.forward(&images, n).unwrap();
+    for i in 0..n {
+        let xs: Vec<f64> = images[i * 16..(i + 1) * 16]
+            .iter()
+            .map(|&p| ((p as f64 / 255.0) / s_in as f64).round() * s_in as f64)
+            .collect();
+        let y = conv(&xs, 1, 4, &wc, &bc, 2, 3, 1);
+        let mean: Vec<f64> = (0..2)
+            .map(|k| {
+                y[k * 16..(k + 1) * 16]
+                    .iter()
+                    .map(|v| v.max(0.0))
+                    .sum::<f64>()
+                    / 16.0
+            })
+            .collect();
+        for (o, a) in got.real_row(i).iter().enumerate() {
+            let e = wf[o * 2] as f64 * mean[0] + wf[o * 2 + 1] as f64 * mean[1];
+            assert!(
+                (*a as f64 - e).abs() <= 1e-5 * e.abs().max(1.0),
+                "{a} vs {e}"
+            );
+        }
+    }
+    super::grads::fd_check("reduce_mean", &g, &images, n);
+    // Over the channels: refused by name.
+    let mut b = B::new(2, 2, 2);
+    let x = b.qdq("x", 1.0 / 255.0, 0, false);
+    let m = b.node("ReduceMean", &[&x], vec![("axes", A::Is(vec![1]))]);
+    let y = b.qdq(&m, 0.01, 0, false);
+    let err = qforget::onnx::import(&b.model(&y), Path::new("reduce_c.onnx"))
+        .unwrap_err()
+        .to_string();
+    for part in ["reduce_c.onnx", "ReduceMean", "node_ReduceMean", "[1]"] {
+        assert!(err.contains(part), "{err}");
+    }
 }
 
 #[test]
