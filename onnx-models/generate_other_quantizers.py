@@ -463,6 +463,15 @@ def main() -> None:
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/MatMul", "/Add"])),
         ("fmnist_cnn_conv2float_qdq", "fmnist_cnn_f32.onnx", "fashion-mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/conv2/Conv"])),
+        # The residual net with only its Convs quantized: a float residual Add of two
+        # dequantized activations, float Relu, float GlobalAveragePool -> Flatten -> Gemm.
+        ("mnist_res_convonly_qdq", "mnist_res_f32.onnx", "mnist",
+         lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
+        # The activation-function CNN with only its Convs quantized: float HardSwish and
+        # LeakyRelu on dequantized activations, a float MaxPool -> Flatten -> Gemm -> Sigmoid ->
+        # Gemm after the second conv (float element-wise functions between float layers).
+        ("mnist_act_convonly_qdq", "mnist_act_f32.onnx", "mnist",
+         lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
         # Float weights quantized at run time (a QuantizeLinear -> DequantizeLinear per weight).
         ("mnist_res_qdq_wpair", "mnist_res_f32.onnx", "mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, extra_options={"AddQDQPairToWeight": True})),
@@ -507,8 +516,9 @@ def main() -> None:
              lambda s, o, x: ort_quantize(s, o, x, ["Conv", "MatMul"])),
             # More float segments: a float Conv on the float input, both Convs float, Gemm-only
             # quantization (float Conv → Relu → MaxPool chains), the MLP float but its last
-            # MatMul, and the residual net with only its Convs quantized (a float
-            # GlobalAveragePool, refused by name).
+            # MatMul, the residual net with only its Convs quantized (committed as
+            # mnist_res_convonly_qdq) and the MobileNetV2-style net with only its Convs
+            # quantized (float Clip → GlobalAveragePool → Gemm).
             ("cnn_ort_conv1float", "fmnist_cnn_f32.onnx", "fashion-mnist",
              lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/conv1/Conv"])),
             ("cnn_ort_convsfloat", "fmnist_cnn_f32.onnx", "fashion-mnist",
@@ -518,6 +528,8 @@ def main() -> None:
             ("mlp_ort_float_but_last", "mnist_mlp_matmul_f32.onnx", "mnist",
              lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/MatMul", "/Add", "/MatMul_1"])),
             ("res_ort_convonly", "mnist_res_f32.onnx", "mnist",
+             lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
+            ("mnv2_ort_convonly", "fmnist_mnv2_f32.onnx", "fashion-mnist",
              lambda s, o, x: ort_quantize(s, o, x, ["Conv"])),
             # AddQDQPairToWeight on other layer mixes, per channel and per tensor.
             ("cnn_ort_wpair", "fmnist_cnn_f32.onnx", "fashion-mnist",

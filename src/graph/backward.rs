@@ -237,6 +237,10 @@ impl Graph {
                     Some(ga)
                 }
                 Op::Pointwise(p) => Some(match tape {
+                    // A float function (see `float_ops`): its derivative at the real input.
+                    Tape::Quant(_) if self.acts[layer.output].float => {
+                        p.backward_real(&self.real_input(tape, x_id)?, &gy)
+                    }
                     Tape::Quant(v) => p.backward_q(&saved_q(v, x_id)?.data, &gy),
                     Tape::Float(v) => p.backward_real(saved_f(v, x_id)?, &gy),
                 }),

@@ -20,7 +20,10 @@ impl Graph {
         let acts = self.run(images, n, true)?;
         let mut out = DeadUnits::default();
         for layer in &self.layers {
-            if !matches!(layer.op, Op::Conv(_) | Op::Linear(_) | Op::Add(_)) {
+            // A float Add (a float segment's) holds reals, not bytes with a clamp range.
+            if !matches!(layer.op, Op::Conv(_) | Op::Linear(_) | Op::Add(_))
+                || self.acts[layer.output].float
+            {
                 continue;
             }
             let (Some((lo, _)), Some(y)) = (layer.op.clamp_range(), acts[layer.output].as_ref())

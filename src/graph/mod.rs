@@ -19,6 +19,7 @@ mod depthwise;
 pub mod eltwise;
 pub mod float;
 pub mod float_conv;
+pub mod float_ops;
 pub mod float_seg;
 pub mod float_weight;
 pub mod grad;
@@ -393,6 +394,9 @@ impl Graph {
             // A float segment's layers (see [`float_seg`]).
             let float = self.acts[layer.output].float || matches!(layer.op, Op::Quantize(_));
             let y = match &layer.op {
+                _ if float && layer.inputs.len() > 1 => {
+                    self.float_binary(layer, x, get(layer.inputs[1])?)?
+                }
                 _ if float => self.float_op(layer, x)?,
                 Op::Conv(c) => c.forward(x),
                 Op::Linear(l) => l.forward(x),

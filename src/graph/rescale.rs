@@ -69,6 +69,10 @@ impl Graph {
     /// parameters before a change, for values stored relative to them).
     fn refresh_layer(&mut self, i: usize, old: Option<&[QParams]>) {
         let l = &self.layers[i];
+        if self.acts[l.output].float {
+            // A float segment's layer has no derived integer parameters.
+            return;
+        }
         let qi = self.acts[l.inputs[0]].q;
         let qo = self.acts[l.output].q;
         let qb = l.inputs.get(1).map(|&b| self.acts[b].q);

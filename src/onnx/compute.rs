@@ -749,13 +749,15 @@ impl Importer<'_> {
             Value::FloatInput(pre, false) if ctx.node.op_type == "AveragePool" => {
                 return self.input_avg_pool(ctx, pre)
             }
+            // A float value (see `float_ops`).
+            Value::Float(_) | Value::Pending(..) => return self.float_avg_pool(ctx, x),
             _ => {
                 return Err(
                     ctx.unsupported("pooling of a tensor that is not a dequantized activation")
                 )
             }
         };
-        let p = if ctx.node.op_type == "GlobalAveragePool" {
+        let p = if super::float_ops::is_global(ctx) {
             Pending::GlobalAvgPool { input }
         } else {
             let (window, ceil) = self.window(ctx, None)?;

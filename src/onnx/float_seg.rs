@@ -8,8 +8,10 @@
 //! What stays pending as before: a float layer's output waits for its Relu, bias Add and
 //! QuantizeLinear, so a float layer between two quantized tensors is still one [`Dense`]
 //! layer (its bytes unchanged); only a reader that needs a float value materializes it.
-//! Refused, by name: other pending results (a float bias Add, an average pooling, an
-//! element-wise chain) read by a float op, and a float input that is also quantized.
+//! Pending poolings, element-wise chains and Add/Mul of two tensors that a float op reads become
+//! float layers too ([`super::float_ops`]). Refused, by name: other pending results (a float
+//! bias Add, a quantized Conv/Gemm awaiting its QuantizeLinear) read by a float op, and a float
+//! input that is also quantized.
 
 use crate::graph::{Activation, Dense, FloatConv, InputSpec, Op, QParams, Quantize, Shape, Window};
 use crate::Result;
@@ -19,7 +21,7 @@ use super::value::{FloatMac, Pending, Value};
 use super::{Importer, NodeCtx};
 
 /// Parameters of a float activation (placeholders: nothing quantizes it).
-const FLOAT_Q: QParams = QParams {
+pub(super) const FLOAT_Q: QParams = QParams {
     scale: 1.0,
     zero_point: 0,
     signed: false,
@@ -124,14 +126,18 @@ impl Importer<'_> {
                 }
                 id
             }
-            other => {
-                return Err(ctx.unsupported(format!(
-                    "it reads '{out}', the float result of node '{node}' ({}), which no \
-                     QuantizeLinear follows; a float segment may hold float Conv/Gemm/MatMul \
-                     layers, Relu/Clip, MaxPool and Flatten/Reshape",
-                    pending_kind(&other)
-                )))
-            }
+            other => match self.materialize_float_op(ctx, &other, out)? {
+                Some(id) => id,
+                None => {
+                    return Err(ctx.unsupported(format!(
+                        "it reads '{out}', the float result of node '{node}' ({}), which no \
+                         QuantizeLinear follows; a float segment may hold float Conv/Gemm/MatMul \
+                         layers, Relu/Clip, MaxPool, average pooling, element-wise functions, \
+                         Add/Mul of two tensors and Flatten/Reshape",
+                        pending_kind(&other)
+                    )))
+                }
+            },
         };
         // The first layer is the pending node's.
         if let Some(l) = self.layers.get_mut(first) {

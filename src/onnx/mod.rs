@@ -10,6 +10,7 @@ mod channel_act;
 mod compute;
 mod dense;
 mod float_const;
+mod float_ops;
 mod float_seg;
 mod float_weight;
 mod input_fns;
@@ -422,6 +423,7 @@ impl<'p> Importer<'p> {
             "Conv" | "Gemm" | "MatMul" => self.float_mac(&ctx),
             "BatchNormalization" => self.batch_norm(&ctx),
             "Relu" | "Clip" => self.activation(&ctx),
+            "Add" | "Mul" if self.float_pair(&ctx) => self.float_binary(&ctx),
             "Add" if self.chain_operand(&ctx) || self.input_operand(&ctx) => self.float_arith(&ctx),
             "Add" => self.add(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
@@ -430,6 +432,7 @@ impl<'p> Importer<'p> {
             }
             "MaxPool" => self.max_pool(&ctx),
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
+            "ReduceMean" => self.reduce_mean(&ctx),
             "Flatten" | "Reshape" => self.flatten(&ctx),
             "Identity" | "Dropout" | "Cast" => self.alias(&ctx),
             "Mul" if self.two_activations(&ctx) => self.mul_activations(&ctx),

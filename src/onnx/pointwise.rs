@@ -52,6 +52,10 @@ impl Importer<'_> {
         if matches!(v, Value::FloatInput(..)) {
             return self.push_input_fn(ctx, x, f);
         }
+        if self.chain_of(&v).is_none() && matches!(v, Value::Float(_) | Value::Pending(..)) {
+            // A float value: a float element-wise layer (see `float_ops`).
+            return self.float_fn_of(ctx, x, f);
+        }
         let Some((input, mut fns)) = self.chain_of(&v) else {
             return Err(ctx.unsupported(format!(
                 "{} of '{x}', which is not a dequantized activation (qforget computes float \
@@ -215,6 +219,10 @@ impl Importer<'_> {
         }
         let shape = match self.chain_of(&v) {
             Some((input, _)) => self.acts[input].shape,
+            None if matches!(v, Value::Float(_) | Value::Pending(..)) => {
+                let a = self.float_operand(ctx, t)?;
+                self.acts[a].shape
+            }
             None => {
                 return Err(ctx.unsupported(format!(
                     "{op} of '{t}', which is not a dequantized activation"

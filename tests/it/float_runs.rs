@@ -17,10 +17,16 @@ use super::onnx_builder::{Rng, A, B};
 use super::{dataset, model};
 
 /// The committed float-segment fixtures, as (file stem, dataset).
-const FIXTURES: [(&str, &str); 3] = [
+const FIXTURES: [(&str, &str); 5] = [
     ("fmnist_cnn_convonly_qdq", "fashion-mnist"),
     ("mnist_mlp_firstfloat_qdq", "mnist"),
     ("fmnist_cnn_conv2float_qdq", "fashion-mnist"),
+    // The residual net with only its Convs quantized: float Relu → GlobalAveragePool →
+    // Flatten → Gemm after the last conv (see float_ops.rs).
+    ("mnist_res_convonly_qdq", "mnist"),
+    // The activation-function CNN with only its Convs quantized: a float LeakyRelu → MaxPool →
+    // Flatten → Gemm → Sigmoid → Gemm after the second conv.
+    ("mnist_act_convonly_qdq", "mnist"),
 ];
 
 /// Kinds of the layers of a graph, in order.
@@ -46,6 +52,8 @@ fn fixtures_import_their_float_segments_with_trainable_float_layers() {
         let want: &[&str] = match stem {
             "fmnist_cnn_convonly_qdq" => &["fc1.weight", "fc2.weight"],
             "mnist_mlp_firstfloat_qdq" => &["w1"],
+            "mnist_res_convonly_qdq" => &["fc.weight"],
+            "mnist_act_convonly_qdq" => &["fc1.weight", "fc2.weight"],
             _ => &["conv2.weight"],
         };
         assert_eq!(float_weights, want, "{stem}");
@@ -66,6 +74,29 @@ fn fixtures_import_their_float_segments_with_trainable_float_layers() {
                 // Flatten of the (pooled) float input, the float layer writing bytes.
                 assert_eq!(k[..2], ["flatten", "dense"], "{stem}");
                 assert!(g.acts[g.layers[1].inputs[0]].float, "{stem}");
+            }
+            "mnist_res_convonly_qdq" => {
+                assert!(g.real_output, "{stem}");
+                // A float Relu → GlobalAveragePool → Gemm after the last conv (the Flatten of a
+                // `[N, C, 1, 1]` tensor is no layer).
+                let n = k.len();
+                assert_eq!(
+                    k[n - 3..],
+                    ["float_clamp", "global_avgpool", "dense"],
+                    "{stem}"
+                );
+                let gap = &g.layers[n - 2];
+                assert!(g.acts[gap.inputs[0]].float && g.acts[gap.output].float);
+            }
+            "mnist_act_convonly_qdq" => {
+                assert!(g.real_output, "{stem}");
+                // The float LeakyRelu and Sigmoid: element-wise layers on float values.
+                let fns = g
+                    .layers
+                    .iter()
+                    .filter(|l| matches!(l.op, Op::Pointwise(_)) && g.acts[l.output].float)
+                    .count();
+                assert_eq!(fns, 2, "{stem}");
             }
             _ => assert!(
                 k.contains(&"float_conv") && k.contains(&"quantize"),
@@ -319,37 +350,8 @@ fn unsupported_ops_in_a_float_segment_are_refused_by_name() {
     let r = b.node("Relu", &[&g1], vec![]);
     let e = b.node("Erf", &[&r], vec![]);
     refused(&b.model(&e), "erf.onnx", &["erf.onnx", "Erf", "node_Erf"]);
-    // A float element-wise function between two float layers (no QuantizeLinear to build its
-    // lookup table on).
-    let mut b = B::new(1, 2, 2);
-    let x = b.qdq("x", 1.0 / 255.0, 0, false);
-    let f = b.node("Flatten", &[&x], vec![]);
-    let w1 = b.f32s(&[3, 4], &[0.1; 12]);
-    let g1 = b.node("Gemm", &[&f, &w1], vec![("transB", A::I(1))]);
-    let t = b.node("Tanh", &[&g1], vec![]);
-    let w2 = b.f32s(&[2, 3], &[0.1; 6]);
-    let g2 = b.node("Gemm", &[&t, &w2], vec![("transB", A::I(1))]);
-    refused(
-        &b.model(&g2),
-        "tanh_between.onnx",
-        &["tanh_between.onnx", "Gemm", "node_Tanh"],
-    );
-    // An average pooling of a float activation.
-    let mut b = B::new(1, 4, 4);
-    let x = b.qdq("x", 1.0 / 255.0, 0, false);
-    let w = b.f32s(&[2, 1, 3, 3], &[0.1; 18]);
-    let c = b.node("Conv", &[&x, &w], vec![("kernel_shape", A::Is(vec![3, 3]))]);
-    let p = b.node("GlobalAveragePool", &[&c], vec![]);
-    let y = b.qdq(&p, 0.01, 0, false);
-    refused(
-        &b.model(&y),
-        "float_gap.onnx",
-        &[
-            "float_gap.onnx",
-            "GlobalAveragePool",
-            "node_GlobalAveragePool",
-        ],
-    );
+    // A float element-wise function between two float layers and an average pooling of a
+    // float activation import now (float_ops.rs).
 }
 
 /// A class-wise OEU request through the CLI on each fixture: the defaults reach the target

@@ -12,6 +12,7 @@ mod external_data;
 mod fixtures;
 mod float_heads;
 mod float_layers;
+mod float_ops;
 mod float_runs;
 mod float_segments;
 mod forget;
