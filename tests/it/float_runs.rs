@@ -361,6 +361,7 @@ fn unsupported_ops_in_a_float_segment_are_refused_by_name() {
 #[test]
 fn forget_a_class_on_float_segment_models() {
     use qforget::onnx::patch::{read_initializer, TensorValues};
+    let mut trained = 0;
     for (stem, ds) in FIXTURES {
         let dir = super::tempdir(&format!("float-run-{stem}"));
         let (out, delta) = (dir.join("out.onnx"), dir.join("req.delta"));
@@ -394,7 +395,9 @@ fn forget_a_class_on_float_segment_models() {
         );
         assert!(r["target_met"].as_bool().unwrap(), "{r}");
         assert!(fa <= 1.0 && ra1 >= ra0 - 2.0, "FA {fa}, RA {ra0} → {ra1}");
-        // Every float weight is float32 in both files; at least one moved.
+        // Every float weight is float32 in both files. The sparser delta may give back every
+        // float change of a request (integer changes carrying the forgetting): float training
+        // is required of the fixtures together, below.
         let g0 = qforget::onnx::load(&base).unwrap();
         let (bb, e) = (std::fs::read(&base).unwrap(), std::fs::read(&out).unwrap());
         let mut moved = 0;
@@ -411,7 +414,7 @@ fn forget_a_class_on_float_segment_models() {
             moved += x.iter().zip(&y).filter(|(p, q)| p != q).count();
         }
         eprintln!("{stem}: {moved} float weights changed");
-        assert!(moved > 0, "{stem}: no float weight trained");
+        trained += usize::from(moved > 0);
         // Re-imported, the export scores what the request reported.
         let g = qforget::onnx::load(&out).unwrap();
         let test = IdxDataset::load(dataset(ds), Split::Test).unwrap();
@@ -447,6 +450,11 @@ fn forget_a_class_on_float_segment_models() {
             "{stem}: delta is {share:.2} % of the model file"
         );
     }
+    eprintln!(
+        "float weights changed in {trained} of {} requests",
+        FIXTURES.len()
+    );
+    assert!(trained > 0, "no request changed a float weight");
 }
 
 #[test]
