@@ -21,6 +21,21 @@ pub struct Add {
 }
 
 impl Add {
+    /// The Add of two float activations: its quantization fields are placeholders (zero points
+    /// 0, ratios 1), as the float path reads none of them.
+    pub fn of_reals() -> Self {
+        Add {
+            a_zero_point: 0,
+            b_zero_point: 0,
+            a_ratio: 1.0,
+            b_ratio: 1.0,
+            out_zero_point: 0,
+            lo: 0,
+            hi: 255,
+            b_const: None,
+        }
+    }
+
     /// Run on two batches of the same shape, or on `a` and the constant operand.
     ///
     /// Each operand's term `(q − z)·ratio` takes one of 256 values: they are tabulated once per

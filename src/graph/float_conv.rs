@@ -49,14 +49,7 @@ impl FloatConv {
             weight_scales: vec![],
             weight_bits: 32,
             bias: vec![],
-            requant: Requant {
-                multiplier: vec![1.0],
-                offset: vec![],
-                float_bias: vec![],
-                zero_point: 0,
-                lo: 0,
-                hi: 255,
-            },
+            requant: Requant::unused(),
             ort_order: None,
         }
     }

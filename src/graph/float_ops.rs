@@ -131,14 +131,7 @@ mod tests {
         let g = GlobalAvgPool {
             in_shape: s,
             in_zero_point: 0,
-            requant: Requant {
-                multiplier: vec![1.0],
-                offset: vec![],
-                float_bias: vec![],
-                zero_point: 0,
-                lo: 0,
-                hi: 255,
-            },
+            requant: Requant::unused(),
         };
         // NHWC: channel 0 = 1, 2, 3, 4; channel 1 = −1, 0, 1, 8.
         let x = [1.0, -1.0, 2.0, 0.0, 3.0, 1.0, 4.0, 8.0];

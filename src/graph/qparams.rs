@@ -111,6 +111,19 @@ pub struct Requant {
 }
 
 impl Requant {
+    /// The output stage of a layer whose output is a float activation: never applied (the
+    /// layer writes reals), it only fills the field (multiplier 1, the full byte range).
+    pub fn unused() -> Self {
+        Requant {
+            multiplier: vec![1.0],
+            offset: vec![],
+            float_bias: vec![],
+            zero_point: 0,
+            lo: 0,
+            hi: 255,
+        }
+    }
+
     /// Requantize accumulator `acc` of channel `c`.
     #[inline]
     pub fn apply(&self, acc: i32, c: usize) -> u8 {

@@ -111,16 +111,7 @@ impl Importer<'_> {
                 broadcast,
             })
         } else {
-            Op::Add(crate::graph::Add {
-                a_zero_point: 0,
-                b_zero_point: 0,
-                a_ratio: 1.0,
-                b_ratio: 1.0,
-                out_zero_point: 0,
-                lo: 0,
-                hi: 255,
-                b_const: None,
-            })
+            Op::Add(crate::graph::Add::of_reals())
         };
         let out = ctx.output()?.to_string();
         let id = self.push_float_n(ctx, op, Activation::None, vec![a, b], sa, &out);
@@ -154,14 +145,7 @@ impl Importer<'_> {
         let op = Op::GlobalAvgPool(GlobalAvgPool {
             in_shape: ins,
             in_zero_point: 0,
-            requant: Requant {
-                multiplier: vec![1.0],
-                offset: vec![],
-                float_bias: vec![],
-                zero_point: 0,
-                lo: 0,
-                hi: 255,
-            },
+            requant: Requant::unused(),
         });
         let shape = crate::graph::Shape::flat(ins.c);
         self.push_float_n(ctx, op, Activation::None, vec![a], shape, out)
@@ -255,16 +239,7 @@ impl Importer<'_> {
                 act,
             } => {
                 let shape = self.acts[*a].shape;
-                let op = Op::Add(crate::graph::Add {
-                    a_zero_point: 0,
-                    b_zero_point: 0,
-                    a_ratio: 1.0,
-                    b_ratio: 1.0,
-                    out_zero_point: 0,
-                    lo: 0,
-                    hi: 255,
-                    b_const: None,
-                });
+                let op = Op::Add(crate::graph::Add::of_reals());
                 self.push_float_n(ctx, op, *act, vec![*a, *b], shape, out)
             }
             Pending::Mul { a, b, act } => {
