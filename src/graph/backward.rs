@@ -249,7 +249,13 @@ impl Graph {
                     Tape::Quant(v) if self.acts[x_id].float => {
                         p.backward(&saved_q(v, x_id)?.reals(), &gy)
                     }
-                    Tape::Quant(v) => p.backward(&saved_q(v, x_id)?.data, &gy),
+                    Tape::Quant(v) => match &v[layer.output] {
+                        // The forward's bytes for these inputs: route by them.
+                        Some(y) if !self.acts[layer.output].float => {
+                            p.backward_q(&saved_q(v, x_id)?.data, &y.data, &gy)
+                        }
+                        _ => p.backward(&saved_q(v, x_id)?.data, &gy),
+                    },
                     Tape::Float(v) => p.backward(saved_f(v, x_id)?, &gy),
                 }),
                 Op::AvgPool(p) => Some(p.backward(gy.len() / p.out_shape.len().max(1), &gy)),

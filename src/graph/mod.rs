@@ -33,6 +33,7 @@ pub mod params;
 mod patches_t;
 pub mod pointwise;
 pub mod pool;
+mod pool_cells;
 mod pool_grad;
 pub mod qparams;
 mod rescale;

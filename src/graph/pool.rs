@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::conv::Window;
+use super::pool_cells::WindowCells;
 use super::qparams::{round_half_even, Requant};
 use super::tensor::{QBatch, Shape};
 
@@ -21,24 +22,32 @@ pub struct MaxPool {
 }
 
 impl MaxPool {
-    /// Run on a batch.
+    /// Run on a batch. Each output byte is the largest of its window's bytes, 0 for a window
+    /// wholly in the padding.
     pub fn forward(&self, x: &QBatch) -> QBatch {
         let mut out = QBatch::filled(x.n, self.out_shape, 0);
-        let (il, ol) = (self.in_shape.len().max(1), self.out_shape.len().max(1));
+        let (il, ol, c) = (
+            self.in_shape.len().max(1),
+            self.out_shape.len().max(1),
+            self.in_shape.c,
+        );
+        let table = WindowCells::new(&self.window, self.in_shape, self.out_shape);
         out.data
             .par_chunks_mut(ol)
             .zip(x.data.par_chunks(il))
             .for_each(|(o, img)| {
-                for_each_window(&self.window, self.in_shape, self.out_shape, |p, cells| {
-                    let c = self.in_shape.c;
+                for (p, cells) in table.iter() {
                     let dst = &mut o[p * c..(p + 1) * c];
-                    dst.fill(0);
-                    for &cell in cells {
+                    let Some((&first, rest)) = cells.split_first() else {
+                        continue; // stays 0
+                    };
+                    dst.copy_from_slice(&img[first * c..(first + 1) * c]);
+                    for &cell in rest {
                         for (d, &v) in dst.iter_mut().zip(&img[cell * c..(cell + 1) * c]) {
                             *d = (*d).max(v);
                         }
                     }
-                })
+                }
             });
         out
     }

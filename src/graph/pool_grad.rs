@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::pool::{for_each_window, AvgPool, GlobalAvgPool, MaxPool};
+use super::pool_cells::WindowCells;
 use super::tensor::Shape;
 
 impl MaxPool {
@@ -16,6 +17,7 @@ impl MaxPool {
             self.out_shape.len().max(1),
             self.in_shape.c,
         );
+        let table = WindowCells::new(&self.window, self.in_shape, self.out_shape);
         let mut gx = vec![0f32; x.len()];
         gx.par_chunks_mut(il)
             .zip(x.par_chunks(il))
@@ -25,9 +27,9 @@ impl MaxPool {
                 // maximum of every channel and the cell it came from.
                 let mut best_cell = vec![0usize; c];
                 let mut best_val: Vec<T> = Vec::with_capacity(c);
-                for_each_window(&self.window, self.in_shape, self.out_shape, |p, cells| {
+                for (p, cells) in table.iter() {
                     let Some((&first, rest)) = cells.split_first() else {
-                        return;
+                        continue;
                     };
                     best_val.clear();
                     best_val.extend_from_slice(&img[first * c..(first + 1) * c]);
@@ -45,9 +47,68 @@ impl MaxPool {
                     for (ch, (&b, &gv)) in best_cell.iter().zip(gp).enumerate() {
                         gxi[b * c + ch] += gv;
                     }
-                })
+                }
             });
         gx
+    }
+
+    /// [`MaxPool::backward`] on stored bytes, given also the forward's output `y` for `x`
+    /// ([`MaxPool::forward`]'s bytes, as the tape keeps them).
+    ///
+    /// Why: the window's maximum is already known, so the cell that gets the gradient is the
+    /// first one in window order whose byte equals it (the first largest, as in
+    /// [`MaxPool::backward`]), found with compares and selects over the channels (they
+    /// vectorize) instead of a running argmax with a branch per channel and cell. Each input
+    /// cell receives the same f32 additions in the same order (windows in output order), so
+    /// the result is bit for bit [`MaxPool::backward`]'s.
+    pub fn backward_q(&self, x: &[u8], y: &[u8], gy: &[f32]) -> Vec<f32> {
+        let (il, ol, c) = (
+            self.in_shape.len().max(1),
+            self.out_shape.len().max(1),
+            self.in_shape.c,
+        );
+        if y.len() / ol != x.len() / il || gy.len() != y.len() {
+            return self.backward(x, gy);
+        }
+        let table = WindowCells::new(&self.window, self.in_shape, self.out_shape);
+        let mut gx = vec![0f32; x.len()];
+        gx.par_chunks_mut(il)
+            .zip(x.par_chunks(il))
+            .zip(y.par_chunks(ol).zip(gy.par_chunks(ol)))
+            .for_each(|((gxi, img), (yi, g))| {
+                // Per channel, the byte still to be found; with bit 8 set (no byte matches)
+                // once it was.
+                let mut target = vec![0u32; c];
+                for (p, cells) in table.iter() {
+                    let (yp, gp) = (&yi[p * c..(p + 1) * c], &g[p * c..(p + 1) * c]);
+                    for (t, &v) in target.iter_mut().zip(yp) {
+                        *t = v as u32;
+                    }
+                    for &cell in cells {
+                        let row = &img[cell * c..(cell + 1) * c];
+                        route(&mut gxi[cell * c..(cell + 1) * c], row, &mut target, gp);
+                    }
+                }
+            });
+        gx
+    }
+}
+
+/// One window cell's share of the max pool's routing, over the channels: where the cell's
+/// byte `row[ch]` is the one still wanted (`target[ch]`), add `g[ch]` into `dst[ch]` and mark
+/// the channel found.
+///
+/// Branch-free (integer masks; one lane width, so it vectorizes): a missed channel adds `+0.0`,
+/// which leaves every value but `−0.0` unchanged, and a gradient sum that starts at `+0.0`
+/// never becomes `−0.0` (`x + y` is `−0.0` only when both are), so this equals the
+/// conditional add bit for bit.
+fn route(dst: &mut [f32], row: &[u8], target: &mut [u32], g: &[f32]) {
+    let c = dst.len();
+    let (row, target, g) = (&row[..c], &mut target[..c], &g[..c]);
+    for ch in 0..c {
+        let hit = 0u32.wrapping_sub((row[ch] as u32 == target[ch]) as u32);
+        dst[ch] += f32::from_bits(g[ch].to_bits() & hit);
+        target[ch] |= hit & 0x100;
     }
 }
 
@@ -151,6 +212,47 @@ mod tests {
         gx
     }
 
+    /// Dead-simple max pooling with its routing: for each output cell, walk the window's taps
+    /// row by row, skip the padding, keep the first strictly largest byte; the forward value is
+    /// that byte (0 for a window with no input cell), and the gradient goes to its cell.
+    fn simple(p: &MaxPool, x: &[u8], gy: &[f32]) -> (Vec<u8>, Vec<f32>) {
+        let (ins, outs, w) = (p.in_shape, p.out_shape, &p.window);
+        let (il, ol, c) = (ins.len(), outs.len(), ins.c);
+        let n = x.len() / il;
+        let (mut y, mut gx) = (vec![0u8; n * ol], vec![0f32; x.len()]);
+        for i in 0..n {
+            for oy in 0..outs.h {
+                for ox in 0..outs.w {
+                    for ch in 0..c {
+                        let mut best: Option<(u8, usize)> = None;
+                        for ky in 0..w.kh {
+                            for kx in 0..w.kw {
+                                let iy =
+                                    (oy * w.stride_h + ky * w.dil_h) as isize - w.pads[0] as isize;
+                                let ix =
+                                    (ox * w.stride_w + kx * w.dil_w) as isize - w.pads[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= ins.h as isize || ix >= ins.w as isize
+                                {
+                                    continue;
+                                }
+                                let at = i * il + (iy as usize * ins.w + ix as usize) * c + ch;
+                                if best.is_none_or(|(b, _)| x[at] > b) {
+                                    best = Some((x[at], at));
+                                }
+                            }
+                        }
+                        let o = i * ol + (oy * outs.w + ox) * c + ch;
+                        if let Some((v, at)) = best {
+                            y[o] = v;
+                            gx[at] += gy[o];
+                        }
+                    }
+                }
+            }
+        }
+        (y, gx)
+    }
+
     proptest! {
         #[test]
         fn max_pool_backward_routes_to_the_first_maximum(
@@ -172,6 +274,41 @@ mod tests {
             let x: Vec<u8> = seed[..n * h * w * c].to_vec();
             let gy: Vec<f32> = (0..n * oh * ow * c).map(|i| 1.0 + i as f32).collect();
             prop_assert_eq!(p.backward(&x, &gy), reference(&p, &x, &gy));
+        }
+
+        #[test]
+        fn max_pool_forward_and_byte_backward_equal_the_simple_loops(
+            (h, w, c) in (1usize..7, 1usize..7, 1usize..5),
+            (k, stride, dil) in (1usize..4, 1usize..3, 1usize..3),
+            pads in proptest::array::uniform4(0usize..3),
+            ceil in proptest::bool::ANY,
+            // Few distinct values, so windows hold ties (255 too: the top byte).
+            seed in proptest::collection::vec(prop_oneof![0u8..3, Just(255u8)], 3 * 6 * 6 * 4),
+        ) {
+            let window = Window { kh: k, kw: k + 1 - stride.min(k), stride_h: stride,
+                stride_w: stride, pads, dil_h: dil, dil_w: 1 };
+            let Some((oh, ow)) = window.output_hw(h, w, ceil) else { return Ok(()) };
+            let p = MaxPool {
+                window,
+                in_shape: Shape { h, w, c },
+                out_shape: Shape { h: oh, w: ow, c },
+            };
+            let n = 3;
+            let x = crate::graph::QBatch {
+                n,
+                shape: p.in_shape,
+                data: seed[..n * h * w * c].to_vec(),
+            };
+            // Signed, with zeros, so a wrong sign of zero or order of additions would show.
+            let gy: Vec<f32> = (0..n * oh * ow * c)
+                .map(|i| [0.0, -0.0, 1.5, -2.25, 1e-3][i % 5] * (1 + i % 7) as f32)
+                .collect();
+            let (y, gx) = simple(&p, &x.data, &gy);
+            let fwd = p.forward(&x);
+            prop_assert_eq!(&fwd.data, &y);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&p.backward_q(&x.data, &fwd.data, &gy)), bits(&gx));
+            prop_assert_eq!(bits(&p.backward(&x.data, &gy)), bits(&gx));
         }
     }
 }
