@@ -235,7 +235,7 @@ impl Config {
             max_backoffs: 6,
             lr_growth: true,
             repair_steps: 10,
-            polish_steps: 60,
+            polish_steps: 20,
             requant_hysteresis: 0.0,
             delta_goal: 0.0,
         };

@@ -10,13 +10,6 @@
 //! target (the state polish started from, if none is better).
 
 use super::anchor::{anchored_step, Anchor};
-
-/// Polish stops once this many steps brought no better probe accuracy. Why a budget with a
-/// patience rather than a fixed count: the default budget grew from 20 to 60 steps because on
-/// the MobileNetV2-style fixture the probe still rose at step 20 (class 3, seed 0: retain
-/// accuracy 91.79 % after 20 steps, 92.32 % after 60, the retrained model 93.07 %), while on
-/// the small fixtures polish stops gaining within a few checks.
-const PATIENCE: usize = 20;
 use super::{accuracy_on, Config, Request};
 use crate::train::{BatchStream, TrainState};
 use crate::Result;
@@ -44,8 +37,6 @@ pub(super) fn polish(st: &mut TrainState, req: &Request, cfg: &Config) -> Result
         let acc = accuracy_on(&st.graph, req.train, req.probe)?;
         if acc > best.0 {
             best = (acc, st.clone(), steps);
-        } else if steps - best.2 >= PATIENCE {
-            break;
         }
     }
     let (acc, kept) = (best.0, best.2);
