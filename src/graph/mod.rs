@@ -297,16 +297,18 @@ impl Graph {
         }
         let q = self.input.q;
         let plane = s.h * s.w;
-        if self.acts[self.input.act].float {
+        let float = self.acts[self.input.act].float;
+        if float || self.input.pre_pool.is_some() || !self.input.post_fns.is_empty() {
+            // A float input, a float pooling or per-element functions before the first
+            // QuantizeLinear: the reals in the model's order, then (unless the input stays
+            // float) that QuantizeLinear.
             let vals = input_reals(images, n, s, &self.input);
             let shape = self.input.pre_pool.as_ref().map_or(s, |p| p.out_shape);
-            return Ok(QBatch::from_real(n, shape, &vals));
-        }
-        if let Some(p) = &self.input.pre_pool {
-            return Ok(input_pool(images, n, s, p, &q, &self.input));
-        }
-        if !self.input.post_fns.is_empty() {
-            return Ok(input_elements(images, n, s, &q, &self.input));
+            if float {
+                return Ok(QBatch::from_real(n, shape, &vals));
+            }
+            let data = vals.iter().map(|&x| q.quantize(x)).collect();
+            return Ok(QBatch { n, shape, data });
         }
         let norm = self.input.norm.as_ref();
         // One table per channel only when the channels differ (a flat `[N, F]` input has F).
@@ -438,9 +440,9 @@ impl Graph {
     }
 }
 
-/// The model's float input as a float segment reads it (NHWC): pixels, normalised, through
-/// its float functions and any average pooling, in the order [`input_pool`] and
-/// [`input_elements`] compute them before their QuantizeLinear.
+/// The model's float input as its first QuantizeLinear or a float segment reads it (NHWC):
+/// pixels, normalised, through its float functions and any average pooling, each value in f32
+/// in the model's order.
 fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) -> Vec<f32> {
     let plane = s.h * s.w;
     if let Some(p) = &input.pre_pool {
@@ -480,60 +482,4 @@ fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) -> Vec<f32>
         }
     }
     out
-}
-
-/// Float average pooling of pixels (byte / 255, normalised) followed by quantization, as a model
-/// that pools its float input before the first QuantizeLinear computes it.
-fn input_pool(
-    images: &[u8],
-    n: usize,
-    s: Shape,
-    p: &InputPool,
-    q: &QParams,
-    input: &InputSpec,
-) -> QBatch {
-    let os = p.out_shape;
-    let w = &p.window;
-    let mut data = vec![0u8; n * os.len()];
-    let plane = s.h * s.w;
-    for (o, img) in data
-        .chunks_exact_mut(os.len().max(1))
-        .zip(images.chunks_exact(s.len().max(1)))
-    {
-        for ch in 0..s.c {
-            let pixels = &img[ch * plane..(ch + 1) * plane];
-            pool::for_each_window(w, s, os, |px, cells| {
-                let sum = pool::sum_columns_first(cells, s.w, |cell| input.pixel(ch, pixels[cell]));
-                let div = if p.count_include_pad {
-                    w.kh * w.kw
-                } else {
-                    cells.len().max(1)
-                };
-                let x = input.post(ch * os.h * os.w + px, sum / div as f32);
-                o[px * os.c + ch] = q.quantize(x);
-            });
-        }
-    }
-    QBatch { n, shape: os, data }
-}
-
-/// Quantization of pixels with per-element functions after them ([`InputSpec::post_fns`]):
-/// each value in f32 in the model's order (normalisation, per-channel functions, per-element
-/// functions), then QuantizeLinear.
-fn input_elements(images: &[u8], n: usize, s: Shape, q: &QParams, input: &InputSpec) -> QBatch {
-    let plane = s.h * s.w;
-    let mut data = vec![0u8; images.len()];
-    for (o, img) in data
-        .chunks_exact_mut(s.len().max(1))
-        .zip(images.chunks_exact(s.len().max(1)))
-    {
-        for ch in 0..s.c {
-            for p in 0..plane {
-                let i = ch * plane + p;
-                // NCHW bytes → NHWC storage.
-                o[p * s.c + ch] = q.quantize(input.post(i, input.pixel(ch, img[i])));
-            }
-        }
-    }
-    QBatch { n, shape: s, data }
 }

@@ -34,6 +34,15 @@ pub enum BiasIn {
 }
 
 impl Importer<'_> {
+    /// AveragePool's `count_include_pad` attribute (default 0).
+    pub fn count_include_pad(ctx: &NodeCtx) -> Result<bool> {
+        Ok(ctx
+            .attrs()
+            .int("count_include_pad", 0)
+            .map_err(|e| ctx.bad(e))?
+            != 0)
+    }
+
     /// Window attributes of Conv / pooling nodes (2-D only). `kernel` is used when the node has
     /// no `kernel_shape` attribute.
     pub fn window(&self, ctx: &NodeCtx, kernel: Option<[usize; 2]>) -> Result<(Window, bool)> {
@@ -761,11 +770,7 @@ impl Importer<'_> {
             Pending::GlobalAvgPool { input }
         } else {
             let (window, ceil) = self.window(ctx, None)?;
-            let cip = ctx
-                .attrs()
-                .int("count_include_pad", 0)
-                .map_err(|e| ctx.bad(e))?
-                != 0;
+            let cip = Self::count_include_pad(ctx)?;
             Pending::AvgPool {
                 input,
                 window,
@@ -794,11 +799,7 @@ impl Importer<'_> {
             ));
         }
         let (window, ceil) = self.window(ctx, None)?;
-        let cip = ctx
-            .attrs()
-            .int("count_include_pad", 0)
-            .map_err(|e| ctx.bad(e))?
-            != 0;
+        let cip = Self::count_include_pad(ctx)?;
         let (name, ins) = self.input.clone().expect("input is set before nodes");
         let out_shape = self.pooled_shape(ctx, &window, ins, ceil)?;
         pre.push(InputPool {

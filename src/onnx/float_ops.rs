@@ -128,11 +128,7 @@ impl Importer<'_> {
             self.float_global_pool(ctx, a, &out)
         } else {
             let (window, ceil) = self.window(ctx, None)?;
-            let cip = ctx
-                .attrs()
-                .int("count_include_pad", 0)
-                .map_err(|e| ctx.bad(e))?
-                != 0;
+            let cip = Self::count_include_pad(ctx)?;
             self.float_window_pool(ctx, a, window, cip, ceil, true, &out)?
         };
         self.values.insert(out, Value::Float(id));

@@ -267,11 +267,7 @@ impl Importer<'_> {
             Pending::GlobalAvgPool { input }
         } else {
             let (window, ceil) = self.window(ctx, None)?;
-            let cip = ctx
-                .attrs()
-                .int("count_include_pad", 0)
-                .map_err(|e| ctx.bad(e))?
-                != 0;
+            let cip = Self::count_include_pad(ctx)?;
             Pending::AvgPool {
                 input,
                 window,
