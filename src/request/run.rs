@@ -163,6 +163,7 @@ impl Session {
             probe: &probe,
             unseen: unseen.as_ref(),
             retain_anchor: retain_anchor.as_ref(),
+            forgotten_classes: class_wise.as_deref().unwrap_or_default(),
             cancel,
         };
         let t0 = Instant::now();

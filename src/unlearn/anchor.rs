@@ -98,15 +98,22 @@ pub(super) struct Anchor(Snapshot);
 impl Anchor {
     /// The forget set's predictions on `graph` now.
     pub(super) fn new(graph: &Graph, req: &Request) -> Result<Self> {
+        Self::without(graph, req, &[])
+    }
+
+    /// The forget set's predictions on `graph` now, with the probability of the classes
+    /// `dropped` moved onto the other classes in proportion (uniformly when those had none).
+    ///
+    /// Why: a class-wise request's forget samples should end where a model that never saw
+    /// their class puts them, at a true-class probability near zero; the predictions at the
+    /// moment the target is met still hold 1–2 % on it, and a membership attack's decision
+    /// sits right in that range (measured on the uint8 residual CNN, class 3: polish states
+    /// with the same mean true-class probability, 0.020 and 0.022, scored MIA-efficacy 77 % and
+    /// 98 %).
+    pub(super) fn without(graph: &Graph, req: &Request, dropped: &[u8]) -> Result<Self> {
         let mut snap = Snapshot::logits(graph, req.train, req.forget)?;
         for r in snap.values.chunks_exact_mut(snap.classes) {
-            let max = r.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
-            let mut sum = 0f64;
-            for z in r.iter_mut() {
-                *z = ((*z - max) as f64).exp() as f32;
-                sum += *z as f64;
-            }
-            r.iter_mut().for_each(|p| *p = (*p as f64 / sum) as f32);
+            softmax_without(r, dropped);
         }
         Ok(Anchor(snap))
     }
@@ -114,6 +121,33 @@ impl Anchor {
     /// Targets of the forget samples `batch`, row-major.
     fn targets(&self, batch: &[usize]) -> Vec<f32> {
         self.0.rows(batch)
+    }
+}
+
+/// Replace the logits `row` by their softmax with the probability of the classes `dropped`
+/// moved onto the other classes in proportion (uniformly when those have none).
+fn softmax_without(row: &mut [f32], dropped: &[u8]) {
+    let keep = |j: usize| !dropped.contains(&(j as u8));
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
+    let e: Vec<f64> = row.iter().map(|&z| ((z - max) as f64).exp()).collect();
+    let sum = e.iter().sum::<f64>();
+    let kept: f64 = e
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| keep(j))
+        .map(|(_, v)| v)
+        .sum();
+    let n_kept = (0..row.len()).filter(|&j| keep(j)).count().max(1);
+    for (j, p) in row.iter_mut().enumerate() {
+        *p = if dropped.is_empty() {
+            (e[j] / sum) as f32
+        } else if !keep(j) {
+            0.0
+        } else if kept > 1e-12 * sum {
+            (e[j] / kept) as f32
+        } else {
+            1.0 / n_kept as f32
+        };
     }
 }
 
@@ -137,4 +171,36 @@ pub(super) fn anchored_step(
     }
     st.step(&g);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::softmax_without;
+
+    #[test]
+    fn softmax_without_nothing_dropped_is_the_softmax() {
+        let mut r = [0.0f32, (2f32).ln(), (5f32).ln()];
+        softmax_without(&mut r, &[]);
+        for (p, want) in r.iter().zip([0.125, 0.25, 0.625]) {
+            assert!((p - want).abs() < 1e-6, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_dropped_class_gives_its_share_to_the_others_in_proportion() {
+        let mut r = [0.0f32, (2f32).ln(), (5f32).ln()];
+        softmax_without(&mut r, &[2]);
+        for (p, want) in r.iter().zip([1.0 / 3.0, 2.0 / 3.0, 0.0]) {
+            assert!((p - want).abs() < 1e-6, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_row_all_on_the_dropped_class_becomes_uniform_over_the_rest() {
+        let mut r = [0.0f32, 200.0, 0.0, 0.0];
+        softmax_without(&mut r, &[1]);
+        for (p, want) in r.iter().zip([1.0 / 3.0, 0.0, 1.0 / 3.0, 1.0 / 3.0]) {
+            assert!((p - want).abs() < 1e-6, "{r:?}");
+        }
+    }
 }

@@ -100,6 +100,23 @@ impl Stop {
             }
         }
     }
+
+    /// `Some(reason)` when the rule is met by the forget set's real logits `z` (row-major,
+    /// `classes` per row; `labels` in the same order): [`Stop::reached`] for a caller that has
+    /// the logits already.
+    pub fn met_by(&self, z: &[f32], labels: &[u8], classes: usize) -> Option<String> {
+        match *self {
+            Stop::Fixed => None,
+            Stop::Entropy(target) => {
+                let h = crate::train::mean_normalized_entropy(z, classes);
+                (h >= target).then(|| format!("forget entropy {h:.3} ≥ {target}"))
+            }
+            Stop::ForgetAcc(target) => {
+                let acc = accuracy_of(z, labels, classes);
+                (acc <= target).then(|| format!("forget accuracy {acc:.2} % ≤ {target} %"))
+            }
+        }
+    }
 }
 
 /// Size of the sample a forget-accuracy check looks at before the whole forget set.
@@ -108,12 +125,18 @@ const QUICK_LOOK: usize = 256;
 /// Accuracy (percent) on samples `idx`, from the real logits.
 fn forget_accuracy(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<f64> {
     let z = logits(graph, data, idx)?;
+    let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
+    Ok(accuracy_of(&z, &labels, graph.classes()))
+}
+
+/// Accuracy (percent) of the logit rows `z` (`classes` per row) against `labels`.
+fn accuracy_of(z: &[f32], labels: &[u8], classes: usize) -> f64 {
     let hits = z
-        .chunks_exact(graph.classes())
-        .zip(idx)
-        .filter(|(row, &i)| crate::eval::argmax(row) == data.labels[i] as usize)
+        .chunks_exact(classes)
+        .zip(labels)
+        .filter(|(row, &y)| crate::eval::argmax(row) == y as usize)
         .count();
-    Ok(100.0 * hits as f64 / idx.len().max(1) as f64)
+    100.0 * hits as f64 / labels.len().max(1) as f64
 }
 
 /// Real logits of samples `idx`, in batches.
@@ -235,7 +258,7 @@ impl Config {
             max_backoffs: 6,
             lr_growth: true,
             repair_steps: 10,
-            polish_steps: 20,
+            polish_steps: 60,
             requant_hysteresis: 0.0,
             delta_goal: 0.0,
         };
@@ -279,5 +302,28 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stop;
+
+    #[test]
+    fn stop_rules_read_the_logits_they_are_given() {
+        // Rows: class 0 wins, class 1 wins, uniform (argmax: the first class).
+        let z = [2.0f32, 0.0, 0.0, 3.0, 1.0, 1.0];
+        let labels = [0u8, 0, 0];
+        assert_eq!(Stop::Fixed.met_by(&z, &labels, 2), None);
+        // 2 of 3 right: 66.7 %.
+        assert!(Stop::ForgetAcc(70.0).met_by(&z, &labels, 2).is_some());
+        assert!(Stop::ForgetAcc(60.0).met_by(&z, &labels, 2).is_none());
+        // The uniform row alone reaches a normalized entropy of 1.
+        assert!(Stop::Entropy(0.99)
+            .met_by(&z[4..], &labels[2..], 2)
+            .is_some());
+        assert!(Stop::Entropy(0.99)
+            .met_by(&z[..2], &labels[..1], 2)
+            .is_none());
     }
 }

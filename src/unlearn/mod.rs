@@ -50,6 +50,9 @@ pub struct Request<'a> {
     /// The starting model's retain logits, held by every retain step of OEU and of the repair
     /// and polish steps (`train::anchored_cross_entropy`); `None`: retain cross-entropy only.
     pub retain_anchor: Option<&'a RetainAnchor>,
+    /// The classes a class-wise request forgets whole (empty for a sample-wise request):
+    /// polish holds the forget set away from them (see `polish`).
+    pub forgotten_classes: &'a [u8],
     /// Set from any thread to stop the run after the current step with [`Error::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
 }

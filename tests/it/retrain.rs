@@ -29,6 +29,7 @@ fn retrain(
         probe: &[],
         unseen: None,
         retain_anchor: None,
+        forgotten_classes: &[],
         cancel: None,
     };
     let cfg = Config {

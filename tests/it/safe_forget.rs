@@ -82,6 +82,13 @@ fn class_wise_default(stem: &str, data: &str, class: &str) {
     );
     let g = &r["guard"];
     assert!(f(g, "start_acc") - f(g, "final_acc") <= f(g, "budget_pp"));
+    // The membership attack calls the forgotten class unseen (the retrained references score
+    // 100 %).
+    assert!(
+        f(a, "mia") >= 95.0,
+        "{stem}: MIA-efficacy {:.2} %",
+        f(a, "mia")
+    );
     // No dead network: the notes count the units clamped for every probe input, at the end and
     // at the start ("dead units: X at the end, Z at the start, of Y (...N retain samples)").
     let dead = r["notes"]
@@ -111,6 +118,54 @@ fn class_wise_default_keeps_residual_s8_alive() {
 #[test]
 fn class_wise_default_keeps_residual_u8_alive() {
     class_wise_default("mnist_res_qdq_u8.onnx", "mnist", "3");
+}
+
+/// Polish leaves the forgotten class where a model that never saw it would: true-class
+/// probability near zero on the forget samples, and a membership attack that calls them
+/// unseen. Before polish held the forget samples away from their class (`Anchor::without`),
+/// their mean true-class probability stayed near the 0.020 it had when the target was met
+/// (0.016–0.022 at the checks of a 60-step polish of this request), and the attack's verdict
+/// on such states swung with small changes: MIA-efficacy 97 %, 77 % and 0 % in three polish
+/// variants measured on this request (`a60ea3a` with 120 steps; the confidence check without
+/// the class held away, budget 60 and 120).
+#[test]
+fn a_long_polish_gives_no_forgetting_back() {
+    let o = qforget(&[
+        "forget",
+        s(&model("mnist_res_qdq_u8.onnx")),
+        "--dataset",
+        s(&dataset("mnist")),
+        "--forget-class",
+        "3",
+        "--seed",
+        "0",
+        "--polish-steps",
+        "120",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&o);
+    let (b, a) = (&r["before"], &r["after"]);
+    let note = r["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .find(|n| n.starts_with("polish:"))
+        .expect("polish note")
+        .to_string();
+    eprintln!("{}, MIA {:.2} %; {note}", accuracies(&r), f(a, "mia"));
+    assert!(f(a, "forget_acc") <= 1.0);
+    assert!(f(a, "mia") >= 95.0, "MIA-efficacy {:.2} %", f(a, "mia"));
+    // "… forget-set mean true-class probability A → B (…)": B is the kept state's.
+    let end: f64 = note
+        .split(" → ")
+        .last()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no end confidence in {note}"));
+    assert!(end <= 0.01, "forget-set mean true-class probability {end}");
+    assert!(f(b, "retain_acc") - f(a, "retain_acc") <= 2.0);
 }
 
 /// The CNN that kept its BatchNormalization as layers of their own (onnxruntime's Q/DQ between
