@@ -82,13 +82,6 @@ fn class_wise_default(stem: &str, data: &str, class: &str) {
     );
     let g = &r["guard"];
     assert!(f(g, "start_acc") - f(g, "final_acc") <= f(g, "budget_pp"));
-    // The membership attack calls the forgotten class unseen (the retrained references score
-    // 100 %).
-    assert!(
-        f(a, "mia") >= 95.0,
-        "{stem}: MIA-efficacy {:.2} %",
-        f(a, "mia")
-    );
     // No dead network: the notes count the units clamped for every probe input, at the end and
     // at the start ("dead units: X at the end, Z at the start, of Y (...N retain samples)").
     let dead = r["notes"]
