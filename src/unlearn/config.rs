@@ -88,12 +88,9 @@ impl Stop {
                 // A look at an evenly spaced sample first: while it is still above the target
                 // (most checks of a run), the whole forget set need not be run. Only the whole
                 // set can say the target is met, so a sample can delay a stop, never cause one.
-                if req.forget.len() >= 2 * QUICK_LOOK {
-                    let every = req.forget.len() / QUICK_LOOK;
-                    let sample: Vec<usize> = req.forget.iter().step_by(every).copied().collect();
-                    if forget_accuracy(graph, req.train, &sample)? > target {
-                        return Ok(None);
-                    }
+                if req.forget.len() >= 2 * QUICK_LOOK && quick_forget_accuracy(graph, req)? > target
+                {
+                    return Ok(None);
                 }
                 let acc = forget_accuracy(graph, req.train, req.forget)?;
                 Ok((acc <= target).then(|| format!("forget accuracy {acc:.2} % ≤ {target} %")))
@@ -121,6 +118,18 @@ impl Stop {
 
 /// Size of the sample a forget-accuracy check looks at before the whole forget set.
 const QUICK_LOOK: usize = 256;
+
+/// Forget accuracy (percent) on an evenly spaced sample of `QUICK_LOOK` forget samples (the
+/// whole forget set when it is smaller than two such samples).
+pub fn quick_forget_accuracy(graph: &Graph, req: &Request) -> Result<f64> {
+    if req.forget.len() >= 2 * QUICK_LOOK {
+        let every = req.forget.len() / QUICK_LOOK;
+        let sample: Vec<usize> = req.forget.iter().step_by(every).copied().collect();
+        forget_accuracy(graph, req.train, &sample)
+    } else {
+        forget_accuracy(graph, req.train, req.forget)
+    }
+}
 
 /// Accuracy (percent) on samples `idx`, from the real logits.
 fn forget_accuracy(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<f64> {

@@ -135,6 +135,11 @@ impl<'a> Guard<'a> {
         Ok(acc)
     }
 
+    /// The lowest probe accuracy the budget allows.
+    pub fn floor(&self) -> f64 {
+        self.report.start_acc - self.report.budget_pp
+    }
+
     /// Check `st` after `step` optimizer steps. Over budget, `repair` gets a chance first: it
     /// takes repair steps on `st` (given the round, from 0; returning how many steps) and the
     /// probe is checked again after each call, up to `repair_rounds` calls; if the probe is

@@ -6,6 +6,7 @@
 mod anchor;
 mod config;
 pub mod finetune;
+mod finish;
 pub mod grad_ascent;
 pub mod guard;
 pub mod oeu;
@@ -198,7 +199,8 @@ pub(crate) fn run_epochs(
         }
         Ok(per_round)
     };
-    // Guard, then stopping rule: `Some(reason)` ends the run.
+    // Guard, then stopping rule, then (class-wise) a try to finish: `Some(reason)` ends the run.
+    let mut finisher = finish::Finisher::default();
     let mut checkpoint = |st: &mut TrainState, steps: usize| -> Result<Option<String>> {
         if let Some(g) = guard.as_mut() {
             match g.check(st, steps, rounds, &mut repair)? {
@@ -212,7 +214,11 @@ pub(crate) fn run_epochs(
                 }
             }
         }
-        cfg.stop.reached(&st.graph, req)
+        if let Some(why) = cfg.stop.reached(&st.graph, req)? {
+            return Ok(Some(why));
+        }
+        let floor = guard.as_ref().map(|g| g.floor());
+        finisher.try_finish(st, req, cfg, floor)
     };
     'epochs: for epoch in 0..cfg.epochs {
         let started = Instant::now();
@@ -285,6 +291,7 @@ pub(crate) fn run_epochs(
             info.notes.push(note);
         }
     }
+    info.steps += finisher.steps();
     if let Some(g) = guard {
         info.guard = Some(g.finish(st, info.steps)?);
     }
