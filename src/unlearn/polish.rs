@@ -47,9 +47,8 @@ fn forget_state(st: &TrainState, req: &Request, cfg: &Config) -> Result<(bool, f
 /// Polish `st` (which meets `cfg.stop`) for up to `cfg.polish_steps` steps, checked every
 /// `cfg.check_every`; returns a note for the run report.
 pub(super) fn polish(st: &mut TrainState, req: &Request, cfg: &Config) -> Result<String> {
-    // The forget set's outputs as the model gives them now.
-    // A class-wise request's forget samples are held away from their class (see
-    // `Anchor::without`).
+    // The forget set's outputs as the model gives them now; a class-wise request's are held
+    // away from their class (see `Anchor::without`).
     let anchor = Anchor::without(&st.graph, req, req.forgotten_classes)?;
     let start = accuracy_on(&st.graph, req.train, req.probe)?;
     let (_, conf_start) = forget_state(st, req, cfg)?;
