@@ -61,18 +61,6 @@ pub struct GuardReport {
 const GROWTH: f32 = 1.25;
 /// Growth stops at this multiple of the configured learning rate.
 const MAX_GROWTH: f32 = 32.0;
-/// Growth waits while forget accuracy falls: only a check at which it is above this share of
-/// its value at the check before counts as stalled.
-///
-/// Why: a larger rate costs retain accuracy with every step, and a run that is forgetting at
-/// its configured rate does not need it. Measured on the MobileNetV2-style network, class 3
-/// (seeds 0–2): growth at every check within half the budget took the rate to about 2× by the
-/// step the target was met and ended at retain accuracy 91.99/91.69/91.55 %; the configured
-/// rate throughout (`--fixed-lr`) met the target in as many steps (20) and ended at
-/// 92.06/92.35/92.26 % (the retrained reference: 93.07 %).
-const STALLED: f64 = 0.8;
-/// Growth starts after this many stalled checks in a row.
-const STALLED_CHECKS: usize = 3;
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +80,6 @@ pub struct Guard<'a> {
     max_backoffs: usize,
     /// Largest learning rate growth may reach (0: no growth).
     max_lr: f32,
-    /// The forget-progress measure at the last check that passed (see [`STALLED`]).
-    last_progress: Option<f64>,
-    /// Stalled checks in a row.
-    stalled: usize,
     good: TrainState,
     report: GuardReport,
 }
@@ -130,8 +114,6 @@ impl<'a> Guard<'a> {
             probe,
             max_backoffs,
             max_lr: if grow { st.sgd.lr * MAX_GROWTH } else { 0.0 },
-            last_progress: None,
-            stalled: 0,
             good: st.clone(),
             report: GuardReport {
                 probe_size: probe.len(),
@@ -161,16 +143,13 @@ impl<'a> Guard<'a> {
     /// Check `st` after `step` optimizer steps. Over budget, `repair` gets a chance first: it
     /// takes repair steps on `st` (given the round, from 0; returning how many steps) and the
     /// probe is checked again after each call, up to `repair_rounds` calls; if the probe is
-    /// still over budget, the last good state is restored. `progress` measures how much is
-    /// still to forget (forget accuracy, lower is better; `None`: no measure): the rate grows
-    /// only while that measure has stalled (see [`STALLED`]).
+    /// still over budget, the last good state is restored.
     pub fn check(
         &mut self,
         st: &mut TrainState,
         step: usize,
         repair_rounds: usize,
         repair: &mut dyn FnMut(&mut TrainState, usize) -> Result<usize>,
-        progress: &mut dyn FnMut(&TrainState) -> Result<Option<f64>>,
     ) -> Result<Verdict> {
         let mut acc = self.probe_accuracy(st)?;
         let floor = self.report.start_acc - self.report.budget_pp;
@@ -193,19 +172,8 @@ impl<'a> Guard<'a> {
             r.final_acc = acc;
             self.good = st.clone();
             if r.start_acc - acc < 0.5 * r.budget_pp && st.sgd.lr < self.max_lr {
-                let now = progress(st)?;
-                let stalled = match (self.last_progress, now) {
-                    (Some(before), Some(now)) => now > STALLED * before,
-                    // The first measure: wait for the next one.
-                    (None, Some(_)) => false,
-                    (_, None) => true,
-                };
-                self.stalled = if stalled { self.stalled + 1 } else { 0 };
-                self.last_progress = now;
-                if self.stalled >= STALLED_CHECKS || now.is_none() {
-                    st.sgd.lr = (st.sgd.lr * GROWTH).min(self.max_lr);
-                    r.growths += 1;
-                }
+                st.sgd.lr = (st.sgd.lr * GROWTH).min(self.max_lr);
+                r.growths += 1;
             }
             r.final_lr = st.sgd.lr;
             return Ok(Verdict::Pass);
@@ -213,8 +181,6 @@ impl<'a> Guard<'a> {
         let lr = st.sgd.lr;
         *st = self.good.clone();
         st.sgd.reset();
-        self.last_progress = None;
-        self.stalled = 0;
         if r.backoffs >= self.max_backoffs {
             r.gave_up = true;
             r.events.push(format!(

@@ -33,7 +33,6 @@ use crate::profile::{timed, Phase};
 use crate::train::{BatchStream, Sgd, TrainState};
 use crate::{Error, Result};
 use anchor::{anchored_step, Anchor};
-use config::quick_forget_accuracy;
 
 /// What a method needs to know about the request.
 pub struct Request<'a> {
@@ -204,13 +203,7 @@ pub(crate) fn run_epochs(
     let mut finisher = finish::Finisher::default();
     let mut checkpoint = |st: &mut TrainState, steps: usize| -> Result<Option<String>> {
         if let Some(g) = guard.as_mut() {
-            let mut progress = |st: &TrainState| -> Result<Option<f64>> {
-                match cfg.stop {
-                    Stop::ForgetAcc(_) => Ok(Some(quick_forget_accuracy(&st.graph, req)?)),
-                    _ => Ok(None),
-                }
-            };
-            match g.check(st, steps, rounds, &mut repair, &mut progress)? {
+            match g.check(st, steps, rounds, &mut repair)? {
                 Verdict::Pass => {}
                 Verdict::BackedOff => return Ok(None),
                 Verdict::GaveUp => {

@@ -600,7 +600,7 @@ fn ids_covering_two_classes_are_class_wise() {
 /// Before, this request (MobileNetV2-style network, class 3, seed 1) took 115 steps, a learning
 /// rate grown 14.5× and a roll-back, changed 48 % of the weights before the sparser delta, and
 /// ended at retain accuracy 90.69 % (seeds 0 and 2: 92.51 and 91.55 %); with the finisher it
-/// stops at step 20 (91.69 %; 92.35 % since the rate grows only when forgetting stalls).
+/// stops at step 20 (91.69 %).
 #[test]
 fn a_stalled_class_wise_request_is_finished() {
     let o = qforget(&[
@@ -624,8 +624,5 @@ fn a_stalled_class_wise_request_is_finished() {
     assert!(stopped.contains("finishing step"), "{stopped}");
     assert!(f(&r, "steps") <= 40.0, "{} steps", r["steps"]);
     assert_eq!(f(g, "backoffs"), 0.0, "{g}");
-    // Forget accuracy fell at every check, so the learning rate never grew (it grew 12 times,
-    // to 14.5×, in the 115-step run).
-    assert_eq!(f(g, "growths"), 0.0, "{g}");
     assert!(f(g, "start_acc") - f(g, "final_acc") <= f(g, "budget_pp"));
 }
