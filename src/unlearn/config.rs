@@ -77,23 +77,44 @@ impl Stop {
 
     /// `Some(reason)` when the rule is met on `graph`.
     pub fn reached(&self, graph: &Graph, req: &Request) -> Result<Option<String>> {
+        Ok(self.reached_looking(graph, req)?.0)
+    }
+
+    /// [`Stop::reached`], plus what [`quick_forget_accuracy`] gives when the rule measured it
+    /// on the way (so a caller that needs it next does not run the same samples again).
+    pub fn reached_looking(
+        &self,
+        graph: &Graph,
+        req: &Request,
+    ) -> Result<(Option<String>, Option<f64>)> {
         match *self {
-            Stop::Fixed => Ok(None),
+            Stop::Fixed => Ok((None, None)),
             Stop::Entropy(target) => {
                 let z = logits(graph, req.train, req.forget)?;
                 let h = crate::train::mean_normalized_entropy(&z, graph.classes());
-                Ok((h >= target).then(|| format!("forget entropy {h:.3} ≥ {target}")))
+                Ok((
+                    (h >= target).then(|| format!("forget entropy {h:.3} ≥ {target}")),
+                    None,
+                ))
             }
             Stop::ForgetAcc(target) => {
                 // A look at an evenly spaced sample first: while it is still above the target
                 // (most checks of a run), the whole forget set need not be run. Only the whole
                 // set can say the target is met, so a sample can delay a stop, never cause one.
-                if req.forget.len() >= 2 * QUICK_LOOK && quick_forget_accuracy(graph, req)? > target
-                {
-                    return Ok(None);
-                }
+                let quick = if req.forget.len() >= 2 * QUICK_LOOK {
+                    let q = quick_forget_accuracy(graph, req)?;
+                    if q > target {
+                        return Ok((None, Some(q)));
+                    }
+                    Some(q)
+                } else {
+                    None
+                };
                 let acc = forget_accuracy(graph, req.train, req.forget)?;
-                Ok((acc <= target).then(|| format!("forget accuracy {acc:.2} % ≤ {target} %")))
+                let met =
+                    (acc <= target).then(|| format!("forget accuracy {acc:.2} % ≤ {target} %"));
+                // A small forget set's quick look is the whole set.
+                Ok((met, quick.or(Some(acc))))
             }
         }
     }

@@ -41,18 +41,23 @@ impl Finisher {
     }
 
     /// Try to finish `st` (which does not meet the target yet): `Some(reason)` when a try met
-    /// the target with the probe at or above `floor`; `st` is then the finished state.
+    /// the target with the probe at or above `floor`; `st` is then the finished state. `quick`:
+    /// the state's [`quick_forget_accuracy`] if the caller has it already.
     pub fn try_finish(
         &mut self,
         st: &mut TrainState,
         req: &Request,
         cfg: &Config,
         floor: Option<f64>,
+        quick: Option<f64>,
     ) -> Result<Option<String>> {
         if req.forgotten_classes.is_empty() || req.probe.is_empty() || cfg.stop == Stop::Fixed {
             return Ok(None);
         }
-        let fa = quick_forget_accuracy(&st.graph, req)?;
+        let fa = match quick {
+            Some(q) => q,
+            None => quick_forget_accuracy(&st.graph, req)?,
+        };
         // A new try only once forget accuracy has halved since the last one began.
         let due = fa <= FINISH_AT && self.last_start.is_none_or(|last| fa <= 0.5 * last);
         if !due {

@@ -214,11 +214,12 @@ pub(crate) fn run_epochs(
                 }
             }
         }
-        if let Some(why) = cfg.stop.reached(&st.graph, req)? {
-            return Ok(Some(why));
+        let (met, quick) = cfg.stop.reached_looking(&st.graph, req)?;
+        if met.is_some() {
+            return Ok(met);
         }
         let floor = guard.as_ref().map(|g| g.floor());
-        finisher.try_finish(st, req, cfg, floor)
+        finisher.try_finish(st, req, cfg, floor, quick)
     };
     'epochs: for epoch in 0..cfg.epochs {
         let started = Instant::now();

@@ -21,6 +21,17 @@ fn json(o: &std::process::Output) -> serde_json::Value {
     })
 }
 
+/// `qforget ARGS`, which must succeed, and its `--json` report.
+fn forget_json(args: &[&str]) -> serde_json::Value {
+    let o = qforget(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    json(&o)
+}
+
 fn f(v: &serde_json::Value, k: &str) -> f64 {
     v[k].as_f64()
         .unwrap_or_else(|| panic!("no number {k} in {v}"))
@@ -41,7 +52,7 @@ fn accuracies(r: &serde_json::Value) -> String {
 /// Default class-wise OEU on a fixture (bundled 10k training images): the target is met, retain
 /// and test accuracy stay within 2 pp of the start, and no unit of the network is silenced.
 fn class_wise_default(stem: &str, data: &str, class: &str) {
-    let o = qforget(&[
+    let r = forget_json(&[
         "forget",
         s(&model(stem)),
         "--dataset",
@@ -50,12 +61,6 @@ fn class_wise_default(stem: &str, data: &str, class: &str) {
         class,
         "--json",
     ]);
-    assert!(
-        o.status.success(),
-        "{stem}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let r = json(&o);
     let (b, a) = (&r["before"], &r["after"]);
     eprintln!(
         "{stem} class {class}: {}, {} steps, guard {}, notes {}",
@@ -123,7 +128,7 @@ fn class_wise_default_keeps_residual_u8_alive() {
 /// the class held away, budget 60 and 120).
 #[test]
 fn a_long_polish_gives_no_forgetting_back() {
-    let o = qforget(&[
+    let r = forget_json(&[
         "forget",
         s(&model("mnist_res_qdq_u8.onnx")),
         "--dataset",
@@ -136,8 +141,6 @@ fn a_long_polish_gives_no_forgetting_back() {
         "120",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r = json(&o);
     let (b, a) = (&r["before"], &r["after"]);
     let note = r["notes"]
         .as_array()
@@ -603,7 +606,7 @@ fn ids_covering_two_classes_are_class_wise() {
 /// stops at step 20 (91.69 %).
 #[test]
 fn a_stalled_class_wise_request_is_finished() {
-    let o = qforget(&[
+    let r = forget_json(&[
         "forget",
         s(&model("fmnist_mnv2_qdq.onnx")),
         "--dataset",
@@ -615,8 +618,6 @@ fn a_stalled_class_wise_request_is_finished() {
         "--no-metrics",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r = json(&o);
     let g = &r["guard"];
     eprintln!("{} steps, stopped: {}, guard {g}", r["steps"], r["stopped"]);
     assert_eq!(r["target_met"], true);
