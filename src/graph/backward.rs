@@ -300,11 +300,7 @@ impl Graph {
                 // backward's time, serial, in a profile of an OEU run).
                 gy.par_chunks_mut(1 << 15)
                     .zip(y.data.par_chunks(1 << 15))
-                    .for_each(|(gy, y)| {
-                        for (g, &q) in gy.iter_mut().zip(y) {
-                            *g = if q <= lo || q >= hi { 0.0 } else { *g };
-                        }
-                    });
+                    .for_each(|(gy, y)| gate(gy, y, lo, hi));
             }
             Tape::Float(v) => {
                 let (lo, hi) = layer.activation.bounds();
@@ -328,6 +324,19 @@ impl Graph {
             Tape::Quant(v) => Ok(super::float_seg::real_values(&self.acts[a], saved_q(v, a)?)),
             Tape::Float(v) => Ok(saved_f(v, a)?.clone()),
         }
+    }
+}
+
+super::simd::avx2_dispatch! {
+    /// The straight-through clamp gate: `g = 0` where the saved output byte is at or beyond a
+    /// clamp bound (`q ≤ lo` or `q ≥ hi`).
+    gate => gate_body(gy: &mut [f32], y: &[u8], lo: u8, hi: u8)
+}
+
+#[inline(always)]
+fn gate_body(gy: &mut [f32], y: &[u8], lo: u8, hi: u8) {
+    for (g, &q) in gy.iter_mut().zip(y) {
+        *g = if q <= lo || q >= hi { 0.0 } else { *g };
     }
 }
 

@@ -13,11 +13,10 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::conv::Conv;
-use super::grad::{quantize_i8, quantize_u8, LayerGrad};
+use super::grad::{i8_step, quantize_i8, quantize_i8_t, quantize_u8_scaled, LayerGrad};
 use super::patches_t::im2col_t;
 use super::scratch;
 use super::tensor::{QBatch, Shape};
-use super::transpose::transpose;
 use crate::kernels::PackedWeights;
 
 impl Conv {
@@ -149,15 +148,11 @@ impl Conv {
         // dX uses G·diag(s_w): fold the weight scales in before quantizing.
         let (gq_dx, s_dx) = if need_dx {
             let scales: Vec<f32> = (0..c_out).map(|c| self.scale_of(c)).collect();
-            let scaled: Vec<f32> = gy
-                .par_chunks(c_out.max(1))
-                .flat_map_iter(|px| px.iter().zip(&scales).map(|(&v, &s)| v * s))
-                .collect();
-            quantize_u8(&scaled)
+            quantize_u8_scaled(gy, &scales)
         } else {
             (vec![], 1.0)
         };
-        let (gq, s_g) = quantize_i8(gy);
+        let s_g = i8_step(gy);
         let mut dx = if need_dx {
             vec![0f32; x.data.len()]
         } else {
@@ -167,6 +162,7 @@ impl Conv {
         // quantized per channel: then each group reads one channel).
         let units: Vec<f32> = in_scales.iter().map(|&s| s * s_g).collect();
         if self.is_depthwise() && !force_gemm {
+            let (gq, _) = quantize_i8(gy);
             self.backward_i8_depthwise(x, &units, &gq, &gq_dx, s_dx, &mut dw, &mut dx);
             return (LayerGrad { dw, db }, need_dx.then_some(dx));
         }
@@ -177,8 +173,8 @@ impl Conv {
             let acc = x
                 .data
                 .par_chunks(il * imgs)
-                .zip(gq.par_chunks(ol * imgs))
-                .map(|(xs, g)| self.dw_chunk(xs, g, grp))
+                .zip(gy.par_chunks(ol * imgs))
+                .map(|(xs, g)| self.dw_chunk(xs, g, 1.0 / s_g, grp))
                 .reduce(
                     || vec![0i32; row * cout_g],
                     |mut s, a| {
@@ -203,23 +199,13 @@ impl Conv {
         (LayerGrad { dw, db }, need_dx.then_some(dx))
     }
 
-    /// `Σ_p Gᵀ·X` (i32, `row × c_out/g`) of group `grp` over the images `xs` (quantized
-    /// gradients `g` of their outputs, all channels).
-    fn dw_chunk(&self, xs: &[u8], g: &[i8], grp: usize) -> Vec<i32> {
+    /// `Σ_p Gᵀ·X` (i32, `row × c_out/g`) of group `grp` over the images `xs`, from the real
+    /// gradients `g` of their outputs (all channels), quantized with step `1 / inv`.
+    fn dw_chunk(&self, xs: &[u8], g: &[f32], inv: f32, grp: usize) -> Vec<i32> {
         let (m, c_out, row, cout_g, cin_g) = self.shape_of_groups();
         let pixels = g.len() / c_out.max(1);
-        // Gᵀ of this group: c_out/g rows of `pixels`.
-        let g_t = if self.group == 1 {
-            transpose(g, pixels, c_out)
-        } else {
-            let mut g_t = vec![0i8; cout_g * pixels];
-            for (p, px) in g.chunks_exact(c_out.max(1)).enumerate() {
-                for (j, &v) in px[grp * cout_g..][..cout_g].iter().enumerate() {
-                    g_t[j * pixels + p] = v;
-                }
-            }
-            g_t
-        };
+        // Gᵀ of this group, quantized: c_out/g rows of `pixels`.
+        let g_t = quantize_i8_t(g, c_out, (grp * cout_g, cout_g), inv);
         let gw = PackedWeights::new(g_t, cout_g, pixels);
         let mut acc = vec![0i32; row * cout_g];
         // Patches, transposed: row k holds patch element k of every pixel of the chunk (every

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::conv::{Conv, Window};
 use super::scratch;
+use super::simd::avx2_dispatch;
 use super::tensor::{QBatch, Shape};
 
 impl Conv {
@@ -182,35 +183,6 @@ impl Iterator for Taps {
         }
         None
     }
-}
-
-/// Defines `pub(crate) fn $name(args)`, which runs `$body` compiled with AVX2 enabled when the
-/// CPU has it (so its channel loops vectorize 8 lanes wide: the baseline x86-64 target has no
-/// 32-bit vector multiply) and as plain code otherwise. Same operations per element in the same
-/// order either way: integer results are identical and every f32 sum is formed alike.
-macro_rules! avx2_dispatch {
-    ($(#[$doc:meta])* $name:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name($($arg: $ty),*) {
-            /// The body compiled with AVX2 enabled.
-            ///
-            /// # Safety
-            /// The CPU must support AVX2.
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2($($arg: $ty),*) {
-                $body($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { avx2($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-    };
 }
 
 avx2_dispatch! {

@@ -4,7 +4,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::grad::{quantize_i8, quantize_u8, LayerGrad};
+use super::grad::{quantize_i8, quantize_u8_scaled, LayerGrad};
 use super::linear::Linear;
 use super::tensor::QBatch;
 use super::transpose::transpose;
@@ -72,11 +72,7 @@ impl Linear {
         }
         let dx = need_dx.then(|| {
             let scales: Vec<f32> = (0..fo).map(|o| self.scale_of(o)).collect();
-            let scaled: Vec<f32> = gy
-                .chunks_exact(fo.max(1))
-                .flat_map(|row| row.iter().zip(&scales).map(|(&v, &s)| v * s))
-                .collect();
-            let (a, s) = quantize_u8(&scaled);
+            let (a, s) = quantize_u8_scaled(gy, &scales);
             let mut dacc = vec![0i32; n * fi];
             crate::profile::gemm(n, &a, 128, self.weights.transposed(), &mut dacc);
             dacc.iter().map(|&v| v as f32 * s).collect()

@@ -38,6 +38,7 @@ mod pool_grad;
 pub mod qparams;
 mod rescale;
 mod scratch;
+mod simd;
 pub mod summary;
 pub mod tensor;
 mod transpose;

@@ -180,16 +180,23 @@ impl Shadow {
                 ParamKind::FloatWeight => dst.copy_from_slice(&lg.dw),
                 ParamKind::Weight => {
                     let (_, row) = dims(g, s.layer).unwrap_or((0, 1));
+                    let row = row.max(1);
                     let b = g.layers[s.layer].binding.as_ref().expect("bound layer");
-                    for (k, (d, &gv)) in dst.iter_mut().zip(&lg.dw).enumerate() {
-                        let c = k / row.max(1);
+                    let theta = &self.theta[s.range.clone()];
+                    // Channel by channel, so its range and scale are looked up once.
+                    for (c, ((d, gv), th)) in dst
+                        .chunks_mut(row)
+                        .zip(lg.dw.chunks(row))
+                        .zip(theta.chunks(row))
+                        .enumerate()
+                    {
                         let (lo, hi) = b.range_of(c);
-                        let q = self.theta[s.range.start + k] / weight_scale(g, s.layer, c);
-                        *d = if q >= lo as f32 - 0.5 && q <= hi as f32 + 0.5 {
-                            gv
-                        } else {
-                            0.0
-                        };
+                        let (lo, hi) = (lo as f32 - 0.5, hi as f32 + 0.5);
+                        let sc = weight_scale(g, s.layer, c);
+                        for ((d, &gv), &t) in d.iter_mut().zip(gv).zip(th) {
+                            let q = t / sc;
+                            *d = if q >= lo && q <= hi { gv } else { 0.0 };
+                        }
                     }
                 }
             }
@@ -330,25 +337,35 @@ impl Shadow {
                 ParamKind::Weight => {
                     let cur = current_weights(g, s.layer);
                     let zeros = weight_zeros(g, s.layer);
-                    let q: Vec<i8> = vals
-                        .iter()
-                        .zip(&cur)
+                    let mut q = vec![0i8; vals.len().min(cur.len())];
+                    // `forced` is sorted: walked alongside the weights, not searched per weight.
+                    let mut next = forced.partition_point(|&f| f < s.range.start);
+                    let row1 = row.max(1);
+                    for (c, ((qs, vs), cs)) in q
+                        .chunks_mut(row1)
+                        .zip(vals.chunks(row1))
+                        .zip(cur.chunks(row1))
                         .enumerate()
-                        .map(|(k, (&v, &q0))| {
-                            let c = k / row.max(1);
-                            let (lo, hi) = binding.range_of(c);
-                            let h = if forced.binary_search(&(s.range.start + k)).is_ok() {
+                    {
+                        let (lo, hi) = binding.range_of(c);
+                        let sc = weight_scale(g, s.layer, c);
+                        // Stored relative to the layer's zero point (0 but for weights whose
+                        // grid does not fit int8, such as asymmetric uint8).
+                        let z = zeros.get(c).copied().unwrap_or(0);
+                        let base = s.range.start + c * row1;
+                        for (k, ((qv, &v), &q0)) in qs.iter_mut().zip(vs).zip(cs).enumerate() {
+                            let at = base + k;
+                            while forced.get(next).is_some_and(|&f| f < at) {
+                                next += 1;
+                            }
+                            let h = if forced.get(next) == Some(&at) {
                                 0.0
                             } else {
                                 self.hysteresis
                             };
-                            let s = weight_scale(g, s.layer, c);
-                            // Stored relative to the layer's zero point (0 but for weights
-                            // whose grid does not fit int8, such as asymmetric uint8).
-                            let z = zeros.get(c).copied().unwrap_or(0);
-                            (requantize(v / s, q0, lo, hi, h) + z) as i8
-                        })
-                        .collect();
+                            *qv = (requantize(v / sc, q0, lo, hi, h) + z) as i8;
+                        }
+                    }
                     match &mut g.layers[s.layer].op {
                         Op::Conv(conv) => {
                             let cout_g = c_out / conv.group;

@@ -80,6 +80,8 @@ unsafe fn block<T: Tile>(
     let row_blocks = m.div_ceil(mr);
     let n_panels = n.div_ceil(nr);
     let fz = T::zp_factor(zp);
+    // Row sums only enter the correction of a non-zero factor.
+    let all_sums: &[i32] = if fz == 0 { &[] } else { w.row_sums() };
 
     let mut apack = vec![T::A::default(); row_blocks * a_step];
     let f = |x| T::a_elem(x, zp);
@@ -109,7 +111,7 @@ unsafe fn block<T: Tile>(
                 unsafe { T::tile(kgroups, ap, bp, &mut buf) };
                 let c0 = p * nr;
                 let cols = nr.min(n - c0);
-                let sums = &w.row_sums[c0..][..cols];
+                let sums = all_sums.get(c0..c0 + cols).unwrap_or(&[]);
                 for i in 0..rows {
                     store(
                         &mut c[(r0 + i) * n + c0..][..cols],

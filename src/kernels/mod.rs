@@ -71,8 +71,10 @@ pub struct PackedWeights {
     pub n: usize,
     /// Row length (reduction depth).
     pub k: usize,
-    /// `Σ_k b[j][k]` for every row `j`.
-    pub row_sums: Vec<i32>,
+    /// `Σ_k b[j][k]` for every row `j`, built on first use by [`PackedWeights::row_sums`]:
+    /// only a product with an activation zero point reads them, and the int8 backward builds
+    /// weights from a batch's gradient (a long `k`) on every call.
+    row_sums: OnceLock<Vec<i32>>,
     /// Zero point of every row (`n` values), or empty: all 0. The weight a product uses is
     /// `data[j][k] − row_zero[j]` (minus `col_zero[k]`).
     pub row_zero: Vec<i32>,
@@ -96,18 +98,11 @@ impl PackedWeights {
     /// If `data.len() != n * k` (a programming error, not an input error).
     pub fn new(data: Vec<i8>, n: usize, k: usize) -> Self {
         assert_eq!(data.len(), n * k, "weights must be n × k");
-        let row_sums = if k == 0 {
-            vec![0; n]
-        } else {
-            data.chunks_exact(k)
-                .map(|r| r.iter().map(|&v| v as i32).sum())
-                .collect()
-        };
         PackedWeights {
             data,
             n,
             k,
-            row_sums,
+            row_sums: OnceLock::new(),
             row_zero: Vec::new(),
             col_zero: Vec::new(),
             panels: pack::PanelCache::default(),
@@ -133,6 +128,20 @@ impl PackedWeights {
         w
     }
 
+    /// `Σ_k data[j][k]` for every row `j` (the stored bytes, zero points not subtracted).
+    pub fn row_sums(&self) -> &[i32] {
+        self.row_sums.get_or_init(|| {
+            if self.k == 0 {
+                vec![0; self.n]
+            } else {
+                self.data
+                    .chunks_exact(self.k)
+                    .map(|r| r.iter().map(|&v| v as i32).sum())
+                    .collect()
+            }
+        })
+    }
+
     /// Zero point of row `j` (0 without zero points).
     #[inline]
     pub fn zero_of(&self, j: usize) -> i32 {
@@ -147,13 +156,15 @@ impl PackedWeights {
     /// The weights a product uses, `data[j][k] − row_zero[j] − col_zero[k]`, row-major `n × k`.
     pub fn values(&self) -> Vec<i32> {
         let k = self.k.max(1);
-        self.data
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                v as i32 - self.zero_of(i / k) - self.col_zero.get(i % k).copied().unwrap_or(0)
-            })
-            .collect()
+        let mut out: Vec<i32> = self.data.iter().map(|&v| v as i32).collect();
+        // Row by row, so no element pays a division for its row and column.
+        for (j, row) in out.chunks_mut(k).enumerate() {
+            let z = self.zero_of(j);
+            for (kk, v) in row.iter_mut().enumerate() {
+                *v -= z + self.col_zero.get(kk).copied().unwrap_or(0);
+            }
+        }
+        out
     }
 
     /// The transposed weights (`k × n`) as weights of their own, built once and cached like

@@ -22,7 +22,12 @@ pub(super) fn gemm_u8i8(m: usize, a: &[u8], a_zp: i32, w: &PackedWeights, c: &mu
 fn rows(a: &[u8], a_zp: i32, w: &PackedWeights, c: &mut [i32]) {
     let (n, k) = (w.n, w.k);
     for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
-        for ((brow, out), &bsum) in w.data.chunks_exact(k).zip(crow.iter_mut()).zip(&w.row_sums) {
+        for ((brow, out), &bsum) in w
+            .data
+            .chunks_exact(k)
+            .zip(crow.iter_mut())
+            .zip(w.row_sums())
+        {
             let dot: i32 = arow
                 .iter()
                 .zip(brow)
