@@ -41,12 +41,21 @@ pub(crate) fn im2col_t(
     // once, and the `row` destination lines being written stay in L1 across 64 pixels.
     let mut cols = vec![0u8; m * row];
     im2col(img, in_shape, out_hw, win, pad, (c0, cn), &mut cols);
-    for (p, patch) in cols.chunks_exact(row).enumerate() {
-        for (d, &v) in dst[p..].iter_mut().step_by(ld).zip(patch) {
-            *d = v;
+    // Bands of BAND pixels: each destination run of a band is written contiguously, gathered
+    // from the band's patches (BAND · row bytes, in L1) at stride `row`.
+    for p0 in (0..m).step_by(BAND) {
+        let band = &cols[p0 * row..(p0 + BAND.min(m - p0)) * row];
+        for k in 0..row {
+            let run = &mut dst[k * ld + p0..][..band.len() / row];
+            for (d, patch) in run.iter_mut().zip(band.chunks_exact(row)) {
+                *d = patch[k];
+            }
         }
     }
 }
+
+/// Pixels per band of [`im2col_t`]'s general path.
+const BAND: usize = 64;
 
 /// [`im2col_t`] of a one-channel image at horizontal stride 1: each output row of a patch
 /// row is a run of the image's row, copied whole, with padding filled at its ends.
