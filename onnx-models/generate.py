@@ -415,6 +415,7 @@ def quantize(spec: dict, data: dict) -> dict:
             per_channel=spec["per_channel"], reduce_range=False,
             activation_type=act, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=spec.get("op_types"),
         )
     m = onnx.load(str(out))
     onnx.checker.check_model(m, full_check=True)
@@ -607,7 +608,8 @@ def reference(spec: dict, data: dict, qinfo: dict, float_acc: dict) -> dict:
         "calibration": f"MinMax, first {CALIB_N} training images of {ds}, batches of {CALIB_BATCH}",
         "quantize_static": dict(quant_format=spec["fmt"], per_channel=spec["per_channel"], reduce_range=False,
                                 activation_type="QUInt8" if spec["act"] == "u8" else "QInt8",
-                                weight_type="QInt8", calibrate_method="MinMax", extra_options={}),
+                                weight_type="QInt8", calibrate_method="MinMax", extra_options={},
+                                **({"op_types_to_quantize": spec["op_types"]} if spec.get("op_types") else {})),
         "quant_pre_process": dict(skip_optimization=not spec["pre_opt"], skip_onnx_shape=False,
                                   skip_symbolic_shape=False, ops_after=qinfo["preprocessed_float_ops"]),
         "note": spec.get("note", ""),

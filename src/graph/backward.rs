@@ -45,7 +45,7 @@ impl Op {
             Op::Dense(d) => Some((d.lo, d.hi)),
             Op::Quantize(q) => Some((q.lo, q.hi)),
             // A float output: gated by its activation's bounds (`Graph::mask`).
-            Op::FloatConv(_) | Op::Clamp => None,
+            Op::FloatConv(_) | Op::Div(_) | Op::Clamp => None,
         }
     }
 }
@@ -191,10 +191,15 @@ impl Graph {
                     out[i] = Some(g);
                     dx
                 }
-                Op::Add(_) => {
+                Op::Add(a) => {
                     if let Some(&b) = layer.inputs.get(1) {
                         if produced[b] {
-                            accumulate(&mut grads, b, gy.clone());
+                            let gb = if a.sub {
+                                gy.iter().map(|g| -g).collect()
+                            } else {
+                                gy.clone()
+                            };
+                            accumulate(&mut grads, b, gb);
                         }
                     }
                     Some(gy)
@@ -231,6 +236,15 @@ impl Graph {
                     let b = layer.inputs[1];
                     let (ra, rb) = (self.real_input(tape, x_id)?, self.real_input(tape, b)?);
                     let (ga, gb) = m.backward(self.acts[x_id].shape, &ra, &rb, &gy);
+                    if produced[b] {
+                        accumulate(&mut grads, b, gb);
+                    }
+                    Some(ga)
+                }
+                Op::Div(d) => {
+                    let b = layer.inputs[1];
+                    let (ra, rb) = (self.real_input(tape, x_id)?, self.real_input(tape, b)?);
+                    let (ga, gb) = d.backward(self.acts[x_id].shape, &ra, &rb, &gy);
                     if produced[b] {
                         accumulate(&mut grads, b, gb);
                     }

@@ -1,12 +1,17 @@
-//! Element-wise layers on quantized activations: the quantized `Add` of a residual connection,
-//! and `Requantize`, which moves a tensor to new parameters and/or clamps it (a ReLU or Clip on
-//! an already-quantized tensor, or a QuantizeLinear to a different scale).
+//! Element-wise layers on quantized activations: the quantized `Add` of a residual connection
+//! (or `Sub`, the same layer with the second term subtracted), and `Requantize`, which moves a
+//! tensor to new parameters and/or clamps it (a ReLU or Clip on an already-quantized tensor, or
+//! a QuantizeLinear to a different scale).
 
 use super::qparams::round_half_even;
 use super::tensor::QBatch;
 
-/// `y = Q((s_a(a − z_a) + s_b(b − z_b)))`, computed as onnxruntime's QLinearAdd does:
-/// `(a − z_a)·(s_a/s_y) + (b − z_b)·(s_b/s_y)` in f32, rounded half to even.
+/// `y = Q((s_a(a − z_a) ± s_b(b − z_b)))`, computed as onnxruntime's QLinearAdd does:
+/// `(a − z_a)·(s_a/s_y) ± (b − z_b)·(s_b/s_y)` in f32, rounded half to even.
+///
+/// A Sub (`sub`) negates the second term's ratio in its table: `(q − z)·(−r)` is exactly
+/// `−((q − z)·r)` in f32, so the sum is the f32 difference of the same two terms. The ratios
+/// themselves stay positive (the rescaling of [`super::rescale`] recomputes them from scales).
 #[derive(Debug, Clone)]
 pub struct Add {
     pub a_zero_point: i32,
@@ -18,6 +23,8 @@ pub struct Add {
     pub hi: u8,
     /// A constant second operand (one sample, storage bytes), broadcast over the batch.
     pub b_const: Option<Vec<u8>>,
+    /// The second operand is subtracted (an ONNX Sub): `a − b`.
+    pub sub: bool,
 }
 
 impl Add {
@@ -33,6 +40,24 @@ impl Add {
             lo: 0,
             hi: 255,
             b_const: None,
+            sub: false,
+        }
+    }
+
+    /// [`Add::of_reals`] for the difference `a − b` when `sub`.
+    pub fn of_reals_signed(sub: bool) -> Self {
+        Add {
+            sub,
+            ..Add::of_reals()
+        }
+    }
+
+    /// The sign of the second operand's term: −1 for a Sub.
+    pub fn b_sign(&self) -> f32 {
+        if self.sub {
+            -1.0
+        } else {
+            1.0
         }
     }
 
@@ -42,7 +67,7 @@ impl Add {
     /// call (the same f32 products), so an element costs two loads, an add and the rounding.
     pub fn forward(&self, a: &QBatch, b: Option<&QBatch>) -> QBatch {
         let fa = term_table(self.a_zero_point, self.a_ratio);
-        let fb = term_table(self.b_zero_point, self.b_ratio);
+        let fb = term_table(self.b_zero_point, self.b_sign() * self.b_ratio);
         let (zo, lo, hi) = (self.out_zero_point as f32, self.lo as f32, self.hi as f32);
         let out = |x: u8, y: u8| {
             let v = fa[x as usize] + fb[y as usize];

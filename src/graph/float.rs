@@ -126,11 +126,15 @@ impl Graph {
                 Op::Add(a) => match layer.inputs.get(1) {
                     Some(&b) => {
                         let b = vals[b].as_ref().expect("add operand");
-                        x.iter().zip(b).map(|(p, q)| p + q).collect()
+                        if a.sub {
+                            x.iter().zip(b).map(|(p, q)| p - q).collect()
+                        } else {
+                            x.iter().zip(b).map(|(p, q)| p + q).collect()
+                        }
                     }
                     None => {
                         let c = a.b_const.as_ref().expect("add constant");
-                        let s_b = a.b_ratio * self.acts[layer.output].q.scale;
+                        let s_b = a.b_sign() * a.b_ratio * self.acts[layer.output].q.scale;
                         x.iter()
                             .zip(c.iter().cycle())
                             .map(|(&p, &q)| p + s_b * (q as i32 - a.b_zero_point) as f32)
@@ -190,6 +194,10 @@ impl Graph {
                 Op::Mul(m) => {
                     let b = vals[layer.inputs[1]].as_ref().expect("mul operand");
                     m.forward_real(self.acts[layer.inputs[0]].shape, x, b)
+                }
+                Op::Div(d) => {
+                    let b = vals[layer.inputs[1]].as_ref().expect("div operand");
+                    d.forward_real(self.acts[layer.inputs[0]].shape, x, b)
                 }
                 Op::BiasAdd(b) => {
                     let bias = params[i].as_ref().map(|p| &p.b).unwrap_or(&b.bias);

@@ -1,7 +1,8 @@
 //! Pooling, element-wise functions and binary ops on the real values of a float segment (see
 //! [`super::float_seg`]): a float GlobalAveragePool/AveragePool/ReduceMean, a float Sigmoid,
-//! Tanh, … ([`super::Pointwise`] evaluated on reals, no table), and the Add or Mul of two
-//! tensors (a residual Add, a squeeze-excitation gate) when one of them is float.
+//! Tanh, … ([`super::Pointwise`] evaluated on reals, no table), and the Add, Sub or Mul of two
+//! tensors (a residual Add, a squeeze-excitation gate) when one of them is float, and the Div
+//! of two tensors (see [`super::div`]).
 //!
 //! Why here and not in the quantized layers: those read bytes and write bytes; in a float
 //! segment neither side is on a grid. The layers reuse the quantized ops' structs (their
@@ -88,14 +89,18 @@ impl AvgPool {
 }
 
 impl Graph {
-    /// Run a float layer with two inputs (`x` = `inputs[0]`, `y` = `inputs[1]`): the Add or
-    /// Mul of two tensors, one of them (or the result) float.
+    /// Run a float layer with two inputs (`x` = `inputs[0]`, `y` = `inputs[1]`): the Add, Sub,
+    /// Mul or Div of two tensors, one of them (or the result) float.
     pub fn float_binary(&self, layer: &Layer, x: &QBatch, y: &QBatch) -> Result<QBatch> {
         let (ia, ib) = (&self.acts[layer.inputs[0]], &self.acts[layer.inputs[1]]);
         let shape = self.acts[layer.output].shape;
         let (ra, rb) = (real_values(ia, x), real_values(ib, y));
         let mut out = match &layer.op {
+            Op::Add(a) if ra.len() == rb.len() && a.sub => {
+                ra.iter().zip(&rb).map(|(a, b)| a - b).collect()
+            }
             Op::Add(_) if ra.len() == rb.len() => ra.iter().zip(&rb).map(|(a, b)| a + b).collect(),
+            Op::Div(d) => d.forward_real(ia.shape, &ra, &rb),
             Op::Mul(m) => m.forward_real(ia.shape, &ra, &rb),
             other => {
                 return Err(Error::Shape(format!(

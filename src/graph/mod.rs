@@ -16,6 +16,7 @@ mod conv_grad;
 pub mod dead;
 pub mod dense;
 mod depthwise;
+pub mod div;
 pub mod eltwise;
 pub mod float;
 pub mod float_conv;
@@ -50,6 +51,7 @@ pub use bias::BiasAdd;
 pub use binding::{ParamBinding, WeightLayout};
 pub use conv::{Conv, Window};
 pub use dense::Dense;
+pub use div::Div;
 pub use eltwise::{Add, Requantize};
 pub use float::RealParams;
 pub use float_conv::FloatConv;
@@ -104,6 +106,8 @@ pub enum Op {
     Pointwise(Pointwise),
     /// Product of two activations (a squeeze-excitation gate; see [`mul`]).
     Mul(Mul),
+    /// Quotient of two tensors, always float (see [`div`]).
+    Div(Div),
     /// A Gemm/MatMul with float weights, computed in f32 (see [`dense`]).
     Dense(Dense),
     /// A Conv with float weights, computed in f32 (see [`float_conv`]).
@@ -120,6 +124,7 @@ impl Op {
         match self {
             Op::Conv(_) => "conv",
             Op::Linear(_) => "linear",
+            Op::Add(a) if a.sub => "sub",
             Op::Add(_) => "add",
             Op::MaxPool(_) => "maxpool",
             Op::AvgPool(_) => "avgpool",
@@ -129,6 +134,7 @@ impl Op {
             Op::BiasAdd(_) => "bias_add",
             Op::Pointwise(_) => "pointwise",
             Op::Mul(_) => "mul",
+            Op::Div(_) => "div",
             Op::Dense(_) => "dense",
             Op::FloatConv(_) => "float_conv",
             Op::Clamp => "float_clamp",
@@ -420,7 +426,7 @@ impl Graph {
                 Op::Pointwise(p) => p.forward(x),
                 Op::Mul(m) => m.forward(x, get(layer.inputs[1])?),
                 Op::Dense(d) => d.forward(&self.acts[layer.inputs[0]], x),
-                Op::FloatConv(_) | Op::Clamp | Op::Quantize(_) => {
+                Op::FloatConv(_) | Op::Div(_) | Op::Clamp | Op::Quantize(_) => {
                     return Err(Error::Shape(format!(
                         "layer '{}' must have a float output",
                         layer.name

@@ -558,12 +558,14 @@ impl Importer<'_> {
                 a,
                 b: AddOperand::Act(b),
                 act: Activation::None,
+                sub: false,
             }),
             (Some(Value::Deq(a)), Some(Value::DeqConst(c)))
             | (Some(Value::DeqConst(c)), Some(Value::Deq(a))) => pend(Pending::Add {
                 a,
                 b: self.const_operand(ctx, &c)?,
                 act: Activation::None,
+                sub: false,
             }),
             (Some(Value::Deq(a)), None) | (None, Some(Value::Deq(a))) => {
                 let i = if self.consts.contains_key(y) { 1 } else { 0 };
@@ -938,10 +940,11 @@ fn with_activation(p: Pending, act: Activation) -> Option<Pending> {
             d.act = d.act.then(act);
             Pending::Dense(d)
         }
-        Pending::Add { a, b, act: a0 } => Pending::Add {
+        Pending::Add { a, b, act: a0, sub } => Pending::Add {
             a,
             b,
             act: a0.then(act),
+            sub,
         },
         Pending::Clamp { input, act: a0 } => Pending::Clamp {
             input,

@@ -1,5 +1,6 @@
 //! Importing the float segment ops of [`crate::graph::float_ops`]: a GlobalAveragePool or
-//! AveragePool of a float value, the Add or Mul of two tensors when one of them is float, and
+//! AveragePool of a float value, the Add, Sub or Mul of two tensors when one of them is float,
+//! the Div of any two computed tensors (always float, see [`crate::graph::div`]), and
 //! element-wise functions of a float value.
 //!
 //! Why a separate road: on dequantized activations these nodes stay *pending* until the
@@ -57,9 +58,9 @@ impl Importer<'_> {
         )
     }
 
-    /// Whether a binary node has two computed operands, at least one of them float: a float
-    /// Add/Mul of two tensors ([`Importer::float_binary`]).
-    pub(super) fn float_pair(&self, ctx: &NodeCtx) -> bool {
+    /// Whether both operands of a binary node are computed tensors (not constants): a
+    /// dequantized activation, a float value or a pending float result.
+    pub(super) fn computed_pair(&self, ctx: &NodeCtx) -> bool {
         let (Some(x), Some(y)) = (ctx.input(0), ctx.input(1)) else {
             return false;
         };
@@ -72,31 +73,40 @@ impl Importer<'_> {
                     | Some(Value::Pending(..))
             )
         };
-        computed(x) && computed(y) && (self.is_float(x) || self.is_float(y))
+        computed(x) && computed(y)
     }
 
-    /// Add or Mul of two tensors in float (same shape; a Mul may take one value per channel
-    /// and sample for its second operand, a squeeze-excitation gate).
+    /// Whether a binary node has two computed operands, at least one of them float: a float
+    /// Add/Sub/Mul of two tensors ([`Importer::float_binary`]).
+    pub(super) fn float_pair(&self, ctx: &NodeCtx) -> bool {
+        let (Some(x), Some(y)) = (ctx.input(0), ctx.input(1)) else {
+            return false;
+        };
+        self.computed_pair(ctx) && (self.is_float(x) || self.is_float(y))
+    }
+
+    /// Add, Sub, Mul or Div of two tensors in float (same shape; a Mul may take one value per
+    /// channel and sample for either operand, a squeeze-excitation gate, and a Div for its
+    /// divisor).
     pub(super) fn float_binary(&mut self, ctx: &NodeCtx) -> Result<()> {
         let (x, y) = ctx.two_inputs()?;
         let (mut a, mut b) = (self.float_operand(ctx, x)?, self.float_operand(ctx, y)?);
         let (mut sa, mut sb) = (self.acts[a].shape, self.acts[b].shape);
-        let mul = ctx.node.op_type == "Mul";
+        let op_type = ctx.node.op_type.as_str();
+        let (mul, div) = (op_type == "Mul", op_type == "Div");
         if mul && sa.len() < sb.len() {
             // The gate may come first.
             (a, b, sa, sb) = (b, a, sb, sa);
         }
         let broadcast = sa != sb;
-        if broadcast && !(mul && sb.len() == sa.c && sb.h * sb.w == 1) {
+        if broadcast && !((mul || div) && sb.len() == sa.c && sb.h * sb.w == 1) {
             return Err(ctx.unsupported(format!(
-                "{} of tensors of shapes {sa} and {sb}; qforget supports a float {} of equal \
-                 shapes{}",
-                ctx.node.op_type,
-                ctx.node.op_type,
-                if mul {
-                    " or of one value per channel (a squeeze-excitation gate)"
-                } else {
-                    ""
+                "{op_type} of tensors of shapes {sa} and {sb}; qforget supports a float \
+                 {op_type} of equal shapes{}",
+                match op_type {
+                    "Mul" => " or of one value per channel (a squeeze-excitation gate)",
+                    "Div" => " or by one value per channel and sample ([N, C, 1, 1])",
+                    _ => "",
                 }
             )));
         }
@@ -110,8 +120,10 @@ impl Importer<'_> {
                 hi: 255,
                 broadcast,
             })
+        } else if div {
+            Op::Div(crate::graph::Div { broadcast })
         } else {
-            Op::Add(crate::graph::Add::of_reals())
+            Op::Add(crate::graph::Add::of_reals_signed(op_type == "Sub"))
         };
         let out = ctx.output()?.to_string();
         let id = self.push_float_n(ctx, op, Activation::None, vec![a, b], sa, &out);
@@ -233,9 +245,10 @@ impl Importer<'_> {
                 a,
                 b: AddOperand::Act(b),
                 act,
+                sub,
             } => {
                 let shape = self.acts[*a].shape;
-                let op = Op::Add(crate::graph::Add::of_reals());
+                let op = Op::Add(crate::graph::Add::of_reals_signed(*sub));
                 self.push_float_n(ctx, op, *act, vec![*a, *b], shape, out)
             }
             Pending::Mul { a, b, act } => {

@@ -310,7 +310,8 @@ fn pending_kind(p: &Pending) -> &'static str {
     match p {
         Pending::Mac(_) => "a quantized Conv/Gemm/MatMul",
         Pending::Dense(_) => "a float layer",
-        Pending::Add { .. } => "an Add",
+        Pending::Add { sub: false, .. } => "an Add",
+        Pending::Add { sub: true, .. } => "a Sub",
         Pending::GlobalAvgPool { .. } | Pending::AvgPool { .. } => "an average pooling",
         Pending::Bias { .. } => "a float bias Add",
         Pending::Clamp { .. } => "a Relu/Clip",

@@ -65,7 +65,7 @@ impl Importer<'_> {
                 act,
                 name,
             } => Ok(self.bias_layer(ctx, input, bias, act, name, q, out)),
-            Pending::Add { a, b, act } => self.add_layer(ctx, a, b, act, q, out),
+            Pending::Add { a, b, act, sub } => self.add_layer(ctx, a, b, act, sub, q, out),
             Pending::GlobalAvgPool { input } => {
                 let ins = self.acts[input].shape;
                 let qi = self.acts[input].q;
@@ -207,22 +207,26 @@ impl Importer<'_> {
         id
     }
 
+    /// The quantized Add (or Sub, when `sub`) of `a` and `b` with output parameters `q`.
+    #[allow(clippy::too_many_arguments)]
     fn add_layer(
         &mut self,
         ctx: &NodeCtx,
         a: usize,
         b: AddOperand,
         act: Activation,
+        sub: bool,
         q: QParams,
         out: &str,
     ) -> Result<usize> {
         let (qa, sa) = (self.acts[a].q, self.acts[a].shape);
+        let op_name = if sub { "Sub" } else { "Add" };
         let (lo, hi) = act.range(&q);
         let (b_zp, b_scale, b_const, inputs, params) = match b {
             AddOperand::Act(b) => {
                 if self.acts[b].shape != sa {
                     return Err(ctx.unsupported(format!(
-                        "Add of shapes {} and {} (broadcasting is not supported)",
+                        "{op_name} of shapes {} and {} (broadcasting is not supported)",
                         sa, self.acts[b].shape
                     )));
                 }
@@ -237,7 +241,7 @@ impl Importer<'_> {
             } => {
                 let data = broadcast_const(&data, sa).ok_or_else(|| {
                     ctx.unsupported(format!(
-                        "Add of a constant with {} values to a tensor of shape {sa}",
+                        "{op_name} of a constant with {} values and a tensor of shape {sa}",
                         data.len()
                     ))
                 })?;
@@ -253,6 +257,7 @@ impl Importer<'_> {
             lo,
             hi,
             b_const,
+            sub,
         };
         Ok(self.push(ctx, Op::Add(op), act, inputs, sa, q, out, params))
     }

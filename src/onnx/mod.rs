@@ -423,9 +423,17 @@ impl<'p> Importer<'p> {
             "Conv" | "Gemm" | "MatMul" => self.float_mac(&ctx),
             "BatchNormalization" => self.batch_norm(&ctx),
             "Relu" | "Clip" => self.activation(&ctx),
-            "Add" | "Mul" if self.float_pair(&ctx) => self.float_binary(&ctx),
-            "Add" if self.chain_operand(&ctx) || self.input_operand(&ctx) => self.float_arith(&ctx),
+            "Add" | "Sub" | "Mul" if self.float_pair(&ctx) => self.float_binary(&ctx),
+            "Div" if self.computed_pair(&ctx) => self.float_binary(&ctx),
+            "Add"
+                if self.chain_operand(&ctx)
+                    || self.input_operand(&ctx)
+                    || self.float_value_operand(&ctx) =>
+            {
+                self.float_arith(&ctx)
+            }
             "Add" => self.add(&ctx),
+            "Sub" if self.two_activations(&ctx) => self.sub_activations(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
             "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" => {
                 self.float_unary(&ctx)
@@ -439,7 +447,8 @@ impl<'p> Importer<'p> {
             "Mul"
                 if self.chain_operand(&ctx)
                     || self.deq_operand(&ctx)
-                    || self.input_operand(&ctx) =>
+                    || self.input_operand(&ctx)
+                    || self.float_value_operand(&ctx) =>
             {
                 self.float_arith(&ctx)
             }

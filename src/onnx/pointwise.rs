@@ -12,7 +12,7 @@
 use crate::graph::{Activation, FloatFn};
 use crate::Result;
 
-use super::value::{Pending, Value};
+use super::value::{AddOperand, Pending, Value};
 use super::{Importer, NodeCtx};
 
 /// The functions an activation (Relu/Clip) stands for.
@@ -152,12 +152,51 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// Sub of two dequantized activations of one shape: a quantized Add with the second term
+    /// subtracted, pending the QuantizeLinear that fixes its output (or a float Sub, if a float
+    /// op reads it first).
+    pub(super) fn sub_activations(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let get = |i: usize| match ctx.input(i).and_then(|n| self.values.get(n)) {
+            Some(Value::Deq(a)) => Some(*a),
+            _ => None,
+        };
+        let (Some(a), Some(b)) = (get(0), get(1)) else {
+            return Err(ctx.bad("needs two dequantized inputs"));
+        };
+        let (sa, sb) = (self.acts[a].shape, self.acts[b].shape);
+        if sa != sb {
+            return Err(ctx.unsupported(format!(
+                "Sub of shapes {sa} and {sb} (qforget supports the Sub of two activations of \
+                 equal shapes)"
+            )));
+        }
+        let out = ctx.output()?.to_string();
+        let p = Pending::Add {
+            a,
+            b: AddOperand::Act(b),
+            act: Activation::None,
+            sub: true,
+        };
+        self.values
+            .insert(out, Value::Pending(Box::new(p), ctx.name()));
+        Ok(())
+    }
+
     /// Whether an input of the node is the model's float input (before its QuantizeLinear).
     pub(super) fn input_operand(&self, ctx: &NodeCtx) -> bool {
         ctx.node
             .input
             .iter()
             .any(|n| matches!(self.values.get(n), Some(Value::FloatInput(..))))
+    }
+
+    /// Whether an input of the node is a float activation of a float segment (an Add or Mul of
+    /// it and a constant is then float element-wise math, as on a float chain).
+    pub(super) fn float_value_operand(&self, ctx: &NodeCtx) -> bool {
+        ctx.node
+            .input
+            .iter()
+            .any(|n| matches!(self.values.get(n), Some(Value::Float(_))))
     }
 
     /// Whether an input of the node is a dequantized activation.

@@ -223,6 +223,7 @@ impl Importer<'_> {
             a,
             b,
             act: Activation::None,
+            sub: false,
         };
         let id = self.materialize(ctx, p, q, &out)?;
         self.values.insert(out, Value::Quant(id));

@@ -153,11 +153,13 @@ pub enum Pending {
     Mac(Box<Mac>),
     /// A float layer (float weights).
     Dense(Box<FloatMac>),
-    /// Sum of two quantized activations (the second may be a quantized constant).
+    /// Sum of two quantized activations (the second may be a quantized constant), or their
+    /// difference `a − b` when `sub` (an ONNX Sub).
     Add {
         a: ActId,
         b: AddOperand,
         act: Activation,
+        sub: bool,
     },
     GlobalAvgPool {
         input: ActId,
