@@ -80,8 +80,15 @@ unsafe fn block<T: Tile>(
     let row_blocks = m.div_ceil(mr);
     let n_panels = n.div_ceil(nr);
     let fz = T::zp_factor(zp);
-    // Row sums only enter the correction of a non-zero factor.
-    let all_sums: &[i32] = if fz == 0 { &[] } else { w.row_sums() };
+    // The zero-point correction of each column, `fz · row_sums[j]`, formed once per call (the
+    // store then only adds: SSE2 has no 32-bit vector multiply, and that product in the store
+    // loop was most of the driver's own time on the int8 backward's `G·W`, whose zero point is
+    // 128); empty when there is no correction.
+    let corr: Vec<i32> = if fz == 0 {
+        Vec::new()
+    } else {
+        w.row_sums().iter().map(|&r| fz.wrapping_mul(r)).collect()
+    };
 
     let mut apack = vec![T::A::default(); row_blocks * a_step];
     let f = |x| T::a_elem(x, zp);
@@ -111,13 +118,12 @@ unsafe fn block<T: Tile>(
                 unsafe { T::tile(kgroups, ap, bp, &mut buf) };
                 let c0 = p * nr;
                 let cols = nr.min(n - c0);
-                let sums = all_sums.get(c0..c0 + cols).unwrap_or(&[]);
+                let corr = corr.get(c0..c0 + cols).unwrap_or(&[]);
                 for i in 0..rows {
                     store(
                         &mut c[(r0 + i) * n + c0..][..cols],
                         &buf[i * nr..][..cols],
-                        fz,
-                        sums,
+                        corr,
                     );
                 }
             }
@@ -125,17 +131,16 @@ unsafe fn block<T: Tile>(
     }
 }
 
-/// One tile row into `c`: `dst[j] = src[j] + fz · sums[j]`, in wrapping i32 arithmetic like the
-/// SIMD accumulators themselves (a checked `+` and `*` kept this loop scalar in the dev build,
-/// and it was most of the driver's own time in a profile of an OEU run); a plain copy when
-/// there is no zero point to correct.
+/// One tile row into `c`: `dst[j] = src[j] + corr[j]` (the zero-point correction), in wrapping
+/// i32 arithmetic like the SIMD accumulators themselves (a checked `+` kept this loop scalar in
+/// the dev build); a plain copy when there is no correction (`corr` empty).
 #[inline(always)]
-fn store(dst: &mut [i32], src: &[i32], fz: i32, sums: &[i32]) {
-    if fz == 0 {
+fn store(dst: &mut [i32], src: &[i32], corr: &[i32]) {
+    if corr.is_empty() {
         dst.copy_from_slice(src);
         return;
     }
-    for ((d, &s), &rs) in dst.iter_mut().zip(src).zip(sums) {
-        *d = s.wrapping_add(fz.wrapping_mul(rs));
+    for ((d, &s), &z) in dst.iter_mut().zip(src).zip(corr) {
+        *d = s.wrapping_add(z);
     }
 }
