@@ -11,6 +11,7 @@
 //! backward is the quotient rule on the saved real operands: `∂a = g / b` and `∂b = −g·a/b²`,
 //! summed over the pixels a broadcast divisor was used for.
 
+use super::pairwise::Pairing;
 use super::tensor::Shape;
 
 /// `y = a / b` on real values.
@@ -21,32 +22,16 @@ pub struct Div {
 }
 
 impl Div {
-    /// Elements per sample of `a` (of shape `shape`) and of `b`.
-    fn lens(&self, shape: Shape) -> (usize, usize) {
-        let la = shape.len().max(1);
-        (la, if self.broadcast { shape.c.max(1) } else { la })
-    }
-
-    /// Index into one sample of `b` for element `i` of a sample of `a` (NHWC storage).
-    fn b_index(&self, i: usize, s: Shape) -> usize {
-        if self.broadcast {
-            i % s.c.max(1)
-        } else {
-            i
+    fn pairing(&self, shape: Shape) -> Pairing {
+        Pairing {
+            shape,
+            broadcast: self.broadcast,
         }
     }
 
     /// The f32 quotient of real operands (`ra` of shape `shape` per sample).
     pub fn forward_real(&self, shape: Shape, ra: &[f32], rb: &[f32]) -> Vec<f32> {
-        let (la, lb) = self.lens(shape);
-        ra.chunks_exact(la)
-            .zip(rb.chunks_exact(lb))
-            .flat_map(|(xa, xb)| {
-                xa.iter()
-                    .enumerate()
-                    .map(move |(i, &v)| v / xb[self.b_index(i, shape)])
-            })
-            .collect()
+        self.pairing(shape).map(ra, rb, |a, b| a / b)
     }
 
     /// Gradients of both operands from their real values and the output gradient `gy`.
@@ -57,24 +42,11 @@ impl Div {
         rb: &[f32],
         gy: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
-        let (la, lb) = self.lens(shape);
-        let mut ga = vec![0f32; ra.len()];
-        let mut gb = vec![0f32; rb.len()];
-        for (s, ((g_a, x_a), g_y)) in ga
-            .chunks_exact_mut(la)
-            .zip(ra.chunks_exact(la))
-            .zip(gy.chunks_exact(la))
-            .enumerate()
-        {
-            let (x_b, g_b) = (&rb[s * lb..(s + 1) * lb], &mut gb[s * lb..(s + 1) * lb]);
-            for i in 0..la {
-                let j = self.b_index(i, shape);
-                let q = g_y[i] / x_b[j];
-                g_a[i] = q;
-                g_b[j] -= q * x_a[i] / x_b[j];
-            }
-        }
-        (ga, gb)
+        // `∂b += −(q·a/b)` is the f32 `∂b −= q·a/b` (negation is exact).
+        self.pairing(shape).backward(ra, rb, gy, |g, a, b| {
+            let q = g / b;
+            (q, -(q * a / b))
+        })
     }
 }
 

@@ -30,6 +30,7 @@ mod metric;
 pub mod mul;
 pub mod normalize;
 mod ort_order;
+mod pairwise;
 pub mod params;
 mod patches_t;
 pub mod pointwise;

@@ -8,6 +8,7 @@
 //! operands (rounding is the identity under the straight-through estimator): `∂x = g · s`, and
 //! `∂s = Σ g · x` over the pixels a gate value was broadcast to.
 
+use super::pairwise::Pairing;
 use super::qparams::{round_half_even, QParams};
 use super::tensor::{QBatch, Shape};
 
@@ -24,18 +25,17 @@ pub struct Mul {
 }
 
 impl Mul {
-    /// Index into one sample of `b` for element `i` of a sample of `a` (NHWC storage).
-    fn b_index(&self, i: usize, s: Shape) -> usize {
-        if self.broadcast {
-            i % s.c.max(1)
-        } else {
-            i
+    fn pairing(&self, shape: Shape) -> Pairing {
+        Pairing {
+            shape,
+            broadcast: self.broadcast,
         }
     }
 
     /// Run on `a` and `b`.
     pub fn forward(&self, a: &QBatch, b: &QBatch) -> QBatch {
         let (la, lb) = (a.shape.len().max(1), b.shape.len().max(1));
+        let pairing = self.pairing(a.shape);
         let mut data = vec![0u8; a.data.len()];
         for ((o, xa), xb) in data
             .chunks_exact_mut(la)
@@ -43,7 +43,7 @@ impl Mul {
             .zip(b.data.chunks_exact(lb))
         {
             for (i, (y, &q)) in o.iter_mut().zip(xa).enumerate() {
-                let r = self.a.dequantize(q) * self.b.dequantize(xb[self.b_index(i, a.shape)]);
+                let r = self.a.dequantize(q) * self.b.dequantize(xb[pairing.b_index(i)]);
                 let v = round_half_even(r / self.out.scale) + self.out.zero_point as f32;
                 *y = v.clamp(self.lo as f32, self.hi as f32) as u8;
             }
@@ -64,38 +64,13 @@ impl Mul {
         rb: &[f32],
         gy: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
-        let la = shape.len().max(1);
-        let lb = if self.broadcast { shape.c.max(1) } else { la };
-        let mut ga = vec![0f32; ra.len()];
-        let mut gb = vec![0f32; rb.len()];
-        for (s, ((g_a, x_a), g_y)) in ga
-            .chunks_exact_mut(la)
-            .zip(ra.chunks_exact(la))
-            .zip(gy.chunks_exact(la))
-            .enumerate()
-        {
-            let (x_b, g_b) = (&rb[s * lb..(s + 1) * lb], &mut gb[s * lb..(s + 1) * lb]);
-            for i in 0..la {
-                let j = self.b_index(i, shape);
-                g_a[i] = g_y[i] * x_b[j];
-                g_b[j] += g_y[i] * x_a[i];
-            }
-        }
-        (ga, gb)
+        self.pairing(shape)
+            .backward(ra, rb, gy, |g, a, b| (g * b, g * a))
     }
 
     /// The float twin: the product of real operands.
     pub fn forward_real(&self, shape: Shape, ra: &[f32], rb: &[f32]) -> Vec<f32> {
-        let la = shape.len().max(1);
-        let lb = if self.broadcast { shape.c.max(1) } else { la };
-        ra.chunks_exact(la)
-            .zip(rb.chunks_exact(lb))
-            .flat_map(|(xa, xb)| {
-                xa.iter()
-                    .enumerate()
-                    .map(move |(i, &v)| v * xb[self.b_index(i, shape)])
-            })
-            .collect()
+        self.pairing(shape).map(ra, rb, |a, b| a * b)
     }
 }
 
