@@ -50,11 +50,22 @@ pub(super) fn pack_b<T: Copy + Default, const KG: usize>(
     let panels = n.div_ceil(nr);
     let stride = nr * KG;
     let mut out = vec![T::default(); panels * kgroups * stride];
+    let full = k / KG * KG;
     for (col, row) in w.data.chunks_exact(k.max(1)).enumerate().take(n) {
         let (p, j) = (col / nr, col % nr);
         let panel = &mut out[p * kgroups * stride + j * KG..];
-        for (src, dst) in row.chunks(KG).zip(panel.chunks_mut(stride)) {
-            for (d, &v) in dst.iter_mut().zip(src) {
+        // Whole groups as fixed-size copies (each destination chunk holds at least KG values:
+        // `j < nr`), then the `k` tail: with `chunks(KG)` of unknown length every group was a
+        // generic loop, and the int8 backward packs a batch's gradient this way on every call.
+        let (body, tail) = row.split_at(full);
+        let mut groups = panel.chunks_mut(stride);
+        for (src, dst) in body.chunks_exact(KG).zip(groups.by_ref()) {
+            for (d, &v) in dst[..KG].iter_mut().zip(src) {
+                *d = f(v);
+            }
+        }
+        if let Some(dst) = groups.next().filter(|_| !tail.is_empty()) {
+            for (d, &v) in dst.iter_mut().zip(tail) {
                 *d = f(v);
             }
         }
