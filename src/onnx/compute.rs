@@ -645,7 +645,10 @@ impl Importer<'_> {
     /// A dequantized uint8/int8 constant as the second operand of a quantized Add.
     pub fn const_operand(&self, ctx: &NodeCtx, c: &DeqConst) -> Result<AddOperand> {
         if c.scale.len() != 1 || c.zero_point.len() != 1 {
-            return Err(ctx.unsupported("Add of a per-channel quantized constant"));
+            return Err(ctx.unsupported(format!(
+                "{} of a per-channel quantized constant",
+                ctx.node.op_type
+            )));
         }
         let (data, zp): (Vec<u8>, i32) = match &c.q.data {
             ConstData::U8(v) => (v.clone(), c.zero_point[0] as i32),
@@ -653,7 +656,12 @@ impl Importer<'_> {
                 v.iter().map(|&x| (x as u8) ^ 0x80).collect(),
                 c.zero_point[0] as i32 + 128,
             ),
-            _ => return Err(ctx.unsupported("Add of a constant that is not 8-bit")),
+            _ => {
+                return Err(ctx.unsupported(format!(
+                    "{} of a constant that is not 8-bit",
+                    ctx.node.op_type
+                )))
+            }
         };
         Ok(AddOperand::Const {
             data,

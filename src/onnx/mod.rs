@@ -434,6 +434,7 @@ impl<'p> Importer<'p> {
             }
             "Add" => self.add(&ctx),
             "Sub" if self.two_activations(&ctx) => self.sub_activations(&ctx),
+            "Sub" if self.activation_and_const(&ctx).is_some() => self.sub_const(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
             "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" => {
                 self.float_unary(&ctx)

@@ -182,6 +182,42 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// The order of a Sub's dequantized activation and dequantized constant: `Some(true)` for
+    /// `activation − constant`, `Some(false)` for `constant − activation`, `None` otherwise.
+    pub(super) fn activation_and_const(&self, ctx: &NodeCtx) -> Option<bool> {
+        let get = |i: usize| ctx.input(i).and_then(|n| self.values.get(n));
+        match (get(0), get(1)) {
+            (Some(Value::Deq(_)), Some(Value::DeqConst(_))) => Some(true),
+            (Some(Value::DeqConst(_)), Some(Value::Deq(_))) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// `DQ a − DQ constant` closed by a QuantizeLinear: the quantized Add with the constant's
+    /// term negated, as [`Importer::sub_activations`] does for two activations. The reverse
+    /// order (`constant − activation`) would negate the activation's term, which the layer does
+    /// not do: it is refused by name.
+    pub(super) fn sub_const(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let get = |i: usize| ctx.input(i).and_then(|n| self.values.get(n)).cloned();
+        let (Some(Value::Deq(a)), Some(Value::DeqConst(c))) = (get(0), get(1)) else {
+            return Err(ctx.unsupported(
+                "Sub of a constant minus an activation (qforget supports an activation minus a \
+                 constant, or the Sub of two activations)",
+            ));
+        };
+        let b = self.const_operand(ctx, &c)?;
+        let out = ctx.output()?.to_string();
+        let p = Pending::Add {
+            a,
+            b,
+            act: Activation::None,
+            sub: true,
+        };
+        self.values
+            .insert(out, Value::Pending(Box::new(p), ctx.name()));
+        Ok(())
+    }
+
     /// Whether an input of the node is the model's float input (before its QuantizeLinear).
     pub(super) fn input_operand(&self, ctx: &NodeCtx) -> bool {
         ctx.node

@@ -194,6 +194,101 @@ fn a_quantized_sub_and_a_div_of_two_activations_follow_onnx() {
 }
 
 #[test]
+fn a_quantized_sub_of_a_constant_follows_onnx() {
+    // x [N,2,3,3] → Q/DQ → 1×1 int8 conv → Q/DQ a → Sub(DQ a, DQ c) with c an int8 constant of
+    // one value per channel ([C,1,1], as onnxruntime's quantizer writes a Sub's initializer
+    // when Sub is among the op types it quantizes) → Q → Flatten.
+    let (ci, h, c) = (2, 3, 3);
+    let (s_a, z_a, s_c, s_y, z_y) = (0.012f32, 120, 0.01f32, 0.015f32, 128);
+    let mut r = Rng(0xc0_57a);
+    let mut b = B::new(ci, h, h);
+    let x = b.qdq("x", 1.0 / 255.0, 0, false);
+    let w: Vec<i8> = (0..c * ci).map(|_| r.int(-127, 127) as i8).collect();
+    let ws: Vec<f32> = (0..c).map(|_| r.float(0.004, 0.012)).collect();
+    let wn = b.dq_weights(&[c, ci, 1, 1], &w, &ws, 0);
+    let conv1 = b.node(
+        "Conv",
+        &[&x, &wn],
+        vec![("kernel_shape", A::Is(vec![1, 1]))],
+    );
+    let a = b.qdq(&conv1, s_a, z_a, false);
+    let cq: Vec<i8> = vec![-90, 7, 101];
+    let cn = b.dq_weights(&[c, 1, 1], &cq, &[s_c], 0);
+    let d = b.node("Sub", &[&a, &cn], vec![]);
+    let y = b.qdq(&d, s_y, z_y, false);
+    let out = b.node("Flatten", &[&y], vec![]);
+    let g = qforget::onnx::import(&b.model(&out), Path::new("sub_const.onnx")).unwrap();
+    let k = kinds(&g);
+    eprintln!("Sub of a constant: {k:?}");
+    let sub = g
+        .layers
+        .iter()
+        .find(|l| l.op.kind() == "sub")
+        .expect("a sub layer");
+    assert_eq!(
+        sub.inputs.len(),
+        1,
+        "the constant is the layer's own operand"
+    );
+
+    let n = 16;
+    let len = ci * h * h;
+    let imgs = images(&mut r, n, len);
+    let Tape::Quant(acts) = g.forward_tape(&imgs, n).unwrap() else {
+        panic!("an integer tape")
+    };
+    let get = |i: usize| acts[i].as_ref().expect("the tape keeps every activation");
+    let (qa, qo) = (g.acts[sub.inputs[0]].q, g.acts[sub.output].q);
+    let (xs, ys) = (&get(sub.inputs[0]).data, &get(sub.output).data);
+    let (mut max, mut off, mut off_not_at_tie) = (0, 0, 0);
+    for (i, (&xa, &yo)) in xs.iter().zip(ys).enumerate() {
+        // NHWC: channel i mod c; onnxruntime: DequantizeLinear of both in f32, f32 Sub,
+        // QuantizeLinear (round half to even).
+        let cv = (cq[i % c] as f32 * s_c) as f64;
+        let v = qa.dequantize(xa) as f64 - cv;
+        let want = qo.quantize(v as f32) as i32;
+        let dlt = (yo as i32 - want).abs();
+        max = max.max(dlt);
+        if dlt > 0 {
+            off += 1;
+            let t = v / qo.scale as f64;
+            off_not_at_tie += ((t - t.floor() - 0.5).abs() > 1e-3) as usize;
+        }
+    }
+    eprintln!("Sub of a constant against onnxruntime's definition: max {max} LSB, {off} of {} off ({off_not_at_tie} not at a tie)", ys.len());
+    assert_eq!(ys.len(), n * c * h * h);
+    assert!(
+        max <= 1 && off_not_at_tie == 0,
+        "max {max}, {off_not_at_tie} off not at a tie"
+    );
+    // The forward reads the constant as negated: outputs below the activation's own value.
+    let below = xs
+        .iter()
+        .zip(ys)
+        .enumerate()
+        .filter(|(i, (&xa, &yo))| {
+            cq[i % c] > 0 && qo.dequantize(yo) < qa.dequantize(xa) - 0.5 * s_c * cq[i % c] as f32
+        })
+        .count();
+    assert!(below > 0, "a positive constant lowers the output");
+    super::grads::fd_check("sub_const", &g, &imgs, n);
+
+    // The reverse order is refused by name.
+    let err = refusal("const_minus_x.onnx", |b| {
+        let x = b.qdq("x", 1.0 / 255.0, 0, false);
+        let cn = b.dq_weights(&[1, 1, 1], &[5], &[0.01], 0);
+        let d = b.node("Sub", &[&cn, &x], vec![]);
+        b.qdq(&d, 0.01, 128, false)
+    });
+    assert!(
+        err.contains("Sub")
+            && err.contains("constant minus an activation")
+            && err.contains("const_minus_x.onnx"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_float_sub_and_divs_follow_onnx() {
     // x [N,2,4,4] → Q/DQ → ConvA (float, pad 1) → Relu = r; t = ConvB(r); d = Sub(r, t);
     // s = 1 + Sigmoid(GlobalAveragePool(t)) ([N,C,1,1]); q = Div(d, s) (one divisor per
