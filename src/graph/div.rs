@@ -23,10 +23,7 @@ pub struct Div {
 
 impl Div {
     fn pairing(&self, shape: Shape) -> Pairing {
-        Pairing {
-            shape,
-            broadcast: self.broadcast,
-        }
+        Pairing::new(shape, self.broadcast)
     }
 
     /// The f32 quotient of real operands (`ra` of shape `shape` per sample).

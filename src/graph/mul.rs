@@ -26,10 +26,7 @@ pub struct Mul {
 
 impl Mul {
     fn pairing(&self, shape: Shape) -> Pairing {
-        Pairing {
-            shape,
-            broadcast: self.broadcast,
-        }
+        Pairing::new(shape, self.broadcast)
     }
 
     /// Run on `a` and `b`.

@@ -13,6 +13,10 @@ pub(crate) struct Pairing {
 }
 
 impl Pairing {
+    pub fn new(shape: Shape, broadcast: bool) -> Self {
+        Pairing { shape, broadcast }
+    }
+
     /// Elements per sample of `a` and of `b`.
     fn lens(&self) -> (usize, usize) {
         let la = self.shape.len().max(1);
