@@ -13,7 +13,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::conv::Conv;
-use super::grad::{i8_step, quantize_i8, quantize_i8_t, quantize_u8_scaled, LayerGrad};
+use super::grad::{i8_step, quantize_i8_at, quantize_i8_t, quantize_u8_scaled, LayerGrad};
 use super::patches_t::im2col_t;
 use super::scratch;
 use super::tensor::{QBatch, Shape};
@@ -162,7 +162,7 @@ impl Conv {
         // quantized per channel: then each group reads one channel).
         let units: Vec<f32> = in_scales.iter().map(|&s| s * s_g).collect();
         if self.is_depthwise() && !force_gemm {
-            let (gq, _) = quantize_i8(gy);
+            let gq = quantize_i8_at(gy, 1.0 / s_g);
             self.backward_i8_depthwise(x, &units, &gq, &gq_dx, s_dx, &mut dw, &mut dx);
             return (LayerGrad { dw, db }, need_dx.then_some(dx));
         }

@@ -5,6 +5,10 @@
 //! quantizes an output gradient once per layer and batch, symmetric, to −127..127 (scale
 //! `max|g| / 127`), so the backward GEMMs run on the same integer kernels as the forward.
 
+use rayon::prelude::*;
+
+use super::simd::avx2_dispatch;
+
 /// Which arithmetic the backward GEMMs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum GradPath {
@@ -37,10 +41,6 @@ pub struct LayerGrad {
     pub db: Vec<f32>,
 }
 
-use rayon::prelude::*;
-
-use super::simd::avx2_dispatch;
-
 /// Symmetric per-tensor int8 quantization of `g`: values as storage bytes shifted by +128
 /// (zero point 128, the form [`crate::kernels::gemm_u8i8`] takes as its `a` operand) and scale.
 pub fn quantize_u8(g: &[f32]) -> (Vec<u8>, f32) {
@@ -69,13 +69,18 @@ pub fn quantize_u8_scaled(g: &[f32], scales: &[f32]) -> (Vec<u8>, f32) {
 
 /// Symmetric per-tensor int8 quantization of `g` as signed values, and its scale.
 pub fn quantize_i8(g: &[f32]) -> (Vec<i8>, f32) {
-    let scale = scale_of_max(par_max(g, PAR_MIN, max_abs));
-    let inv = 1.0 / scale;
+    let scale = i8_step(g);
+    (quantize_i8_at(g, 1.0 / scale), scale)
+}
+
+/// `g` quantized as [`quantize_i8`] does with a step already known (`1 / inv`, from
+/// [`i8_step`]), so a caller that needs the step first does not take the maximum twice.
+pub fn quantize_i8_at(g: &[f32], inv: f32) -> Vec<i8> {
     let mut q = vec![0i8; g.len()];
     q.par_chunks_mut(PAR_MIN)
         .zip(g.par_chunks(PAR_MIN))
         .for_each(|(q, g)| quantize_i8_into(g, inv, q));
-    (q, scale)
+    q
 }
 
 /// The step [`quantize_i8`] uses for `g`: `max|g| / 127` (1 for an all-zero or non-finite

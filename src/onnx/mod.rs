@@ -433,8 +433,7 @@ impl<'p> Importer<'p> {
                 self.float_arith(&ctx)
             }
             "Add" => self.add(&ctx),
-            "Sub" if self.two_activations(&ctx) => self.sub_activations(&ctx),
-            "Sub" if self.activation_and_const(&ctx).is_some() => self.sub_const(&ctx),
+            "Sub" if self.quantized_sub(&ctx) => self.sub(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
             "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" => {
                 self.float_unary(&ctx)

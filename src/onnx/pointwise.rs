@@ -152,60 +152,46 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// Sub of two dequantized activations of one shape: a quantized Add with the second term
-    /// subtracted, pending the QuantizeLinear that fixes its output (or a float Sub, if a float
-    /// op reads it first).
-    pub(super) fn sub_activations(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let get = |i: usize| match ctx.input(i).and_then(|n| self.values.get(n)) {
-            Some(Value::Deq(a)) => Some(*a),
-            _ => None,
-        };
-        let (Some(a), Some(b)) = (get(0), get(1)) else {
-            return Err(ctx.bad("needs two dequantized inputs"));
-        };
-        let (sa, sb) = (self.acts[a].shape, self.acts[b].shape);
-        if sa != sb {
-            return Err(ctx.unsupported(format!(
-                "Sub of shapes {sa} and {sb} (qforget supports the Sub of two activations of \
-                 equal shapes)"
-            )));
-        }
-        let out = ctx.output()?.to_string();
-        let p = Pending::Add {
-            a,
-            b: AddOperand::Act(b),
-            act: Activation::None,
-            sub: true,
-        };
-        self.values
-            .insert(out, Value::Pending(Box::new(p), ctx.name()));
-        Ok(())
-    }
-
-    /// The order of a Sub's dequantized activation and dequantized constant: `Some(true)` for
-    /// `activation − constant`, `Some(false)` for `constant − activation`, `None` otherwise.
-    pub(super) fn activation_and_const(&self, ctx: &NodeCtx) -> Option<bool> {
+    /// Whether a Sub reads dequantized operands only, at least one of them an activation (two
+    /// activations, or an activation and a dequantized constant in either order): a quantized
+    /// Sub ([`Importer::sub`]).
+    pub(super) fn quantized_sub(&self, ctx: &NodeCtx) -> bool {
         let get = |i: usize| ctx.input(i).and_then(|n| self.values.get(n));
-        match (get(0), get(1)) {
-            (Some(Value::Deq(_)), Some(Value::DeqConst(_))) => Some(true),
-            (Some(Value::DeqConst(_)), Some(Value::Deq(_))) => Some(false),
-            _ => None,
-        }
+        matches!(
+            (get(0), get(1)),
+            (
+                Some(Value::Deq(_)),
+                Some(Value::Deq(_) | Value::DeqConst(_))
+            ) | (Some(Value::DeqConst(_)), Some(Value::Deq(_)))
+        )
     }
 
-    /// `DQ a − DQ constant` closed by a QuantizeLinear: the quantized Add with the constant's
-    /// term negated, as [`Importer::sub_activations`] does for two activations. The reverse
-    /// order (`constant − activation`) would negate the activation's term, which the layer does
-    /// not do: it is refused by name.
-    pub(super) fn sub_const(&mut self, ctx: &NodeCtx) -> Result<()> {
+    /// `DQ a − DQ b` (two activations of one shape) or `DQ a − DQ constant`, closed by a
+    /// QuantizeLinear: the quantized Add with the second term negated, pending the
+    /// QuantizeLinear that fixes its output (or a float Sub, if a float op reads it first). The
+    /// reverse order `constant − activation` would negate the activation's term, which the
+    /// layer does not do: it is refused by name.
+    pub(super) fn sub(&mut self, ctx: &NodeCtx) -> Result<()> {
         let get = |i: usize| ctx.input(i).and_then(|n| self.values.get(n)).cloned();
-        let (Some(Value::Deq(a)), Some(Value::DeqConst(c))) = (get(0), get(1)) else {
-            return Err(ctx.unsupported(
-                "Sub of a constant minus an activation (qforget supports an activation minus a \
-                 constant, or the Sub of two activations)",
-            ));
+        let (a, b) = match (get(0), get(1)) {
+            (Some(Value::Deq(a)), Some(Value::Deq(b))) => {
+                let (sa, sb) = (self.acts[a].shape, self.acts[b].shape);
+                if sa != sb {
+                    return Err(ctx.unsupported(format!(
+                        "Sub of shapes {sa} and {sb} (qforget supports the Sub of two \
+                         activations of equal shapes)"
+                    )));
+                }
+                (a, AddOperand::Act(b))
+            }
+            (Some(Value::Deq(a)), Some(Value::DeqConst(c))) => (a, self.const_operand(ctx, &c)?),
+            _ => {
+                return Err(ctx.unsupported(
+                    "Sub of a constant minus an activation (qforget supports an activation \
+                     minus a constant, or the Sub of two activations)",
+                ))
+            }
         };
-        let b = self.const_operand(ctx, &c)?;
         let out = ctx.output()?.to_string();
         let p = Pending::Add {
             a,
