@@ -45,8 +45,9 @@ fn forget_state(st: &TrainState, req: &Request, cfg: &Config) -> Result<(bool, f
 }
 
 /// Polish `st` (which meets `cfg.stop`) for up to `cfg.polish_steps` steps, checked every
-/// `cfg.check_every`; returns a note for the run report.
-pub(super) fn polish(st: &mut TrainState, req: &Request, cfg: &Config) -> Result<String> {
+/// `cfg.check_every`; returns a note for the run report and how many of the steps the kept
+/// state has (0: `st` is unchanged).
+pub(super) fn polish(st: &mut TrainState, req: &Request, cfg: &Config) -> Result<(String, usize)> {
     // The forget set's outputs as the model gives them now; a class-wise request's are held
     // away from their class (see `Anchor::without`).
     let anchor = Anchor::without(&st.graph, req, req.forgotten_classes)?;
@@ -87,7 +88,10 @@ pub(super) fn polish(st: &mut TrainState, req: &Request, cfg: &Config) -> Result
     }
     let (acc, kept, conf) = (best.0, best.2, best.3);
     *st = best.1;
-    Ok(format!(
-        "polish: {steps} step(s) tried after the target was met ({why}), kept {kept}; probe accuracy {start:.2} % → {acc:.2} %; forget-set mean true-class probability {conf_start:.4} → {conf:.4} ({too_confident} check(s) above the ceiling {ceiling:.4})"
+    Ok((
+        format!(
+            "polish: {steps} step(s) tried after the target was met ({why}), kept {kept}; probe accuracy {start:.2} % → {acc:.2} %; forget-set mean true-class probability {conf_start:.4} → {conf:.4} ({too_confident} check(s) above the ceiling {ceiling:.4})"
+        ),
+        kept,
     ))
 }

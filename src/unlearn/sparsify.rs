@@ -74,6 +74,33 @@ impl Base {
         ints.chain(floats).collect()
     }
 
+    /// Pin every weight entry of `st`, integer or float, that still has its starting value (on
+    /// top of whatever is pinned already), so further training leaves them out of the delta.
+    /// An integer entry is pinned at its starting shadow, which re-quantizes to its starting
+    /// integer under any band.
+    pub(crate) fn pin_unchanged(&self, st: &mut TrainState) {
+        let now = st.shadow.weight_entries(&st.graph);
+        let theta = &st.shadow.theta;
+        let ints = self
+            .ints
+            .iter()
+            .zip(now)
+            .filter(|(a, b)| a.1 == b.1)
+            .map(|(a, _)| (a.0, self.theta[a.0]));
+        let floats = self
+            .floats
+            .iter()
+            .filter(|&&(i, _)| theta[i].to_bits() == self.theta[i].to_bits())
+            .map(|&(i, _)| (i, self.theta[i]));
+        let same: Vec<(usize, f32)> = ints.chain(floats).collect();
+        for &(i, v) in &same {
+            st.shadow.theta[i] = v;
+        }
+        st.pinned.extend(same);
+        st.pinned.sort_unstable_by_key(|p| p.0);
+        st.pinned.dedup_by_key(|p| p.0);
+    }
+
     /// Pin every float weight entry of `st` that still has its starting value (on top of
     /// whatever is pinned already), so further training leaves them out of the delta.
     pub(crate) fn pin_unchanged_floats(&self, st: &mut TrainState) {
