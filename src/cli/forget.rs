@@ -130,6 +130,9 @@ pub struct ForgetArgs {
     /// polish began; 0: none).
     #[arg(long, value_name = "N")]
     pub polish_steps: Option<usize>,
+    /// Polish ends once N steps in a row brought no better state (default 20).
+    #[arg(long, value_name = "N")]
+    pub polish_patience: Option<usize>,
     /// Write the result even when the forgetting target was not met (by default such a request
     /// fails and writes nothing).
     #[arg(long)]
@@ -212,6 +215,7 @@ impl ForgetArgs {
             fixed_lr: self.fixed_lr,
             repair_steps: self.repair_steps,
             polish_steps: self.polish_steps,
+            polish_patience: self.polish_patience,
             allow_partial: self.allow_partial,
             grad_path: self.grad_path,
             forgotten: Vec::new(),

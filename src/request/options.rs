@@ -52,6 +52,7 @@ pub struct Options {
     pub fixed_lr: bool,
     pub repair_steps: Option<usize>,
     pub polish_steps: Option<usize>,
+    pub polish_patience: Option<usize>,
     /// Hand back a result even when the forgetting target was not met.
     pub allow_partial: bool,
     pub grad_path: GradPath,
@@ -97,6 +98,7 @@ impl Default for Options {
             fixed_lr: false,
             repair_steps: None,
             polish_steps: None,
+            polish_patience: None,
             allow_partial: false,
             grad_path: GradPath::Int8,
             forgotten: Vec::new(),
@@ -197,6 +199,7 @@ impl Options {
         c.lr_growth = !self.fixed_lr;
         c.repair_steps = self.repair_steps.unwrap_or(c.repair_steps);
         c.polish_steps = self.polish_steps.unwrap_or(c.polish_steps);
+        c.polish_patience = self.polish_patience.unwrap_or(c.polish_patience);
         if self.no_guard {
             c.guard_budget = None;
         } else if c.guard_budget.is_some() {

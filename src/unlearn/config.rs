@@ -253,6 +253,8 @@ pub struct Config {
     /// Once the target is met: up to this many repair steps that win back retain accuracy
     /// while the target still holds (0: none).
     pub polish_steps: usize,
+    /// Polish ends after this many steps with no better state (see `polish`).
+    pub polish_patience: usize,
     /// Re-quantization hysteresis, in quantization steps: a weight keeps its integer until its
     /// shadow is more than `0.5 + h` steps away, then trails it by `h` (`graph::params`); 0:
     /// plain rounding.
@@ -289,6 +291,7 @@ impl Config {
             lr_growth: true,
             repair_steps: 10,
             polish_steps: 60,
+            polish_patience: 20,
             requant_hysteresis: 0.0,
             delta_goal: 0.0,
         };

@@ -16,7 +16,7 @@
 //! 60-step polish with the accuracy check alone: forget accuracy stayed ≤ 1 % while
 //! MIA-efficacy fell from 99 % to 77 %). With the check, polish can run long enough to repair
 //! the networks that need it (MobileNetV2-style class 3: 20 steps left retain accuracy 1.4 pp
-//! below the retrained reference), and it ends early once `PATIENCE` steps bring no better
+//! below the retrained reference), and it ends early once `Config::polish_patience` steps bring no better
 //! state.
 
 use super::anchor::{anchored_step, Anchor};
@@ -28,9 +28,6 @@ use crate::Result;
 /// How far (absolute probability) the forget set's mean true-class probability may rise above
 /// its value when polish began.
 pub const CONFIDENCE_SLACK: f64 = 0.005;
-
-/// Polish ends after this many steps without a better state.
-pub const PATIENCE: usize = 20;
 
 /// What a polish check sees of the forget set: whether the target still holds, and the mean
 /// true-class probability.
@@ -81,7 +78,7 @@ pub(super) fn polish(st: &mut TrainState, req: &Request, cfg: &Config) -> Result
         } else if acc > best.0 {
             best = (acc, st.clone(), steps, conf);
         }
-        if steps - best.2 >= PATIENCE {
+        if steps - best.2 >= cfg.polish_patience {
             why = "no better state in the last steps";
             break;
         }
