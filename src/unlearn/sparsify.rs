@@ -219,3 +219,68 @@ pub(crate) fn sparsify(
         rounds.join(", ")
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{IdxDataset, Split};
+    use crate::graph::GradPath;
+    use crate::train::Sgd;
+
+    /// Integer weights of `st` as the graph runs them.
+    fn ints(st: &TrainState) -> Vec<i32> {
+        st.shadow
+            .weight_entries(&st.graph)
+            .into_iter()
+            .map(|e| e.1)
+            .collect()
+    }
+
+    /// What polish relies on (`super::super::run_epochs`): once the unchanged weights are
+    /// pinned and the band is narrowed to plain rounding, further steps move only weights the
+    /// run had changed already, and they do move them (by single steps, no band to cross).
+    #[test]
+    fn pinned_unchanged_weights_stay_out_of_the_delta() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let g = crate::onnx::load(root.join("onnx-models/fmnist_cnn_qdq.onnx")).unwrap();
+        let data = IdxDataset::load(root.join("data/fashion-mnist"), Split::Train).unwrap();
+        let mut st = TrainState::new(g, Sgd::new(0.05, 0.0, 0.0), GradPath::Int8);
+        st.shadow.hysteresis = 4.0;
+        let base = Base::new(&st);
+        let start = ints(&st);
+        // A run's worth of change: large steps along a cross-entropy gradient.
+        let batch: Vec<usize> = (0..64).collect();
+        for _ in 0..5 {
+            let g = st.grad(&data, &batch, false, None).unwrap().grad;
+            st.step(&g);
+        }
+        let run = ints(&st);
+        let changed: Vec<usize> = (0..start.len()).filter(|&k| run[k] != start[k]).collect();
+        assert!(
+            !changed.is_empty() && changed.len() < start.len() / 2,
+            "{} of {} weights changed",
+            changed.len(),
+            start.len()
+        );
+
+        base.pin_unchanged(&mut st);
+        st.shadow.narrow_band(&st.graph, 0.0);
+        assert_eq!(
+            ints(&st),
+            run,
+            "pinning and narrowing the band move no integer"
+        );
+        let other: Vec<usize> = (64..128).collect();
+        for _ in 0..5 {
+            let g = st.grad(&data, &other, false, None).unwrap().grad;
+            st.step(&g);
+        }
+        let after = ints(&st);
+        let outside = (0..start.len())
+            .filter(|&k| after[k] != start[k] && changed.binary_search(&k).is_err())
+            .count();
+        assert_eq!(outside, 0, "weights outside the run's delta changed");
+        let moved = changed.iter().filter(|&&k| after[k] != run[k]).count();
+        assert!(moved > 0, "no changed weight moved at plain rounding");
+    }
+}
