@@ -80,40 +80,33 @@ impl Base {
     /// integer under any band.
     pub(crate) fn pin_unchanged(&self, st: &mut TrainState) {
         let now = st.shadow.weight_entries(&st.graph);
-        let theta = &st.shadow.theta;
         let ints = self
             .ints
             .iter()
             .zip(now)
             .filter(|(a, b)| a.1 == b.1)
             .map(|(a, _)| (a.0, self.theta[a.0]));
-        let floats = self
-            .floats
-            .iter()
-            .filter(|&&(i, _)| theta[i].to_bits() == self.theta[i].to_bits())
-            .map(|&(i, _)| (i, self.theta[i]));
-        let same: Vec<(usize, f32)> = ints.chain(floats).collect();
-        for &(i, v) in &same {
-            st.shadow.theta[i] = v;
-        }
-        st.pinned.extend(same);
-        st.pinned.sort_unstable_by_key(|p| p.0);
-        st.pinned.dedup_by_key(|p| p.0);
+        let same: Vec<(usize, f32)> = ints.chain(self.unchanged_floats(st)).collect();
+        pin(st, same);
     }
 
     /// Pin every float weight entry of `st` that still has its starting value (on top of
     /// whatever is pinned already), so further training leaves them out of the delta.
     pub(crate) fn pin_unchanged_floats(&self, st: &mut TrainState) {
+        let same: Vec<(usize, f32)> = self.unchanged_floats(st).collect();
+        pin(st, same);
+    }
+
+    /// `(index, starting value)` of every float weight entry of `st` still at its start.
+    fn unchanged_floats<'a>(
+        &'a self,
+        st: &'a TrainState,
+    ) -> impl Iterator<Item = (usize, f32)> + 'a {
         let theta = &st.shadow.theta;
-        let same: Vec<(usize, f32)> = self
-            .floats
+        self.floats
             .iter()
-            .filter(|&&(i, _)| theta[i].to_bits() == self.theta[i].to_bits())
+            .filter(move |&&(i, _)| theta[i].to_bits() == self.theta[i].to_bits())
             .map(|&(i, _)| (i, self.theta[i]))
-            .collect();
-        st.pinned.extend(same);
-        st.pinned.sort_unstable_by_key(|p| p.0);
-        st.pinned.dedup_by_key(|p| p.0);
     }
 
     /// Indices of every weight entry, integer and float.
@@ -123,6 +116,17 @@ impl Base {
             .map(|e| e.0)
             .chain(self.floats.iter().map(|e| e.0))
     }
+}
+
+/// Put each `(index, value)` of `entries` into `st`'s shadow and pin it there (on top of what
+/// is pinned already; `TrainState::step` holds pinned values after every step).
+fn pin(st: &mut TrainState, entries: Vec<(usize, f32)>) {
+    for &(i, v) in &entries {
+        st.shadow.theta[i] = v;
+    }
+    st.pinned.extend(entries);
+    st.pinned.sort_unstable_by_key(|p| p.0);
+    st.pinned.dedup_by_key(|p| p.0);
 }
 
 /// Shrink the changes of `st` (which meets its target) in rounds, as the module doc says.
