@@ -91,14 +91,16 @@ unsafe fn block<T: Tile>(
     };
 
     let mut apack = vec![T::A::default(); row_blocks * a_step];
+    let mut rows_buf = vec![T::A::default(); mr * kgroups * kg];
     let f = |x| T::a_elem(x, zp);
     for (rows, dst) in a.chunks(mr * k).zip(apack.chunks_exact_mut(a_step)) {
-        // `T::KG` is a constant of each tier: the match folds to one arm.
-        match kg {
-            1 => pack_a::<_, 1>(rows, k, mr, dst, f),
-            2 => pack_a::<_, 2>(rows, k, mr, dst, f),
-            4 => pack_a::<_, 4>(rows, k, mr, dst, f),
-            _ => unreachable!("no tier groups k by {kg}"),
+        // `T::KG` and `T::MR` are constants of each tier: the match folds to one arm.
+        match (kg, mr) {
+            (1, 8) => pack_a::<_, 1, 8>(rows, k, &mut rows_buf, dst, f),
+            (2, 6) => pack_a::<_, 2, 6>(rows, k, &mut rows_buf, dst, f),
+            (4, 6) => pack_a::<_, 4, 6>(rows, k, &mut rows_buf, dst, f),
+            (4, 8) => pack_a::<_, 4, 8>(rows, k, &mut rows_buf, dst, f),
+            _ => unreachable!("no tier has tiles of {mr} rows with k grouped by {kg}"),
         }
     }
 
