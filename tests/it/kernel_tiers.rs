@@ -95,3 +95,45 @@ fn a_whole_forget_request_exports_the_same_bytes_under_every_kernel() {
     }
     assert!(first.is_some());
 }
+
+#[test]
+fn a_whole_forget_request_exports_the_same_bytes_at_any_thread_count() {
+    // Rayon splits GEMM rows, images and batches by the pool's size; no sum may depend on how:
+    // 1, 2 and 3 worker threads (more than CI's 2 cores) export the same bytes. The other CLI
+    // tests run their requests on one thread (`super::qforget`), so this is where the threaded
+    // paths of a whole request meet a check.
+    let dir = super::tempdir("thread-export");
+    let m = model_path("fmnist_cnn_qdq.onnx");
+    let mut first: Option<Vec<u8>> = None;
+    for threads in ["1", "2", "3"] {
+        let out = dir.join(format!("t{threads}.onnx"));
+        let o = super::qforget(&[
+            "--threads",
+            threads,
+            "forget",
+            super::s(&m),
+            "--dataset",
+            super::s(&dataset("fashion-mnist")),
+            "--forget-class",
+            "3",
+            "--train-limit",
+            "2000",
+            "--no-metrics",
+            "--export",
+            super::s(&out),
+        ]);
+        assert!(
+            o.status.success(),
+            "--threads {threads}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        match &first {
+            None => first = Some(bytes),
+            Some(want) => assert!(
+                &bytes == want,
+                "--threads {threads} exports different bytes than --threads 1"
+            ),
+        }
+    }
+}
