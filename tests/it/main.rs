@@ -142,18 +142,11 @@ pub fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
-/// Run the qforget binary, on one worker thread (unless `args` pass `--threads`).
-///
-/// The harness runs tests side by side (two on CI's 2 cores); a child with a pool of its own
-/// per core oversubscribes the machine, and rayon's idle workers spin before they sleep.
-/// Measured on 2 cores (AMD EPYC Zen 3): two concurrent class-wise requests on `mnist_res_s8`
-/// took 33.0 s with 2 threads each, 28.1 s with 1. Results do not depend on the thread count:
-/// `kernel_tiers::a_whole_forget_request_exports_the_same_bytes_at_any_thread_count` checks it.
+/// Run the qforget binary.
 pub fn qforget(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_qforget"))
         .args(args)
         .env_remove("RUST_LOG")
-        .env("RAYON_NUM_THREADS", "1")
         .output()
         .expect("run qforget")
 }
