@@ -63,44 +63,38 @@ impl Add {
 
     /// Run on two batches of the same shape, or on `a` and the constant operand.
     ///
-    /// Each operand's term `(q − z)·ratio` takes one of 256 values: they are tabulated once per
-    /// call (the same f32 products), so an element costs two loads, an add and the rounding.
+    /// Each term `(q − z)·ratio` is the f32 product of the byte's offset and the ratio (what a
+    /// table of the 256 products holds, computed in place: the table's lookups kept this loop
+    /// scalar, 12 % of an inference run of a residual CNN; the arithmetic form vectorises).
     pub fn forward(&self, a: &QBatch, b: Option<&QBatch>) -> QBatch {
-        let fa = term_table(self.a_zero_point, self.a_ratio);
-        let fb = term_table(self.b_zero_point, self.b_sign() * self.b_ratio);
-        let (zo, lo, hi) = (self.out_zero_point as f32, self.lo as f32, self.hi as f32);
-        let out = |x: u8, y: u8| {
-            let v = fa[x as usize] + fb[y as usize];
-            (round_half_even(v) + zo).clamp(lo, hi) as u8
-        };
-        let data = match (b, &self.b_const) {
-            (Some(b), _) => a
-                .data
-                .iter()
-                .zip(&b.data)
-                .map(|(&x, &y)| out(x, y))
-                .collect(),
-            (None, Some(c)) if c.is_empty() => Vec::new(),
+        let mut data = vec![0u8; a.data.len()];
+        match (b, &self.b_const) {
+            (Some(b), _) => self.rows(&a.data, &b.data, &mut data),
+            (None, Some(c)) if c.is_empty() => {}
             (None, Some(c)) => {
-                let mut d = Vec::with_capacity(a.data.len());
-                for chunk in a.data.chunks(c.len()) {
-                    d.extend(chunk.iter().zip(c).map(|(&x, &y)| out(x, y)));
+                for (o, x) in data.chunks_mut(c.len()).zip(a.data.chunks(c.len())) {
+                    self.rows(x, c, o);
                 }
-                d
             }
             (None, None) => unreachable!("an Add layer without a second operand"),
-        };
+        }
         QBatch {
             n: a.n,
             shape: a.shape,
             data,
         }
     }
-}
 
-/// `(q − z) as f32 · ratio` for every byte `q`.
-fn term_table(zero_point: i32, ratio: f32) -> [f32; 256] {
-    std::array::from_fn(|q| (q as i32 - zero_point) as f32 * ratio)
+    /// `out[i] = Q(a[i] ⊕ b[i])` over the shortest of the three.
+    fn rows(&self, a: &[u8], b: &[u8], out: &mut [u8]) {
+        let (za, zb) = (self.a_zero_point, self.b_zero_point);
+        let (ra, rb) = (self.a_ratio, self.b_sign() * self.b_ratio);
+        let (zo, lo, hi) = (self.out_zero_point as f32, self.lo as f32, self.hi as f32);
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            let v = (x as i32 - za) as f32 * ra + (y as i32 - zb) as f32 * rb;
+            *o = (round_half_even(v) + zo).clamp(lo, hi) as u8;
+        }
+    }
 }
 
 /// `y = clamp(round((x − z_x)·s_x/s_y) + z_y, lo, hi)`, or a pure clamp when the
