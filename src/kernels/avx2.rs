@@ -36,6 +36,7 @@ const NR: usize = 16;
 impl Tile for Avx2 {
     const MR: usize = MR;
     const NR: usize = NR;
+    const ROW_MAJOR: bool = true;
     const KG: usize = 2;
     type A = i16;
     type B = i16;
@@ -60,7 +61,9 @@ impl Tile for Avx2 {
     }
 }
 
-/// `out[i·16 + j] = Σ_g a[g][i]·b[g][j]` where each element is a pair of i16 (`vpmaddwd`).
+/// `out[i·16 + j] = Σ_g a[i][g]·b[g][j]` where each element is a pair of i16 (`vpmaddwd`);
+/// `a` is 6 rows of `kgroups` pairs (row-major: no regrouping of the activations, see
+/// `Tile::ROW_MAJOR`).
 ///
 /// # Safety
 /// The CPU must have AVX2; `a` must be valid for `kgroups·6·2` reads, `b` for `kgroups·16·2`,
@@ -76,9 +79,10 @@ unsafe fn tile_6x16(kgroups: usize, a: *const i16, b: *const i16, out: &mut [i32
             let bp = b.add(g * NR * 2);
             let b0 = _mm256_loadu_si256(bp as *const __m256i);
             let b1 = _mm256_loadu_si256(bp.add(16) as *const __m256i);
-            let ap = a.add(g * MR * 2) as *const i32;
+            let ap = a.add(g * 2) as *const i32;
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_epi32(ap.add(r).read_unaligned());
+                // Row r's pair g: `kgroups` i32 units per row.
+                let av = _mm256_set1_epi32(ap.add(r * kgroups).read_unaligned());
                 row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(av, b0));
                 row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(av, b1));
             }

@@ -3,7 +3,7 @@
 //! rayon when the product is big enough (see [`super::par`]). Each tier only supplies a [`Tile`]: its layout
 //! constants, how bytes map into its lanes, and an `unsafe` micro-kernel that never spawns.
 
-use super::pack::pack_a;
+use super::pack::{interleave, map_rows};
 use super::par::par_rows;
 use super::PackedWeights;
 
@@ -21,6 +21,9 @@ pub(super) trait Tile {
     const NR: usize;
     /// Consecutive `k` values per lane group.
     const KG: usize;
+    /// A row block of activations is `[MR][kgroups·KG]`, its rows one after another, when true;
+    /// `[kgroups][MR][KG]` (one `k` group of every row together) when false.
+    const ROW_MAJOR: bool;
     /// Packed activation element.
     type A: Copy + Default + Send + Sync;
     /// Packed weight element.
@@ -31,7 +34,8 @@ pub(super) trait Tile {
     fn zp_factor(zp: i32) -> i32;
     /// This tier's weight panels for `w` (built once, cached in `w`).
     fn panels(w: &PackedWeights) -> &[Self::B];
-    /// `out[i·NR + j] = Σ_g Σ_t a[g][i][t] · b[g][j][t]` over `kgroups` groups.
+    /// `out[i·NR + j] = Σ_g Σ_t a[g][i][t] · b[g][j][t]` over `kgroups` groups (`a[g][i][t]`
+    /// at `a[i·kgroups·KG + g·KG + t]` when [`Tile::ROW_MAJOR`]).
     ///
     /// # Safety
     /// The CPU must support the tier's instructions (guaranteed by its `kernel()` constructor);
@@ -91,16 +95,22 @@ unsafe fn block<T: Tile>(
     };
 
     let mut apack = vec![T::A::default(); row_blocks * a_step];
-    let mut rows_buf = vec![T::A::default(); mr * kgroups * kg];
+    let kp = kgroups * kg;
     let f = |x| T::a_elem(x, zp);
-    for (rows, dst) in a.chunks(mr * k).zip(apack.chunks_exact_mut(a_step)) {
-        // `T::KG` and `T::MR` are constants of each tier: the match folds to one arm.
-        match (kg, mr) {
-            (1, 8) => pack_a::<_, 1, 8>(rows, k, &mut rows_buf, dst, f),
-            (2, 6) => pack_a::<_, 2, 6>(rows, k, &mut rows_buf, dst, f),
-            (4, 6) => pack_a::<_, 4, 6>(rows, k, &mut rows_buf, dst, f),
-            (4, 8) => pack_a::<_, 4, 8>(rows, k, &mut rows_buf, dst, f),
-            _ => unreachable!("no tier has tiles of {mr} rows with k grouped by {kg}"),
+    if T::ROW_MAJOR {
+        for (rows, dst) in a.chunks(mr * k).zip(apack.chunks_exact_mut(a_step)) {
+            map_rows(rows, k, kp, mr, dst, f);
+        }
+    } else {
+        let mut rows_buf = vec![T::A::default(); mr * kp];
+        for (rows, dst) in a.chunks(mr * k).zip(apack.chunks_exact_mut(a_step)) {
+            map_rows(rows, k, kp, mr, &mut rows_buf, f);
+            // `T::KG` and `T::MR` are constants of each tier: the match folds to one arm.
+            match (kg, mr) {
+                (1, 8) => interleave::<_, 1, 8>(&rows_buf, kgroups, dst),
+                (4, 8) => interleave::<_, 4, 8>(&rows_buf, kgroups, dst),
+                _ => unreachable!("no interleaved tier has {mr} rows with k grouped by {kg}"),
+            }
         }
     }
 

@@ -35,6 +35,7 @@ const NR: usize = 8;
 impl Tile for Neon {
     const MR: usize = MR;
     const NR: usize = NR;
+    const ROW_MAJOR: bool = false;
     const KG: usize = 1;
     type A = i16;
     type B = i16;

@@ -37,6 +37,7 @@ const NR: usize = 8;
 impl Tile for NeonDot {
     const MR: usize = MR;
     const NR: usize = NR;
+    const ROW_MAJOR: bool = false;
     const KG: usize = 4;
     type A = i8;
     type B = i8;

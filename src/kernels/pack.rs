@@ -36,7 +36,7 @@ impl fmt::Debug for PanelCache {
 
 /// Weights `w` (`n × k`) as `[panel][k / KG][nr][KG]`, each value mapped by `f`.
 ///
-/// `KG` is a constant, as in [`pack_a`]: with a runtime group size every element's position
+/// `KG` is a constant, as in [`interleave`]: with a runtime group size every element's position
 /// took a division and a remainder, and this function was 5 % of an OEU run's samples (the int8
 /// backward packs the batch's output gradient as weights on every call).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -74,44 +74,56 @@ pub(super) fn pack_b<T: Copy + Default, const KG: usize>(
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-/// Rows `a` (`rows × k`, `rows ≤ MR`) as `[k / KG][MR][KG]` into `out`, each byte mapped by `f`;
-/// missing rows and the `k` tail are zero. `rows_buf` is scratch for `MR` converted rows; the
-/// caller keeps it between calls (it must start zeroed and only this function writes it).
+/// Rows `a` (`rows × k`, `rows ≤ mr`) mapped by `f` into `out` as `mr` rows of `kp ≥ k` values
+/// (`[mr][kp]`); rows past `rows` are zeroed. The tail `k..kp` of each row is not written: the
+/// caller's buffer must start zeroed there (a fresh buffer, or one only this function wrote
+/// with the same `k` and `kp`).
 ///
-/// Two passes: every row is mapped into `rows_buf` (a plain element-wise loop over contiguous
-/// bytes, which the compiler vectorises), then groups of `KG` are copied into place with `MR`
-/// and `KG` constants, so each copy is one fixed-size move. Mapping and scattering in one pass,
-/// row by row with a stride of `MR·KG`, was 35 % of an inference run and 19 % of an OEU run on
-/// AVX2 (more than the micro-kernel itself: the layers' `n` is 16–64, so each packed value
-/// feeds only one or a few tiles).
-pub(super) fn pack_a<T: Copy + Default, const KG: usize, const MR: usize>(
+/// A plain element-wise loop over contiguous bytes, which the compiler vectorises. Tiers that
+/// read a row block as rows (`Tile::ROW_MAJOR`) use this alone; the others then regroup it with
+/// [`interleave`].
+pub(super) fn map_rows<T: Copy + Default>(
     a: &[u8],
     k: usize,
-    rows_buf: &mut [T],
+    kp: usize,
+    mr: usize,
     out: &mut [T],
     f: impl Fn(u8) -> T,
 ) {
-    let kgroups = k.div_ceil(KG);
-    let kp = kgroups * KG;
-    let rows_buf = &mut rows_buf[..MR * kp];
+    let out = &mut out[..mr * kp];
     let rows = a.len() / k.max(1);
-    for (dst, src) in rows_buf.chunks_exact_mut(kp).zip(a.chunks_exact(k)) {
-        // The padded tail `k..kp` stays zero: nothing else writes it.
+    for (dst, src) in out.chunks_exact_mut(kp).zip(a.chunks_exact(k)) {
         for (d, &x) in dst[..k].iter_mut().zip(src) {
             *d = f(x);
         }
     }
-    // Rows missing from the last block read as zero (a later block with all rows would have
-    // overwritten them, so clear them each time).
-    rows_buf[rows * kp..].fill(T::default());
+    out[rows * kp..].fill(T::default());
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// `MR` rows of `kgroups·KG` values (`[MR][kp]`, from [`map_rows`]) regrouped as
+/// `[kgroups][MR][KG]` into `out`: the layout of tiers that load one `k` group of all rows at
+/// once (NEON's lane-indexed products).
+///
+/// `MR` and `KG` are constants, so each group is one fixed-size move. Mapping and scattering in
+/// one pass, row by row with a stride of `MR·KG`, was 35 % of an inference run and 19 % of an
+/// OEU run on AVX2 (more than the micro-kernel: the layers' `n` is 16–64, so each packed value
+/// feeds only a few tiles).
+pub(super) fn interleave<T: Copy, const KG: usize, const MR: usize>(
+    rows: &[T],
+    kgroups: usize,
+    out: &mut [T],
+) {
+    let kp = kgroups * KG;
+    let rows = &rows[..MR * kp];
     let out = &mut out[..kgroups * MR * KG];
-    let src = rows_buf.as_ptr();
+    let src = rows.as_ptr();
     for (g, dst) in out.chunks_exact_mut(MR * KG).enumerate() {
         for r in 0..MR {
             // SAFETY: r < MR and g < kgroups, so `r·kp + g·KG + KG ≤ MR·kp`, the length of
-            // `rows_buf`; the destination is the `KG` values at `r·KG` of a chunk of `MR·KG`;
-            // the two slices are distinct borrows, so they do not overlap. (Indexing here kept
-            // two bounds checks per 4-byte move, a quarter of an inference run.)
+            // `rows`; the destination is the `KG` values at `r·KG` of a chunk of `MR·KG`; the
+            // two slices are distinct borrows, so they do not overlap. (Indexing here kept two
+            // bounds checks per 4-byte move, a quarter of an inference run.)
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     src.add(r * kp + g * KG),

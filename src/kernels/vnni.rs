@@ -112,6 +112,7 @@ const NR: usize = 16;
 impl<D: Dpbusd> Tile for Vnni<D> {
     const MR: usize = MR;
     const NR: usize = NR;
+    const ROW_MAJOR: bool = true;
     const KG: usize = 4;
     type A = u8;
     type B = i8;
@@ -136,7 +137,8 @@ impl<D: Dpbusd> Tile for Vnni<D> {
     }
 }
 
-/// `out[i·16 + j] = Σ_g Σ_t a[g][i][t]·b[g][j][t]` (`vpdpbusd`). Always inlined into a
+/// `out[i·16 + j] = Σ_g Σ_t a[i][g][t]·b[g][j][t]` (`vpdpbusd`; `a` is 6 rows of `kgroups`
+/// groups, row-major, see `Tile::ROW_MAJOR`). Always inlined into a
 /// [`Dpbusd::tile`], so it is compiled with that encoding's features.
 ///
 /// # Safety
@@ -154,9 +156,10 @@ unsafe fn tile_6x16<D: Dpbusd>(kgroups: usize, a: *const u8, b: *const i8, out: 
             let bp = b.add(g * NR * 4);
             let b0 = _mm256_loadu_si256(bp as *const __m256i);
             let b1 = _mm256_loadu_si256(bp.add(32) as *const __m256i);
-            let ap = a.add(g * MR * 4) as *const i32;
+            let ap = a.add(g * 4) as *const i32;
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_epi32(ap.add(r).read_unaligned());
+                // Row r's group g: `kgroups` i32 units per row.
+                let av = _mm256_set1_epi32(ap.add(r * kgroups).read_unaligned());
                 row[0] = D::dpbusd(row[0], av, b0);
                 row[1] = D::dpbusd(row[1], av, b1);
             }
