@@ -56,34 +56,9 @@ fn a_whole_forget_request_exports_the_same_bytes_under_every_kernel() {
     // each tier this CPU runs, forced with QFORGET_KERNEL, exports a byte-identical model, so a
     // server can recompute a device's erasure. (ARM: examples/c/run.sh aarch64 in .ci/run.)
     let dir = super::tempdir("tier-export");
-    let m = model_path("fmnist_cnn_qdq.onnx");
     let mut first: Option<(String, Vec<u8>)> = None;
     for k in kernels::available() {
-        let out = dir.join(format!("{}.onnx", k.name));
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_qforget"))
-            .args([
-                "forget",
-                super::s(&m),
-                "--dataset",
-                super::s(&dataset("fashion-mnist")),
-                "--forget-class",
-                "3",
-                "--train-limit",
-                "2000",
-                "--no-metrics",
-                "--export",
-                super::s(&out),
-            ])
-            .env(kernels::ENV_VAR, k.name)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{}: {}",
-            k.name,
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let bytes = std::fs::read(&out).unwrap();
+        let bytes = class3_export(&dir.join(format!("{}.onnx", k.name)), &[], Some(k.name));
         match &first {
             None => first = Some((k.name.to_string(), bytes)),
             Some((name, want)) => assert!(
@@ -96,37 +71,50 @@ fn a_whole_forget_request_exports_the_same_bytes_under_every_kernel() {
     assert!(first.is_some());
 }
 
+/// The bytes exported by one short class-3 request on `fmnist_cnn_qdq` (2,000 training
+/// images, no metrics) to `out`, with `global` options before `forget` and the kernel forced
+/// when given; panics with qforget's stderr if it fails.
+fn class3_export(out: &std::path::Path, global: &[&str], kernel: Option<&str>) -> Vec<u8> {
+    let m = model_path("fmnist_cnn_qdq.onnx");
+    let data = dataset("fashion-mnist");
+    let mut args = global.to_vec();
+    args.extend([
+        "forget",
+        super::s(&m),
+        "--dataset",
+        super::s(&data),
+        "--forget-class",
+        "3",
+        "--train-limit",
+        "2000",
+        "--no-metrics",
+        "--export",
+        super::s(out),
+    ]);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qforget"));
+    cmd.args(&args).env_remove("RUST_LOG");
+    if let Some(k) = kernel {
+        cmd.env(kernels::ENV_VAR, k);
+    }
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?} ({kernel:?}): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
 #[test]
 fn a_whole_forget_request_exports_the_same_bytes_at_any_thread_count() {
     // Rayon splits GEMM rows, images and batches by the pool's size; no sum may depend on how:
     // 1, 2 and 3 worker threads (more than CI's 2 cores) export the same bytes, so a device
     // and a server that recomputes its erasure agree whatever their core counts.
     let dir = super::tempdir("thread-export");
-    let m = model_path("fmnist_cnn_qdq.onnx");
     let mut first: Option<Vec<u8>> = None;
     for threads in ["1", "2", "3"] {
         let out = dir.join(format!("t{threads}.onnx"));
-        let o = super::qforget(&[
-            "--threads",
-            threads,
-            "forget",
-            super::s(&m),
-            "--dataset",
-            super::s(&dataset("fashion-mnist")),
-            "--forget-class",
-            "3",
-            "--train-limit",
-            "2000",
-            "--no-metrics",
-            "--export",
-            super::s(&out),
-        ]);
-        assert!(
-            o.status.success(),
-            "--threads {threads}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let bytes = std::fs::read(&out).unwrap();
+        let bytes = class3_export(&out, &["--threads", threads], None);
         match &first {
             None => first = Some(bytes),
             Some(want) => assert!(
