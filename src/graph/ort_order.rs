@@ -134,23 +134,67 @@ impl OrtSum<'_> {
     }
 
     fn rows_with(&self, fma: bool, src: &[u8], mut emit: impl FnMut(usize, &[f32])) {
-        let mut xs = vec![0f32; self.k.max(1)];
-        let mut y = vec![0f32; self.c_out.max(1)];
-        for (r, px) in src.chunks_exact(self.k.max(1)).enumerate() {
-            self.dequantize(px, &mut xs);
-            self.row(fma, &xs, &mut y);
-            emit(r, &y);
+        let k = self.k.max(1);
+        let mut xs = vec![0f32; k * ROWS];
+        let mut y = vec![0f32; self.c_out.max(1) * ROWS];
+        for (b, px) in src.chunks(k * ROWS).enumerate() {
+            let n = px.len() / k;
+            for (x, p) in xs.chunks_exact_mut(k).zip(px.chunks_exact(k)) {
+                self.dequantize(p, x);
+            }
+            self.block(fma, &xs[..n * k], b * ROWS, &mut y, &mut emit);
         }
     }
 
     /// [`OrtSum::rows`] on real inputs (`[row][k]`, a float segment's activation), which
     /// onnxruntime reads as they are (`zp_in` and `in_scale` unused).
     pub fn rows_real(&self, src: &[f32], mut emit: impl FnMut(usize, &[f32])) {
-        let fma = has_fma();
-        let mut y = vec![0f32; self.c_out.max(1)];
-        for (r, xs) in src.chunks_exact(self.k.max(1)).enumerate() {
-            self.row(fma, xs, &mut y);
-            emit(r, &y);
+        self.rows_real_with(has_fma(), src, &mut emit)
+    }
+
+    fn rows_real_with(&self, fma: bool, src: &[f32], mut emit: impl FnMut(usize, &[f32])) {
+        let k = self.k.max(1);
+        let mut y = vec![0f32; self.c_out.max(1) * ROWS];
+        for (b, xs) in src.chunks(k * ROWS).enumerate() {
+            let n = xs.len() / k;
+            self.block(fma, &xs[..n * k], b * ROWS, &mut y, &mut emit);
+        }
+    }
+
+    /// The outputs of up to [`ROWS`] input rows `xs` (real values, `[row][k]`), emitted as rows
+    /// `first..`; `y` is room for [`ROWS`] output rows. A full block on the vector path shares
+    /// each weight load among its rows; every output is still the same sequence of fused
+    /// multiply-adds as the one-row loop, so the values do not depend on the blocking.
+    fn block(
+        &self,
+        fma: bool,
+        xs: &[f32],
+        first: usize,
+        y: &mut [f32],
+        emit: &mut impl FnMut(usize, &[f32]),
+    ) {
+        let (k, c_out) = (self.k.max(1), self.c_out.max(1));
+        let n = xs.len() / k;
+        let y = &mut y[..n * c_out];
+        #[cfg(target_arch = "x86_64")]
+        if fma && n == ROWS {
+            y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
+            // SAFETY: the CPU has FMA and AVX2 (`has_fma`); `xs` holds `ROWS` rows of `k`
+            // inputs and `y` `ROWS` rows of `c_out` outputs.
+            unsafe { self.rows_fma(xs, y) };
+            y.chunks_exact_mut(c_out).for_each(|y| self.end(y));
+            for (r, y) in y.chunks_exact(c_out).enumerate() {
+                emit(first + r, y);
+            }
+            return;
+        }
+        for (r, (x, y)) in xs
+            .chunks_exact(k)
+            .zip(y.chunks_exact_mut(c_out))
+            .enumerate()
+        {
+            self.row(fma, x, y);
+            emit(first + r, y);
         }
     }
 
@@ -248,6 +292,57 @@ impl OrtSum<'_> {
             self.rest(xs, y, groups * LANES, s, e);
         }
     }
+
+    /// [`OrtSum::row_fma`] on [`ROWS`] rows at once: each pair of weight loads serves every
+    /// row (the one-row loop is bound by those loads), each row keeps its own accumulators.
+    ///
+    /// # Safety
+    /// The CPU must have FMA and AVX2; `xs` holds `ROWS` rows of `k` inputs, `y` `ROWS` rows of
+    /// `c_out` outputs.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma,avx2")]
+    unsafe fn rows_fma(&self, xs: &[f32], y: &mut [f32]) {
+        use std::arch::x86_64::{
+            _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
+            _mm256_storeu_ps,
+        };
+        let (k, c_out) = (self.k, self.c_out.max(1));
+        debug_assert!(xs.len() == ROWS * k && y.len() == ROWS * c_out);
+        debug_assert!(self.w_t.len() >= k * c_out);
+        let groups = c_out / LANES;
+        let x: [&[f32]; ROWS] = std::array::from_fn(|r| &xs[r * k..][..k]);
+        for (s, e) in self.slices() {
+            for g in 0..groups {
+                let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+                for j in s..e {
+                    // SAFETY: j < k and (g + 1)·LANES ≤ c_out, so the 16 floats from
+                    // j·c_out + g·LANES lie inside `w_t` (`k × c_out`): two unaligned loads.
+                    let (w0, w1) = unsafe {
+                        let w = self.w_t.as_ptr().add(j * c_out + g * LANES);
+                        (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)))
+                    };
+                    for (a, x) in acc.iter_mut().zip(&x) {
+                        let xv = _mm256_set1_ps(x[j]);
+                        a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
+                        a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    let yg = &mut y[r * c_out + g * LANES..][..LANES];
+                    // SAFETY: `yg` holds 16 floats, two unaligned loads and stores of 8.
+                    unsafe {
+                        let p = yg.as_mut_ptr();
+                        _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), a[0]));
+                        _mm256_storeu_ps(p.add(8), _mm256_add_ps(_mm256_loadu_ps(p.add(8)), a[1]));
+                    }
+                }
+            }
+            for (x, y) in x.iter().zip(y.chunks_exact_mut(c_out)) {
+                self.rest(x, y, groups * LANES, s, e);
+            }
+        }
+    }
+
     /// Adds the slice `s..e` of the sums of output channels `from..` to `y` (the channels
     /// [`OrtSum::row_fma`] does not take in groups).
     #[inline(always)]
@@ -305,6 +400,9 @@ impl Pixels<'_> {
 /// The input slice of onnxruntime's packed SGEMM (`MLAS_SGEMM_PACKED_STRIDEK`): a constant
 /// weight matrix is packed, and summed, in slices of this many inputs.
 pub(crate) const PACKED_STRIDE_K: usize = 256;
+
+/// Input rows [`OrtSum::rows_fma`] sums together (with two registers each: eight accumulators).
+const ROWS: usize = 4;
 
 /// Output channels [`OrtSum::row_fma`] sums together (two AVX registers of f32).
 #[cfg(target_arch = "x86_64")]
@@ -392,6 +490,15 @@ mod tests {
         p.sum.rows_portable(&src, &mut |r, y: &[f32]| {
             b[r * c_out..][..c_out].copy_from_slice(y)
         });
+        // The real-input path on the same (dequantized) values, vector and portable.
+        let real: Vec<f32> = src.iter().map(|&v| (v as i32 - 3) as f32 * 0.021).collect();
+        for fma in [has_fma(), false] {
+            let mut c = vec![0f32; n * c_out];
+            p.sum.rows_real_with(fma, &real, |r, y| {
+                c[r * c_out..][..c_out].copy_from_slice(y)
+            });
+            assert_eq!(c, b, "real inputs, fma {fma}");
+        }
         let mut bytes = vec![0u8; n * c_out];
         p.run(&src, &mut bytes);
         assert!(
