@@ -8,6 +8,7 @@ pub mod tract_ref;
 pub mod forgetting;
 pub mod metrics;
 pub mod mia;
+mod svm;
 
 pub use metrics::{avg_gap, Metrics};
 
