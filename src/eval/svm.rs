@@ -186,24 +186,8 @@ pub(crate) fn solve(x: &[f64], y: &[bool], c: f64, gamma: f64, eps: f64) -> Dual
             let delta = (grad[i] - grad[j]) / quad;
             let sum = ai + aj;
             let (mut ni, mut nj) = (ai - delta, aj + delta);
-            if sum > c {
-                if ni > c {
-                    ni = c;
-                    nj = sum - c;
-                }
-            } else if nj < 0.0 {
-                nj = 0.0;
-                ni = sum;
-            }
-            if sum > c {
-                if nj > c {
-                    nj = c;
-                    ni = sum - c;
-                }
-            } else if ni < 0.0 {
-                ni = 0.0;
-                nj = sum;
-            }
+            clip_same_sign(&mut ni, &mut nj, sum, c);
+            clip_same_sign(&mut nj, &mut ni, sum, c);
             alpha[i] = ni;
             alpha[j] = nj;
         }
@@ -220,6 +204,20 @@ pub(crate) fn solve(x: &[f64], y: &[bool], c: f64, gamma: f64, eps: f64) -> Dual
         grad,
         rho,
         iterations,
+    }
+}
+
+/// libsvm's clipping of a same-class pair back into the box, keeping `a + b = sum`: `a` to its
+/// upper bound when the sum exceeds it, else `b` to its lower one (applied once each way round).
+fn clip_same_sign(a: &mut f64, b: &mut f64, sum: f64, c: f64) {
+    if sum > c {
+        if *a > c {
+            *a = c;
+            *b = sum - c;
+        }
+    } else if *b < 0.0 {
+        *b = 0.0;
+        *a = sum;
     }
 }
 
