@@ -181,7 +181,7 @@ impl OrtSum<'_> {
             y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
             // SAFETY: the CPU has FMA and AVX2 (`has_fma`); `xs` holds `ROWS` rows of `k`
             // inputs and `y` `ROWS` rows of `c_out` outputs.
-            unsafe { self.rows_fma(xs, y) };
+            unsafe { self.rows_fma::<ROWS>(xs, y) };
             y.chunks_exact_mut(c_out).for_each(|y| self.end(y));
             for (r, y) in y.chunks_exact(c_out).enumerate() {
                 emit(first + r, y);
@@ -204,8 +204,9 @@ impl OrtSum<'_> {
         self.start(y);
         #[cfg(target_arch = "x86_64")]
         if fma {
-            // SAFETY: the CPU has FMA and AVX2 (`has_fma`).
-            unsafe { self.row_fma(xs, y) };
+            // SAFETY: the CPU has FMA and AVX2 (`has_fma`); one row of `k` inputs and
+            // `c_out` outputs.
+            unsafe { self.rows_fma::<1>(xs, y) };
             self.end(y);
             return;
         }
@@ -250,70 +251,29 @@ impl OrtSum<'_> {
         }
     }
 
-    /// [`OrtSum::row`] with AVX2 and FMA: sixteen output channels at a time in two registers,
-    /// each lane one fused multiply-add per input, in input order (the values of the portable
-    /// loop; the compiler did not vectorize its `mul_add` loops).
+    /// The sums of `R` rows with AVX2 and FMA: sixteen output channels at a time in two
+    /// registers per row, each lane one fused multiply-add per input, in input order (the values
+    /// of the portable loop; the compiler did not vectorize its `mul_add` loops). Each pair of
+    /// weight loads serves all `R` rows (one row at a time is bound by those loads).
     ///
     /// # Safety
-    /// The CPU must have FMA and AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "fma,avx2")]
-    unsafe fn row_fma(&self, xs: &[f32], y: &mut [f32]) {
-        use std::arch::x86_64::{
-            _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
-            _mm256_storeu_ps,
-        };
-        let c_out = self.c_out.max(1);
-        let groups = c_out / LANES;
-        for (s, e) in self.slices() {
-            for (g, yg) in y.chunks_exact_mut(LANES).enumerate().take(groups) {
-                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let rows = self.w_t.chunks_exact(c_out).skip(s).take(e - s);
-                for (&x, row) in xs[s..e].iter().zip(rows) {
-                    let w = &row[g * LANES..][..LANES];
-                    let xv = _mm256_set1_ps(x);
-                    // SAFETY: `w` holds 16 floats, two unaligned loads of 8.
-                    let (w0, w1) = unsafe {
-                        (
-                            _mm256_loadu_ps(w.as_ptr()),
-                            _mm256_loadu_ps(w.as_ptr().add(8)),
-                        )
-                    };
-                    a0 = _mm256_fmadd_ps(xv, w0, a0);
-                    a1 = _mm256_fmadd_ps(xv, w1, a1);
-                }
-                // SAFETY: `yg` holds 16 floats, two unaligned loads and stores of 8.
-                unsafe {
-                    let p = yg.as_mut_ptr();
-                    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), a0));
-                    _mm256_storeu_ps(p.add(8), _mm256_add_ps(_mm256_loadu_ps(p.add(8)), a1));
-                }
-            }
-            self.rest(xs, y, groups * LANES, s, e);
-        }
-    }
-
-    /// [`OrtSum::row_fma`] on [`ROWS`] rows at once: each pair of weight loads serves every
-    /// row (the one-row loop is bound by those loads), each row keeps its own accumulators.
-    ///
-    /// # Safety
-    /// The CPU must have FMA and AVX2; `xs` holds `ROWS` rows of `k` inputs, `y` `ROWS` rows of
+    /// The CPU must have FMA and AVX2; `xs` holds `R` rows of `k` inputs, `y` `R` rows of
     /// `c_out` outputs.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "fma,avx2")]
-    unsafe fn rows_fma(&self, xs: &[f32], y: &mut [f32]) {
+    unsafe fn rows_fma<const R: usize>(&self, xs: &[f32], y: &mut [f32]) {
         use std::arch::x86_64::{
             _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
             _mm256_storeu_ps,
         };
         let (k, c_out) = (self.k, self.c_out.max(1));
-        debug_assert!(xs.len() == ROWS * k && y.len() == ROWS * c_out);
+        debug_assert!(xs.len() == R * k && y.len() == R * c_out);
         debug_assert!(self.w_t.len() >= k * c_out);
         let groups = c_out / LANES;
-        let x: [&[f32]; ROWS] = std::array::from_fn(|r| &xs[r * k..][..k]);
+        let x: [&[f32]; R] = std::array::from_fn(|r| &xs[r * k..][..k]);
         for (s, e) in self.slices() {
             for g in 0..groups {
-                let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+                let mut acc = [[_mm256_setzero_ps(); 2]; R];
                 for j in s..e {
                     // SAFETY: j < k and (g + 1)·LANES ≤ c_out, so the 16 floats from
                     // j·c_out + g·LANES lie inside `w_t` (`k × c_out`): two unaligned loads.
@@ -344,7 +304,7 @@ impl OrtSum<'_> {
     }
 
     /// Adds the slice `s..e` of the sums of output channels `from..` to `y` (the channels
-    /// [`OrtSum::row_fma`] does not take in groups).
+    /// [`OrtSum::rows_fma`] does not take in groups).
     #[inline(always)]
     fn rest(&self, xs: &[f32], y: &mut [f32], from: usize, s: usize, e: usize) {
         let c_out = self.c_out.max(1);
@@ -404,7 +364,7 @@ pub(crate) const PACKED_STRIDE_K: usize = 256;
 /// Input rows [`OrtSum::rows_fma`] sums together (with two registers each: eight accumulators).
 const ROWS: usize = 4;
 
-/// Output channels [`OrtSum::row_fma`] sums together (two AVX registers of f32).
+/// Output channels [`OrtSum::rows_fma`] sums together (two AVX registers of f32).
 #[cfg(target_arch = "x86_64")]
 const LANES: usize = 16;
 
