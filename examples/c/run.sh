@@ -8,8 +8,10 @@
 #   examples/c/run.sh aarch64   cross-built for aarch64, run under qemu-aarch64 -cpu cortex-a76,
 #                               compared with the host CLI's report: same request, same numbers
 #   examples/c/run.sh armv7     the same for 32-bit ARM (thumbv7neon) under qemu-arm (not in CI:
-#                               another full cross build of the dependencies)
-# Uses the dev profile (the test build's dependencies) and the lean feature set (no tract).
+#                               the lean armv7 CLI's request is checked by cross/same-bytes.sh)
+# Uses the dev profile (the test build's dependencies) and the lean feature set (no tract). The
+# library is examples/c/staticlib (libqforget_c.a): qforget's lean rlib bundled as a static
+# archive, so after cross/same-bytes.sh built the lean CLI for a target it only links.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -38,28 +40,26 @@ cargo test --quiet --no-run --test it
 case "$mode" in
     host)
         echo "== static library (lean, host) and the C example"
-        cargo rustc --quiet --lib --no-default-features --crate-type staticlib
+        cargo build --quiet -p qforget-c
         cc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/forget.c \
-            "$tdir"/debug/libqforget.a -lpthread -ldl -lm -o "$work/forget"
+            "$tdir"/debug/libqforget_c.a -lpthread -ldl -lm -o "$work/forget"
         run=("$work/forget")
         ;;
     aarch64)
         "$root/device-tests/install.sh" >/dev/null
         echo "== static library (lean, aarch64) and the C example, cross-built"
-        cargo rustc --quiet --lib --no-default-features --crate-type staticlib \
-            --target aarch64-unknown-linux-gnu
+        cargo build --quiet -p qforget-c --target aarch64-unknown-linux-gnu
         aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude \
-            examples/c/forget.c "$tdir"/aarch64-unknown-linux-gnu/debug/libqforget.a \
+            examples/c/forget.c "$tdir"/aarch64-unknown-linux-gnu/debug/libqforget_c.a \
             -lpthread -ldl -lm -o "$work/forget"
         run=(qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a76 "$work/forget")
         ;;
     armv7)
         "$root/device-tests/install.sh" >/dev/null
         echo "== static library (lean, armv7 with NEON) and the C example, cross-built"
-        cargo rustc --quiet --lib --no-default-features --crate-type staticlib \
-            --target thumbv7neon-unknown-linux-gnueabihf
+        cargo build --quiet -p qforget-c --target thumbv7neon-unknown-linux-gnueabihf
         arm-linux-gnueabihf-gcc -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude \
-            examples/c/forget.c "$tdir"/thumbv7neon-unknown-linux-gnueabihf/debug/libqforget.a \
+            examples/c/forget.c "$tdir"/thumbv7neon-unknown-linux-gnueabihf/debug/libqforget_c.a \
             -lpthread -ldl -lm -o "$work/forget"
         run=(qemu-arm -L /usr/arm-linux-gnueabihf -cpu cortex-a15 "$work/forget")
         ;;
