@@ -87,7 +87,45 @@ impl Conv {
         if self.is_depthwise() {
             return self.forward_depthwise(x);
         }
+        if self.is_pointwise() {
+            return self.forward_pointwise(x);
+        }
         self.forward_grouped(x)
+    }
+
+    /// A 1×1 convolution with stride 1, no padding and one group: each output pixel is the
+    /// product of its own input pixel's channels with the weights, so a batch's NHWC input is
+    /// already its im2col matrix (`[n·h·w][c_in]`).
+    fn is_pointwise(&self) -> bool {
+        let w = &self.window;
+        (w.kh, w.kw, w.stride_h, w.stride_w, w.pads) == (1, 1, 1, 1, [0; 4])
+            && self.group == 1
+            && (self.in_shape.h, self.in_shape.w) == (self.out_shape.h, self.out_shape.w)
+    }
+
+    /// [`Conv::forward`] of a pointwise conv: one GEMM per chunk of images, read in place (no
+    /// im2col copy), instead of one per image. The same integer sums and the same output stage
+    /// per row as [`Conv::forward_grouped`], so the same bytes. Why: the expand and project
+    /// convolutions of a MobileNetV2-style network are 1×1, and on a 7×7 map one image is only
+    /// 49 GEMM rows, where the per-call packing and the im2col copy cost as much as the sums.
+    fn forward_pointwise(&self, x: &QBatch) -> QBatch {
+        /// GEMM rows per call: enough to fill the micro-kernel's row blocks and the cores.
+        const ROWS: usize = 1024;
+        let (in_len, out_len) = (self.in_shape.len().max(1), self.out_shape.len().max(1));
+        let (pixels, c_out) = (self.out_shape.h * self.out_shape.w, self.out_shape.c);
+        let per_chunk = (ROWS / pixels.max(1)).max(1);
+        let mut out = QBatch::filled(x.n, self.out_shape, 0);
+        out.data
+            .par_chunks_mut(per_chunk * out_len)
+            .zip(x.data.par_chunks(per_chunk * in_len))
+            .for_each(|(o, xs)| {
+                let m = xs.len() / in_len * pixels;
+                let mut acc = vec![0i32; m * c_out];
+                crate::profile::gemm(m, xs, self.in_zero_point, &self.weights[0], &mut acc);
+                self.requant
+                    .apply_rows(&acc, c_out, &self.bias, 0, o, c_out);
+            });
+        out
     }
 
     /// [`Conv::forward`] by im2col and one GEMM per image and group (any conv).
@@ -263,6 +301,89 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Bytes from a seed (splitmix64 steps).
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (z ^ (z >> 31)) as u8
+            })
+            .collect()
+    }
+
+    /// A 1×1 conv, stride 1, no padding, from `seed`; its weights have zero points when `asym`.
+    fn pointwise(s: Shape, c_out: usize, zp: i32, asym: bool, seed: u64) -> super::Conv {
+        use super::super::qparams::Requant;
+        use crate::kernels::PackedWeights;
+        let w: Vec<i8> = bytes(c_out * s.c, seed ^ 1)
+            .iter()
+            .map(|&v| v as i8)
+            .collect();
+        let weights = if asym {
+            let zeros = bytes(c_out, seed ^ 2)
+                .iter()
+                .map(|&v| (v % 9) as i32 - 4)
+                .collect();
+            PackedWeights::with_zero_points(w, c_out, s.c, zeros)
+        } else {
+            PackedWeights::new(w, c_out, s.c)
+        };
+        let real =
+            |i: usize, lo: f32, span: f32| lo + span * bytes(1, seed ^ i as u64)[0] as f32 / 255.0;
+        super::Conv {
+            window: Window {
+                kh: 1,
+                kw: 1,
+                stride_h: 1,
+                stride_w: 1,
+                pads: [0; 4],
+                dil_h: 1,
+                dil_w: 1,
+            },
+            group: 1,
+            in_shape: s,
+            out_shape: Shape { c: c_out, ..s },
+            in_zero_point: zp,
+            weights: vec![weights],
+            weight_scales: vec![0.01],
+            weight_bits: 8,
+            bias: bytes(c_out, seed ^ 3)
+                .iter()
+                .map(|&v| (v as i32 - 128) * 41)
+                .collect(),
+            requant: Requant {
+                multiplier: (0..c_out).map(|i| real(i + 100, 0.0005, 0.004)).collect(),
+                offset: vec![],
+                float_bias: vec![],
+                zero_point: (seed % 200) as i32,
+                lo: (seed % 5) as u8,
+                hi: 251,
+            },
+            ort_order: None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A pointwise conv run as one GEMM per chunk of images gives the bytes of the per-image
+        /// im2col path (batches of one to several chunks of 1024 rows, a partial chunk last).
+        #[test]
+        fn pointwise_equals_the_per_image_path(
+            n in 1usize..40, h in 1usize..12, w in 1usize..12, c in 1usize..40,
+            c_out in 1usize..40, zp in 0i32..256, asym in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let s = Shape { h, w, c };
+            let conv = pointwise(s, c_out, zp, asym, seed);
+            prop_assert!(conv.is_pointwise());
+            let x = super::QBatch { n, shape: s, data: bytes(n * s.len(), seed ^ 7) };
+            prop_assert_eq!(conv.forward(&x).data, conv.forward_grouped(&x).data);
+        }
     }
 
     proptest! {

@@ -3,7 +3,7 @@
 //! tensor to new parameters and/or clamps it (a ReLU or Clip on an already-quantized tensor, or
 //! a QuantizeLinear to a different scale).
 
-use super::qparams::round_half_even;
+use super::qparams::{round_half_even, rounded_byte};
 use super::tensor::QBatch;
 
 /// `y = Q((s_a(a − z_a) ± s_b(b − z_b)))`, computed as onnxruntime's QLinearAdd does:
@@ -86,13 +86,41 @@ impl Add {
     }
 
     /// `out[i] = Q(a[i] ⊕ b[i])` over the shortest of the three.
+    ///
+    /// On x86_64 CPUs with AVX2 the loop is compiled for AVX2, and the byte is formed by
+    /// [`rounded_byte`] (no scalar float-to-byte conversion): this loop was 10 % of an inference
+    /// run of the MobileNetV2-style fixture. Each value goes through the same IEEE operations
+    /// (two products, one sum, no fused multiply-add) on every path.
     fn rows(&self, a: &[u8], b: &[u8], out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { self.rows_avx2(a, b, out) };
+        }
+        self.rows_portable(a, b, out)
+    }
+
+    /// [`Add::rows_portable`] compiled with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_avx2(&self, a: &[u8], b: &[u8], out: &mut [u8]) {
+        self.rows_portable(a, b, out)
+    }
+
+    #[inline(always)]
+    fn rows_portable(&self, a: &[u8], b: &[u8], out: &mut [u8]) {
         let (za, zb) = (self.a_zero_point, self.b_zero_point);
         let (ra, rb) = (self.a_ratio, self.b_sign() * self.b_ratio);
         let (zo, lo, hi) = (self.out_zero_point as f32, self.lo as f32, self.hi as f32);
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            let v = (x as i32 - za) as f32 * ra + (y as i32 - zb) as f32 * rb;
-            *o = (round_half_even(v) + zo).clamp(lo, hi) as u8;
+            // Wrapping differences (zero points are bytes: they never wrap), so that the test
+            // build's overflow checks do not keep this loop scalar.
+            let v =
+                (x as i32).wrapping_sub(za) as f32 * ra + (y as i32).wrapping_sub(zb) as f32 * rb;
+            *o = rounded_byte(v, zo, lo, hi);
         }
     }
 }
@@ -160,4 +188,57 @@ pub fn nchw_order<T: Copy + Default>(s: super::tensor::Shape, x: &[T]) -> Vec<T>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Add;
+    use crate::graph::qparams::round_half_even;
+    use proptest::prelude::*;
+
+    /// The definition: round half to even, shift, clamp, convert.
+    fn reference(add: &Add, x: u8, y: u8) -> u8 {
+        let v = (x as i32 - add.a_zero_point) as f32 * add.a_ratio
+            + (y as i32 - add.b_zero_point) as f32 * (add.b_sign() * add.b_ratio);
+        (round_half_even(v) + add.out_zero_point as f32).clamp(add.lo as f32, add.hi as f32) as u8
+    }
+
+    proptest! {
+        /// Every byte of the (vectorised) rows is the definition's, for ratios from tiny to far
+        /// beyond the range where the rounding is exact, ties included (ratios 0.5 and 1.5 put
+        /// many sums on a half).
+        #[test]
+        fn rows_are_the_definition(
+            a in proptest::collection::vec(any::<u8>(), 1..300),
+            b_seed in any::<u64>(),
+            za in 0i32..=255,
+            zb in 0i32..=255,
+            zo in 0i32..=255,
+            ra in prop_oneof![Just(0.5f32), Just(1.5f32), 1e-3f32..4.0, 1e5f32..1e9],
+            rb in prop_oneof![Just(0.5f32), Just(1.0f32), 1e-3f32..4.0, 1e5f32..1e9],
+            sub in any::<bool>(),
+            lo in 0u8..=128,
+            span in 0u8..=127,
+        ) {
+            let b: Vec<u8> = (0..a.len())
+                .map(|i| (b_seed.rotate_left(i as u32 % 64) as u8) ^ (i as u8).wrapping_mul(37))
+                .collect();
+            let add = Add {
+                a_zero_point: za,
+                b_zero_point: zb,
+                a_ratio: ra,
+                b_ratio: rb,
+                out_zero_point: zo,
+                lo,
+                hi: lo + span,
+                b_const: None,
+                sub,
+            };
+            let mut out = vec![0u8; a.len()];
+            add.rows(&a, &b, &mut out);
+            for i in 0..a.len() {
+                prop_assert_eq!(out[i], reference(&add, a[i], b[i]), "at {}: {} ⊕ {}", i, a[i], b[i]);
+            }
+        }
+    }
 }

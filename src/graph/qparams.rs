@@ -80,6 +80,29 @@ pub fn round_half_even(x: f32) -> f32 {
     }
 }
 
+/// `(round_half_even(v) + zp).clamp(lo, hi) as u8` for `0 ≤ lo ≤ hi ≤ 255` and a whole `zp` in
+/// `0..=255`, in a form that a loop over it vectorises (the output stage of every layer).
+///
+/// Rounded, shifted and clamped, every value but NaN is a whole number in `lo..=hi`, so its byte
+/// is read off the bits of `c + MAGIC` (exact below 2²⁴), and NaN gives 0, as `as u8` does. The
+/// rounding adds and subtracts `MAGIC` = 1.5·2²³, which rounds half to even for |v| < 2²²;
+/// beyond that the value clamps to `lo` or `hi` whether it was rounded exactly or not. The same
+/// bytes as the form above, but with no float-to-integer conversion: x86 has no vector one to
+/// bytes, and with `as u8` (or `as i32`, whose saturation LLVM does not vectorize either) a loop
+/// compiled to one scalar conversion per byte.
+#[inline(always)]
+pub(crate) fn rounded_byte(v: f32, zp: f32, lo: f32, hi: f32) -> u8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let r = ((v + MAGIC) - MAGIC) + zp;
+    let c = r.max(lo).min(hi);
+    let byte = (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as u8;
+    if r.is_nan() {
+        0
+    } else {
+        byte
+    }
+}
+
 /// Clamp to the storage range and convert.
 #[inline]
 pub fn saturate(x: f32) -> u8 {
@@ -214,26 +237,10 @@ impl Requant {
 
     #[inline(always)]
     fn row(&self, acc: &[i32], bias: &[i32], c0: usize, out: &mut [u8]) {
-        const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23, as in round_half_even
         let n = out.len();
         let (acc, bias) = (&acc[..n], &bias[..n]);
         let (zp, lo, hi) = (self.zero_point as f32, self.lo as f32, self.hi as f32);
-        // Rounded, shifted and clamped, every value but NaN is a whole number in `lo..=hi`, so
-        // its byte is read off the bits of `c + MAGIC` (exact below 2^24), and NaN gives 0, as
-        // `as u8` does. The same bytes as `clamp(lo, hi) as u8`, but with no float-to-integer
-        // conversion: x86 has no vector one to bytes, and with `as u8` (or `as i32`, whose
-        // saturation LLVM does not vectorize either) this loop compiled to one scalar
-        // conversion per byte.
-        let finish = |v: f32| {
-            let r = ((v + MAGIC) - MAGIC) + zp;
-            let c = r.max(lo).min(hi);
-            let byte = (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as u8;
-            if r.is_nan() {
-                0
-            } else {
-                byte
-            }
-        };
+        let finish = |v: f32| rounded_byte(v, zp, lo, hi);
         match (self.multiplier.len(), self.offset.is_empty()) {
             (1, true) => {
                 let m = self.multiplier[0];

@@ -41,7 +41,9 @@ impl Tile for Neon {
     type B = i16;
 
     fn a_elem(x: u8, zp: i32) -> i16 {
-        (x as i32 - zp) as i16
+        // Wrapping: a zero point is a byte, so this never overflows; a checked `-` (the test
+        // build's overflow checks) kept the packing loop scalar there.
+        (x as i32).wrapping_sub(zp) as i16
     }
 
     fn zp_factor(_zp: i32) -> i32 {
