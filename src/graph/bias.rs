@@ -38,7 +38,8 @@ impl BiasAdd {
             .iter()
             .enumerate()
             .map(|(i, &q)| {
-                (q as i32 - self.in_zero_point) as f32 * self.in_scale + self.bias_of(i % c_n)
+                (q as i32).wrapping_sub(self.in_zero_point) as f32 * self.in_scale
+                    + self.bias_of(i % c_n)
             })
             .collect()
     }

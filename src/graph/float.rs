@@ -137,7 +137,9 @@ impl Graph {
                         let s_b = a.b_sign() * a.b_ratio * self.acts[layer.output].q.scale;
                         x.iter()
                             .zip(c.iter().cycle())
-                            .map(|(&p, &q)| p + s_b * (q as i32 - a.b_zero_point) as f32)
+                            .map(|(&p, &q)| {
+                                p + s_b * (q as i32).wrapping_sub(a.b_zero_point) as f32
+                            })
                             .collect()
                     }
                 },

@@ -46,8 +46,12 @@ impl QParams {
     }
 
     /// Real value of a stored byte.
+    ///
+    /// The difference wraps instead of being checked: a zero point is a byte, so it never
+    /// overflows, and the test build's overflow check kept every loop over this scalar (this
+    /// form, a byte minus a zero point, is written the same way wherever a hot loop has it).
     pub fn dequantize(&self, q: u8) -> f32 {
-        self.scale * (q as i32 - self.zero_point) as f32
+        self.scale * (q as i32).wrapping_sub(self.zero_point) as f32
     }
 
     /// ONNX `QuantizeLinear`: `saturate(round_half_even(x / scale) + zero_point)`.
