@@ -28,6 +28,19 @@ pub struct Window {
 }
 
 impl Window {
+    /// The 1×1 window: stride 1, no padding, no dilation.
+    pub fn unit() -> Self {
+        Window {
+            kh: 1,
+            kw: 1,
+            stride_h: 1,
+            stride_w: 1,
+            pads: [0; 4],
+            dil_h: 1,
+            dil_w: 1,
+        }
+    }
+
     /// Output height and width for an input of `h × w`, or `None` if the window does not fit.
     pub fn output_hw(&self, h: usize, w: usize, ceil: bool) -> Option<(usize, usize)> {
         let span_h = self.dil_h * (self.kh - 1) + 1;
@@ -97,8 +110,7 @@ impl Conv {
     /// product of its own input pixel's channels with the weights, so a batch's NHWC input is
     /// already its im2col matrix (`[n·h·w][c_in]`).
     fn is_pointwise(&self) -> bool {
-        let w = &self.window;
-        (w.kh, w.kw, w.stride_h, w.stride_w, w.pads) == (1, 1, 1, 1, [0; 4])
+        self.window == Window::unit()
             && self.group == 1
             && (self.in_shape.h, self.in_shape.w) == (self.out_shape.h, self.out_shape.w)
     }
@@ -337,15 +349,7 @@ mod tests {
         let real =
             |i: usize, lo: f32, span: f32| lo + span * bytes(1, seed ^ i as u64)[0] as f32 / 255.0;
         super::Conv {
-            window: Window {
-                kh: 1,
-                kw: 1,
-                stride_h: 1,
-                stride_w: 1,
-                pads: [0; 4],
-                dil_h: 1,
-                dil_w: 1,
-            },
+            window: Window::unit(),
             group: 1,
             in_shape: s,
             out_shape: Shape { c: c_out, ..s },

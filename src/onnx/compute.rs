@@ -473,18 +473,9 @@ impl Importer<'_> {
     /// An identity depthwise 1×1 conv on activation `a`, to be filled in by the caller.
     fn channel_affine_mac(&self, a: usize) -> Mac {
         let c = self.acts[a].shape.c;
-        let window = Window {
-            kh: 1,
-            kw: 1,
-            stride_h: 1,
-            stride_w: 1,
-            pads: [0; 4],
-            dil_h: 1,
-            dil_w: 1,
-        };
         Mac {
             input: a,
-            conv: Some((window, c)),
+            conv: Some((Window::unit(), c)),
             out: c,
             weights: vec![0; c],
             row: 1,
