@@ -38,7 +38,7 @@ impl BiasAdd {
             .iter()
             .enumerate()
             .map(|(i, &q)| {
-                (q as i32).wrapping_sub(self.in_zero_point) as f32 * self.in_scale
+                super::qparams::centered(q, self.in_zero_point) as f32 * self.in_scale
                     + self.bias_of(i % c_n)
             })
             .collect()

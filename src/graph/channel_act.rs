@@ -50,7 +50,7 @@ impl ActInfo {
             .enumerate()
             .map(|(i, &b)| {
                 let s = self.channel_scales[i % c];
-                s * (b as i32).wrapping_sub(q.zero_point) as f32
+                s * super::qparams::centered(b, q.zero_point) as f32
             })
             .collect()
     }

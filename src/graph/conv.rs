@@ -63,6 +63,23 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<u8>, Vec<i32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Run `f` on this thread's im2col and accumulator buffers, `cols` and `acc` long. The callers
+/// overwrite every element (im2col and the GEMM), so growing the buffers is the only time they
+/// are written twice.
+fn with_scratch<R>(cols: usize, acc: usize, f: impl FnOnce(&mut [u8], &mut [i32]) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (c, a) = &mut *bufs;
+            c.resize(c.len().max(cols), 0);
+            a.resize(a.len().max(acc), 0);
+            f(&mut c[..cols], &mut a[..acc])
+        }
+        // Busy: rayon let this thread pick up more work while a GEMM of the first waits inside
+        // a join. Use fresh buffers rather than share.
+        Err(_) => f(&mut vec![0u8; cols], &mut vec![0i32; acc]),
+    })
+}
+
 /// A quantized convolution layer.
 #[derive(Debug, Clone)]
 pub struct Conv {
@@ -132,10 +149,10 @@ impl Conv {
             .zip(x.data.par_chunks(per_chunk * in_len))
             .for_each(|(o, xs)| {
                 let m = xs.len() / in_len * pixels;
-                let mut acc = vec![0i32; m * c_out];
-                crate::profile::gemm(m, xs, self.in_zero_point, &self.weights[0], &mut acc);
-                self.requant
-                    .apply_rows(&acc, c_out, &self.bias, 0, o, c_out);
+                with_scratch(0, m * c_out, |_, acc| {
+                    crate::profile::gemm(m, xs, self.in_zero_point, &self.weights[0], acc);
+                    self.requant.apply_rows(acc, c_out, &self.bias, 0, o, c_out);
+                });
             });
         out
     }
@@ -162,21 +179,8 @@ impl Conv {
         let cout_g = c_out / self.group;
         let m = oh * ow;
         let k = self.window.kh * self.window.kw * cin_g;
-        SCRATCH.with(|s| match s.try_borrow_mut() {
-            Ok(mut bufs) => {
-                // Reused per thread: im2col and the GEMM overwrite every element, so growing
-                // the buffers is the only time they are written twice.
-                let (cols, acc) = &mut *bufs;
-                cols.resize(m * k, 0);
-                acc.resize(m * cout_g, 0);
-                self.forward_groups(img, out, &mut cols[..m * k], &mut acc[..m * cout_g]);
-            }
-            // Busy: rayon let this thread pick up another image while the GEMM of the first
-            // one waits inside a join. Use fresh buffers rather than share.
-            Err(_) => {
-                let (mut cols, mut acc) = (vec![0u8; m * k], vec![0i32; m * cout_g]);
-                self.forward_groups(img, out, &mut cols, &mut acc);
-            }
+        with_scratch(m * k, m * cout_g, |cols, acc| {
+            self.forward_groups(img, out, cols, acc)
         });
     }
 

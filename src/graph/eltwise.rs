@@ -3,7 +3,7 @@
 //! tensor to new parameters and/or clamps it (a ReLU or Clip on an already-quantized tensor, or
 //! a QuantizeLinear to a different scale).
 
-use super::qparams::{round_half_even, rounded_byte};
+use super::qparams::{centered, round_half_even, rounded_byte};
 use super::tensor::QBatch;
 
 /// `y = Q((s_a(a − z_a) ± s_b(b − z_b)))`, computed as onnxruntime's QLinearAdd does:
@@ -116,10 +116,7 @@ impl Add {
         let (ra, rb) = (self.a_ratio, self.b_sign() * self.b_ratio);
         let (zo, lo, hi) = (self.out_zero_point as f32, self.lo as f32, self.hi as f32);
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            // Wrapping differences (zero points are bytes: they never wrap), so that the test
-            // build's overflow checks do not keep this loop scalar.
-            let v =
-                (x as i32).wrapping_sub(za) as f32 * ra + (y as i32).wrapping_sub(zb) as f32 * rb;
+            let v = centered(x, za) as f32 * ra + centered(y, zb) as f32 * rb;
             *o = rounded_byte(v, zo, lo, hi);
         }
     }

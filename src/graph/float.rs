@@ -138,7 +138,7 @@ impl Graph {
                         x.iter()
                             .zip(c.iter().cycle())
                             .map(|(&p, &q)| {
-                                p + s_b * (q as i32).wrapping_sub(a.b_zero_point) as f32
+                                p + s_b * super::qparams::centered(q, a.b_zero_point) as f32
                             })
                             .collect()
                     }

@@ -86,8 +86,9 @@ impl AvgPool {
                     // onnxruntime's QLinearAveragePool works in float: the sum of dequantized
                     // inputs in window order, divided by the count, then y/s_out + zp rounded.
                     sums.fill(0.0);
-                    let deq =
-                        |v: u8| self.in_scale * (v as i32).wrapping_sub(self.in_zero_point) as f32;
+                    let deq = |v: u8| {
+                        self.in_scale * super::qparams::centered(v, self.in_zero_point) as f32
+                    };
                     if self.columns_first {
                         let w = self.in_shape.w;
                         for (ch, s) in sums.iter_mut().enumerate() {

@@ -46,12 +46,8 @@ impl QParams {
     }
 
     /// Real value of a stored byte.
-    ///
-    /// The difference wraps instead of being checked: a zero point is a byte, so it never
-    /// overflows, and the test build's overflow check kept every loop over this scalar (this
-    /// form, a byte minus a zero point, is written the same way wherever a hot loop has it).
     pub fn dequantize(&self, q: u8) -> f32 {
-        self.scale * (q as i32).wrapping_sub(self.zero_point) as f32
+        self.scale * centered(q, self.zero_point) as f32
     }
 
     /// ONNX `QuantizeLinear`: `saturate(round_half_even(x / scale) + zero_point)`.
@@ -63,6 +59,16 @@ impl QParams {
     pub fn level_of(&self, x: f32) -> f32 {
         round_half_even(x / self.scale) + self.zero_point as f32
     }
+}
+
+/// A stored byte minus its zero point, `q − zp`.
+///
+/// The difference wraps instead of being checked: a zero point is a byte, so it never
+/// overflows, and the test build's overflow check kept every loop over this form scalar (the
+/// quantized Add, dequantizing loops).
+#[inline(always)]
+pub fn centered(q: u8, zp: i32) -> i32 {
+    (q as i32).wrapping_sub(zp)
 }
 
 /// Round half to even, as ONNX QuantizeLinear and onnxruntime's requantization do.
