@@ -69,44 +69,64 @@ impl Conv {
         } else {
             (0..x.len() / il).map(|_| &mut [][..]).collect()
         };
-        let zero = || (vec![0f32; c_out * row], vec![0f32; c_out]);
-        let (dw, db) = x
-            .par_chunks(il)
-            .zip(gy.par_chunks(ol))
-            .zip(dx_chunks)
-            .fold(zero, |(mut dw, mut db), ((img, g), dxi)| {
-                let mut cols = vec![0f32; m * row];
-                let mut gg = vec![0f32; m * cout_g];
-                let mut dcols = vec![0f32; m * row];
-                for grp in 0..self.group {
-                    im2col_f32(self, img, grp * cin_g, cin_g, &mut cols);
-                    for p in 0..m {
-                        for j in 0..cout_g {
-                            let v = g[p * c_out + grp * cout_g + j];
-                            gg[p * cout_g + j] = v;
-                            db[grp * cout_g + j] += v;
-                        }
-                    }
-                    let gv = ArrayView2::from_shape((m, cout_g), &gg).unwrap();
-                    let cv = ArrayView2::from_shape((m, row), &cols).unwrap();
-                    let dwg = &mut dw[grp * cout_g * row..(grp + 1) * cout_g * row];
-                    let mut dwv = ArrayViewMut2::from_shape((cout_g, row), dwg).unwrap();
-                    general_mat_mul(1.0, &gv.t(), &cv, 1.0, &mut dwv);
-                    if need_dx {
-                        let wg = &w[grp * cout_g * row..(grp + 1) * cout_g * row];
-                        let wv = ArrayView2::from_shape((cout_g, row), wg).unwrap();
-                        let mut dcv = ArrayViewMut2::from_shape((m, row), &mut dcols[..]).unwrap();
-                        general_mat_mul(1.0, &gv, &wv, 0.0, &mut dcv);
-                        col2im_add_f32(self, &dcols, grp * cin_g, cin_g, dxi);
-                    }
+        let mut dx_chunks = dx_chunks;
+        // One image's `dW` term (all groups), and its `dX` when asked.
+        let image = |img: &[f32], g: &[f32], dxi: &mut [f32]| {
+            let mut dw = vec![0f32; c_out * row];
+            let mut cols = vec![0f32; m * row];
+            let mut gg = vec![0f32; m * cout_g];
+            let mut dcols = vec![0f32; m * row];
+            for grp in 0..self.group {
+                im2col_f32(self, img, grp * cin_g, cin_g, &mut cols);
+                for p in 0..m {
+                    let src = &g[p * c_out + grp * cout_g..][..cout_g];
+                    gg[p * cout_g..][..cout_g].copy_from_slice(src);
                 }
-                (dw, db)
-            })
-            .reduce(zero, |(mut a, mut b), (c, d)| {
-                super::grad::add_into(&mut a, &c);
-                super::grad::add_into(&mut b, &d);
-                (a, b)
-            });
+                let gv = ArrayView2::from_shape((m, cout_g), &gg).unwrap();
+                let cv = ArrayView2::from_shape((m, row), &cols).unwrap();
+                let dwg = &mut dw[grp * cout_g * row..(grp + 1) * cout_g * row];
+                let mut dwv = ArrayViewMut2::from_shape((cout_g, row), dwg).unwrap();
+                general_mat_mul(1.0, &gv.t(), &cv, 1.0, &mut dwv);
+                if need_dx {
+                    let wg = &w[grp * cout_g * row..(grp + 1) * cout_g * row];
+                    let wv = ArrayView2::from_shape((cout_g, row), wg).unwrap();
+                    let mut dcv = ArrayViewMut2::from_shape((m, row), &mut dcols[..]).unwrap();
+                    general_mat_mul(1.0, &gv, &wv, 0.0, &mut dcv);
+                    col2im_add_f32(self, &dcols, grp * cin_g, cin_g, dxi);
+                }
+            }
+            dw
+        };
+        // The images' terms are computed in parallel, a group at a time, and added to `dW` in
+        // image order: the f32 sums do not depend on the number of threads or on how rayon
+        // splits the work. (A parallel fold/reduce put its split points, and so the rounding,
+        // wherever work stealing did: the same request gave different bytes from run to run.)
+        const GROUP: usize = 16;
+        let mut dw = vec![0f32; c_out * row];
+        for ((xs, gs), dxs) in x
+            .chunks(il * GROUP)
+            .zip(gy.chunks(ol * GROUP))
+            .zip(dx_chunks.chunks_mut(GROUP))
+        {
+            let terms: Vec<Vec<f32>> = xs
+                .par_chunks(il)
+                .zip(gs.par_chunks(ol))
+                .zip(dxs.par_iter_mut())
+                .map(|((img, g), dxi)| image(img, g, dxi))
+                .collect();
+            for t in &terms {
+                super::grad::add_into(&mut dw, t);
+            }
+        }
+        // `db`: every output gradient, image by image, pixel by pixel.
+        let mut db = vec![0f32; c_out];
+        for g in gy.chunks_exact(ol) {
+            for px in g.chunks_exact(c_out.max(1)) {
+                for (d, &v) in db.iter_mut().zip(px) {
+                    *d += v;
+                }
+            }
+        }
         (LayerGrad { dw, db }, need_dx.then_some(dx))
     }
 

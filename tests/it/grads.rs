@@ -193,6 +193,38 @@ fn int8_backward_agrees_with_f32_backward() {
     }
 }
 
+/// The f32 backward gives the same bits on one thread as on three: its conv weight gradients
+/// are added up in image order, not in whatever pieces rayon's work stealing cut the batch into
+/// (before, the same forget request on the float-conv fixture exported different bytes from run
+/// to run).
+#[test]
+fn f32_backward_does_not_depend_on_the_thread_count() {
+    for name in ["fmnist_cnn_conv2float_qdq.onnx", "fmnist_cnn_qdq.onnx"] {
+        let (g, d) = fixture(name);
+        let n = 64;
+        let sh = Shadow::new(&g);
+        let tape = g.forward_tape(&d.images[..n * 784], n).unwrap();
+        let z = g.tape_logits(&tape);
+        let (_, dz) = qforget::train::loss::cross_entropy(&z, g.classes(), &d.labels[..n]);
+        let params = g.real_params();
+        let grads = |threads: usize| -> Vec<u32> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let b = g.backward(&tape, &params, &dz, GradPath::F32).unwrap();
+                sh.gather(&g, &b).iter().map(|v| v.to_bits()).collect()
+            })
+        };
+        let one = grads(1);
+        assert!(one.iter().any(|&b| b != 0), "{name}: all gradients zero");
+        for _ in 0..3 {
+            assert_eq!(grads(3), one, "{name}: 3 threads differ from 1");
+        }
+    }
+}
+
 /// The optimizer's coordinates (`graph::metric`): on the fixture that kept its BatchNormalization
 /// as layers of their own, each value of a conv followed by one trains in `φ = f_c·θ`, `f_c` the
 /// BN layer's real factor of its channel (the folded conv's weights); every other value keeps
