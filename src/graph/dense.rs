@@ -18,10 +18,12 @@
 
 use rayon::prelude::*;
 
+use super::dense_weights::DenseWeights;
 use super::grad::LayerGrad;
 use super::ort_order::{OrtSum, PACKED_STRIDE_K};
-use super::qparams::round_half_even;
+use super::qparams::quantize_reals;
 use super::tensor::{QBatch, Shape};
+use super::transpose::transpose;
 use super::ActInfo;
 
 /// Rows per parallel block of the forward.
@@ -34,8 +36,8 @@ pub struct Dense {
     pub out_features: usize,
     pub in_zero_point: i32,
     pub in_scale: f32,
-    /// Real weights `[out][in]`.
-    pub weights: Vec<f32>,
+    /// Real weights `[out][in]` (their transpose cached until they change).
+    pub weights: DenseWeights,
     /// Real bias per output (zeros when the file has none).
     pub bias: Vec<f32>,
     /// onnxruntime's Gemm starts its sums from the bias; MatMul + Add adds it at the end.
@@ -52,14 +54,8 @@ impl Dense {
     /// The sums in onnxruntime's order, `[k][c_out]` weights.
     fn sum(&self) -> OrtSum<'_> {
         let (k, c_out) = (self.in_features, self.out_features);
-        let mut w_t = vec![0f32; k * c_out];
-        for (c, row) in self.weights.chunks_exact(k.max(1)).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                w_t[j * c_out + c] = v;
-            }
-        }
         OrtSum {
-            w_t,
+            w_t: self.weights.transposed(c_out, k).into(),
             k,
             c_out,
             zp_in: self.in_zero_point,
@@ -97,11 +93,9 @@ impl Dense {
     /// shifted by the zero point and clamped, as QuantizeLinear (after a Relu) does.
     pub fn forward(&self, input: &ActInfo, x: &QBatch) -> QBatch {
         let (lo, hi, zp) = (self.lo as f32, self.hi as f32, self.out_zero_point as f32);
-        let data = self
-            .real_outputs(input, x)
-            .into_iter()
-            .map(|v| (round_half_even(v / self.out_scale) + zp).clamp(lo, hi) as u8)
-            .collect();
+        let real = self.real_outputs(input, x);
+        let mut data = vec![0u8; real.len()];
+        quantize_reals(&real, self.out_scale, zp, lo, hi, &mut data);
         QBatch {
             n: x.n,
             shape: Shape::flat(self.out_features),
@@ -130,16 +124,9 @@ impl Dense {
     /// Weights in the file's layout: `[out][in]`, or `[in][out]` when `in_out`.
     pub fn file_order(&self, in_out: bool) -> Vec<f32> {
         if !in_out {
-            return self.weights.clone();
+            return self.weights.to_vec();
         }
-        let (k, c_out) = (self.in_features, self.out_features);
-        let mut t = vec![0f32; k * c_out];
-        for (c, row) in self.weights.chunks_exact(k.max(1)).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                t[j * c_out + c] = v;
-            }
-        }
-        t
+        transpose(&self.weights, self.out_features, self.in_features)
     }
 }
 
@@ -153,7 +140,7 @@ mod tests {
             out_features: 2,
             in_zero_point: 10,
             in_scale: 0.5,
-            weights: vec![1.0, -2.0, 0.25, 0.5, 0.0, -1.0],
+            weights: vec![1.0, -2.0, 0.25, 0.5, 0.0, -1.0].into(),
             bias: vec![0.125, -3.0],
             bias_first,
             out_scale: 0.25,
@@ -214,7 +201,7 @@ mod tests {
         let dx = dx.expect("input gradient");
         let h = 1e-2f32;
         for i in 0..6 {
-            let (mut wp, mut wm) = (l.weights.clone(), l.weights.clone());
+            let (mut wp, mut wm) = (l.weights.to_vec(), l.weights.to_vec());
             wp[i] += h;
             wm[i] -= h;
             let fd = (loss(&wp, &l.bias, &x) - loss(&wm, &l.bias, &x)) / (2.0 * h as f64);
@@ -240,7 +227,7 @@ mod tests {
     #[test]
     fn file_order_transposes_matmul_weights() {
         let l = layer(false);
-        assert_eq!(l.file_order(false), l.weights);
+        assert_eq!(l.file_order(false), l.weights.to_vec());
         assert_eq!(l.file_order(true), vec![1.0, 0.5, -2.0, 0.0, 0.25, -1.0]);
     }
 }

@@ -169,7 +169,8 @@ pub fn flatten_nchw(x: &QBatch) -> QBatch {
 /// Samples of shape `s` (NHWC, one after another) reordered to NCHW; the float twin's Flatten
 /// uses it on real values.
 pub fn nchw_order<T: Copy + Default>(s: super::tensor::Shape, x: &[T]) -> Vec<T> {
-    if s.h * s.w == 1 {
+    // One pixel or one channel: the two orders are the same.
+    if s.h * s.w == 1 || s.c == 1 {
         return x.to_vec();
     }
     let plane = s.h * s.w;

@@ -40,7 +40,7 @@ impl Graph {
                     }
                     Op::Dense(d) => {
                         return Some(RealParams {
-                            w: d.weights.clone(),
+                            w: d.weights.to_vec(),
                             b: d.bias.clone(),
                         })
                     }

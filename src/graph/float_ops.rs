@@ -18,7 +18,8 @@
 //! so the float logits after it agree to the last bit where the inputs do.
 
 use super::float_seg::{clamp_real, real_values};
-use super::pool::{for_each_window, sum_columns_first};
+use super::pool::sum_columns;
+use super::pool_cells::WindowCells;
 use super::tensor::{QBatch, Shape};
 use super::{AvgPool, GlobalAvgPool, Graph, Layer, Op};
 use crate::{Error, Result};
@@ -67,8 +68,9 @@ impl AvgPool {
         );
         let full = self.window.kh * self.window.kw;
         let mut y = vec![0f32; x.len() / il * ol];
+        let table = WindowCells::new(&self.window, self.in_shape, self.out_shape);
         for (o, img) in y.chunks_exact_mut(ol).zip(x.chunks_exact(il)) {
-            for_each_window(&self.window, self.in_shape, self.out_shape, |p, cells| {
+            for (p, cells, ncol) in table.iter_columns() {
                 let count = if self.count_include_pad {
                     full
                 } else {
@@ -76,13 +78,13 @@ impl AvgPool {
                 };
                 for ch in 0..c {
                     let s = if self.columns_first {
-                        sum_columns_first(cells, self.in_shape.w, |cell| img[cell * c + ch])
+                        sum_columns(cells, ncol, |cell| img[cell * c + ch])
                     } else {
                         cells.iter().map(|&cell| img[cell * c + ch]).sum()
                     };
                     o[p * c + ch] = s / count.max(1) as f32;
                 }
-            });
+            }
         }
         y
     }

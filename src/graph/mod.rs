@@ -15,6 +15,7 @@ pub mod conv;
 mod conv_grad;
 pub mod dead;
 pub mod dense;
+pub mod dense_weights;
 mod depthwise;
 pub mod div;
 pub mod eltwise;
@@ -24,6 +25,7 @@ pub mod float_ops;
 pub mod float_seg;
 pub mod float_weight;
 pub mod grad;
+mod input_reals;
 pub mod linear;
 mod linear_grad;
 mod metric;
@@ -310,7 +312,7 @@ impl Graph {
             // A float input, a float pooling or per-element functions before the first
             // QuantizeLinear: the reals in the model's order, then (unless the input stays
             // float) that QuantizeLinear.
-            let vals = input_reals(images, n, s, &self.input);
+            let vals = input_reals::input_reals(images, n, s, &self.input);
             let shape = self.input.pre_pool.as_ref().map_or(s, |p| p.out_shape);
             if float {
                 return Ok(QBatch::from_real(n, shape, &vals));
@@ -318,16 +320,12 @@ impl Graph {
             let data = vals.iter().map(|&x| q.quantize(x)).collect();
             return Ok(QBatch { n, shape, data });
         }
-        let norm = self.input.norm.as_ref();
-        // One table per channel only when the channels differ (a flat `[N, F]` input has F).
-        let per_channel = norm.is_some_and(|n| n.mean.len() > 1 || n.std.len() > 1)
-            || self.input.fns.iter().any(|f| f.channels() > 1);
-        let luts: Vec<Vec<u8>> = (0..if per_channel { s.c } else { 1 })
-            .map(|ch| {
-                (0..=255u8)
-                    .map(|b| q.quantize(self.input.pixel(ch, b)))
-                    .collect()
-            })
+        let per_channel = self.input.per_channel();
+        let luts: Vec<Vec<u8>> = self
+            .input
+            .pixel_tables()
+            .iter()
+            .map(|t| t.iter().map(|&x| q.quantize(x)).collect())
             .collect();
         let mut data = vec![0u8; images.len()];
         for (o, img) in data
@@ -446,48 +444,4 @@ impl Graph {
         }
         Ok(vals)
     }
-}
-
-/// The model's float input as its first QuantizeLinear or a float segment reads it (NHWC):
-/// pixels, normalised, through its float functions and any average pooling, each value in f32
-/// in the model's order.
-fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) -> Vec<f32> {
-    let plane = s.h * s.w;
-    if let Some(p) = &input.pre_pool {
-        let os = p.out_shape;
-        let w = &p.window;
-        let mut out = vec![0f32; n * os.len()];
-        for (o, img) in out
-            .chunks_exact_mut(os.len().max(1))
-            .zip(images.chunks_exact(s.len().max(1)))
-        {
-            for ch in 0..s.c {
-                let pixels = &img[ch * plane..(ch + 1) * plane];
-                pool::for_each_window(w, s, os, |px, cells| {
-                    let sum =
-                        pool::sum_columns_first(cells, s.w, |cell| input.pixel(ch, pixels[cell]));
-                    let div = if p.count_include_pad {
-                        w.kh * w.kw
-                    } else {
-                        cells.len().max(1)
-                    };
-                    o[px * os.c + ch] = input.post(ch * os.h * os.w + px, sum / div as f32);
-                });
-            }
-        }
-        return out;
-    }
-    let mut out = vec![0f32; images.len()];
-    for (o, img) in out
-        .chunks_exact_mut(s.len().max(1))
-        .zip(images.chunks_exact(s.len().max(1)))
-    {
-        for ch in 0..s.c {
-            for p in 0..plane {
-                let i = ch * plane + p;
-                o[p * s.c + ch] = input.post(i, input.pixel(ch, img[i]));
-            }
-        }
-    }
-    out
 }

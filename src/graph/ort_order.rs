@@ -28,7 +28,7 @@
 use rayon::prelude::*;
 
 use super::conv::Conv;
-use super::qparams::round_half_even;
+use super::qparams::rounded_byte;
 use super::tensor::QBatch;
 
 /// What a conv needs to run in onnxruntime's float order (see the module documentation).
@@ -73,7 +73,7 @@ impl Conv {
         let rq = &self.requant;
         let p = Pixels {
             sum: OrtSum {
-                w_t,
+                w_t: w_t.into(),
                 k,
                 c_out,
                 zp_in: self.in_zero_point,
@@ -109,7 +109,7 @@ impl Conv {
 /// the sums (its Conv, and MatMul followed by Add).
 pub(crate) struct OrtSum<'a> {
     /// Weights `[k][c_out]`, so the inner loop runs over output channels.
-    pub w_t: Vec<f32>,
+    pub w_t: std::borrow::Cow<'a, [f32]>,
     pub k: usize,
     pub c_out: usize,
     pub zp_in: i32,
@@ -162,8 +162,8 @@ impl OrtSum<'_> {
     }
 
     /// The outputs of up to [`ROWS`] input rows `xs` (real values, `[row][k]`), emitted as rows
-    /// `first..`; `y` is room for [`ROWS`] output rows. A full block on the vector path shares
-    /// each weight load among its rows; every output is still the same sequence of fused
+    /// `first..`; `y` is room for [`ROWS`] output rows. On the vector path each weight load
+    /// serves up to six rows; every output is still the same sequence of fused
     /// multiply-adds as the one-row loop, so the values do not depend on the blocking.
     fn block(
         &self,
@@ -177,11 +177,33 @@ impl OrtSum<'_> {
         let n = xs.len() / k;
         let y = &mut y[..n * c_out];
         #[cfg(target_arch = "x86_64")]
-        if fma && n == ROWS {
+        if fma {
             y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
-            // SAFETY: the CPU has FMA and AVX2 (`has_fma`); `xs` holds `ROWS` rows of `k`
-            // inputs and `y` `ROWS` rows of `c_out` outputs.
-            unsafe { self.rows_fma::<ROWS>(xs, y) };
+            // Six rows at a time (twelve accumulators), the last few by four, two or one.
+            let mut r = 0;
+            while r < n {
+                let take = match n - r {
+                    6.. => 6,
+                    4 | 5 => 4,
+                    2 | 3 => 2,
+                    _ => 1,
+                };
+                let (xb, yb) = (
+                    &xs[r * k..][..take * k],
+                    &mut y[r * c_out..][..take * c_out],
+                );
+                // SAFETY: the CPU has FMA and AVX2 (`has_fma`); `xb` holds `take` rows of `k`
+                // inputs and `yb` `take` rows of `c_out` outputs.
+                unsafe {
+                    match take {
+                        6 => self.rows_fma::<6>(xb, yb),
+                        4 => self.rows_fma::<4>(xb, yb),
+                        2 => self.rows_fma::<2>(xb, yb),
+                        _ => self.rows_fma::<1>(xb, yb),
+                    }
+                }
+                r += take;
+            }
             y.chunks_exact_mut(c_out).for_each(|y| self.end(y));
             for (r, y) in y.chunks_exact(c_out).enumerate() {
                 emit(first + r, y);
@@ -381,8 +403,7 @@ impl Pixels<'_> {
     #[inline(always)]
     fn finish(&self, y: &[f32], d: &mut [u8]) {
         for ((d, &v), &s) in d.iter_mut().zip(y).zip(self.out_scales) {
-            let r = round_half_even(v / s) + self.zp_out;
-            *d = r.clamp(self.lo, self.hi) as u8;
+            *d = rounded_byte(v / s, self.zp_out, self.lo, self.hi);
         }
     }
 }
@@ -391,8 +412,9 @@ impl Pixels<'_> {
 /// weight matrix is packed, and summed, in slices of this many inputs.
 pub(crate) const PACKED_STRIDE_K: usize = 256;
 
-/// Input rows [`OrtSum::rows_fma`] sums together (with two registers each: eight accumulators).
-const ROWS: usize = 4;
+/// Input rows per block of [`OrtSum::block`]: [`OrtSum::rows_fma`] sums up to six rows together,
+/// with two registers each (twelve accumulators, of sixteen AVX registers).
+const ROWS: usize = 6;
 
 /// Output channels [`OrtSum::rows_fma`] sums together (two AVX registers of f32).
 #[cfg(target_arch = "x86_64")]
@@ -414,7 +436,7 @@ mod tests {
         let scales = [2f32.powi(-26)];
         let p = Pixels {
             sum: OrtSum {
-                w_t: vec![-1.0, a],
+                w_t: vec![-1.0, a].into(),
                 k: 2,
                 c_out: 1,
                 zp_in: 10,
@@ -445,7 +467,17 @@ mod tests {
         block_k: usize,
         bias_first: bool,
     ) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
-        let n = 50;
+        rows_both_paths(50, k, c_out, block_k, bias_first)
+    }
+
+    /// [`both_paths`] on `n` rows.
+    fn rows_both_paths(
+        n: usize,
+        k: usize,
+        c_out: usize,
+        block_k: usize,
+        bias_first: bool,
+    ) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
         let mut state = 0x2545f4914f6cdd1du64;
         let mut next = || {
             state ^= state << 13;
@@ -464,7 +496,7 @@ mod tests {
             .collect();
         let p = Pixels {
             sum: OrtSum {
-                w_t,
+                w_t: w_t.into(),
                 k,
                 c_out,
                 zp_in: 3,
@@ -508,15 +540,18 @@ mod tests {
         // Output channels: two full groups of 16 and a remainder of 5 (one masked tail), one
         // group and 8 + 5 (a whole tail of 8 and a masked one), 24 (one tail of 8), and fewer
         // than 8 (a masked tail alone); one slice, and slices of 8 inputs (the last one short)
-        // with the bias first.
-        for c_out in [37, 29, 24, 3] {
+        // with the bias first. Rows: 50 = 8 blocks of 6 + 2, 53 = 8 blocks of 6 + 4 + 1.
+        for (n, c_out) in [50, 53]
+            .into_iter()
+            .flat_map(|n| [37, 29, 24, 3].map(|c| (n, c)))
+        {
             for (k, block_k, bias_first) in [(23, 0, false), (23, 8, true), (23, 8, false)] {
-                let (a, b, _) = both_paths(k, c_out, block_k, bias_first);
+                let (a, b, _) = rows_both_paths(n, k, c_out, block_k, bias_first);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&a),
                     bits(&b),
-                    "{c_out} channels, k {k}, slices of {block_k}, bias first {bias_first}"
+                    "{n} rows, {c_out} channels, k {k}, slices of {block_k}, bias first {bias_first}"
                 );
             }
         }

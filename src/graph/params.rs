@@ -325,7 +325,7 @@ impl Shadow {
             }
             if s.kind == ParamKind::FloatWeight {
                 match &mut g.layers[s.layer].op {
-                    Op::Dense(d) => d.weights.copy_from_slice(vals),
+                    Op::Dense(d) => d.weights.make_mut().copy_from_slice(vals),
                     Op::FloatConv(c) => c.weights.copy_from_slice(vals),
                     _ => {}
                 }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::conv::Window;
 use super::pool_cells::WindowCells;
-use super::qparams::{round_half_even, Requant};
+use super::qparams::{rounded_byte, Requant};
 use super::tensor::{QBatch, Shape};
 
 /// Max pooling (padding never wins: padded cells are skipped).
@@ -74,47 +74,103 @@ impl AvgPool {
     /// Run on a batch.
     pub fn forward(&self, x: &QBatch) -> QBatch {
         let mut out = QBatch::filled(x.n, self.out_shape, 0);
-        let (il, ol) = (self.in_shape.len().max(1), self.out_shape.len().max(1));
+        let (il, ol, c) = (
+            self.in_shape.len().max(1),
+            self.out_shape.len().max(1),
+            self.in_shape.c,
+        );
         let full = self.window.kh * self.window.kw;
+        let table = WindowCells::new(&self.window, self.in_shape, self.out_shape);
+        // onnxruntime's QLinearAveragePool works in float: the sum of dequantized inputs in
+        // window order, divided by the count, then y/s_out + zp rounded. A byte's dequantized
+        // value is one product, so it is looked up rather than formed per cell.
+        let deq: [f32; 256] = std::array::from_fn(|v| {
+            self.in_scale * super::qparams::centered(v as u8, self.in_zero_point) as f32
+        });
+        let (s_out, zp) = (self.out_scale, self.out_zero_point as f32);
+        let counts: Vec<f32> = table
+            .iter()
+            .map(|(_, cells)| {
+                let count = if self.count_include_pad {
+                    full
+                } else {
+                    cells.len()
+                };
+                count as f32
+            })
+            .collect();
         out.data
             .par_chunks_mut(ol)
             .zip(x.data.par_chunks(il))
-            .for_each(|(o, img)| {
-                let c = self.in_shape.c;
-                let mut sums = vec![0f32; c];
-                for_each_window(&self.window, self.in_shape, self.out_shape, |p, cells| {
-                    // onnxruntime's QLinearAveragePool works in float: the sum of dequantized
-                    // inputs in window order, divided by the count, then y/s_out + zp rounded.
-                    sums.fill(0.0);
-                    let deq = |v: u8| {
-                        self.in_scale * super::qparams::centered(v, self.in_zero_point) as f32
-                    };
-                    if self.columns_first {
-                        let w = self.in_shape.w;
-                        for (ch, s) in sums.iter_mut().enumerate() {
-                            *s = sum_columns_first(cells, w, |cell| deq(img[cell * c + ch]));
-                        }
-                    } else {
-                        for &cell in cells {
-                            for (s, &v) in sums.iter_mut().zip(&img[cell * c..(cell + 1) * c]) {
-                                *s += deq(v);
+            .for_each_init(
+                || vec![0f32; ol],
+                |sums, (o, img)| {
+                    // Every window's sums first, then every output byte: no dependence between
+                    // windows in either pass, and the second one vectorizes.
+                    for (p, cells, ncol) in table.iter_columns() {
+                        let sums = &mut sums[p * c..(p + 1) * c];
+                        if self.columns_first {
+                            for (ch, s) in sums.iter_mut().enumerate() {
+                                *s = sum_columns(cells, ncol, |cell| {
+                                    deq[img[cell * c + ch] as usize]
+                                });
+                            }
+                        } else {
+                            sums.fill(0.0);
+                            for &cell in cells {
+                                for (s, &v) in sums.iter_mut().zip(&img[cell * c..(cell + 1) * c]) {
+                                    *s += deq[v as usize];
+                                }
                             }
                         }
                     }
-                    let count = if self.count_include_pad {
-                        full
-                    } else {
-                        cells.len()
-                    };
-                    for (d, &s) in o[p * c..(p + 1) * c].iter_mut().zip(&sums) {
-                        let v = round_half_even(
-                            s / count as f32 / self.out_scale + self.out_zero_point as f32,
-                        );
-                        *d = v.clamp(0.0, 255.0) as u8;
-                    }
-                })
-            });
+                    average_bytes(sums, &counts, c, s_out, zp, o);
+                },
+            );
         out
+    }
+}
+
+super::simd::avx2_dispatch! {
+    /// The output bytes of window sums `sums` (`[pixel][c]`) with each pixel's count in
+    /// `counts`: `round_half_even(sum / count / s_out + zp)` clamped to a byte, as onnxruntime's
+    /// QLinearAveragePool (the zero point added before rounding, so [`rounded_byte`] rounds the
+    /// whole value and adds none).
+    average_bytes => average_bytes_portable(
+        sums: &[f32],
+        counts: &[f32],
+        c: usize,
+        s_out: f32,
+        zp: f32,
+        out: &mut [u8],
+    )
+}
+
+#[inline(always)]
+fn average_bytes_portable(
+    sums: &[f32],
+    counts: &[f32],
+    c: usize,
+    s_out: f32,
+    zp: f32,
+    out: &mut [u8],
+) {
+    let byte = |v: f32, n: f32| rounded_byte(v / n / s_out + zp, 0.0, 0.0, 255.0);
+    if c == 1 {
+        // One channel (a pooled input image): one flat loop, which vectorizes.
+        for ((d, &v), &n) in out.iter_mut().zip(sums).zip(counts) {
+            *d = byte(v, n);
+        }
+        return;
+    }
+    for ((d, v), &n) in out
+        .chunks_exact_mut(c.max(1))
+        .zip(sums.chunks_exact(c.max(1)))
+        .zip(counts)
+    {
+        for (d, &v) in d.iter_mut().zip(v) {
+            *d = byte(v, n);
+        }
     }
 }
 
@@ -155,19 +211,32 @@ impl GlobalAvgPool {
 /// Sum `value(cell)` over a window's cells (row-major pixel indices of an input `width` wide)
 /// column by column — each column top to bottom, then the columns left to right. That is the
 /// order of onnxruntime's float pooling (MLAS), and it decides which way exact halves round.
-/// A window clipped by the borders is still a rectangle, so column `j` is every `ncol`-th cell.
 pub(super) fn sum_columns_first(
     cells: &[usize],
     width: usize,
+    value: impl FnMut(usize) -> f32,
+) -> f32 {
+    sum_columns(cells, first_row_len(cells, width), value)
+}
+
+/// The number of a window's cells in its first row (its columns), for an input `width` wide.
+pub(super) fn first_row_len(cells: &[usize], width: usize) -> usize {
+    let Some(&first) = cells.first() else {
+        return 0;
+    };
+    // The cells before the start of the next row (one division per window, not per cell).
+    let next_row = (first / width + 1) * width;
+    cells.iter().take_while(|&&c| c < next_row).count()
+}
+
+/// [`sum_columns_first`] of a window with `ncol` columns ([`first_row_len`]). A window clipped
+/// by the borders is still a rectangle, so column `j` is every `ncol`-th cell from the `j`-th.
+#[inline]
+pub(super) fn sum_columns(
+    cells: &[usize],
+    ncol: usize,
     mut value: impl FnMut(usize) -> f32,
 ) -> f32 {
-    let Some(&first) = cells.first() else {
-        return 0.0;
-    };
-    let ncol = cells
-        .iter()
-        .take_while(|&&c| c / width == first / width)
-        .count();
     let mut sum = 0f32;
     for j in 0..ncol {
         let mut col = 0f32;

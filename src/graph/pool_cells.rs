@@ -7,7 +7,7 @@
 //! call and each image only walks it.
 
 use super::conv::Window;
-use super::pool::for_each_window;
+use super::pool::{first_row_len, for_each_window};
 use super::tensor::Shape;
 
 /// Each output pixel's window as a run of row-major input pixel indices, in window order
@@ -17,6 +17,9 @@ pub(super) struct WindowCells {
     /// `starts[p]..starts[p + 1]` indexes `cells` for output pixel `p`.
     starts: Vec<usize>,
     cells: Vec<usize>,
+    /// Cells in the first row of each window: its number of columns
+    /// ([`super::pool::sum_columns`]).
+    ncols: Vec<usize>,
 }
 
 impl WindowCells {
@@ -24,12 +27,18 @@ impl WindowCells {
     pub(super) fn new(win: &Window, ins: Shape, outs: Shape) -> Self {
         let mut starts = Vec::with_capacity(outs.h * outs.w + 1);
         let mut cells = Vec::with_capacity(outs.h * outs.w * win.kh * win.kw);
+        let mut ncols = Vec::with_capacity(outs.h * outs.w);
         starts.push(0);
         for_each_window(win, ins, outs, |_, window| {
             cells.extend_from_slice(window);
             starts.push(cells.len());
+            ncols.push(first_row_len(window, ins.w));
         });
-        WindowCells { starts, cells }
+        WindowCells {
+            starts,
+            cells,
+            ncols,
+        }
     }
 
     /// `(output pixel, its cells)` for every output pixel, in order.
@@ -38,6 +47,11 @@ impl WindowCells {
             .windows(2)
             .enumerate()
             .map(|(p, s)| (p, &self.cells[s[0]..s[1]]))
+    }
+
+    /// `(output pixel, its cells, its number of columns)` for every output pixel, in order.
+    pub(super) fn iter_columns(&self) -> impl Iterator<Item = (usize, &[usize], usize)> + '_ {
+        self.iter().zip(&self.ncols).map(|((p, c), &n)| (p, c, n))
     }
 }
 
@@ -64,5 +78,10 @@ mod tests {
         let table = WindowCells::new(&win, ins, outs);
         let got: Vec<(usize, Vec<usize>)> = table.iter().map(|(p, c)| (p, c.to_vec())).collect();
         assert_eq!(got, want);
+        for ((p, cells), (q, same, ncol)) in table.iter().zip(table.iter_columns()) {
+            assert_eq!((p, cells), (q, same));
+            let rows: std::collections::BTreeSet<usize> = cells.iter().map(|c| c / ins.w).collect();
+            assert_eq!(ncol * rows.len(), cells.len(), "window {p}: {cells:?}");
+        }
     }
 }

@@ -113,6 +113,29 @@ pub(crate) fn rounded_byte(v: f32, zp: f32, lo: f32, hi: f32) -> u8 {
     }
 }
 
+super::simd::avx2_dispatch! {
+    /// QuantizeLinear of the reals `x` into `out`: `rounded_byte(v / scale, zp, lo, hi)`, the
+    /// bytes of `(round_half_even(v / scale) + zp).clamp(lo, hi) as u8`, 8 lanes wide where the
+    /// CPU has AVX2. A float segment's QuantizeLinear and a float layer's output stage: written
+    /// as that scalar form, this loop was 8 % of an MLP's inference (one division and one
+    /// float-to-integer conversion per byte).
+    quantize_reals => quantize_reals_portable(
+        x: &[f32],
+        scale: f32,
+        zp: f32,
+        lo: f32,
+        hi: f32,
+        out: &mut [u8],
+    )
+}
+
+#[inline(always)]
+fn quantize_reals_portable(x: &[f32], scale: f32, zp: f32, lo: f32, hi: f32, out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = rounded_byte(v / scale, zp, lo, hi);
+    }
+}
+
 /// Clamp to the storage range and convert.
 #[inline]
 pub fn saturate(x: f32) -> u8 {

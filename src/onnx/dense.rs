@@ -152,7 +152,7 @@ impl Importer<'_> {
             out_features: m.out,
             in_zero_point: qi.zero_point,
             in_scale: qi.scale,
-            weights: m.weights,
+            weights: m.weights.into(),
             bias: m.bias,
             bias_first: m.bias_first,
             out_scale: q.scale,

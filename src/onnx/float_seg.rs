@@ -169,7 +169,7 @@ impl Importer<'_> {
                     out_features: m.out,
                     in_zero_point: self.acts[m.input].q.zero_point,
                     in_scale: self.acts[m.input].q.scale,
-                    weights: m.weights,
+                    weights: m.weights.into(),
                     bias: m.bias,
                     bias_first: m.bias_first,
                     out_scale: 1.0,

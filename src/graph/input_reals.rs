@@ -1,0 +1,100 @@
+//! The model's float input as reals: pixels, normalised, through the model's own float
+//! functions and any float average pooling before its first QuantizeLinear (or the float
+//! segment that reads it).
+//!
+//! Why tables: a pixel's value depends only on its channel and byte, so it is computed once
+//! per channel and byte ([`InputSpec::pixel_tables`]) rather than once per pixel of every image
+//! (the division by 255, the normalisation and each function were 42 % of an MLP's inference
+//! whose first layer is float). The pooling windows are listed once per call
+//! ([`WindowCells`]), not per image and channel. Both give the values the per-pixel code gave:
+//! the same f32 operations on the same operands, in the same order.
+
+use super::pool::sum_columns;
+use super::pool_cells::WindowCells;
+use super::tensor::Shape;
+use super::InputSpec;
+
+impl InputSpec {
+    /// Whether the pixel's value depends on its channel (per-channel normalisation or a model
+    /// function with per-channel constants; a flat `[N, F]` input has F channels).
+    pub(super) fn per_channel(&self) -> bool {
+        self.norm
+            .as_ref()
+            .is_some_and(|n| n.mean.len() > 1 || n.std.len() > 1)
+            || self.fns.iter().any(|f| f.channels() > 1)
+    }
+
+    /// [`InputSpec::pixel`] of every byte: one table per channel when
+    /// [`InputSpec::per_channel`], else one table for all.
+    pub(super) fn pixel_tables(&self) -> Vec<[f32; 256]> {
+        let tables = if self.per_channel() { self.shape.c } else { 1 };
+        (0..tables)
+            .map(|ch| std::array::from_fn(|b| self.pixel(ch, b as u8)))
+            .collect()
+    }
+}
+
+/// The model's float input as its first QuantizeLinear or a float segment reads it (NHWC):
+/// pixels, normalised, through its float functions and any average pooling, each value in f32
+/// in the model's order.
+pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) -> Vec<f32> {
+    let plane = s.h * s.w;
+    let tables = input.pixel_tables();
+    let table = |ch: usize| &tables[if tables.len() > 1 { ch } else { 0 }];
+    let img_len = s.len().max(1);
+    if let Some(p) = &input.pre_pool {
+        let os = p.out_shape;
+        let w = &p.window;
+        let windows = WindowCells::new(w, s, os);
+        // Each window's divisor, and one channel's plane of values (looked up once per
+        // pixel), its window sums, then the divisions: three passes with no dependence between
+        // windows, so the sums of neighbouring windows overlap in the CPU.
+        let divs: Vec<f32> = windows
+            .iter()
+            .map(|(_, cells)| {
+                let div = if p.count_include_pad {
+                    w.kh * w.kw
+                } else {
+                    cells.len().max(1)
+                };
+                div as f32
+            })
+            .collect();
+        let mut out = vec![0f32; n * os.len()];
+        let mut vals = vec![0f32; plane];
+        let mut sums = vec![0f32; divs.len()];
+        let opl = os.h * os.w;
+        for (o, img) in out
+            .chunks_exact_mut(os.len().max(1))
+            .zip(images.chunks_exact(img_len))
+        {
+            for ch in 0..s.c {
+                let t = table(ch);
+                for (v, &b) in vals.iter_mut().zip(&img[ch * plane..(ch + 1) * plane]) {
+                    *v = t[b as usize];
+                }
+                for ((_, cells, ncol), sum) in windows.iter_columns().zip(sums.iter_mut()) {
+                    *sum = sum_columns(cells, ncol, |cell| vals[cell]);
+                }
+                for (px, (&sum, &div)) in sums.iter().zip(&divs).enumerate() {
+                    o[px * os.c + ch] = input.post(ch * opl + px, sum / div);
+                }
+            }
+        }
+        return out;
+    }
+    let mut out = vec![0f32; images.len()];
+    for (o, img) in out
+        .chunks_exact_mut(img_len)
+        .zip(images.chunks_exact(img_len))
+    {
+        for ch in 0..s.c {
+            let t = table(ch);
+            for p in 0..plane {
+                let i = ch * plane + p;
+                o[p * s.c + ch] = input.post(i, t[img[i] as usize]);
+            }
+        }
+    }
+    out
+}
