@@ -33,29 +33,25 @@ impl BiasAdd {
 
     /// Real values before quantization (no clamp): the model's output when it ends here.
     pub fn real_outputs(&self, x: &QBatch) -> Vec<f32> {
+        // Pixel by pixel against the per-channel biases (no `i % c` per value).
         let c_n = x.shape.c.max(1);
-        x.data
-            .iter()
-            .enumerate()
-            .map(|(i, &q)| {
-                super::qparams::centered(q, self.in_zero_point) as f32 * self.in_scale
-                    + self.bias_of(i % c_n)
-            })
-            .collect()
+        let bias: Vec<f32> = (0..c_n).map(|c| self.bias_of(c)).collect();
+        let mut y = vec![0f32; x.data.len()];
+        for (ys, qs) in y.chunks_mut(c_n).zip(x.data.chunks(c_n)) {
+            for ((r, &q), &b) in ys.iter_mut().zip(qs).zip(&bias) {
+                *r = super::qparams::centered(q, self.in_zero_point) as f32 * self.in_scale + b;
+            }
+        }
+        y
     }
 
     /// Run on a batch. Shapes: `x` and the result `[n][h][w][c]`, one bias per `c`.
     pub fn forward(&self, x: &QBatch) -> QBatch {
         let (lo, hi) = (self.lo as f32, self.hi as f32);
-        let data = self
-            .real_outputs(x)
-            .into_iter()
-            .map(|r| {
-                let v = super::qparams::round_half_even(r / self.out_scale)
-                    + self.out_zero_point as f32;
-                v.clamp(lo, hi) as u8
-            })
-            .collect();
+        let real = self.real_outputs(x);
+        let mut data = vec![0u8; real.len()];
+        let zp = self.out_zero_point as f32;
+        super::qparams::quantize_reals(&real, self.out_scale, zp, lo, hi, &mut data);
         QBatch {
             n: x.n,
             shape: x.shape,

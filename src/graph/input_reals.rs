@@ -10,7 +10,7 @@
 //! the same f32 operations on the same operands, in the same order.
 
 use super::pool::sum_columns;
-use super::pool_cells::WindowCells;
+use super::pool_cells::{all_whole, whole_window_sums, WindowCells};
 use super::tensor::Shape;
 use super::InputSpec;
 
@@ -63,6 +63,7 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
         let mut out = vec![0f32; n * os.len()];
         let mut vals = vec![0f32; plane];
         let mut sums = vec![0f32; divs.len()];
+        let whole = all_whole(w, s, os);
         let opl = os.h * os.w;
         for (o, img) in out
             .chunks_exact_mut(os.len().max(1))
@@ -73,8 +74,12 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
                 for (v, &b) in vals.iter_mut().zip(&img[ch * plane..(ch + 1) * plane]) {
                     *v = t[b as usize];
                 }
-                for ((_, cells, ncol), sum) in windows.iter_columns().zip(sums.iter_mut()) {
-                    *sum = sum_columns(cells, ncol, |cell| vals[cell]);
+                if whole {
+                    whole_window_sums(w, s.w, os, |cell| vals[cell], &mut sums);
+                } else {
+                    for ((_, cells, ncol), sum) in windows.iter_columns().zip(sums.iter_mut()) {
+                        *sum = sum_columns(cells, ncol, |cell| vals[cell]);
+                    }
                 }
                 for (px, (&sum, &div)) in sums.iter().zip(&divs).enumerate() {
                     o[px * os.c + ch] = input.post(ch * opl + px, sum / div);

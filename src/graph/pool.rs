@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::conv::Window;
-use super::pool_cells::WindowCells;
+use super::pool_cells::{all_whole, whole_window_sums, WindowCells};
 use super::qparams::{rounded_byte, Requant};
 use super::tensor::{QBatch, Shape};
 
@@ -88,6 +88,9 @@ impl AvgPool {
             self.in_scale * super::qparams::centered(v as u8, self.in_zero_point) as f32
         });
         let (s_out, zp) = (self.out_scale, self.out_zero_point as f32);
+        // One channel summed column by column over whole windows (a pooled input image).
+        let whole_plane =
+            c == 1 && self.columns_first && all_whole(&self.window, self.in_shape, self.out_shape);
         let counts: Vec<f32> = table
             .iter()
             .map(|(_, cells)| {
@@ -107,6 +110,18 @@ impl AvgPool {
                 |sums, (o, img)| {
                     // Every window's sums first, then every output byte: no dependence between
                     // windows in either pass, and the second one vectorizes.
+                    if whole_plane {
+                        let (w, os) = (self.in_shape.w, self.out_shape);
+                        whole_window_sums(
+                            &self.window,
+                            w,
+                            os,
+                            |cell| deq[img[cell] as usize],
+                            sums,
+                        );
+                        average_bytes(sums, &counts, c, s_out, zp, o);
+                        return;
+                    }
                     for (p, cells, ncol) in table.iter_columns() {
                         let sums = &mut sums[p * c..(p + 1) * c];
                         if self.columns_first {

@@ -55,9 +55,89 @@ impl WindowCells {
     }
 }
 
+/// Whether every window of `win` sliding over `ins` to give `outs` lies wholly inside the
+/// input (no padding, none clipped): then [`whole_window_sums`] applies.
+pub(super) fn all_whole(win: &Window, ins: Shape, outs: Shape) -> bool {
+    win.pads == [0; 4]
+        && win.kh > 0
+        && win.kw > 0
+        && outs.h > 0
+        && outs.w > 0
+        && (outs.h - 1) * win.stride_h + (win.kh - 1) * win.dil_h < ins.h
+        && (outs.w - 1) * win.stride_w + (win.kw - 1) * win.dil_w < ins.w
+}
+
+/// Each output pixel's window sum over one plane `width` wide, column by column (each column
+/// top to bottom, then the columns left to right: [`super::pool::sum_columns`]'s additions in
+/// its order), for windows that are all whole ([`all_whole`]). Written output row by output row
+/// with fixed trip counts instead of walking each window's cell list: on a 2×2 pooling of the
+/// model's input that walk (a dependent chain of loads per cell) cost as much as the first
+/// layer's GEMM.
+pub(super) fn whole_window_sums(
+    win: &Window,
+    width: usize,
+    outs: Shape,
+    value: impl Fn(usize) -> f32,
+    sums: &mut [f32],
+) {
+    for (oy, row) in sums
+        .chunks_exact_mut(outs.w.max(1))
+        .enumerate()
+        .take(outs.h)
+    {
+        row.fill(0.0);
+        for j in 0..win.kw {
+            for (ox, s) in row.iter_mut().enumerate() {
+                let x0 = ox * win.stride_w + j * win.dil_w;
+                let mut col = 0f32;
+                for ky in 0..win.kh {
+                    col += value((oy * win.stride_h + ky * win.dil_h) * width + x0);
+                }
+                *s += col;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_windows_sum_as_the_cell_lists_do() {
+        // 2×2 stride 2 (the input pooling), 3×2 stride 1 with a dilated column, and a window
+        // whose last position would leave the input (ceil mode): not whole.
+        let plane: Vec<f32> = (0..7 * 9).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let ins = Shape { h: 7, w: 9, c: 1 };
+        for (kh, kw, sh, sw, dw) in [(2, 2, 2, 2, 1), (3, 2, 1, 1, 2), (2, 3, 2, 3, 1)] {
+            let win = Window {
+                kh,
+                kw,
+                stride_h: sh,
+                stride_w: sw,
+                pads: [0; 4],
+                dil_h: 1,
+                dil_w: dw,
+            };
+            let (oh, ow) = win.output_hw(7, 9, false).unwrap();
+            let outs = Shape { h: oh, w: ow, c: 1 };
+            assert!(all_whole(&win, ins, outs));
+            let table = WindowCells::new(&win, ins, outs);
+            let want: Vec<u32> = table
+                .iter_columns()
+                .map(|(_, cells, ncol)| {
+                    crate::graph::pool::sum_columns(cells, ncol, |c| plane[c]).to_bits()
+                })
+                .collect();
+            let mut sums = vec![f32::NAN; oh * ow];
+            whole_window_sums(&win, 9, outs, |c| plane[c], &mut sums);
+            let got: Vec<u32> = sums.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{kh}×{kw} stride {sh}×{sw}");
+            let (ch, cw) = win.output_hw(7, 9, true).unwrap();
+            let clipped = Shape { h: ch, w: cw, c: 1 };
+            assert_eq!(all_whole(&win, ins, clipped), (ch, cw) == (oh, ow));
+        }
+    }
 
     #[test]
     fn table_lists_what_for_each_window_gives() {
@@ -78,6 +158,7 @@ mod tests {
         let table = WindowCells::new(&win, ins, outs);
         let got: Vec<(usize, Vec<usize>)> = table.iter().map(|(p, c)| (p, c.to_vec())).collect();
         assert_eq!(got, want);
+        assert!(!all_whole(&win, ins, outs), "padded windows are not whole");
         for ((p, cells), (q, same, ncol)) in table.iter().zip(table.iter_columns()) {
             assert_eq!((p, cells), (q, same));
             let rows: std::collections::BTreeSet<usize> = cells.iter().map(|c| c / ins.w).collect();
