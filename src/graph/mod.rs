@@ -328,6 +328,14 @@ impl Graph {
             .map(|t| t.iter().map(|&x| q.quantize(x)).collect())
             .collect();
         let mut data = vec![0u8; images.len()];
+        if s.c == 1 {
+            // One channel: NCHW and NHWC are the same order, one lookup per byte.
+            let lut = &luts[0];
+            for (o, &b) in data.iter_mut().zip(images) {
+                *o = lut[b as usize];
+            }
+            return Ok(QBatch { n, shape: s, data });
+        }
         for (o, img) in data
             .chunks_exact_mut(s.len().max(1))
             .zip(images.chunks_exact(s.len().max(1)))
