@@ -9,8 +9,7 @@
 //! ([`WindowCells`]), not per image and channel. Both give the values the per-pixel code gave:
 //! the same f32 operations on the same operands, in the same order.
 
-use super::pool::sum_columns;
-use super::pool_cells::{all_whole, whole_window_sums, WindowCells};
+use super::pool_cells::WindowCells;
 use super::tensor::Shape;
 use super::InputSpec;
 
@@ -50,20 +49,12 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
         // pixel), its window sums, then the divisions: three passes with no dependence between
         // windows, so the sums of neighbouring windows overlap in the CPU.
         let divs: Vec<f32> = windows
-            .iter()
-            .map(|(_, cells)| {
-                let div = if p.count_include_pad {
-                    w.kh * w.kw
-                } else {
-                    cells.len().max(1)
-                };
-                div as f32
-            })
+            .counts(p.count_include_pad)
+            .map(|n| n.max(1) as f32)
             .collect();
         let mut out = vec![0f32; n * os.len()];
         let mut vals = vec![0f32; plane];
         let mut sums = vec![0f32; divs.len()];
-        let whole = all_whole(w, s, os);
         let opl = os.h * os.w;
         for (o, img) in out
             .chunks_exact_mut(os.len().max(1))
@@ -74,13 +65,7 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
                 for (v, &b) in vals.iter_mut().zip(&img[ch * plane..(ch + 1) * plane]) {
                     *v = t[b as usize];
                 }
-                if whole {
-                    whole_window_sums(w, s.w, os, |cell| vals[cell], &mut sums);
-                } else {
-                    for ((_, cells, ncol), sum) in windows.iter_columns().zip(sums.iter_mut()) {
-                        *sum = sum_columns(cells, ncol, |cell| vals[cell]);
-                    }
-                }
+                windows.column_sums(|cell| vals[cell], &mut sums);
                 for (px, (&sum, &div)) in sums.iter().zip(&divs).enumerate() {
                     o[px * os.c + ch] = input.post(ch * opl + px, sum / div);
                 }

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::conv::Window;
-use super::pool_cells::{all_whole, whole_window_sums, WindowCells};
+use super::pool_cells::WindowCells;
 use super::qparams::{rounded_byte, Requant};
 use super::tensor::{QBatch, Shape};
 
@@ -79,7 +79,6 @@ impl AvgPool {
             self.out_shape.len().max(1),
             self.in_shape.c,
         );
-        let full = self.window.kh * self.window.kw;
         let table = WindowCells::new(&self.window, self.in_shape, self.out_shape);
         // onnxruntime's QLinearAveragePool works in float: the sum of dequantized inputs in
         // window order, divided by the count, then y/s_out + zp rounded. A byte's dequantized
@@ -88,19 +87,11 @@ impl AvgPool {
             self.in_scale * super::qparams::centered(v as u8, self.in_zero_point) as f32
         });
         let (s_out, zp) = (self.out_scale, self.out_zero_point as f32);
-        // One channel summed column by column over whole windows (a pooled input image).
-        let whole_plane =
-            c == 1 && self.columns_first && all_whole(&self.window, self.in_shape, self.out_shape);
+        // One channel summed column by column (a pooled input image): one plane.
+        let one_plane = c == 1 && self.columns_first;
         let counts: Vec<f32> = table
-            .iter()
-            .map(|(_, cells)| {
-                let count = if self.count_include_pad {
-                    full
-                } else {
-                    cells.len()
-                };
-                count as f32
-            })
+            .counts(self.count_include_pad)
+            .map(|n| n as f32)
             .collect();
         out.data
             .par_chunks_mut(ol)
@@ -110,15 +101,8 @@ impl AvgPool {
                 |sums, (o, img)| {
                     // Every window's sums first, then every output byte: no dependence between
                     // windows in either pass, and the second one vectorizes.
-                    if whole_plane {
-                        let (w, os) = (self.in_shape.w, self.out_shape);
-                        whole_window_sums(
-                            &self.window,
-                            w,
-                            os,
-                            |cell| deq[img[cell] as usize],
-                            sums,
-                        );
+                    if one_plane {
+                        table.column_sums(|cell| deq[img[cell] as usize], sums);
                         average_bytes(sums, &counts, c, s_out, zp, o);
                         return;
                     }

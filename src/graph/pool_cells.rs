@@ -7,7 +7,7 @@
 //! call and each image only walks it.
 
 use super::conv::Window;
-use super::pool::{first_row_len, for_each_window};
+use super::pool::{first_row_len, for_each_window, sum_columns};
 use super::tensor::Shape;
 
 /// Each output pixel's window as a run of row-major input pixel indices, in window order
@@ -20,6 +20,11 @@ pub(super) struct WindowCells {
     /// Cells in the first row of each window: its number of columns
     /// ([`super::pool::sum_columns`]).
     ncols: Vec<usize>,
+    /// The geometry, for [`WindowCells::column_sums`] over windows that are all whole.
+    window: Window,
+    width: usize,
+    outs: Shape,
+    whole: bool,
 }
 
 impl WindowCells {
@@ -38,6 +43,10 @@ impl WindowCells {
             starts,
             cells,
             ncols,
+            window: *win,
+            width: ins.w,
+            outs,
+            whole: all_whole(win, ins, outs),
         }
     }
 
@@ -53,11 +62,31 @@ impl WindowCells {
     pub(super) fn iter_columns(&self) -> impl Iterator<Item = (usize, &[usize], usize)> + '_ {
         self.iter().zip(&self.ncols).map(|((p, c), &n)| (p, c, n))
     }
+
+    /// Each output pixel's divisor: the whole window with `count_include_pad`, else its cells.
+    pub(super) fn counts(&self, count_include_pad: bool) -> impl Iterator<Item = usize> + '_ {
+        let full = self.window.kh * self.window.kw;
+        self.iter()
+            .map(move |(_, cells)| if count_include_pad { full } else { cells.len() })
+    }
+
+    /// `sums[p]`: output pixel `p`'s window sum of `value(cell)` over one plane, column by
+    /// column ([`super::pool::sum_columns`]'s additions in its order); output row by output row
+    /// when every window is whole ([`whole_window_sums`]), else by the cell lists.
+    pub(super) fn column_sums(&self, value: impl Fn(usize) -> f32, sums: &mut [f32]) {
+        if self.whole {
+            whole_window_sums(&self.window, self.width, self.outs, value, sums);
+            return;
+        }
+        for ((_, cells, ncol), sum) in self.iter_columns().zip(sums.iter_mut()) {
+            *sum = sum_columns(cells, ncol, &value);
+        }
+    }
 }
 
 /// Whether every window of `win` sliding over `ins` to give `outs` lies wholly inside the
 /// input (no padding, none clipped): then [`whole_window_sums`] applies.
-pub(super) fn all_whole(win: &Window, ins: Shape, outs: Shape) -> bool {
+fn all_whole(win: &Window, ins: Shape, outs: Shape) -> bool {
     win.pads == [0; 4]
         && win.kh > 0
         && win.kw > 0
@@ -73,7 +102,7 @@ pub(super) fn all_whole(win: &Window, ins: Shape, outs: Shape) -> bool {
 /// with fixed trip counts instead of walking each window's cell list: on a 2×2 pooling of the
 /// model's input that walk (a dependent chain of loads per cell) cost as much as the first
 /// layer's GEMM.
-pub(super) fn whole_window_sums(
+fn whole_window_sums(
     win: &Window,
     width: usize,
     outs: Shape,
