@@ -4,9 +4,10 @@
 //! along rows, so the patches must be pixel-contiguous. The int8 backward used to build the
 //! whole batch's patches pixel by pixel ([`super::conv::im2col`]) and then transpose that
 //! matrix, far larger than the caches, with a gather of stride `kh·kw·c`: most of the conv
-//! backward's time. Here one image's patches are built in L1 and written down the columns, or,
-//! where a patch row is a contiguous run of the image (one channel, stride 1), copied row by
-//! row straight from the image.
+//! backward's time. Here, at horizontal stride 1, each patch row is made of runs of one channel
+//! plane (the image itself when it has one channel, else its channels split into planes first):
+//! copied row by row, or in one run where the output is as wide as the input. At other strides
+//! one image's patches are built in L1 and written down the columns.
 
 use super::conv::{im2col, Window};
 use super::tensor::Shape;
@@ -34,8 +35,24 @@ pub(crate) fn im2col_t(
         return;
     }
     assert!(dst.len() >= (row - 1) * ld + m, "dst too short");
-    if in_shape.c == 1 && win.stride_w == 1 {
-        return rows_of_runs(img, in_shape, out_hw, win, pad, (dst, ld));
+    if win.stride_w == 1 {
+        if in_shape.c == 1 {
+            return rows_of_runs(img, in_shape, out_hw, win, pad, (0, 1), (dst, ld));
+        }
+        // Several channels: each channel's plane first (HWC → CHW, `cn·h·w` bytes, a ninth of
+        // the patches of a 3×3 window), then the same runs from each plane.
+        let plane = in_shape.h * in_shape.w;
+        let mut planes = vec![0u8; cn * plane];
+        for (px, src) in img.chunks_exact(in_shape.c).enumerate() {
+            for (ch, &v) in src[c0..c0 + cn].iter().enumerate() {
+                planes[ch * plane + px] = v;
+            }
+        }
+        let one = Shape { c: 1, ..in_shape };
+        for (ch, p) in planes.chunks_exact(plane.max(1)).enumerate() {
+            rows_of_runs(p, one, out_hw, win, pad, (ch, cn), (&mut *dst, ld));
+        }
+        return;
     }
     // One image's patches (a few KB, in L1), then down the columns: each source row is read
     // once, and the `row` destination lines being written stay in L1 across 64 pixels.
@@ -57,36 +74,76 @@ pub(crate) fn im2col_t(
 /// Pixels per band of [`im2col_t`]'s general path.
 const BAND: usize = 64;
 
-/// [`im2col_t`] of a one-channel image at horizontal stride 1: each output row of a patch
-/// row is a run of the image's row, copied whole, with padding filled at its ends.
+/// [`im2col_t`] of one channel plane at horizontal stride 1, into the patch rows of channel `ch`
+/// of `cn` (`k = (ky·kw + kx)·cn + ch`): each output row of a patch row is a run of the plane's
+/// row, copied whole, with padding filled at its ends. Where the output is as wide as the plane
+/// and the vertical stride is 1 (a "same" conv), a patch row is the plane shifted by a constant
+/// offset, copied in one run, and only its padded cells are written afterwards.
 fn rows_of_runs(
     img: &[u8],
     in_shape: Shape,
     (oh, ow): (usize, usize),
     win: &Window,
     pad: u8,
+    (ch, cn): (usize, usize),
     (dst, ld): (&mut [u8], usize),
 ) {
     let (h, w) = (in_shape.h, in_shape.w);
+    let shifted = win.stride_h == 1 && ow == w;
     for ky in 0..win.kh {
+        // iy = oy·stride_h + ky·dil_h − pad_top.
+        let off = (ky * win.dil_h) as isize - win.pads[0] as isize;
         for kx in 0..win.kw {
             // ix = ox + kx·dil_w − pad_left: inside for ox in lo..hi.
             let shift = (kx * win.dil_w) as isize - win.pads[1] as isize;
             let lo = (-shift).clamp(0, ow as isize) as usize;
             let hi = (w as isize - shift).clamp(lo as isize, ow as isize) as usize;
-            let row = &mut dst[(ky * win.kw + kx) * ld..][..oh * ow];
+            let row = &mut dst[((ky * win.kw + kx) * cn + ch) * ld..][..oh * ow];
+            if shifted {
+                // Rows oy_lo..oy_hi read inside the plane; the cells of those rows in lo..hi
+                // are one run of the plane, `(off·w + shift)` ahead of the output.
+                let oy_lo = (-off).clamp(0, oh as isize) as usize;
+                let oy_hi = (h as isize - off).clamp(oy_lo as isize, oh as isize) as usize;
+                if lo == hi || oy_lo == oy_hi {
+                    row.fill(pad);
+                    continue;
+                }
+                row[..oy_lo * ow].fill(pad);
+                row[oy_hi * ow..].fill(pad);
+                let (a, b) = (oy_lo * ow + lo, (oy_hi - 1) * ow + hi);
+                let src = ((oy_lo as isize + off) * w as isize + lo as isize + shift) as usize;
+                row[a..b].copy_from_slice(&img[src..][..b - a]);
+                for seg in row[oy_lo * ow..oy_hi * ow].chunks_exact_mut(ow) {
+                    fill_edge(&mut seg[..lo], pad);
+                    fill_edge(&mut seg[hi..], pad);
+                }
+                continue;
+            }
             for (oy, seg) in row.chunks_exact_mut(ow).enumerate() {
-                let iy = (oy * win.stride_h + ky * win.dil_h) as isize - win.pads[0] as isize;
+                let iy = (oy * win.stride_h) as isize + off;
                 if iy < 0 || iy >= h as isize || lo == hi {
                     seg.fill(pad);
                     continue;
                 }
-                seg[..lo].fill(pad);
-                seg[hi..].fill(pad);
+                fill_edge(&mut seg[..lo], pad);
+                fill_edge(&mut seg[hi..], pad);
                 let start = (iy as usize * w) as isize + lo as isize + shift;
                 seg[lo..hi].copy_from_slice(&img[start as usize..][..hi - lo]);
             }
         }
+    }
+}
+
+/// `seg.fill(pad)` for the padded ends of a patch row's output row, 0 to 2 cells for the usual
+/// windows: stored directly, since a `fill` is a call to `memset` (once per output row, those
+/// calls were a sixth of the weight gradient's time).
+#[inline(always)]
+fn fill_edge(seg: &mut [u8], pad: u8) {
+    match seg {
+        [] => {}
+        [a] => *a = pad,
+        [a, b] => (*a, *b) = (pad, pad),
+        _ => seg.fill(pad),
     }
 }
 
