@@ -17,6 +17,7 @@ use super::grad::{i8_step, quantize_i8_at, quantize_i8_t, quantize_u8_scaled, La
 use super::patches_t::im2col_t;
 use super::scratch;
 use super::tensor::{QBatch, Shape};
+use super::zeroed::par_zeroed_chunks;
 use crate::kernels::PackedWeights;
 
 impl Conv {
@@ -173,16 +174,16 @@ impl Conv {
             (vec![], 1.0)
         };
         let s_g = i8_step(gy);
-        let mut dx = if need_dx {
-            vec![0f32; x.data.len()]
-        } else {
-            vec![]
-        };
+        // Filled by the first group's input-gradient pass (below), or by the depthwise loops.
+        let mut dx = Vec::new();
         // The real value of one `dW` sum unit, per input channel (per group when the input is
         // quantized per channel: then each group reads one channel).
         let units: Vec<f32> = in_scales.iter().map(|&s| s * s_g).collect();
         if self.is_depthwise() && !force_gemm {
             let gq = quantize_i8_at(gy, 1.0 / s_g);
+            if need_dx {
+                dx = vec![0f32; x.data.len()];
+            }
             self.backward_i8_depthwise(x, &units, &gq, &gq_dx, s_dx, &mut dw, &mut dx);
             return (LayerGrad { dw, db }, need_dx.then_some(dx));
         }
@@ -210,7 +211,13 @@ impl Conv {
                     dw[(grp * cout_g + j) * row + k] = unit * acc[k * cout_g + j] as f32;
                 }
             }
-            if need_dx {
+            if need_dx && grp == 0 {
+                // The first group's pass zeroes each chunk just before adding into it.
+                dx = par_zeroed_chunks(x.data.len(), il * imgs, |i, dxs| {
+                    let g = &gq_dx[i * ol * imgs..][..dxs.len() / il * ol];
+                    self.dx_chunk(g, s_dx, grp, dxs)
+                });
+            } else if need_dx {
                 dx.par_chunks_mut(il * imgs)
                     .zip(gq_dx.par_chunks(ol * imgs))
                     .for_each(|(dxs, g)| self.dx_chunk(g, s_dx, grp, dxs));

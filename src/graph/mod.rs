@@ -46,6 +46,7 @@ mod simd;
 pub mod summary;
 pub mod tensor;
 mod transpose;
+mod zeroed;
 
 use std::path::PathBuf;
 

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use super::pool::{for_each_window, AvgPool, GlobalAvgPool, MaxPool};
 use super::pool_cells::WindowCells;
 use super::tensor::Shape;
+use super::zeroed::par_zeroed_chunks;
 
 impl MaxPool {
     /// Input gradient from the saved input `x` (stored bytes or real values) and `gy`.
@@ -71,26 +72,50 @@ impl MaxPool {
             return self.backward(x, gy);
         }
         let table = WindowCells::new(&self.window, self.in_shape, self.out_shape);
-        let mut gx = vec![0f32; x.len()];
-        gx.par_chunks_mut(il)
-            .zip(x.par_chunks(il))
-            .zip(y.par_chunks(ol).zip(gy.par_chunks(ol)))
-            .for_each(|((gxi, img), (yi, g))| {
-                // Per channel, the byte still to be found; with bit 8 set (no byte matches)
-                // once it was.
-                let mut target = vec![0u32; c];
-                for (p, cells) in table.iter() {
-                    let (yp, gp) = (&yi[p * c..(p + 1) * c], &g[p * c..(p + 1) * c]);
-                    for (t, &v) in target.iter_mut().zip(yp) {
-                        *t = v as u32;
-                    }
-                    for &cell in cells {
-                        let row = &img[cell * c..(cell + 1) * c];
-                        route(&mut gxi[cell * c..(cell + 1) * c], row, &mut target, gp);
-                    }
-                }
-            });
-        gx
+        par_zeroed_chunks(x.len(), il, |i, gxi| {
+            let (img, yi, g) = (&x[i * il..][..il], &y[i * ol..][..ol], &gy[i * ol..][..ol]);
+            // Per channel, the byte still to be found; with bit 8 set (no byte matches) once
+            // it was.
+            let mut target = vec![0u32; c];
+            route_image(&table, c, img, yi, g, &mut target, gxi);
+        })
+    }
+}
+
+super::simd::avx2_dispatch! {
+    /// One image of [`MaxPool::backward_q`]: every window's gradient routed to its first
+    /// largest cell, 8 channels at a time where the CPU has AVX2 (integer masks and one f32
+    /// addition per cell, the same bits either way).
+    route_image => route_image_portable(
+        table: &WindowCells,
+        c: usize,
+        img: &[u8],
+        yi: &[u8],
+        g: &[f32],
+        target: &mut [u32],
+        gxi: &mut [f32],
+    )
+}
+
+#[inline(always)]
+fn route_image_portable(
+    table: &WindowCells,
+    c: usize,
+    img: &[u8],
+    yi: &[u8],
+    g: &[f32],
+    target: &mut [u32],
+    gxi: &mut [f32],
+) {
+    for (p, cells) in table.iter() {
+        let (yp, gp) = (&yi[p * c..(p + 1) * c], &g[p * c..(p + 1) * c]);
+        for (t, &v) in target.iter_mut().zip(yp) {
+            *t = v as u32;
+        }
+        for &cell in cells {
+            let row = &img[cell * c..(cell + 1) * c];
+            route(&mut gxi[cell * c..(cell + 1) * c], row, target, gp);
+        }
     }
 }
 
@@ -102,6 +127,7 @@ impl MaxPool {
 /// which leaves every value but `−0.0` unchanged, and a gradient sum that starts at `+0.0`
 /// never becomes `−0.0` (`x + y` is `−0.0` only when both are), so this equals the
 /// conditional add bit for bit.
+#[inline(always)]
 fn route(dst: &mut [f32], row: &[u8], target: &mut [u32], g: &[f32]) {
     let c = dst.len();
     let (row, target, g) = (&row[..c], &mut target[..c], &g[..c]);
