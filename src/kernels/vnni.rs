@@ -121,6 +121,10 @@ impl<D: Dpbusd> Tile for Vnni<D> {
         x
     }
 
+    fn a_in_place(a: &[u8]) -> Option<&[u8]> {
+        Some(a)
+    }
+
     fn zp_factor(zp: i32) -> i32 {
         -zp
     }
