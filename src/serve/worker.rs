@@ -149,7 +149,11 @@ impl Worker {
                 queue.progress(id, Step::from(*p));
             }
         };
-        let mut outcome = match session.forget(&self.data, &options, &mut on_event, Some(&cancel)) {
+        // On a worker of rayon's pool, so the request's parallel loops do not each hand off to
+        // the pool and wait (see the CLI's `on_pool`).
+        let ran =
+            rayon::scope(|_| session.forget(&self.data, &options, &mut on_event, Some(&cancel)));
+        let mut outcome = match ran {
             Ok(o) => o,
             Err(Error::Cancelled) => return End::Cancelled,
             Err(e) => return End::Failed(e.to_string()),
