@@ -181,11 +181,15 @@ impl Conv {
         let units: Vec<f32> = in_scales.iter().map(|&s| s * s_g).collect();
         if self.is_depthwise() && !force_gemm {
             let gq = quantize_i8_at(gy, 1.0 / s_g);
-            if need_dx {
-                dx = vec![0f32; x.data.len()];
-            }
-            self.backward_i8_depthwise(x, &units, &gq, &gq_dx, s_dx, &mut dw, &mut dx);
-            return (LayerGrad { dw, db }, need_dx.then_some(dx));
+            let dx = self.backward_i8_depthwise(
+                x,
+                &units,
+                &gq,
+                need_dx.then_some(&gq_dx),
+                s_dx,
+                &mut dw,
+            );
+            return (LayerGrad { dw, db }, dx);
         }
         // About two chunks per thread: enough to balance, few enough that each GEMM stays long.
         let imgs = x.n.div_ceil(2 * rayon::current_num_threads()).max(1);

@@ -16,6 +16,7 @@ use super::conv::{Conv, Window};
 use super::scratch;
 use super::simd::avx2_dispatch;
 use super::tensor::{QBatch, Shape};
+use super::zeroed::par_zeroed_chunks;
 
 impl Conv {
     /// One input and one output channel per group (and more than one group), weights without
@@ -71,18 +72,16 @@ impl Conv {
     /// `s_g` for `dW`, `gq_dx` at step `s_dx`, zero point 128, for `dX`): the same i32 sums and
     /// the same f32 additions in the same order as the per-group GEMMs. `unit` is the real value
     /// of one `dW` sum unit (one, or one per channel for an input quantized per channel). Fills
-    /// `dw` (`[c][kh·kw]`) and adds into `dx` (zeros, or empty when not needed).
-    #[allow(clippy::too_many_arguments)]
+    /// `dw` (`[c][kh·kw]`) and returns `dX` when `gq_dx` is given.
     pub(crate) fn backward_i8_depthwise(
         &self,
         x: &QBatch,
         unit: &[f32],
         gq: &[i8],
-        gq_dx: &[u8],
+        gq_dx: Option<&[u8]>,
         s_dx: f32,
         dw: &mut [f32],
-        dx: &mut [f32],
-    ) {
+    ) -> Option<Vec<f32>> {
         let (oh, ow, c) = (self.out_shape.h, self.out_shape.w, self.out_shape.c);
         let kk = self.window.kh * self.window.kw;
         let (il, ol) = (self.in_shape.len().max(1), self.out_shape.len().max(1));
@@ -115,15 +114,12 @@ impl Conv {
                 *d = unit * acc[k * c + ch] as f32;
             }
         }
-        if dx.is_empty() {
-            return;
-        }
+        let gq_dx = gq_dx?;
         let taps = self.depthwise_taps();
-        dx.par_chunks_mut(il)
-            .zip(gq_dx.par_chunks(ol))
-            .for_each(|(dxi, g)| {
-                input_grad_add(g, s_dx, self.in_shape, (oh, ow), &self.window, &taps, dxi);
-            });
+        Some(par_zeroed_chunks(x.data.len(), il, |i, dxi| {
+            let g = &gq_dx[i * ol..][..ol];
+            input_grad_add(g, s_dx, self.in_shape, (oh, ow), &self.window, &taps, dxi);
+        }))
     }
 }
 
