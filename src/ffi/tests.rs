@@ -195,7 +195,20 @@ fn bad_inputs_say_what_is_wrong() {
     assert_eq!(qf_session_release(s), QF_OK);
 }
 
+thread_local! {
+    /// Set on the thread that calls `qf_request_run` in the cancel test.
+    static CALLING_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Set when the progress callback ran on another thread than the one that called
+/// `qf_request_run` (the header promises the calling thread; the run itself is on a worker).
+static CALLBACK_ELSEWHERE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 unsafe extern "C" fn cancel_at_third_step(p: *const QfProgress, user: *mut c_void) -> i32 {
+    if !CALLING_THREAD.with(|c| c.get()) {
+        CALLBACK_ELSEWHERE.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     // SAFETY: qforget passes a valid progress; `user` is the test's counter.
     let (p, n) = unsafe { (&*p, &mut *(user as *mut u32)) };
     assert!(p.step >= 1 && p.epochs >= 1 && p.loss.is_finite());
@@ -211,6 +224,7 @@ fn a_request_through_the_c_api_cancels_then_runs_and_verifies() {
     let r = request(s, r#"{"forget_class": 3}"#);
     let mut res = QfResult::default();
     let mut steps = 0u32;
+    CALLING_THREAD.with(|c| c.set(true));
     // SAFETY: the callback matches the contract; `steps` outlives the call.
     let st = unsafe {
         qf_request_run(
@@ -221,7 +235,12 @@ fn a_request_through_the_c_api_cancels_then_runs_and_verifies() {
         )
     };
     assert_eq!(st, QF_ERR_CANCELLED, "{}", last_error());
+    // In lockstep: the run stopped after the step whose callback asked it to.
     assert_eq!(steps, 3);
+    assert!(
+        !CALLBACK_ELSEWHERE.load(std::sync::atomic::Ordering::SeqCst),
+        "the progress callback ran on another thread than qf_request_run's caller"
+    );
     assert_eq!(
         res,
         QfResult::default(),
