@@ -174,8 +174,6 @@ impl Conv {
             (vec![], 1.0)
         };
         let s_g = i8_step(gy);
-        // Filled by the first group's input-gradient pass (below), or by the depthwise loops.
-        let mut dx = Vec::new();
         // The real value of one `dW` sum unit, per input channel (per group when the input is
         // quantized per channel: then each group reads one channel).
         let units: Vec<f32> = in_scales.iter().map(|&s| s * s_g).collect();
@@ -215,19 +213,17 @@ impl Conv {
                     dw[(grp * cout_g + j) * row + k] = unit * acc[k * cout_g + j] as f32;
                 }
             }
-            if need_dx && grp == 0 {
-                // The first group's pass zeroes each chunk just before adding into it.
-                dx = par_zeroed_chunks(x.data.len(), il * imgs, |i, dxs| {
-                    let g = &gq_dx[i * ol * imgs..][..dxs.len() / il * ol];
-                    self.dx_chunk(g, s_dx, grp, dxs)
-                });
-            } else if need_dx {
-                dx.par_chunks_mut(il * imgs)
-                    .zip(gq_dx.par_chunks(ol * imgs))
-                    .for_each(|(dxs, g)| self.dx_chunk(g, s_dx, grp, dxs));
-            }
         }
-        (LayerGrad { dw, db }, need_dx.then_some(dx))
+        // Each chunk of images is zeroed, then every group adds its input channels into it.
+        let dx = need_dx.then(|| {
+            par_zeroed_chunks(x.data.len(), il * imgs, |i, dxs| {
+                let g = &gq_dx[i * ol * imgs..][..dxs.len() / il * ol];
+                for grp in 0..self.group {
+                    self.dx_chunk(g, s_dx, grp, dxs);
+                }
+            })
+        });
+        (LayerGrad { dw, db }, dx)
     }
 
     /// `Σ_p Gᵀ·X` (i32, `row × c_out/g`) of group `grp` over the images `xs`, from the real

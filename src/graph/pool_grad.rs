@@ -74,10 +74,7 @@ impl MaxPool {
         let table = WindowCells::new(&self.window, self.in_shape, self.out_shape);
         par_zeroed_chunks(x.len(), il, |i, gxi| {
             let (img, yi, g) = (&x[i * il..][..il], &y[i * ol..][..ol], &gy[i * ol..][..ol]);
-            // Per channel, the byte still to be found; with bit 8 set (no byte matches) once
-            // it was.
-            let mut target = vec![0u32; c];
-            route_image(&table, c, img, yi, g, &mut target, gxi);
+            route_image(&table, c, img, yi, g, gxi);
         })
     }
 }
@@ -92,7 +89,6 @@ super::simd::avx2_dispatch! {
         img: &[u8],
         yi: &[u8],
         g: &[f32],
-        target: &mut [u32],
         gxi: &mut [f32],
     )
 }
@@ -104,9 +100,10 @@ fn route_image_portable(
     img: &[u8],
     yi: &[u8],
     g: &[f32],
-    target: &mut [u32],
     gxi: &mut [f32],
 ) {
+    // Per channel, the byte still to be found; with bit 8 set (no byte matches) once it was.
+    let mut target = vec![0u32; c];
     for (p, cells) in table.iter() {
         let (yp, gp) = (&yi[p * c..(p + 1) * c], &g[p * c..(p + 1) * c]);
         for (t, &v) in target.iter_mut().zip(yp) {
@@ -114,7 +111,7 @@ fn route_image_portable(
         }
         for &cell in cells {
             let row = &img[cell * c..(cell + 1) * c];
-            route(&mut gxi[cell * c..(cell + 1) * c], row, target, gp);
+            route(&mut gxi[cell * c..(cell + 1) * c], row, &mut target, gp);
         }
     }
 }
