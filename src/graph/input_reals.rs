@@ -65,7 +65,7 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
                 for (v, &b) in vals.iter_mut().zip(&img[ch * plane..(ch + 1) * plane]) {
                     *v = t[b as usize];
                 }
-                windows.column_sums(|cell| vals[cell], &mut sums);
+                windows.column_sums(&vals, &mut sums);
                 for (px, (&sum, &div)) in sums.iter().zip(&divs).enumerate() {
                     o[px * os.c + ch] = input.post(ch * opl + px, sum / div);
                 }

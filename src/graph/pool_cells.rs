@@ -70,16 +70,17 @@ impl WindowCells {
             .map(move |(_, cells)| if count_include_pad { full } else { cells.len() })
     }
 
-    /// `sums[p]`: output pixel `p`'s window sum of `value(cell)` over one plane, column by
-    /// column ([`super::pool::sum_columns`]'s additions in its order); output row by output row
-    /// when every window is whole ([`whole_window_sums`]), else by the cell lists.
-    pub(super) fn column_sums(&self, value: impl Fn(usize) -> f32, sums: &mut [f32]) {
+    /// `sums[p]`: output pixel `p`'s window sum over one `plane` of values (row-major, the
+    /// input's width), column by column ([`super::pool::sum_columns`]'s additions in its order);
+    /// output row by output row when every window is whole ([`whole_window_sums`]), else by the
+    /// cell lists.
+    pub(super) fn column_sums(&self, plane: &[f32], sums: &mut [f32]) {
         if self.whole {
-            whole_window_sums(&self.window, self.width, self.outs, value, sums);
+            whole_window_sums(&self.window, self.width, self.outs, plane, sums);
             return;
         }
         for ((_, cells, ncol), sum) in self.iter_columns().zip(sums.iter_mut()) {
-            *sum = sum_columns(cells, ncol, &value);
+            *sum = sum_columns(cells, ncol, |cell| plane[cell]);
         }
     }
 }
@@ -98,33 +99,50 @@ fn all_whole(win: &Window, ins: Shape, outs: Shape) -> bool {
 
 /// Each output pixel's window sum over one plane `width` wide, column by column (each column
 /// top to bottom, then the columns left to right: [`super::pool::sum_columns`]'s additions in
-/// its order), for windows that are all whole ([`all_whole`]). Written output row by output row
-/// with fixed trip counts instead of walking each window's cell list: on a 2×2 pooling of the
-/// model's input that walk (a dependent chain of loads per cell) cost as much as the first
-/// layer's GEMM.
-fn whole_window_sums(
-    win: &Window,
-    width: usize,
-    outs: Shape,
-    value: impl Fn(usize) -> f32,
-    sums: &mut [f32],
-) {
-    for (oy, row) in sums
-        .chunks_exact_mut(outs.w.max(1))
-        .enumerate()
-        .take(outs.h)
-    {
-        row.fill(0.0);
-        for j in 0..win.kw {
-            for (ox, s) in row.iter_mut().enumerate() {
-                let x0 = ox * win.stride_w + j * win.dil_w;
-                let mut col = 0f32;
-                for ky in 0..win.kh {
-                    col += value((oy * win.stride_h + ky * win.dil_h) * width + x0);
-                }
-                *s += col;
+/// its order), for windows that are all whole ([`all_whole`]). Per output row, two passes: the
+/// column sums of every input column the windows touch (whole input rows added one after the
+/// other, which vectorizes), then each window's columns added left to right (as `+=` into the zeroed row, column by column). A column sum is
+/// the same chain of additions as walking the window (from zero, top to bottom), so the values
+/// are those of the cell lists; walking each window's cell list (a dependent chain of loads per
+/// cell) had cost as much as the first layer's GEMM on a 2×2 pooling of the model's input, and
+/// the window-by-window loop of fixed trip counts still a third of that inference.
+fn whole_window_sums(win: &Window, width: usize, outs: Shape, plane: &[f32], sums: &mut [f32]) {
+    if outs.w == 0 || outs.h == 0 {
+        return;
+    }
+    // Input columns up to the last one a window touches (`all_whole`: inside the row).
+    let span = (outs.w - 1) * win.stride_w + (win.kw - 1) * win.dil_w + 1;
+    let mut cols = vec![0f32; span];
+    for (oy, row) in sums.chunks_exact_mut(outs.w).enumerate().take(outs.h) {
+        cols.fill(0.0);
+        for ky in 0..win.kh {
+            let r = &plane[(oy * win.stride_h + ky * win.dil_h) * width..][..span];
+            for (c, &v) in cols.iter_mut().zip(r) {
+                *c += v;
             }
         }
+        row.fill(0.0);
+        for j in 0..win.kw {
+            let cols = &cols[j * win.dil_w..];
+            // A constant stride lets the compiler vectorize the strided reads.
+            match win.stride_w {
+                1 => add_strided::<1>(cols, row),
+                2 => add_strided::<2>(cols, row),
+                s => row
+                    .iter_mut()
+                    .zip(cols.iter().step_by(s))
+                    .for_each(|(r, &c)| *r += c),
+            }
+        }
+    }
+}
+
+/// `row[i] += cols[i·S]` for every `i` of `row`.
+#[inline(always)]
+fn add_strided<const S: usize>(cols: &[f32], row: &mut [f32]) {
+    let cols = &cols[..(row.len() - 1) * S + 1];
+    for (i, r) in row.iter_mut().enumerate() {
+        *r += cols[i * S];
     }
 }
 
@@ -159,7 +177,7 @@ mod tests {
                 })
                 .collect();
             let mut sums = vec![f32::NAN; oh * ow];
-            whole_window_sums(&win, 9, outs, |c| plane[c], &mut sums);
+            whole_window_sums(&win, 9, outs, &plane, &mut sums);
             let got: Vec<u32> = sums.iter().map(|v| v.to_bits()).collect();
             assert_eq!(got, want, "{kh}×{kw} stride {sh}×{sw}");
             let (ch, cw) = win.output_hw(7, 9, true).unwrap();
