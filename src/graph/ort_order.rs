@@ -124,16 +124,16 @@ impl OrtSum<'_> {
     /// Call `emit(row, y)` with the real outputs `y` (bias included) of every row of `src`
     /// (`[row][k]` bytes).
     pub fn rows(&self, src: &[u8], emit: impl FnMut(usize, &[f32])) {
-        self.rows_with(has_fma(), src, emit)
+        self.rows_with(Simd::detect(), src, emit)
     }
 
     /// [`OrtSum::rows`] by the portable loop (the vector path's reference in tests).
     #[cfg(test)]
     fn rows_portable(&self, src: &[u8], emit: &mut impl FnMut(usize, &[f32])) {
-        self.rows_with(false, src, emit)
+        self.rows_with(Simd::Portable, src, emit)
     }
 
-    fn rows_with(&self, fma: bool, src: &[u8], mut emit: impl FnMut(usize, &[f32])) {
+    fn rows_with(&self, simd: Simd, src: &[u8], mut emit: impl FnMut(usize, &[f32])) {
         let k = self.k.max(1);
         let mut xs = vec![0f32; k * ROWS];
         let mut y = vec![0f32; self.c_out.max(1) * ROWS];
@@ -142,22 +142,22 @@ impl OrtSum<'_> {
             for (x, p) in xs.chunks_exact_mut(k).zip(px.chunks_exact(k)) {
                 self.dequantize(p, x);
             }
-            self.block(fma, &xs[..n * k], b * ROWS, &mut y, &mut emit);
+            self.block(simd, &xs[..n * k], b * ROWS, &mut y, &mut emit);
         }
     }
 
     /// [`OrtSum::rows`] on real inputs (`[row][k]`, a float segment's activation), which
     /// onnxruntime reads as they are (`zp_in` and `in_scale` unused).
     pub fn rows_real(&self, src: &[f32], mut emit: impl FnMut(usize, &[f32])) {
-        self.rows_real_with(has_fma(), src, &mut emit)
+        self.rows_real_with(Simd::detect(), src, &mut emit)
     }
 
-    fn rows_real_with(&self, fma: bool, src: &[f32], mut emit: impl FnMut(usize, &[f32])) {
+    fn rows_real_with(&self, simd: Simd, src: &[f32], mut emit: impl FnMut(usize, &[f32])) {
         let k = self.k.max(1);
         let mut y = vec![0f32; self.c_out.max(1) * ROWS];
         for (b, xs) in src.chunks(k * ROWS).enumerate() {
             let n = xs.len() / k;
-            self.block(fma, &xs[..n * k], b * ROWS, &mut y, &mut emit);
+            self.block(simd, &xs[..n * k], b * ROWS, &mut y, &mut emit);
         }
     }
 
@@ -167,7 +167,7 @@ impl OrtSum<'_> {
     /// multiply-adds as the one-row loop, so the values do not depend on the blocking.
     fn block(
         &self,
-        fma: bool,
+        simd: Simd,
         xs: &[f32],
         first: usize,
         y: &mut [f32],
@@ -177,7 +177,7 @@ impl OrtSum<'_> {
         let n = xs.len() / k;
         let y = &mut y[..n * c_out];
         #[cfg(target_arch = "x86_64")]
-        if fma {
+        if simd != Simd::Portable {
             y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
             // Six rows at a time (twelve accumulators), the last few by four, two or one.
             let mut r = 0;
@@ -192,14 +192,14 @@ impl OrtSum<'_> {
                     &xs[r * k..][..take * k],
                     &mut y[r * c_out..][..take * c_out],
                 );
-                // SAFETY: the CPU has FMA and AVX2 (`has_fma`); `xb` holds `take` rows of `k`
-                // inputs and `yb` `take` rows of `c_out` outputs.
+                // SAFETY: the CPU has what `simd` names (`Simd::detect`); `xb` holds `take`
+                // rows of `k` inputs and `yb` `take` rows of `c_out` outputs.
                 unsafe {
                     match take {
-                        6 => self.rows_fma::<6>(xb, yb),
-                        4 => self.rows_fma::<4>(xb, yb),
-                        2 => self.rows_fma::<2>(xb, yb),
-                        _ => self.rows_fma::<1>(xb, yb),
+                        6 => self.rows_vec::<6>(simd, xb, yb),
+                        4 => self.rows_vec::<4>(simd, xb, yb),
+                        2 => self.rows_vec::<2>(simd, xb, yb),
+                        _ => self.rows_vec::<1>(simd, xb, yb),
                     }
                 }
                 r += take;
@@ -215,24 +215,24 @@ impl OrtSum<'_> {
             .zip(y.chunks_exact_mut(c_out))
             .enumerate()
         {
-            self.row(fma, x, y);
+            self.row(simd, x, y);
             emit(first + r, y);
         }
     }
 
     /// The outputs `y` of one input row `xs` (real values).
     #[inline(always)]
-    fn row(&self, fma: bool, xs: &[f32], y: &mut [f32]) {
+    fn row(&self, simd: Simd, xs: &[f32], y: &mut [f32]) {
         self.start(y);
         #[cfg(target_arch = "x86_64")]
-        if fma {
-            // SAFETY: the CPU has FMA and AVX2 (`has_fma`); one row of `k` inputs and
-            // `c_out` outputs.
-            unsafe { self.rows_fma::<1>(xs, y) };
+        if simd != Simd::Portable {
+            // SAFETY: the CPU has what `simd` names (`Simd::detect`); one row of `k` inputs
+            // and `c_out` outputs.
+            unsafe { self.rows_vec::<1>(simd, xs, y) };
             self.end(y);
             return;
         }
-        let _ = fma;
+        let _ = simd;
         for (s, e) in self.slices() {
             self.rest(xs, y, 0, s, e);
         }
@@ -273,7 +273,80 @@ impl OrtSum<'_> {
         }
     }
 
-    /// The sums of `R` rows with AVX2 and FMA: sixteen output channels at a time in two
+    /// The sums of `R` rows by the vector path `simd`: output channels by 32 with AVX-512 where
+    /// the CPU has it, the rest (or all) by [`OrtSum::rows_fma`].
+    ///
+    /// # Safety
+    /// The CPU must have what `simd` names (not [`Simd::Portable`]); `xs` holds `R` rows of
+    /// `k` inputs, `y` `R` rows of `c_out` outputs.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn rows_vec<const R: usize>(&self, simd: Simd, xs: &[f32], y: &mut [f32]) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            let from = if simd == Simd::Avx512 {
+                self.rows_fma512::<R>(xs, y)
+            } else {
+                0
+            };
+            self.rows_fma::<R>(xs, y, from);
+        }
+    }
+
+    /// [`OrtSum::rows_fma`] with AVX-512 on the output channels `0..32·⌊c_out/32⌋`, which it
+    /// returns the end of: thirty-two channels at a time in two registers per row, each lane
+    /// the same chain of fused multiply-adds in input order (so the same values as the AVX2
+    /// path and the portable loop; twice the lanes per instruction).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `xs` holds `R` rows of `k` inputs, `y` `R` rows of `c_out`
+    /// outputs.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_fma512<const R: usize>(&self, xs: &[f32], y: &mut [f32]) -> usize {
+        use std::arch::x86_64::{
+            _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+            _mm512_storeu_ps,
+        };
+        const WIDE: usize = 2 * LANES;
+        let (k, c_out) = (self.k, self.c_out.max(1));
+        debug_assert!(xs.len() == R * k && y.len() == R * c_out);
+        debug_assert!(self.w_t.len() >= k * c_out);
+        let groups = c_out / WIDE;
+        let x: [&[f32]; R] = std::array::from_fn(|r| &xs[r * k..][..k]);
+        for (s, e) in self.slices() {
+            for g in 0..groups {
+                let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                for j in s..e {
+                    // SAFETY: j < k and (g + 1)·32 ≤ c_out, so the 32 floats from
+                    // j·c_out + g·32 lie inside `w_t` (`k × c_out`): two unaligned loads.
+                    let (w0, w1) = unsafe {
+                        let w = self.w_t.as_ptr().add(j * c_out + g * WIDE);
+                        (_mm512_loadu_ps(w), _mm512_loadu_ps(w.add(LANES)))
+                    };
+                    for (a, x) in acc.iter_mut().zip(&x) {
+                        let xv = _mm512_set1_ps(x[j]);
+                        a[0] = _mm512_fmadd_ps(xv, w0, a[0]);
+                        a[1] = _mm512_fmadd_ps(xv, w1, a[1]);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    let yg = &mut y[r * c_out + g * WIDE..][..WIDE];
+                    // SAFETY: `yg` holds 32 floats, two unaligned loads and stores of 16.
+                    unsafe {
+                        let p = yg.as_mut_ptr();
+                        _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), a[0]));
+                        let q = p.add(LANES);
+                        _mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), a[1]));
+                    }
+                }
+            }
+        }
+        groups * WIDE
+    }
+
+    /// The sums of `R` rows with AVX2 and FMA, output channels `from..` (`from` a multiple of
+    /// sixteen): sixteen output channels at a time in two
     /// registers per row, each lane one fused multiply-add per input, in input order (the values
     /// of the portable loop; the compiler did not vectorize its `mul_add` loops). Each pair of
     /// weight loads serves all `R` rows (one row at a time is bound by those loads).
@@ -283,7 +356,7 @@ impl OrtSum<'_> {
     /// `c_out` outputs.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "fma,avx2")]
-    unsafe fn rows_fma<const R: usize>(&self, xs: &[f32], y: &mut [f32]) {
+    unsafe fn rows_fma<const R: usize>(&self, xs: &[f32], y: &mut [f32], from: usize) {
         use std::arch::x86_64::{
             _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_fmadd_ps, _mm256_loadu_ps,
             _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_set1_epi32, _mm256_set1_ps,
@@ -295,7 +368,7 @@ impl OrtSum<'_> {
         let groups = c_out / LANES;
         let x: [&[f32]; R] = std::array::from_fn(|r| &xs[r * k..][..k]);
         for (s, e) in self.slices() {
-            for g in 0..groups {
+            for g in from / LANES..groups {
                 let mut acc = [[_mm256_setzero_ps(); 2]; R];
                 for j in s..e {
                     // SAFETY: j < k and (g + 1)·LANES ≤ c_out, so the 16 floats from
@@ -371,14 +444,44 @@ impl OrtSum<'_> {
     }
 }
 
-/// Whether [`OrtSum`] may use its AVX2/FMA kernel (the same values as the portable loop).
-fn has_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2")
+/// How [`OrtSum`] computes its sums; every way gives the portable loop's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Portable,
+    /// AVX2 with FMA: sixteen output channels per step.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx2,
+    /// AVX-512F (which has FMA), then AVX2 for the channels past the last 32.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512,
+}
+
+impl Simd {
+    /// The widest way this CPU runs.
+    fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("fma") && has!("avx2") {
+                return if has!("avx512f") {
+                    Simd::Avx512
+                } else {
+                    Simd::Avx2
+                };
+            }
+        }
+        Simd::Portable
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+
+    /// Every way this CPU runs, widest first (the tests compare them).
+    #[cfg(test)]
+    fn all() -> Vec<Simd> {
+        match Simd::detect() {
+            Simd::Avx512 => vec![Simd::Avx512, Simd::Avx2, Simd::Portable],
+            Simd::Avx2 => vec![Simd::Avx2, Simd::Portable],
+            Simd::Portable => vec![Simd::Portable],
+        }
+    }
 }
 
 /// One conv's constants for [`Conv::forward_ort_order`]: the sums, then the division by the
@@ -519,12 +622,17 @@ mod tests {
         });
         // The real-input path on the same (dequantized) values, vector and portable.
         let real: Vec<f32> = src.iter().map(|&v| (v as i32 - 3) as f32 * 0.021).collect();
-        for fma in [has_fma(), false] {
+        for simd in Simd::all() {
             let mut c = vec![0f32; n * c_out];
-            p.sum.rows_real_with(fma, &real, |r, y| {
+            p.sum.rows_real_with(simd, &real, |r, y| {
                 c[r * c_out..][..c_out].copy_from_slice(y)
             });
-            assert_eq!(c, b, "real inputs, fma {fma}");
+            assert_eq!(c, b, "real inputs, {simd:?}");
+            let mut d = vec![0f32; n * c_out];
+            p.sum.rows_with(simd, &src, |r, y| {
+                d[r * c_out..][..c_out].copy_from_slice(y)
+            });
+            assert_eq!(d, b, "bytes, {simd:?}");
         }
         let mut bytes = vec![0u8; n * c_out];
         p.run(&src, &mut bytes);
@@ -539,11 +647,13 @@ mod tests {
     fn vector_path_gives_the_portable_values() {
         // Output channels: two full groups of 16 and a remainder of 5 (one masked tail), one
         // group and 8 + 5 (a whole tail of 8 and a masked one), 24 (one tail of 8), and fewer
-        // than 8 (a masked tail alone); one slice, and slices of 8 inputs (the last one short)
+        // than 8 (a masked tail alone); for the AVX-512 path, two groups of 32 (none left
+        // over), two and 13 (a group of 16 for AVX2, then a masked tail), one and 16 (AVX2's
+        // group alone); one slice, and slices of 8 inputs (the last one short)
         // with the bias first. Rows: 50 = 8 blocks of 6 + 2, 53 = 8 blocks of 6 + 4 + 1.
         for (n, c_out) in [50, 53]
             .into_iter()
-            .flat_map(|n| [37, 29, 24, 3].map(|c| (n, c)))
+            .flat_map(|n| [37, 29, 24, 3, 64, 77, 48].map(|c| (n, c)))
         {
             for (k, block_k, bias_first) in [(23, 0, false), (23, 8, true), (23, 8, false)] {
                 let (a, b, _) = rows_both_paths(n, k, c_out, block_k, bias_first);
