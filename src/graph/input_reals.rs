@@ -45,9 +45,8 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
         let os = p.out_shape;
         let w = &p.window;
         let windows = WindowCells::new(w, s, os);
-        // Each window's divisor, and one channel's plane of values (looked up once per
-        // pixel), its window sums, then the divisions: three passes with no dependence between
-        // windows, so the sums of neighbouring windows overlap in the CPU.
+        // Each window's divisor, then per image and channel its pooled plane
+        // ([`pooled_plane`]) and the model's functions.
         let divs: Vec<f32> = windows
             .counts(p.count_include_pad)
             .map(|n| n.max(1) as f32)
@@ -61,13 +60,14 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
             .zip(images.chunks_exact(img_len))
         {
             for ch in 0..s.c {
-                let t = table(ch);
-                for (v, &b) in vals.iter_mut().zip(&img[ch * plane..(ch + 1) * plane]) {
-                    *v = t[b as usize];
+                let bytes = &img[ch * plane..(ch + 1) * plane];
+                pooled_plane(bytes, table(ch), &windows, &divs, &mut vals, &mut sums);
+                if os.c == 1 && input.post_fns.is_empty() {
+                    o.copy_from_slice(&sums);
+                    continue;
                 }
-                windows.column_sums(&vals, &mut sums);
-                for (px, (&sum, &div)) in sums.iter().zip(&divs).enumerate() {
-                    o[px * os.c + ch] = input.post(ch * opl + px, sum / div);
+                for (px, &v) in sums.iter().enumerate() {
+                    o[px * os.c + ch] = input.post(ch * opl + px, v);
                 }
             }
         }
@@ -87,4 +87,37 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
         }
     }
     out
+}
+
+super::simd::avx2_dispatch! {
+    /// One channel's plane of pooled values: each byte's value from the table `t` into `vals`,
+    /// the window sums ([`WindowCells::column_sums`]), then each divided by its window's
+    /// divisor, into `sums`. Three passes with no dependence between windows, so neighbouring
+    /// windows' work overlaps in the CPU; the divisions on their own so they vectorize.
+    pooled_plane => pooled_plane_body(
+        bytes: &[u8],
+        t: &[f32; 256],
+        windows: &WindowCells,
+        divs: &[f32],
+        vals: &mut [f32],
+        sums: &mut [f32],
+    )
+}
+
+#[inline(always)]
+fn pooled_plane_body(
+    bytes: &[u8],
+    t: &[f32; 256],
+    windows: &WindowCells,
+    divs: &[f32],
+    vals: &mut [f32],
+    sums: &mut [f32],
+) {
+    for (v, &b) in vals.iter_mut().zip(bytes) {
+        *v = t[b as usize];
+    }
+    windows.column_sums(vals, sums);
+    for (sum, &div) in sums.iter_mut().zip(divs) {
+        *sum /= div;
+    }
 }

@@ -74,6 +74,7 @@ impl WindowCells {
     /// input's width), column by column ([`super::pool::sum_columns`]'s additions in its order);
     /// output row by output row when every window is whole ([`whole_window_sums`]), else by the
     /// cell lists.
+    #[inline(always)]
     pub(super) fn column_sums(&self, plane: &[f32], sums: &mut [f32]) {
         if self.whole {
             whole_window_sums(&self.window, self.width, self.outs, plane, sums);
@@ -106,6 +107,7 @@ fn all_whole(win: &Window, ins: Shape, outs: Shape) -> bool {
 /// are those of the cell lists; walking each window's cell list (a dependent chain of loads per
 /// cell) had cost as much as the first layer's GEMM on a 2×2 pooling of the model's input, and
 /// the window-by-window loop of fixed trip counts still a third of that inference.
+#[inline(always)]
 fn whole_window_sums(win: &Window, width: usize, outs: Shape, plane: &[f32], sums: &mut [f32]) {
     if outs.w == 0 || outs.h == 0 {
         return;
@@ -137,13 +139,18 @@ fn whole_window_sums(win: &Window, width: usize, outs: Shape, plane: &[f32], sum
     }
 }
 
-/// `row[i] += cols[i·S]` for every `i` of `row`.
+/// `row[i] += cols[i·S]` for every `i` of `row` (`cols` holds at least `(len − 1)·S + 1`).
 #[inline(always)]
 fn add_strided<const S: usize>(cols: &[f32], row: &mut [f32]) {
-    let cols = &cols[..(row.len() - 1) * S + 1];
-    for (i, r) in row.iter_mut().enumerate() {
-        *r += cols[i * S];
+    let Some((last, head)) = row.split_last_mut() else {
+        return;
+    };
+    // Whole chunks of S for all but the last output (no bounds check per element, so the
+    // strided reads vectorize), then the last one, whose chunk may be cut short.
+    for (r, c) in head.iter_mut().zip(cols.chunks_exact(S)) {
+        *r += c[0];
     }
+    *last += cols[head.len() * S];
 }
 
 #[cfg(test)]
