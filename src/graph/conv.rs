@@ -126,7 +126,7 @@ impl Conv {
     /// A 1×1 convolution with stride 1, no padding and one group: each output pixel is the
     /// product of its own input pixel's channels with the weights, so a batch's NHWC input is
     /// already its im2col matrix (`[n·h·w][c_in]`).
-    fn is_pointwise(&self) -> bool {
+    pub(super) fn is_pointwise(&self) -> bool {
         self.window == Window::unit()
             && self.group == 1
             && (self.in_shape.h, self.in_shape.w) == (self.out_shape.h, self.out_shape.w)

@@ -37,9 +37,47 @@ pub(crate) fn par_zeroed_chunks(
     v
 }
 
+/// [`par_zeroed_chunks`] for a `fill` that writes every value of its chunk: no zeroing pass.
+///
+/// # Safety
+/// `fill(chunk index, chunk)` must initialize every element of the chunk it is given.
+pub(crate) unsafe fn par_written_chunks(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, part)| fill(i, part));
+    // SAFETY: the chunks cover `..len` of the capacity, and `fill` initialized each of them
+    // (this function's contract).
+    unsafe { v.set_len(len) };
+    v
+}
+
 #[cfg(test)]
 mod tests {
-    use super::par_zeroed_chunks;
+    use super::{par_written_chunks, par_zeroed_chunks};
+
+    #[test]
+    fn written_chunks_hold_what_fill_wrote() {
+        for (len, chunk) in [(0, 4), (1, 4), (10, 3), (12, 4), (7, 100)] {
+            // SAFETY: the closure writes every element of its chunk.
+            let v = unsafe {
+                par_written_chunks(len, chunk, |i, part| {
+                    for (j, x) in part.iter_mut().enumerate() {
+                        x.write((i * 1000 + j) as f32);
+                    }
+                })
+            };
+            let want: Vec<f32> = (0..len)
+                .map(|k| ((k / chunk) * 1000 + k % chunk) as f32)
+                .collect();
+            assert_eq!(v, want, "len {len} chunk {chunk}");
+        }
+    }
 
     #[test]
     fn every_chunk_starts_at_zero_and_keeps_what_fill_writes() {
