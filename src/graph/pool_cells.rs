@@ -102,11 +102,12 @@ fn all_whole(win: &Window, ins: Shape, outs: Shape) -> bool {
 /// top to bottom, then the columns left to right: [`super::pool::sum_columns`]'s additions in
 /// its order), for windows that are all whole ([`all_whole`]). Per output row, two passes: the
 /// column sums of every input column the windows touch (whole input rows added one after the
-/// other, which vectorizes), then each window's columns added left to right (as `+=` into the zeroed row, column by column). A column sum is
-/// the same chain of additions as walking the window (from zero, top to bottom), so the values
-/// are those of the cell lists; walking each window's cell list (a dependent chain of loads per
-/// cell) had cost as much as the first layer's GEMM on a 2×2 pooling of the model's input, and
-/// the window-by-window loop of fixed trip counts still a third of that inference.
+/// other, which vectorizes), then each window's columns added left to right (`+=` into the
+/// zeroed row, one window column at a time). A column sum is the same chain of additions as
+/// walking the window (from zero, top to bottom), so the values are those of the cell lists;
+/// walking each window's cell list (a dependent chain of loads per cell) had cost as much as
+/// the first layer's GEMM on a 2×2 pooling of the model's input, and the window-by-window loop
+/// of fixed trip counts still a third of that inference.
 #[inline(always)]
 fn whole_window_sums(win: &Window, width: usize, outs: Shape, plane: &[f32], sums: &mut [f32]) {
     if outs.w == 0 || outs.h == 0 {
