@@ -11,12 +11,11 @@
 //!
 //! Training reuses the integer conv's f32 backward: [`FloatConv::geom`] is a conv with the same
 //! geometry and no integer weights, and [`FloatConv::weights`] are kept in its graph layout
-//! `[c_out][kh][kw][c_in/g]`; only the forward permutes a patch into onnxruntime's order.
+//! `[c_out][kh][kw][c_in/g]`; only the forward reads a patch in onnxruntime's order.
 
 use rayon::prelude::*;
 
 use super::conv::{Conv, Window};
-use super::conv_grad::im2col_f32;
 use super::grad::LayerGrad;
 use super::ort_order::{OrtSum, PACKED_STRIDE_K};
 use super::qparams::Requant;
@@ -55,8 +54,8 @@ impl FloatConv {
     }
 
     /// Weights of group `g` as `[k][c_out/g]` with `k` in onnxruntime's patch order
-    /// (`c_in`, then `kh`, then `kw`), and for each such `k` its index in a graph-layout row.
-    fn ort_weights(&self, g: usize) -> (Vec<f32>, Vec<usize>) {
+    /// (`c_in`, then `kh`, then `kw`).
+    fn ort_weights(&self, g: usize) -> Vec<f32> {
         let c = &self.geom;
         let (row, cout_g) = (c.row(), c.out_shape.c / c.group);
         let cin_g = c.in_shape.c / c.group;
@@ -69,21 +68,46 @@ impl FloatConv {
                 w_t[k * cout_g + j] = w[p];
             }
         }
-        (w_t, perm)
+        w_t
     }
 
     /// Real outputs `[n][oh][ow][c_out]` of the real input `x` (`[n][h][w][c_in]`), before any
-    /// activation.
+    /// activation. Each image is copied once into a zero-padded buffer, and the sums read every
+    /// patch from it in place ([`OrtSum::rows_gathered`]): output pixel `p`'s input `k` (in
+    /// onnxruntime's patch order) is `padded[base[p] + koff[k]]`, and a padding cell reads the
+    /// 0.0 that onnxruntime's im2col writes there. Why: building the patches (im2col, then a
+    /// permutation into onnxruntime's order) was 28 % of a model's inference whose second conv
+    /// is float, as much as its sums.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let c = &self.geom;
         let (il, ol) = (c.in_shape.len().max(1), c.out_shape.len().max(1));
-        let (m, row, c_out) = (c.out_shape.h * c.out_shape.w, c.row(), c.out_shape.c);
+        let (row, c_out) = (c.row(), c.out_shape.c);
         let (cout_g, cin_g) = (c_out / c.group, c.in_shape.c / c.group);
-        // One sum per group: weights `[k][c_out/g]` in onnxruntime's patch order, and `perm`,
-        // where each `k` sits in a graph-layout patch.
+        let (win, cin) = (&c.window, c.in_shape.c);
+        // The padded image: `[hp][wp][c_in]`, the input at rows `pads[0]..`, columns `pads[1]..`.
+        let (hp, wp) = (
+            c.in_shape.h + win.pads[0] + win.pads[2],
+            c.in_shape.w + win.pads[1] + win.pads[3],
+        );
+        let bases: Vec<usize> = (0..c.out_shape.h)
+            .flat_map(|oy| {
+                (0..c.out_shape.w).map(move |ox| (oy * win.stride_h * wp + ox * win.stride_w) * cin)
+            })
+            .collect();
+        // One sum per group: weights `[k][c_out/g]` in onnxruntime's patch order, and each
+        // `k`'s offset (`c_in/g`, then `kh`, then `kw`) from a pixel's base.
         let groups: Vec<(OrtSum, Vec<usize>)> = (0..c.group)
             .map(|g| {
-                let (w_t, perm) = self.ort_weights(g);
+                let w_t = self.ort_weights(g);
+                let mut koff = Vec::with_capacity(row);
+                for ci in 0..cin_g {
+                    for ky in 0..win.kh {
+                        for kx in 0..win.kw {
+                            let tap = ky * win.dil_h * wp + kx * win.dil_w;
+                            koff.push(tap * cin + g * cin_g + ci);
+                        }
+                    }
+                }
                 let sum = OrtSum {
                     w_t: w_t.into(),
                     k: row,
@@ -94,23 +118,21 @@ impl FloatConv {
                     block_k: PACKED_STRIDE_K,
                     bias_first: false,
                 };
-                (sum, perm)
+                (sum, koff)
             })
             .collect();
         let mut y = vec![0f32; x.len() / il * ol];
-        // Patch buffers per task, not per image (two of m·row floats: 225 KB on a 14×14
-        // conv of 16 channels, which the allocator maps and unmaps afresh each time).
+        let row_len = c.in_shape.w * cin;
+        // One padded buffer per task (its border stays zero; the interior is overwritten).
         y.par_chunks_mut(ol).zip(x.par_chunks(il)).for_each_init(
-            || (vec![0f32; m * row], vec![0f32; m * row]),
-            |(cols, patches), (o, img)| {
-                for (g, (sum, perm)) in groups.iter().enumerate() {
-                    im2col_f32(c, img, g * cin_g, cin_g, cols);
-                    for (dst, src) in patches.chunks_exact_mut(row).zip(cols.chunks_exact(row)) {
-                        for (d, &p) in dst.iter_mut().zip(perm) {
-                            *d = src[p];
-                        }
-                    }
-                    sum.rows_real(patches, |p, v| {
+            || vec![0f32; hp * wp * cin],
+            |padded, (o, img)| {
+                for (iy, src) in img.chunks_exact(row_len.max(1)).enumerate() {
+                    let at = ((iy + win.pads[0]) * wp + win.pads[1]) * cin;
+                    padded[at..at + row_len].copy_from_slice(src);
+                }
+                for (g, (sum, koff)) in groups.iter().enumerate() {
+                    sum.rows_gathered(padded, &bases, koff, |p, v| {
                         o[p * c_out + g * cout_g..][..cout_g].copy_from_slice(v)
                     });
                 }
@@ -233,6 +255,91 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The forward as it was before patches were read in place: im2col in graph order, each
+    /// patch permuted into onnxruntime's order, then the sums on the stored rows.
+    fn forward_by_im2col(l: &FloatConv, x: &[f32]) -> Vec<f32> {
+        use crate::graph::conv_grad::im2col_f32;
+        let c = &l.geom;
+        let (il, ol) = (c.in_shape.len(), c.out_shape.len());
+        let (m, row, c_out) = (c.out_shape.h * c.out_shape.w, c.row(), c.out_shape.c);
+        let (cout_g, cin_g) = (c_out / c.group, c.in_shape.c / c.group);
+        let taps = c.window.kh * c.window.kw;
+        let perm: Vec<usize> = (0..row).map(|k| (k % taps) * cin_g + k / taps).collect();
+        let mut y = vec![0f32; x.len() / il * ol];
+        let (mut cols, mut patches) = (vec![0f32; m * row], vec![0f32; m * row]);
+        for (o, img) in y.chunks_mut(ol).zip(x.chunks(il)) {
+            for g in 0..c.group {
+                let sum = OrtSum {
+                    w_t: l.ort_weights(g).into(),
+                    k: row,
+                    c_out: cout_g,
+                    zp_in: 0,
+                    in_scale: 1.0,
+                    bias: &l.bias[g * cout_g..(g + 1) * cout_g],
+                    block_k: PACKED_STRIDE_K,
+                    bias_first: false,
+                };
+                im2col_f32(c, img, g * cin_g, cin_g, &mut cols);
+                for (dst, src) in patches.chunks_exact_mut(row).zip(cols.chunks_exact(row)) {
+                    for (d, &p) in dst.iter_mut().zip(&perm) {
+                        *d = src[p];
+                    }
+                }
+                sum.rows_real(&patches, |p, v| {
+                    o[p * c_out + g * cout_g..][..cout_g].copy_from_slice(v)
+                });
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn patches_read_in_place_give_the_im2col_bits() {
+        // 40 output channels per group (32 for the AVX-512 path and a tail); two groups of 3
+        // input channels, or one of 50 (300 inputs per sum: two of onnxruntime's slices of
+        // 256); a 3×2 window at stride 2×1, dilation 2×1, unequal padding on three sides, on a
+        // 7×6 input. Three images.
+        let window = Window {
+            kh: 3,
+            kw: 2,
+            stride_h: 2,
+            stride_w: 1,
+            pads: [2, 1, 1, 0],
+            dil_h: 2,
+            dil_w: 1,
+        };
+        for (cin, group) in [(6, 2), (50, 1)] {
+            let ins = Shape { h: 7, w: 6, c: cin };
+            let (oh, ow) = window.output_hw(7, 6, false).unwrap();
+            let outs = Shape {
+                h: oh,
+                w: ow,
+                c: 80 / group,
+            };
+            let geom = FloatConv::geometry(window, group, ins, outs);
+            let n_w = outs.c * geom.row();
+            let file: Vec<f32> = (0..n_w)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+                .collect();
+            let l = FloatConv {
+                weights: FloatConv::from_file_order(&geom, &file),
+                bias: (0..outs.c).map(|i| i as f32 * 0.1 - 2.0).collect(),
+                geom,
+            };
+            let x: Vec<f32> = (0..3 * ins.len())
+                .map(|i| ((i * 53 % 97) as f32 - 40.0) * 0.021)
+                .collect();
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            let got = l.forward(&x);
+            assert!(got.iter().any(|&v| v != 0.0));
+            assert_eq!(
+                bits(got),
+                bits(forward_by_im2col(&l, &x)),
+                "{cin} channels, {group} groups"
+            );
         }
     }
 

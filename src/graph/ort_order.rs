@@ -161,6 +161,69 @@ impl OrtSum<'_> {
         }
     }
 
+    /// [`OrtSum::rows_real`] on rows that are not stored as rows: input `j` of row `r` is
+    /// `img[bases[r] + koff[j]]` (a convolution's patches read in place from a padded image,
+    /// [`super::float_conv`]). The same sums, value for value, as on the gathered rows.
+    pub fn rows_gathered(
+        &self,
+        img: &[f32],
+        bases: &[usize],
+        koff: &[usize],
+        emit: impl FnMut(usize, &[f32]),
+    ) {
+        self.rows_gathered_with(Simd::detect(), img, bases, koff, emit)
+    }
+
+    fn rows_gathered_with(
+        &self,
+        simd: Simd,
+        img: &[f32],
+        bases: &[usize],
+        koff: &[usize],
+        mut emit: impl FnMut(usize, &[f32]),
+    ) {
+        let (k, c_out) = (self.k.max(1), self.c_out.max(1));
+        assert_eq!(koff.len(), self.k, "one offset per input");
+        let mut y = vec![0f32; c_out * ROWS];
+        #[cfg(target_arch = "x86_64")]
+        if simd != Simd::Portable {
+            for (b, block) in bases.chunks(ROWS).enumerate() {
+                let y = &mut y[..block.len() * c_out];
+                y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
+                row_groups(block.len(), |r, take| {
+                    let yb = &mut y[r * c_out..][..take * c_out];
+                    let at = |i: usize| block[r + i];
+                    // SAFETY: the CPU has what `simd` names (`Simd::detect`); each source has
+                    // `take` rows of `k` inputs (read with bounds checks) and `yb` holds
+                    // `take` rows of `c_out` outputs.
+                    unsafe {
+                        match take {
+                            6 => self.rows_vec(simd, &Gather::<6>::new(img, at, koff), yb),
+                            4 => self.rows_vec(simd, &Gather::<4>::new(img, at, koff), yb),
+                            2 => self.rows_vec(simd, &Gather::<2>::new(img, at, koff), yb),
+                            _ => self.rows_vec(simd, &Gather::<1>::new(img, at, koff), yb),
+                        }
+                    }
+                });
+                y.chunks_exact_mut(c_out).for_each(|y| self.end(y));
+                for (r, y) in y.chunks_exact(c_out).enumerate() {
+                    emit(b * ROWS + r, y);
+                }
+            }
+            return;
+        }
+        // Portable: each block's rows gathered, then the row loop.
+        let mut xs = vec![0f32; k * ROWS];
+        for (b, block) in bases.chunks(ROWS).enumerate() {
+            for (x, &base) in xs.chunks_exact_mut(k).zip(block) {
+                for (v, &o) in x.iter_mut().zip(koff) {
+                    *v = img[base + o];
+                }
+            }
+            self.block(simd, &xs[..block.len() * k], b * ROWS, &mut y, &mut emit);
+        }
+    }
+
     /// The outputs of up to [`ROWS`] input rows `xs` (real values, `[row][k]`), emitted as rows
     /// `first..`; `y` is room for [`ROWS`] output rows. On the vector path each weight load
     /// serves up to six rows; every output is still the same sequence of fused
@@ -179,31 +242,23 @@ impl OrtSum<'_> {
         #[cfg(target_arch = "x86_64")]
         if simd != Simd::Portable {
             y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
-            // Six rows at a time (twelve accumulators), the last few by four, two or one.
-            let mut r = 0;
-            while r < n {
-                let take = match n - r {
-                    6.. => 6,
-                    4 | 5 => 4,
-                    2 | 3 => 2,
-                    _ => 1,
-                };
+            row_groups(n, |r, take| {
                 let (xb, yb) = (
                     &xs[r * k..][..take * k],
                     &mut y[r * c_out..][..take * c_out],
                 );
-                // SAFETY: the CPU has what `simd` names (`Simd::detect`); `xb` holds `take`
-                // rows of `k` inputs and `yb` `take` rows of `c_out` outputs.
+                let rows = |i: usize| &xb[i * k..][..k];
+                // SAFETY: the CPU has what `simd` names (`Simd::detect`); each source holds
+                // `take` rows of `k` inputs and `yb` `take` rows of `c_out` outputs.
                 unsafe {
                     match take {
-                        6 => self.rows_vec::<6>(simd, xb, yb),
-                        4 => self.rows_vec::<4>(simd, xb, yb),
-                        2 => self.rows_vec::<2>(simd, xb, yb),
-                        _ => self.rows_vec::<1>(simd, xb, yb),
+                        6 => self.rows_vec(simd, &Rows::<6>(std::array::from_fn(rows)), yb),
+                        4 => self.rows_vec(simd, &Rows::<4>(std::array::from_fn(rows)), yb),
+                        2 => self.rows_vec(simd, &Rows::<2>(std::array::from_fn(rows)), yb),
+                        _ => self.rows_vec(simd, &Rows::<1>(std::array::from_fn(rows)), yb),
                     }
                 }
-                r += take;
-            }
+            });
             y.chunks_exact_mut(c_out).for_each(|y| self.end(y));
             for (r, y) in y.chunks_exact(c_out).enumerate() {
                 emit(first + r, y);
@@ -228,7 +283,7 @@ impl OrtSum<'_> {
         if simd != Simd::Portable {
             // SAFETY: the CPU has what `simd` names (`Simd::detect`); one row of `k` inputs
             // and `c_out` outputs.
-            unsafe { self.rows_vec::<1>(simd, xs, y) };
+            unsafe { self.rows_vec(simd, &Rows::<1>([xs]), y) };
             self.end(y);
             return;
         }
@@ -277,19 +332,19 @@ impl OrtSum<'_> {
     /// the CPU has it, the rest (or all) by [`OrtSum::rows_fma`].
     ///
     /// # Safety
-    /// The CPU must have what `simd` names (not [`Simd::Portable`]); `xs` holds `R` rows of
-    /// `k` inputs, `y` `R` rows of `c_out` outputs.
+    /// The CPU must have what `simd` names (not [`Simd::Portable`]); `x` has `R` rows of `k`
+    /// inputs, `y` holds `R` rows of `c_out` outputs.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn rows_vec<const R: usize>(&self, simd: Simd, xs: &[f32], y: &mut [f32]) {
+    unsafe fn rows_vec<const R: usize>(&self, simd: Simd, x: &impl Src<R>, y: &mut [f32]) {
         // SAFETY: forwarded from this function's contract.
         unsafe {
             let from = if simd == Simd::Avx512 {
-                self.rows_fma512::<R>(xs, y)
+                self.rows_fma512(x, y)
             } else {
                 0
             };
-            self.rows_fma::<R>(xs, y, from);
+            self.rows_fma(x, y, from);
         }
     }
 
@@ -299,21 +354,20 @@ impl OrtSum<'_> {
     /// path and the portable loop; twice the lanes per instruction).
     ///
     /// # Safety
-    /// The CPU must have AVX-512F; `xs` holds `R` rows of `k` inputs, `y` `R` rows of `c_out`
-    /// outputs.
+    /// The CPU must have AVX-512F; `x` has `R` rows of `k` inputs, `y` holds `R` rows of
+    /// `c_out` outputs.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows_fma512<const R: usize>(&self, xs: &[f32], y: &mut [f32]) -> usize {
+    unsafe fn rows_fma512<const R: usize>(&self, x: &impl Src<R>, y: &mut [f32]) -> usize {
         use std::arch::x86_64::{
             _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
             _mm512_storeu_ps,
         };
         const WIDE: usize = 2 * LANES;
         let (k, c_out) = (self.k, self.c_out.max(1));
-        debug_assert!(xs.len() == R * k && y.len() == R * c_out);
+        debug_assert!(y.len() == R * c_out);
         debug_assert!(self.w_t.len() >= k * c_out);
         let groups = c_out / WIDE;
-        let x: [&[f32]; R] = std::array::from_fn(|r| &xs[r * k..][..k]);
         for (s, e) in self.slices() {
             for g in 0..groups {
                 let mut acc = [[_mm512_setzero_ps(); 2]; R];
@@ -324,8 +378,8 @@ impl OrtSum<'_> {
                         let w = self.w_t.as_ptr().add(j * c_out + g * WIDE);
                         (_mm512_loadu_ps(w), _mm512_loadu_ps(w.add(LANES)))
                     };
-                    for (a, x) in acc.iter_mut().zip(&x) {
-                        let xv = _mm512_set1_ps(x[j]);
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let xv = _mm512_set1_ps(x.at(r, j));
                         a[0] = _mm512_fmadd_ps(xv, w0, a[0]);
                         a[1] = _mm512_fmadd_ps(xv, w1, a[1]);
                     }
@@ -352,21 +406,20 @@ impl OrtSum<'_> {
     /// weight loads serves all `R` rows (one row at a time is bound by those loads).
     ///
     /// # Safety
-    /// The CPU must have FMA and AVX2; `xs` holds `R` rows of `k` inputs, `y` `R` rows of
+    /// The CPU must have FMA and AVX2; `x` has `R` rows of `k` inputs, `y` holds `R` rows of
     /// `c_out` outputs.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "fma,avx2")]
-    unsafe fn rows_fma<const R: usize>(&self, xs: &[f32], y: &mut [f32], from: usize) {
+    unsafe fn rows_fma<const R: usize>(&self, x: &impl Src<R>, y: &mut [f32], from: usize) {
         use std::arch::x86_64::{
             _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_fmadd_ps, _mm256_loadu_ps,
             _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_set1_epi32, _mm256_set1_ps,
             _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
         };
         let (k, c_out) = (self.k, self.c_out.max(1));
-        debug_assert!(xs.len() == R * k && y.len() == R * c_out);
+        debug_assert!(y.len() == R * c_out);
         debug_assert!(self.w_t.len() >= k * c_out);
         let groups = c_out / LANES;
-        let x: [&[f32]; R] = std::array::from_fn(|r| &xs[r * k..][..k]);
         for (s, e) in self.slices() {
             for g in from / LANES..groups {
                 let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -377,8 +430,8 @@ impl OrtSum<'_> {
                         let w = self.w_t.as_ptr().add(j * c_out + g * LANES);
                         (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)))
                     };
-                    for (a, x) in acc.iter_mut().zip(&x) {
-                        let xv = _mm256_set1_ps(x[j]);
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let xv = _mm256_set1_ps(x.at(r, j));
                         a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
                         a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
                     }
@@ -410,8 +463,8 @@ impl OrtSum<'_> {
                     // t0 + l < c_out: inside `w_t` (`k × c_out`).
                     let w =
                         unsafe { _mm256_maskload_ps(self.w_t.as_ptr().add(j * c_out + t0), mask) };
-                    for (a, x) in acc.iter_mut().zip(&x) {
-                        *a = _mm256_fmadd_ps(_mm256_set1_ps(x[j]), w, *a);
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_set1_ps(x.at(r, j)), w, *a);
                     }
                 }
                 for (r, a) in acc.iter().enumerate() {
@@ -441,6 +494,68 @@ impl OrtSum<'_> {
             }
             *y += a;
         }
+    }
+}
+
+/// Calls `f(first row, rows)` over `n` rows: six at a time (twelve accumulators in the vector
+/// kernels), the last few by four, two or one.
+#[cfg(target_arch = "x86_64")]
+fn row_groups(n: usize, mut f: impl FnMut(usize, usize)) {
+    let mut r = 0;
+    while r < n {
+        let take = match n - r {
+            6.. => 6,
+            4 | 5 => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        f(r, take);
+        r += take;
+    }
+}
+
+/// Where the vector kernels read input `j` of row `r` of a block of `R` rows.
+#[cfg(target_arch = "x86_64")]
+trait Src<const R: usize> {
+    fn at(&self, r: usize, j: usize) -> f32;
+}
+
+/// Rows stored as rows.
+#[cfg(target_arch = "x86_64")]
+struct Rows<'a, const R: usize>([&'a [f32]; R]);
+
+#[cfg(target_arch = "x86_64")]
+impl<const R: usize> Src<R> for Rows<'_, R> {
+    #[inline(always)]
+    fn at(&self, r: usize, j: usize) -> f32 {
+        self.0[r][j]
+    }
+}
+
+/// Rows read in place: input `j` of row `r` is `img[base[r] + koff[j]]`.
+#[cfg(target_arch = "x86_64")]
+struct Gather<'a, const R: usize> {
+    img: &'a [f32],
+    base: [usize; R],
+    koff: &'a [usize],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a, const R: usize> Gather<'a, R> {
+    fn new(img: &'a [f32], base: impl FnMut(usize) -> usize, koff: &'a [usize]) -> Self {
+        Gather {
+            img,
+            base: std::array::from_fn(base),
+            koff,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<const R: usize> Src<R> for Gather<'_, R> {
+    #[inline(always)]
+    fn at(&self, r: usize, j: usize) -> f32 {
+        self.img[self.base[r] + self.koff[j]]
     }
 }
 
@@ -633,6 +748,27 @@ mod tests {
                 d[r * c_out..][..c_out].copy_from_slice(y)
             });
             assert_eq!(d, b, "bytes, {simd:?}");
+        }
+        // The same rows read in place: row r starts at 3·r of a longer buffer (rows overlap,
+        // like a convolution's patches) and input j sits 2·j further.
+        let img: Vec<f32> = (0..3 * n + 2 * k).map(|i| real[i % real.len()]).collect();
+        let bases: Vec<usize> = (0..n).map(|r| 3 * r).collect();
+        let koff: Vec<usize> = (0..k).map(|j| 2 * j).collect();
+        let rows: Vec<f32> = bases
+            .iter()
+            .flat_map(|&b| koff.iter().map(move |&o| b + o))
+            .map(|i| img[i])
+            .collect();
+        let mut want = vec![0f32; n * c_out];
+        p.sum.rows_real_with(Simd::Portable, &rows, |r, y| {
+            want[r * c_out..][..c_out].copy_from_slice(y)
+        });
+        for simd in Simd::all() {
+            let mut got = vec![0f32; n * c_out];
+            p.sum.rows_gathered_with(simd, &img, &bases, &koff, |r, y| {
+                got[r * c_out..][..c_out].copy_from_slice(y)
+            });
+            assert_eq!(got, want, "gathered rows, {simd:?}");
         }
         let mut bytes = vec![0u8; n * c_out];
         p.run(&src, &mut bytes);
