@@ -54,6 +54,7 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
         let mut out = vec![0f32; n * os.len()];
         let mut vals = vec![0f32; plane];
         let mut sums = vec![0f32; divs.len()];
+        let mut cols = Vec::new();
         let opl = os.h * os.w;
         for (o, img) in out
             .chunks_exact_mut(os.len().max(1))
@@ -61,7 +62,15 @@ pub(super) fn input_reals(images: &[u8], n: usize, s: Shape, input: &InputSpec) 
         {
             for ch in 0..s.c {
                 let bytes = &img[ch * plane..(ch + 1) * plane];
-                pooled_plane(bytes, table(ch), &windows, &divs, &mut vals, &mut sums);
+                pooled_plane(
+                    bytes,
+                    table(ch),
+                    &windows,
+                    &divs,
+                    &mut vals,
+                    &mut sums,
+                    &mut cols,
+                );
                 if os.c == 1 && input.post_fns.is_empty() {
                     o.copy_from_slice(&sums);
                     continue;
@@ -101,6 +110,7 @@ super::simd::avx2_dispatch! {
         divs: &[f32],
         vals: &mut [f32],
         sums: &mut [f32],
+        cols: &mut Vec<f32>,
     )
 }
 
@@ -112,11 +122,12 @@ fn pooled_plane_body(
     divs: &[f32],
     vals: &mut [f32],
     sums: &mut [f32],
+    cols: &mut Vec<f32>,
 ) {
     for (v, &b) in vals.iter_mut().zip(bytes) {
         *v = t[b as usize];
     }
-    windows.column_sums(vals, sums);
+    windows.column_sums(vals, sums, cols);
     for (sum, &div) in sums.iter_mut().zip(divs) {
         *sum /= div;
     }

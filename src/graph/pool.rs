@@ -97,15 +97,18 @@ impl AvgPool {
             .par_chunks_mut(ol)
             .zip(x.data.par_chunks(il))
             .for_each_init(
-                || (vec![0f32; ol], vec![0f32; if one_plane { il } else { 0 }]),
-                |(sums, plane), (o, img)| {
+                || {
+                    let plane = vec![0f32; if one_plane { il } else { 0 }];
+                    (vec![0f32; ol], plane, Vec::new())
+                },
+                |(sums, plane, cols), (o, img)| {
                     // Every window's sums first, then every output byte: no dependence between
                     // windows in either pass, and the second one vectorizes.
                     if one_plane {
                         for (v, &b) in plane.iter_mut().zip(img.iter()) {
                             *v = deq[b as usize];
                         }
-                        table.column_sums(plane, sums);
+                        table.column_sums(plane, sums, cols);
                         average_bytes(sums, &counts, c, s_out, zp, o);
                         return;
                     }

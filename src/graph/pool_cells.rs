@@ -73,11 +73,12 @@ impl WindowCells {
     /// `sums[p]`: output pixel `p`'s window sum over one `plane` of values (row-major, the
     /// input's width), column by column ([`super::pool::sum_columns`]'s additions in its order);
     /// output row by output row when every window is whole ([`whole_window_sums`]), else by the
-    /// cell lists.
+    /// cell lists. `cols` is scratch for the row-wise form (kept by the caller across calls, so
+    /// the hot loop does not allocate).
     #[inline(always)]
-    pub(super) fn column_sums(&self, plane: &[f32], sums: &mut [f32]) {
+    pub(super) fn column_sums(&self, plane: &[f32], sums: &mut [f32], cols: &mut Vec<f32>) {
         if self.whole {
-            whole_window_sums(&self.window, self.width, self.outs, plane, sums);
+            whole_window_sums(&self.window, self.width, self.outs, plane, sums, cols);
             return;
         }
         for ((_, cells, ncol), sum) in self.iter_columns().zip(sums.iter_mut()) {
@@ -107,15 +108,26 @@ fn all_whole(win: &Window, ins: Shape, outs: Shape) -> bool {
 /// walking the window (from zero, top to bottom), so the values are those of the cell lists;
 /// walking each window's cell list (a dependent chain of loads per cell) had cost as much as
 /// the first layer's GEMM on a 2×2 pooling of the model's input, and the window-by-window loop
-/// of fixed trip counts still a third of that inference.
+/// of fixed trip counts still a third of that inference. `scratch` holds the column sums (grown
+/// to the row's span when shorter).
 #[inline(always)]
-fn whole_window_sums(win: &Window, width: usize, outs: Shape, plane: &[f32], sums: &mut [f32]) {
+fn whole_window_sums(
+    win: &Window,
+    width: usize,
+    outs: Shape,
+    plane: &[f32],
+    sums: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
     if outs.w == 0 || outs.h == 0 {
         return;
     }
     // Input columns up to the last one a window touches (`all_whole`: inside the row).
     let span = (outs.w - 1) * win.stride_w + (win.kw - 1) * win.dil_w + 1;
-    let mut cols = vec![0f32; span];
+    if scratch.len() < span {
+        scratch.resize(span, 0.0);
+    }
+    let cols = &mut scratch[..span];
     for (oy, row) in sums.chunks_exact_mut(outs.w).enumerate().take(outs.h) {
         cols.fill(0.0);
         for ky in 0..win.kh {
@@ -185,7 +197,9 @@ mod tests {
                 })
                 .collect();
             let mut sums = vec![f32::NAN; oh * ow];
-            whole_window_sums(&win, 9, outs, &plane, &mut sums);
+            // Scratch left over from a wider row must not leak into the sums.
+            let mut scratch = vec![f32::NAN; 64];
+            whole_window_sums(&win, 9, outs, &plane, &mut sums, &mut scratch);
             let got: Vec<u32> = sums.iter().map(|v| v.to_bits()).collect();
             assert_eq!(got, want, "{kh}×{kw} stride {sh}×{sw}");
             let (ch, cw) = win.output_hw(7, 9, true).unwrap();
