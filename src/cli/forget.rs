@@ -125,12 +125,12 @@ pub struct ForgetArgs {
     #[arg(long, value_name = "N")]
     pub repair_steps: Option<usize>,
     /// Once the forgetting target is met, up to N repair steps that win back retain
-    /// accuracy while the target still holds (default 60, ending early after 20 steps with no
+    /// accuracy while the target still holds (default 200, ending early after 40 steps with no
     /// better state; a state only counts if the forget set is no more confident than when
     /// polish began; 0: none).
     #[arg(long, value_name = "N")]
     pub polish_steps: Option<usize>,
-    /// Polish ends once N steps in a row brought no better state (default 20).
+    /// Polish ends once N steps in a row brought no better state (default 40).
     #[arg(long, value_name = "N")]
     pub polish_patience: Option<usize>,
     /// Write the result even when the forgetting target was not met (by default such a request
