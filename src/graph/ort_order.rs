@@ -188,10 +188,7 @@ impl OrtSum<'_> {
         #[cfg(target_arch = "x86_64")]
         if simd != Simd::Portable {
             for (b, block) in bases.chunks(ROWS).enumerate() {
-                let y = &mut y[..block.len() * c_out];
-                y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
-                row_groups(block.len(), |r, take| {
-                    let yb = &mut y[r * c_out..][..take * c_out];
+                self.vec_block(block.len(), b * ROWS, &mut y, &mut emit, |r, take, yb| {
                     let at = |i: usize| block[r + i];
                     // SAFETY: the CPU has what `simd` names (`Simd::detect`); each source has
                     // `take` rows of `k` inputs (read with bounds checks) and `yb` holds
@@ -205,10 +202,6 @@ impl OrtSum<'_> {
                         }
                     }
                 });
-                y.chunks_exact_mut(c_out).for_each(|y| self.end(y));
-                for (r, y) in y.chunks_exact(c_out).enumerate() {
-                    emit(b * ROWS + r, y);
-                }
             }
             return;
         }
@@ -238,15 +231,10 @@ impl OrtSum<'_> {
     ) {
         let (k, c_out) = (self.k.max(1), self.c_out.max(1));
         let n = xs.len() / k;
-        let y = &mut y[..n * c_out];
         #[cfg(target_arch = "x86_64")]
         if simd != Simd::Portable {
-            y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
-            row_groups(n, |r, take| {
-                let (xb, yb) = (
-                    &xs[r * k..][..take * k],
-                    &mut y[r * c_out..][..take * c_out],
-                );
+            self.vec_block(n, first, y, emit, |r, take, yb| {
+                let xb = &xs[r * k..][..take * k];
                 let rows = |i: usize| &xb[i * k..][..k];
                 // SAFETY: the CPU has what `simd` names (`Simd::detect`); each source holds
                 // `take` rows of `k` inputs and `yb` `take` rows of `c_out` outputs.
@@ -259,18 +247,41 @@ impl OrtSum<'_> {
                     }
                 }
             });
-            y.chunks_exact_mut(c_out).for_each(|y| self.end(y));
-            for (r, y) in y.chunks_exact(c_out).enumerate() {
-                emit(first + r, y);
-            }
             return;
         }
+        let y = &mut y[..n * c_out];
         for (r, (x, y)) in xs
             .chunks_exact(k)
             .zip(y.chunks_exact_mut(c_out))
             .enumerate()
         {
             self.row(simd, x, y);
+            emit(first + r, y);
+        }
+    }
+
+    /// The vector path's frame for `n` rows emitted as rows `first..` (`y`: room for them):
+    /// every output row started, `group(r, take, yb)` summing rows `r..r + take` into their
+    /// outputs `yb` for each [`row_groups`] group, every row ended, then emitted. Stored rows
+    /// ([`OrtSum::block`]) and rows gathered from an image ([`OrtSum::rows_gathered`]) differ
+    /// only in `group`'s source.
+    #[cfg(target_arch = "x86_64")]
+    fn vec_block(
+        &self,
+        n: usize,
+        first: usize,
+        y: &mut [f32],
+        emit: &mut impl FnMut(usize, &[f32]),
+        mut group: impl FnMut(usize, usize, &mut [f32]),
+    ) {
+        let c_out = self.c_out.max(1);
+        let y = &mut y[..n * c_out];
+        y.chunks_exact_mut(c_out).for_each(|y| self.start(y));
+        row_groups(n, |r, take| {
+            group(r, take, &mut y[r * c_out..][..take * c_out])
+        });
+        y.chunks_exact_mut(c_out).for_each(|y| self.end(y));
+        for (r, y) in y.chunks_exact(c_out).enumerate() {
             emit(first + r, y);
         }
     }
