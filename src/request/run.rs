@@ -236,15 +236,14 @@ fn refusal(method: MethodName, cfg: &Config, info: &unlearn::RunInfo) -> String 
         ),
         None => String::new(),
     };
-    // The epochs that ran, not `cfg.epochs`: a method may raise the budget (OEU runs at least
-    // 100 steps) or stop early.
+    // How the run ended, in steps as well as epochs: a method may raise the budget (OEU runs
+    // at least 100 steps, over the forget samples it trains) or stop early.
     format!(
-        "{} could not meet the forgetting target ({}){guard} in {} epoch(s) ({}); nothing \
+        "{} could not meet the forgetting target ({}){guard}; the run ended: {}; nothing \
          was written (--allow-partial writes such a result anyway; --retain-budget, --epochs \
          and --lr change what is tried)",
         method.as_str(),
         cfg.stop.describe(),
-        info.epoch_seconds.len(),
         info.stopped
     )
 }

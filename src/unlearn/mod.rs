@@ -252,7 +252,13 @@ pub(crate) fn run_epochs(
         }
     }
     if info.stopped.is_empty() {
-        info.stopped = format!("{} epoch(s) done", cfg.epochs);
+        // Steps too: a method may run its epochs over part of the forget set (sample-wise OEU
+        // trains only the samples whose target asks for a change), so the epoch count alone can
+        // read far above the `--epochs` budget it came from.
+        info.stopped = format!(
+            "step budget spent ({} steps, {} epoch(s))",
+            info.steps, cfg.epochs
+        );
     }
     if let Some(base) = &base {
         if cfg.stop.reached(&st.graph, req)?.is_some() {
