@@ -18,23 +18,17 @@ pub(crate) fn par_zeroed_chunks(
     chunk: usize,
     fill: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(i, part)| {
-            for x in part.iter_mut() {
-                x.write(0.0);
-            }
-            // SAFETY: every element of `part` was initialized just above, and `MaybeUninit<f32>`
-            // has the layout of `f32`.
-            let part = unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            fill(i, part);
-        });
-    // SAFETY: the chunks cover `..len` of the capacity, and each was initialized above (had
-    // `fill` panicked, rayon would have propagated it before this line).
-    unsafe { v.set_len(len) };
-    v
+    let zero_then_fill = |i: usize, part: &mut [MaybeUninit<f32>]| {
+        for x in part.iter_mut() {
+            x.write(0.0);
+        }
+        // SAFETY: every element of `part` was initialized just above, and `MaybeUninit<f32>`
+        // has the layout of `f32`.
+        let part = unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        fill(i, part);
+    };
+    // SAFETY: `zero_then_fill` writes every element of its chunk.
+    unsafe { par_written_chunks(len, chunk, zero_then_fill) }
 }
 
 /// [`par_zeroed_chunks`] for a `fill` that writes every value of its chunk: no zeroing pass.
