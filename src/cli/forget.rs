@@ -345,8 +345,8 @@ fn print_profile(phases: &[qforget::profile::PhaseTime], method_seconds: f64) {
 
 fn print_text(r: &Report) {
     println!(
-        "{}: forgot {} samples ({} retained) in {:.2} s, {} steps ({})",
-        r.method, r.forget_count, r.retain_count, r.seconds, r.steps, r.stopped
+        "{}: forgot {} samples ({} retained) in {:.2} s on the {} kernel, {} steps ({})",
+        r.method, r.forget_count, r.retain_count, r.seconds, r.kernel, r.steps, r.stopped
     );
     println!("            forget acc  retain acc  test acc     MIA    gap");
     for (name, s) in [("before", &r.before), ("after", &r.after)] {

@@ -30,6 +30,9 @@ pub struct Report {
     /// Wall time of the method itself (not of the measurements), seconds.
     pub seconds: f64,
     pub epoch_seconds: Vec<f64>,
+    /// The int8 GEMM kernel tier that ran (`avx512-vnni`, `avx2`, `neon-dotprod`, …): every
+    /// time figure is only meaningful with it.
+    pub kernel: &'static str,
     pub steps: usize,
     pub stopped: String,
     /// The forgetting target (stopping rule) the request ran to.

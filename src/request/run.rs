@@ -202,6 +202,7 @@ impl Session {
             retain_count: split.retain.len(),
             seconds,
             epoch_seconds: info.epoch_seconds.clone(),
+            kernel: crate::kernels::current().name,
             steps: info.steps,
             stopped: info.stopped.clone(),
             target: cfg.stop.describe(),

@@ -73,7 +73,8 @@ fn a_whole_forget_request_exports_the_same_bytes_under_every_kernel() {
 
 /// The bytes exported by one short class-3 request on `fmnist_cnn_qdq` (2,000 training
 /// images, no metrics) to `out`, with `global` options before `forget` and the kernel forced
-/// when given; panics with qforget's stderr if it fails.
+/// when given (its `--json` report must name that kernel); panics with qforget's stderr if it
+/// fails.
 fn class3_export(out: &std::path::Path, global: &[&str], kernel: Option<&str>) -> Vec<u8> {
     let m = model_path("fmnist_cnn_qdq.onnx");
     let data = dataset("fashion-mnist");
@@ -88,6 +89,7 @@ fn class3_export(out: &std::path::Path, global: &[&str], kernel: Option<&str>) -
         "--train-limit",
         "2000",
         "--no-metrics",
+        "--json",
         "--export",
         super::s(out),
     ]);
@@ -102,6 +104,15 @@ fn class3_export(out: &std::path::Path, global: &[&str], kernel: Option<&str>) -
         "{args:?} ({kernel:?}): {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ran = report["kernel"].as_str().unwrap_or_default();
+    match kernel {
+        Some(k) => assert_eq!(ran, k, "the report names another kernel than the forced one"),
+        None => assert!(
+            kernels::by_name(ran).is_ok(),
+            "the report names no kernel this CPU runs: {ran:?}"
+        ),
+    }
     std::fs::read(out).unwrap()
 }
 
