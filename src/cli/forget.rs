@@ -36,10 +36,16 @@ pub struct ForgetArgs {
     /// Unlearning method.
     #[arg(long, value_enum, default_value = "oeu")]
     pub method: MethodName,
-    /// Epoch budget (default: 10 for OEU, 3 for GA, RL and Q-MUL, 2 for finetune, 10 for
-    /// retrain); runs stop earlier once the forgetting target is met.
+    /// Epoch budget (default: 10 for OEU, 15 for OEU on some samples of a class, 3 for GA, RL
+    /// and Q-MUL, 2 for finetune, 10 for retrain); runs stop earlier once the forgetting target
+    /// is met, and may get more (--budget-extensions) only when this is left to the tool.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// More epoch budgets a run may get when it spends its budget while still on its way to
+    /// the forgetting target (at a pace that reaches it within them); default 3, or 0 when
+    /// --epochs is given (then the budget is a hard cap).
+    #[arg(long, value_name = "N")]
+    pub budget_extensions: Option<usize>,
     /// Learning rate (default: 0.003; 0.001 for retrain, which uses Adam).
     #[arg(long)]
     pub lr: Option<f32>,
@@ -192,6 +198,7 @@ impl ForgetArgs {
             seed: self.seed,
             method: self.method,
             epochs: self.epochs,
+            budget_extensions: self.budget_extensions,
             lr: self.lr,
             momentum: self.momentum,
             weight_decay: self.weight_decay,

@@ -25,6 +25,9 @@ pub struct Options {
     pub seed: u64,
     pub method: MethodName,
     pub epochs: Option<usize>,
+    /// More budgets a run still on its way to its target may get (default: 3 when the epoch
+    /// budget is the tool's, 0 when `epochs` is given).
+    pub budget_extensions: Option<usize>,
     pub lr: Option<f32>,
     pub momentum: Option<f32>,
     pub weight_decay: Option<f32>,
@@ -75,6 +78,7 @@ impl Default for Options {
             seed: 0,
             method: MethodName::Oeu,
             epochs: None,
+            budget_extensions: None,
             lr: None,
             momentum: None,
             weight_decay: None,
@@ -141,6 +145,12 @@ impl Options {
     pub fn config(&self) -> Result<Config> {
         let mut c = Config::defaults(self.method);
         c.epochs = self.epochs.unwrap_or(c.epochs);
+        // A budget the user typed in is theirs: no extension unless asked for.
+        c.budget_extensions = self.budget_extensions.unwrap_or(if self.epochs.is_some() {
+            0
+        } else {
+            crate::unlearn::BUDGET_EXTENSIONS
+        });
         c.lr = self.lr.unwrap_or(c.lr);
         c.momentum = self.momentum.unwrap_or(c.momentum);
         c.weight_decay = self.weight_decay.unwrap_or(c.weight_decay);

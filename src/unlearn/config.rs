@@ -262,6 +262,9 @@ pub struct Config {
     /// Once the target is met: give back weight changes (`sparsify`) until at most this
     /// fraction of the integer weights differs from the start (0: keep every change).
     pub delta_goal: f32,
+    /// More budgets of `epochs` a run that spends its budget may get while its pace reaches the
+    /// forget-accuracy target within them (`extend`; 0: the budget is a hard cap).
+    pub budget_extensions: usize,
 }
 
 impl Config {
@@ -299,6 +302,7 @@ impl Config {
             polish_patience: 40,
             requant_hysteresis: 0.0,
             delta_goal: 0.0,
+            budget_extensions: 0,
         };
         match method {
             // Retrain starts from random weights: there is no starting accuracy to guard.

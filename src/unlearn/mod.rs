@@ -5,6 +5,7 @@
 
 mod anchor;
 mod config;
+pub mod extend;
 pub mod finetune;
 mod finish;
 pub mod grad_ascent;
@@ -24,6 +25,7 @@ pub use anchor::RetainAnchor;
 pub use config::{
     Config, MethodName, ProjectionMode, Stop, SAMPLE_WISE_EPOCHS, SAMPLE_WISE_RETAIN_ANCHOR,
 };
+pub use extend::BUDGET_EXTENSIONS;
 pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
 pub use unseen::UnseenTargets;
 
@@ -163,8 +165,10 @@ pub(crate) fn run_epochs(
         )?),
         _ => None,
     };
+    let mut start_look = None;
     if cfg.stop != Stop::Fixed {
-        if let Some(why) = cfg.stop.reached(&st.graph, req)? {
+        let (met, quick) = cfg.stop.reached_looking(&st.graph, req)?;
+        if let Some(why) = met {
             // Nothing to do: the model already behaves as the request asks.
             info.stopped = format!("{why} before any step");
             info.target_met = Some(true);
@@ -173,7 +177,11 @@ pub(crate) fn run_epochs(
             }
             return Ok(info);
         }
+        start_look = quick;
     }
+    // Another budget for a run still on its way to the target (see `extend`).
+    let mut extensions = extend::Extensions::new(&cfg.stop, cfg.budget_extensions, start_look);
+    let mut epochs = cfg.epochs;
     // Repair steps the guard may take on a state over budget (retain cross-entropy with the
     // forget set anchored where that state has it, see `anchor`).
     let mut repair_retain = BatchStream::new(
@@ -221,7 +229,8 @@ pub(crate) fn run_epochs(
         let floor = guard.as_ref().map(|g| g.floor());
         finisher.try_finish(st, req, cfg, floor, quick)
     };
-    'epochs: for epoch in 0..cfg.epochs {
+    let mut epoch = 0;
+    'epochs: while epoch < epochs {
         let started = Instant::now();
         let batches = epoch_start(st, epoch)?;
         for (k, b) in batches.iter().enumerate() {
@@ -230,7 +239,7 @@ pub(crate) fn run_epochs(
             let loss = step(st, info.steps, b)?;
             progress(&Progress {
                 epoch,
-                epochs: cfg.epochs,
+                epochs,
                 step: k + 1,
                 steps_per_epoch: batches.len(),
                 loss,
@@ -250,6 +259,20 @@ pub(crate) fn run_epochs(
             info.stopped = format!("{why} after epoch {}", epoch + 1);
             break;
         }
+        epoch += 1;
+        if epoch == epochs {
+            if let Some(x) = extensions.as_mut() {
+                let now = timed(Phase::Checks, || {
+                    config::quick_forget_accuracy(&st.graph, req)
+                })?;
+                if x.grant(now) {
+                    epochs += cfg.epochs;
+                }
+            }
+        }
+    }
+    if let Some(note) = extensions.as_ref().and_then(|x| x.note()) {
+        info.notes.push(note);
     }
     if info.stopped.is_empty() {
         // Steps too: a method may run its epochs over part of the forget set (sample-wise OEU
@@ -257,12 +280,12 @@ pub(crate) fn run_epochs(
         // read far above the `--epochs` budget it came from.
         info.stopped = format!(
             "step budget spent ({} steps, {} epoch(s))",
-            info.steps, cfg.epochs
+            info.steps, epochs
         );
     }
     if let Some(base) = &base {
         if cfg.stop.reached(&st.graph, req)?.is_some() {
-            let mut epoch = cfg.epochs;
+            let mut epoch = epochs;
             let every = if cfg.check_every > 0 {
                 cfg.check_every
             } else {

@@ -107,7 +107,10 @@ fn class3_export(out: &std::path::Path, global: &[&str], kernel: Option<&str>) -
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let ran = report["kernel"].as_str().unwrap_or_default();
     match kernel {
-        Some(k) => assert_eq!(ran, k, "the report names another kernel than the forced one"),
+        Some(k) => assert_eq!(
+            ran, k,
+            "the report names another kernel than the forced one"
+        ),
         None => assert!(
             kernels::by_name(ran).is_ok(),
             "the report names no kernel this CPU runs: {ran:?}"
