@@ -250,6 +250,23 @@ mod tests {
     }
 
     #[test]
+    fn a_typed_in_epoch_budget_is_a_hard_cap_unless_extensions_are_asked_for() {
+        let c = |json: &str| Options::from_json(json).unwrap().config().unwrap();
+        let tool = c(r#"{"forget_class": 3}"#);
+        assert_eq!(tool.budget_extensions, crate::unlearn::BUDGET_EXTENSIONS);
+        assert_eq!(
+            c(r#"{"forget_class": 3, "epochs": 4}"#).budget_extensions,
+            0
+        );
+        let both = c(r#"{"forget_class": 3, "epochs": 4, "budget_extensions": 2}"#);
+        assert_eq!((both.epochs, both.budget_extensions), (4, 2));
+        assert_eq!(
+            c(r#"{"forget_class": 3, "budget_extensions": 0}"#).budget_extensions,
+            0
+        );
+    }
+
+    #[test]
     fn bad_options_are_errors_that_say_why() {
         let e = Options::from_json(r#"{"forget_klass": 3}"#).unwrap_err();
         assert!(e.to_string().contains("forget_klass"), "{e}");

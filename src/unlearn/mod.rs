@@ -299,9 +299,12 @@ pub(crate) fn run_epochs(
                 let mut done = 0;
                 loop {
                     if timed(Phase::Checks, || checkpoint(st, *steps))?.is_some() {
-                        return Ok(cfg.stop.reached(&st.graph, req)?.is_some());
+                        let met = cfg.stop.reached(&st.graph, req)?.is_some();
+                        log::debug!("sparsify round: {done} of {max} steps, target met {met}");
+                        return Ok(met);
                     }
                     if done >= max {
+                        log::debug!("sparsify round: {done} of {max} steps, target not met");
                         return Ok(false);
                     }
                     let batches = epoch_start(st, epoch)?;
