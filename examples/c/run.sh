@@ -23,11 +23,13 @@ ids=examples/c/mnist-class3.ids
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# The report without what differs between two runs of the same request: wall times and the
-# paths (and the delta hash, whose request id is fresh) of what was written.
+# The report without what differs between two runs of the same request: wall times, the
+# paths (and the delta hash, whose request id is fresh) of what was written, and the kernel
+# tier that ran (the host's AVX tier against the device's NEON one; the same bytes either way).
 normalize() {
     sed -e '/"epoch_seconds": \[\],/d' -e '/"epoch_seconds": \[/,/\]/d' \
-        -e '/"seconds":/d' -e '/"delta":/d' -e '/"delta_sha256":/d' -e '/"export":/d' "$1"
+        -e '/"seconds":/d' -e '/"delta":/d' -e '/"delta_sha256":/d' -e '/"export":/d' \
+        -e '/"kernel":/d' "$1"
 }
 
 echo "== reference: qforget forget --json (host CLI)"
@@ -75,6 +77,7 @@ echo "== C example ($mode): forget $model $data $ids req.qfd"
     exit 1
 }
 grep -q '"delta_sha256"' "$work/c.json" || { echo "the C example wrote no delta" >&2; exit 1; }
+grep -q '"kernel": "[a-z0-9-]*"' "$work/c.json" || { echo "the C API's report names no kernel" >&2; exit 1; }
 if ! diff <(normalize "$work/cli.json") <(normalize "$work/c.json"); then
     echo "the C API's report differs from qforget forget --json (diff above)" >&2
     exit 1
