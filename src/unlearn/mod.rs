@@ -5,7 +5,7 @@
 
 mod anchor;
 mod config;
-pub mod extend;
+mod extend;
 pub mod finetune;
 mod finish;
 pub mod grad_ascent;
@@ -18,6 +18,7 @@ pub mod retrain;
 mod sparsify;
 pub mod unseen;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -209,7 +210,11 @@ pub(crate) fn run_epochs(
     };
     // Guard, then stopping rule, then (class-wise) a try to finish: `Some(reason)` ends the run.
     let mut finisher = finish::Finisher::default();
+    // The stopping rule's quick look at the last checkpoint's state (none when the guard rolled
+    // that state back), for the extension test at a budget's end.
+    let last_look = Cell::new(None);
     let mut checkpoint = |st: &mut TrainState, steps: usize| -> Result<Option<String>> {
+        last_look.set(None);
         if let Some(g) = guard.as_mut() {
             match g.check(st, steps, rounds, &mut repair)? {
                 Verdict::Pass => {}
@@ -226,6 +231,7 @@ pub(crate) fn run_epochs(
         if met.is_some() {
             return Ok(met);
         }
+        last_look.set(quick);
         let floor = guard.as_ref().map(|g| g.floor());
         finisher.try_finish(st, req, cfg, floor, quick)
     };
@@ -262,9 +268,12 @@ pub(crate) fn run_epochs(
         epoch += 1;
         if epoch == epochs {
             if let Some(x) = extensions.as_mut() {
-                let now = timed(Phase::Checks, || {
-                    config::quick_forget_accuracy(&st.graph, req)
-                })?;
+                let now = match last_look.take() {
+                    Some(q) => q,
+                    None => timed(Phase::Checks, || {
+                        config::quick_forget_accuracy(&st.graph, req)
+                    })?,
+                };
                 if x.grant(now) {
                     epochs += cfg.epochs;
                 }
