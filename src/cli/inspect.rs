@@ -50,7 +50,15 @@ pub fn run(model: &Path, json: bool) -> anyhow::Result<()> {
         s.input_shape,
         q(&s.input_q)
     );
-    println!("output     '{}' {} classes", s.output_name, s.classes);
+    match &s.output_probs {
+        None => println!("output     '{}' {} classes", s.output_name, s.classes),
+        Some(p) => println!(
+            "output     '{}' {} classes: Softmax of the logits, quantized {} (top-1 on these)",
+            s.output_name,
+            s.classes,
+            q(p)
+        ),
+    }
     println!();
     println!(
         "{:<3} {:<15} {:<24} {:<16} {:<16} {:<34} weights",

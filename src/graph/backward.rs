@@ -44,6 +44,7 @@ impl Op {
             Op::Mul(m) => Some((m.lo, m.hi)),
             Op::Dense(d) => Some((d.lo, d.hi)),
             Op::Quantize(q) => Some((q.lo, q.hi)),
+            Op::Concat(c) => Some((c.lo, c.hi)),
             // A float output: gated by its activation's bounds (`Graph::mask`).
             Op::FloatConv(_) | Op::Div(_) | Op::Clamp => None,
         }
@@ -272,6 +273,16 @@ impl Graph {
                     },
                     Tape::Float(v) => p.backward(saved_f(v, x_id)?, &gy),
                 }),
+                Op::Concat(c) => {
+                    let mut parts = c.backward(&gy).into_iter();
+                    let first = parts.next();
+                    for (&b, g) in layer.inputs[1..].iter().zip(parts) {
+                        if produced[b] {
+                            accumulate(&mut grads, b, g);
+                        }
+                    }
+                    first
+                }
                 Op::AvgPool(p) => Some(p.backward(gy.len() / p.out_shape.len().max(1), &gy)),
                 Op::GlobalAvgPool(p) => Some(p.backward(gy.len() / p.in_shape.c.max(1), &gy)),
             };

@@ -192,6 +192,14 @@ impl Graph {
                 }
                 Op::Flatten => super::eltwise::nchw_order(self.acts[layer.inputs[0]].shape, x),
                 Op::Requantize(_) | Op::Quantize(_) | Op::Clamp => x.clone(),
+                Op::Concat(c) => {
+                    let xs: Vec<&[f32]> = layer
+                        .inputs
+                        .iter()
+                        .map(|&a| vals[a].as_deref().expect("concat operand"))
+                        .collect();
+                    c.forward_real(&xs)
+                }
                 Op::Pointwise(p) => p.forward_real(x),
                 Op::Mul(m) => {
                     let b = vals[layer.inputs[1]].as_ref().expect("mul operand");

@@ -11,6 +11,7 @@ pub mod backward;
 pub mod bias;
 pub mod binding;
 mod channel_act;
+pub mod concat;
 pub mod conv;
 mod conv_grad;
 pub mod dead;
@@ -53,6 +54,7 @@ use std::path::PathBuf;
 pub use backward::Tape;
 pub use bias::BiasAdd;
 pub use binding::{ParamBinding, WeightLayout};
+pub use concat::{Concat, ConcatPart};
 pub use conv::{Conv, Window};
 pub use dense::Dense;
 pub use div::Div;
@@ -120,6 +122,8 @@ pub enum Op {
     Clamp,
     /// QuantizeLinear at the end of a float segment (see [`float_seg`]).
     Quantize(Quantize),
+    /// Channel concatenation of quantized activations (see [`concat`]).
+    Concat(Concat),
 }
 
 impl Op {
@@ -143,6 +147,7 @@ impl Op {
             Op::FloatConv(_) => "float_conv",
             Op::Clamp => "float_clamp",
             Op::Quantize(_) => "quantize",
+            Op::Concat(_) => "concat",
         }
     }
 }
@@ -228,6 +233,11 @@ pub struct Graph {
     /// parameters; [`Graph::forward`] also returns the real values, which every metric and
     /// loss uses.
     pub real_output: bool,
+    /// The model ends in `Softmax → QuantizeLinear`: its deployed output is the class
+    /// probabilities quantized with these parameters, and a runtime's top-1 is taken on them
+    /// (the first class on ties), which can differ from the logits' top-1 where two
+    /// probabilities round to the same level. The graph itself ends at the logits.
+    pub output_probs: Option<QParams>,
 }
 
 /// Quantized outputs of a batch, `n × classes`, in storage bytes plus their parameters.
@@ -240,6 +250,8 @@ pub struct Logits {
     /// Real logits (`n × classes`) of a model with a float output; `None`: the bytes are the
     /// deployed output.
     pub real: Option<Vec<f32>>,
+    /// [`Graph::output_probs`]: top-1 is taken on the quantized Softmax of each row.
+    pub probs: Option<QParams>,
 }
 
 impl Logits {
@@ -255,6 +267,9 @@ impl Logits {
 
     /// Index of the largest logit of row `i` (the first one on ties, as numpy's argmax).
     pub fn top1(&self, i: usize) -> usize {
+        if let Some(p) = &self.probs {
+            return top1_of_probs(&self.real_row(i), p);
+        }
         match &self.real {
             Some(r) => first_max(&r[i * self.classes..(i + 1) * self.classes]),
             None => crate::eval::argmax(self.row(i)),
@@ -268,6 +283,20 @@ impl Logits {
             None => self.row(i).iter().map(|&q| self.q.dequantize(q)).collect(),
         }
     }
+}
+
+/// Top-1 of a model whose output is `QuantizeLinear(Softmax(logits))` with parameters `q`:
+/// the first class whose quantized probability is the largest. The Softmax is computed in f32
+/// as runtimes do (`exp(x − max) / Σ`).
+pub fn top1_of_probs(logits: &[f32], q: &QParams) -> usize {
+    let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = logits.iter().map(|&x| (x - m).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    let levels: Vec<i32> = e
+        .iter()
+        .map(|&v| q.model_value(q.quantize(v / sum)))
+        .collect();
+    crate::eval::argmax(&levels)
 }
 
 /// Index of the first largest value (NaN never wins).
@@ -365,6 +394,7 @@ impl Graph {
             data: out.data,
             q: self.acts[self.output].q,
             real,
+            probs: self.output_probs,
         })
     }
 
@@ -434,6 +464,14 @@ impl Graph {
                 Op::Pointwise(p) => p.forward(x),
                 Op::Mul(m) => m.forward(x, get(layer.inputs[1])?),
                 Op::Dense(d) => d.forward(&self.acts[layer.inputs[0]], x),
+                Op::Concat(c) => {
+                    let xs = layer
+                        .inputs
+                        .iter()
+                        .map(|&a| get(a))
+                        .collect::<Result<Vec<_>>>()?;
+                    c.forward(&xs)
+                }
                 Op::FloatConv(_) | Op::Div(_) | Op::Clamp | Op::Quantize(_) => {
                     return Err(Error::Shape(format!(
                         "layer '{}' must have a float output",

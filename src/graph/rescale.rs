@@ -76,6 +76,7 @@ impl Graph {
         let qi = self.acts[l.inputs[0]].q;
         let qo = self.acts[l.output].q;
         let qb = l.inputs.get(1).map(|&b| self.acts[b].q);
+        let inputs_q: Vec<QParams> = l.inputs.iter().map(|&a| self.acts[a].q).collect();
         let old_out = old.map(|o| o[l.output]).unwrap_or(qo);
         let (lo, hi) = l.activation.range(&qo);
         let scales = ChannelScales {
@@ -107,6 +108,13 @@ impl Graph {
                 a.b_ratio = b_scale / qo.scale;
                 a.out_zero_point = qo.zero_point;
                 (a.lo, a.hi) = (lo, hi);
+            }
+            Op::Concat(c) => {
+                for (part, q) in c.parts.iter_mut().zip(&inputs_q) {
+                    part.q = *q;
+                }
+                c.out = qo;
+                (c.lo, c.hi) = (lo, hi);
             }
             Op::Requantize(r) => {
                 r.in_zero_point = qi.zero_point;

@@ -98,6 +98,10 @@ pub struct Summary {
     pub input_element_functions: usize,
     pub output_name: String,
     pub classes: usize,
+    /// Quantization of the final Softmax's probabilities, when the model quantizes them (top-1
+    /// is then taken on them; see [`super::Graph::output_probs`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_probs: Option<QInfo>,
     pub layers: Vec<LayerInfo>,
     /// Trainable parameters (weights + biases).
     pub parameters: usize,
@@ -241,6 +245,7 @@ impl Graph {
             input_functions: self.input.fns.len(),
             input_element_functions: self.input.post_fns.len(),
             output_name: self.output_name.clone(),
+            output_probs: self.output_probs.as_ref().map(QInfo::from),
             classes: self.classes(),
             layers,
             parameters,

@@ -979,6 +979,10 @@ fn with_activation(p: Pending, act: Activation) -> Option<Pending> {
             b,
             act: a0.then(act),
         },
+        Pending::Concat { inputs, act: a0 } => Pending::Concat {
+            inputs,
+            act: a0.then(act),
+        },
         Pending::GlobalAvgPool { .. } | Pending::AvgPool { .. } => return None,
     })
 }

@@ -318,5 +318,6 @@ fn pending_kind(p: &Pending) -> &'static str {
         Pending::Pointwise { .. } => "float element-wise functions",
         Pending::Mul { .. } => "a Mul",
         Pending::MaxPool { .. } => "a MaxPool",
+        Pending::Concat { .. } => "a Concat",
     }
 }

@@ -66,6 +66,7 @@ impl Importer<'_> {
                 name,
             } => Ok(self.bias_layer(ctx, input, bias, act, name, q, out)),
             Pending::Add { a, b, act, sub } => self.add_layer(ctx, a, b, act, sub, q, out),
+            Pending::Concat { inputs, act } => Ok(self.concat_layer(ctx, inputs, act, q, out)),
             Pending::GlobalAvgPool { input } => {
                 let ins = self.acts[input].shape;
                 let qi = self.acts[input].q;

@@ -8,6 +8,7 @@
 mod blocked;
 mod channel_act;
 mod compute;
+mod concat;
 mod dense;
 mod float_const;
 mod float_ops;
@@ -23,6 +24,7 @@ mod pointwise;
 mod proto;
 mod qdq;
 mod qop;
+mod shape_ops;
 mod value;
 
 pub use proto::{decode_model, ConstData, ConstTensor};
@@ -264,6 +266,9 @@ pub(crate) struct Importer<'p> {
     pub input_chain_end: Option<String>,
     /// Outputs of a final Softmax (see [`Importer::softmax`]); nothing may read them.
     pub softmax_out: std::collections::HashSet<String>,
+    /// Quantization of the final Softmax's output (`Softmax → QuantizeLinear →
+    /// DequantizeLinear`, as onnxruntime's QDQ quantizer leaves a classifier's Softmax), if any.
+    pub softmax_q: Option<QParams>,
     /// Float weights quantized at run time, by the QuantizeLinear output that holds their
     /// integers: the float initializer's name and how to write integers back (see
     /// [`float_weight`]); `None` for the latter when another node reads the float initializer
@@ -291,6 +296,7 @@ impl<'p> Importer<'p> {
             input_spec: None,
             node_consts: Default::default(),
             softmax_out: Default::default(),
+            softmax_q: None,
             input_fns: vec![],
             input_post_fns: vec![],
             input_chain_end: None,
@@ -409,6 +415,9 @@ impl<'p> Importer<'p> {
             return Err(ctx.unsupported(format!("operator domain '{domain}' is not supported")));
         }
         if let Some(s) = node.input.iter().find(|i| self.softmax_out.contains(*i)) {
+            if matches!(node.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear") {
+                return self.softmax_qdq(&ctx, &s.clone());
+            }
             return Err(ctx.unsupported(format!(
                 "it reads '{s}', the output of a Softmax; qforget supports a Softmax only as the \
                  model's last node"
@@ -456,6 +465,10 @@ impl<'p> Importer<'p> {
             "QLinearConv" | "QLinearMatMul" | "QGemm" => self.qlinear_mac(&ctx),
             "MatMulInteger" | "ConvInteger" => self.integer_mac(&ctx),
             "QLinearAdd" => self.qlinear_add(&ctx),
+            "Concat" => self.concat(&ctx),
+            "Pad" => self.pad(&ctx),
+            "Squeeze" | "Unsqueeze" => self.squeeze(&ctx),
+            "QLinearConcat" => self.qlinear_concat(&ctx),
             "QLinearSigmoid" | "QLinearLeakyRelu" => self.qlinear_lookup(&ctx),
             "QLinearGlobalAveragePool" | "QLinearAveragePool" => self.qlinear_avg_pool(&ctx),
             other => Err(ctx.unsupported(format!("operator {other} is not supported by qforget"))),
@@ -591,6 +604,7 @@ impl<'p> Importer<'p> {
             output_name: out.name.clone(),
             output,
             real_output,
+            output_probs: self.softmax_q,
         })
     }
 }

@@ -255,6 +255,36 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// The QuantizeLinear of a final Softmax's probabilities and the DequantizeLinear after it:
+    /// the graph still ends at the logits (losses want them), and the deployed output's top-1 is
+    /// taken on the probabilities quantized with these parameters ([`Graph::output_probs`]).
+    ///
+    /// [`Graph::output_probs`]: crate::graph::Graph::output_probs
+    pub(super) fn softmax_qdq(&mut self, ctx: &NodeCtx, x: &str) -> Result<()> {
+        let q = self.act_qparams(ctx, 1, 2)?;
+        match (ctx.node.op_type.as_str(), self.softmax_q) {
+            ("QuantizeLinear", None) => self.softmax_q = Some(q),
+            ("DequantizeLinear", Some(sq)) if sq == q => {}
+            ("DequantizeLinear", Some(_)) => {
+                return Err(ctx.unsupported(
+                    "the Softmax's probabilities are dequantized with other parameters than \
+                     they were quantized with",
+                ))
+            }
+            _ => {
+                return Err(ctx.unsupported(format!(
+                    "'{x}' (the Softmax's probabilities) is quantized twice, or dequantized \
+                     without a QuantizeLinear"
+                )))
+            }
+        }
+        let v = self.value(ctx, x)?;
+        let out = ctx.output()?.to_string();
+        self.softmax_out.insert(out.clone());
+        self.values.insert(out, v);
+        Ok(())
+    }
+
     /// Add/Sub/Mul/Div of a float chain (or a dequantized activation) and a constant.
     pub(super) fn float_arith(&mut self, ctx: &NodeCtx) -> Result<()> {
         let (x, y) = ctx.two_inputs()?;

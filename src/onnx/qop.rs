@@ -13,7 +13,7 @@ use super::{Importer, NodeCtx};
 impl Importer<'_> {
     /// The quantized activation at input `i`, checked against the parameters the node states at
     /// inputs `si`/`zi`.
-    fn q_input(&self, ctx: &NodeCtx, i: usize, si: usize, zi: usize) -> Result<usize> {
+    pub(super) fn q_input(&self, ctx: &NodeCtx, i: usize, si: usize, zi: usize) -> Result<usize> {
         let x = ctx
             .input(i)
             .ok_or_else(|| ctx.bad(format!("input #{i} is missing")))?;

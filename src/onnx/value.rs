@@ -206,6 +206,11 @@ pub enum Pending {
         window: Window,
         ceil: bool,
     },
+    /// Dequantized activations concatenated along the channels, then an activation function.
+    Concat {
+        inputs: Vec<ActId>,
+        act: Activation,
+    },
 }
 
 /// Second operand of a quantized Add.

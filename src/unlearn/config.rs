@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Request;
 use crate::data::IdxDataset;
-use crate::graph::{GradPath, Graph};
+use crate::graph::{GradPath, Graph, QParams};
 use crate::train::gather;
 use crate::Result;
 
@@ -120,9 +120,15 @@ impl Stop {
     }
 
     /// `Some(reason)` when the rule is met by the forget set's real logits `z` (row-major,
-    /// `classes` per row; `labels` in the same order): [`Stop::reached`] for a caller that has
-    /// the logits already.
-    pub fn met_by(&self, z: &[f32], labels: &[u8], classes: usize) -> Option<String> {
+    /// `classes` per row; `labels` in the same order; `probs`: [`Graph::output_probs`]):
+    /// [`Stop::reached`] for a caller that has the logits already.
+    pub fn met_by(
+        &self,
+        z: &[f32],
+        labels: &[u8],
+        classes: usize,
+        probs: Option<QParams>,
+    ) -> Option<String> {
         match *self {
             Stop::Fixed => None,
             Stop::Entropy(target) => {
@@ -130,7 +136,7 @@ impl Stop {
                 (h >= target).then(|| format!("forget entropy {h:.3} ≥ {target}"))
             }
             Stop::ForgetAcc(target) => {
-                let acc = accuracy_of(z, labels, classes);
+                let acc = accuracy_of(z, labels, classes, probs);
                 (acc <= target).then(|| format!("forget accuracy {acc:.2} % ≤ {target} %"))
             }
         }
@@ -156,15 +162,25 @@ pub fn quick_forget_accuracy(graph: &Graph, req: &Request) -> Result<f64> {
 fn forget_accuracy(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<f64> {
     let z = logits(graph, data, idx)?;
     let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
-    Ok(accuracy_of(&z, &labels, graph.classes()))
+    Ok(accuracy_of(
+        &z,
+        &labels,
+        graph.classes(),
+        graph.output_probs,
+    ))
 }
 
-/// Accuracy (percent) of the logit rows `z` (`classes` per row) against `labels`.
-fn accuracy_of(z: &[f32], labels: &[u8], classes: usize) -> f64 {
+/// Accuracy (percent) of the logit rows `z` (`classes` per row) against `labels`, top-1 as
+/// the deployed output gives it (`probs`: [`Graph::output_probs`]).
+fn accuracy_of(z: &[f32], labels: &[u8], classes: usize, probs: Option<QParams>) -> f64 {
+    let top1 = |row: &[f32]| match &probs {
+        Some(p) => crate::graph::top1_of_probs(row, p),
+        None => crate::eval::argmax(row),
+    };
     let hits = z
         .chunks_exact(classes)
         .zip(labels)
-        .filter(|(row, &y)| crate::eval::argmax(row) == y as usize)
+        .filter(|(row, &y)| top1(row) == y as usize)
         .count();
     100.0 * hits as f64 / labels.len().max(1) as f64
 }
@@ -356,16 +372,16 @@ mod tests {
         // Rows: class 0 wins, class 1 wins, uniform (argmax: the first class).
         let z = [2.0f32, 0.0, 0.0, 3.0, 1.0, 1.0];
         let labels = [0u8, 0, 0];
-        assert_eq!(Stop::Fixed.met_by(&z, &labels, 2), None);
+        assert_eq!(Stop::Fixed.met_by(&z, &labels, 2, None), None);
         // 2 of 3 right: 66.7 %.
-        assert!(Stop::ForgetAcc(70.0).met_by(&z, &labels, 2).is_some());
-        assert!(Stop::ForgetAcc(60.0).met_by(&z, &labels, 2).is_none());
+        assert!(Stop::ForgetAcc(70.0).met_by(&z, &labels, 2, None).is_some());
+        assert!(Stop::ForgetAcc(60.0).met_by(&z, &labels, 2, None).is_none());
         // The uniform row alone reaches a normalized entropy of 1.
         assert!(Stop::Entropy(0.99)
-            .met_by(&z[4..], &labels[2..], 2)
+            .met_by(&z[4..], &labels[2..], 2, None)
             .is_some());
         assert!(Stop::Entropy(0.99)
-            .met_by(&z[..2], &labels[..1], 2)
+            .met_by(&z[..2], &labels[..1], 2, None)
             .is_none());
     }
 }

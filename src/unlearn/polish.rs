@@ -37,7 +37,10 @@ fn forget_state(st: &TrainState, req: &Request, cfg: &Config) -> Result<(bool, f
     let z = logits(&st.graph, req.train, req.forget)?;
     let labels: Vec<u8> = req.forget.iter().map(|&i| req.train.labels[i]).collect();
     let classes = st.graph.classes();
-    let met = cfg.stop.met_by(&z, &labels, classes).is_some();
+    let met = cfg
+        .stop
+        .met_by(&z, &labels, classes, st.graph.output_probs)
+        .is_some();
     let p = true_class_probs(&z, classes, &labels);
     let mean = p.iter().map(|&x| x as f64).sum::<f64>() / p.len().max(1) as f64;
     Ok((met, mean))

@@ -167,6 +167,7 @@ fn int8_backward_agrees_with_f32_backward() {
         "mnist_res_s8.onnx",
         "mnist_mlp_matmul_qdq.onnx",
         "fmnist_cnn_qop.onnx",
+        "fmnist_cat_qdq.onnx",
     ] {
         let (g, d) = fixture(name);
         let n = 64;

@@ -560,3 +560,190 @@ fn squeeze_excitation_gate() {
         out
     });
 }
+
+/// Concat along channels of three tensors with their own parameters (two conv branches, one
+/// of them signed with a zero point inside its range, and the block's input itself), then a
+/// Relu before the QuantizeLinear, as onnxruntime's quantizer leaves an inception-style block;
+/// and the same concat as QOperator's `QLinearConcat`.
+#[test]
+fn concat_of_branches_with_their_own_scales() {
+    let (c, h, w) = (2, 4, 5);
+    let s_in = 1.0 / 255.0;
+    let (s_a, s_b, z_b, s_y) = (0.004f32, 0.006f32, 20, 0.005f32);
+    let mut rng = Rng(41);
+    let wa: Vec<i8> = (0..2 * c).map(|_| rng.int(-127, 127) as i8).collect();
+    let wb: Vec<i8> = (0..3 * c * 9).map(|_| rng.int(-127, 127) as i8).collect();
+    let (was, wbs) = (0.004f32, 0.003f32);
+    let branches = |x: &T| -> Vec<T> {
+        let xd = x.map(|v| fq(v, s_in, 0, false));
+        let wa_f: Vec<f64> = wa.iter().map(|&v| v as f64 * was as f64).collect();
+        let wb_f: Vec<f64> = wb.iter().map(|&v| v as f64 * wbs as f64).collect();
+        let a = conv(&xd, &wa_f, 2, [1, 1], 1, [0; 4], 1, 1, &[0.0; 2])
+            .map(|v| fq(v.max(0.0), s_a, 0, false));
+        let bb =
+            conv(&xd, &wb_f, 3, [3, 3], 1, [1; 4], 1, 1, &[0.0; 3]).map(|v| fq(v, s_b, z_b, false));
+        vec![a, bb, xd]
+    };
+    let reference = |x: &T| -> Vec<i32> {
+        branches(x)
+            .iter()
+            .flat_map(|t| t.v.iter().map(|&v| quant(v.max(0.0), s_y, 0, false)))
+            .collect()
+    };
+
+    let mut b = B::new(c, h, w);
+    let x = b.qdq("x", s_in, 0, false);
+    let wan = b.dq_weights(&[2, c, 1, 1], &wa, &[was; 2], 0);
+    let a = b.node(
+        "Conv",
+        &[&x, &wan],
+        vec![("kernel_shape", A::Is(vec![1, 1]))],
+    );
+    let a = b.node("Relu", &[&a], vec![]);
+    let a = b.qdq(&a, s_a, 0, false);
+    let wbn = b.dq_weights(&[3, c, 3, 3], &wb, &[wbs; 3], 0);
+    let bb = b.node(
+        "Conv",
+        &[&x, &wbn],
+        vec![
+            ("kernel_shape", A::Is(vec![3, 3])),
+            ("pads", A::Is(vec![1, 1, 1, 1])),
+        ],
+    );
+    let bb = b.qdq(&bb, s_b, z_b, false);
+    let y = b.node("Concat", &[&a, &bb, &x], vec![("axis", A::I(1))]);
+    let y = b.node("Relu", &[&y], vec![]);
+    let y = b.qdq(&y, s_y, 0, false);
+    let out = b.node("Flatten", &[&y], vec![("axis", A::I(1))]);
+    check("concat_qdq", &b, &out, reference);
+
+    // QLinearConcat of the same three tensors (their QuantizeLinear outputs).
+    let mut b = B::new(c, h, w);
+    let sx = b.f32s(&[], &[s_in]);
+    let zx = b.zp(0, false);
+    let xq = b.node("QuantizeLinear", &["x", &sx, &zx], vec![]);
+    let x = b.node("DequantizeLinear", &[&xq, &sx, &zx], vec![]);
+    let wan = b.dq_weights(&[2, c, 1, 1], &wa, &[was; 2], 0);
+    let a = b.node(
+        "Conv",
+        &[&x, &wan],
+        vec![("kernel_shape", A::Is(vec![1, 1]))],
+    );
+    let a = b.node("Relu", &[&a], vec![]);
+    let (sa, za) = (b.f32s(&[], &[s_a]), b.zp(0, false));
+    let aq = b.node("QuantizeLinear", &[&a, &sa, &za], vec![]);
+    let wbn = b.dq_weights(&[3, c, 3, 3], &wb, &[wbs; 3], 0);
+    let bb = b.node(
+        "Conv",
+        &[&x, &wbn],
+        vec![
+            ("kernel_shape", A::Is(vec![3, 3])),
+            ("pads", A::Is(vec![1, 1, 1, 1])),
+        ],
+    );
+    let (sb, zb) = (b.f32s(&[], &[s_b]), b.zp(z_b, false));
+    let bq = b.node("QuantizeLinear", &[&bb, &sb, &zb], vec![]);
+    let (sy, zy) = (b.f32s(&[], &[s_y]), b.zp(0, false));
+    let y = b.node_in(
+        "com.microsoft",
+        "QLinearConcat",
+        &[&sy, &zy, &aq, &sa, &za, &bq, &sb, &zb, &xq, &sx, &zx],
+        vec![("axis", A::I(1))],
+    );
+    let y = b.node("DequantizeLinear", &[&y, &sy, &zy], vec![]);
+    let out = b.node("Flatten", &[&y], vec![("axis", A::I(1))]);
+    // No Relu here: the output's zero point 0 clamps the same values.
+    check("qlinear_concat", &b, &out, reference);
+}
+
+/// What the Concat and Pad import refuses, by name: another axis, a Pad that adds values, and
+/// a malformed QLinearConcat.
+#[test]
+fn concat_and_pad_refusals_name_the_node() {
+    let refuse = |build: &dyn Fn(&mut B) -> String| -> String {
+        let mut b = B::new(2, 3, 3);
+        let out = build(&mut b);
+        qforget::onnx::import(&b.model(&out), Path::new("refuse.onnx"))
+            .map(|_| ())
+            .expect_err("must be refused")
+            .to_string()
+    };
+    let e = refuse(&|b| {
+        let x = b.qdq("x", 0.01, 0, false);
+        let y = b.node("Concat", &[&x, &x], vec![("axis", A::I(2))]);
+        b.qdq(&y, 0.01, 0, false)
+    });
+    assert!(
+        e.contains("Concat") && e.contains("axis 2") && e.contains("refuse.onnx"),
+        "{e}"
+    );
+    let e = refuse(&|b| {
+        let x = b.qdq("x", 0.01, 0, false);
+        let pads = b.i64s(&[8], &[0, 0, 1, 1, 0, 0, 1, 1]);
+        let y = b.node("Pad", &[&x, &pads], vec![]);
+        b.qdq(&y, 0.01, 0, false)
+    });
+    assert!(e.contains("Pad") && e.contains("adds nothing"), "{e}");
+    let e = refuse(&|b| {
+        let s = b.f32s(&[], &[0.01]);
+        let z = b.zp(0, false);
+        let xq = b.node("QuantizeLinear", &["x", &s, &z], vec![]);
+        let y = b.node_in(
+            "com.microsoft",
+            "QLinearConcat",
+            &[&s, &z, &xq, &s],
+            vec![("axis", A::I(1))],
+        );
+        b.node("DequantizeLinear", &[&y, &s, &z], vec![])
+    });
+    assert!(e.contains("QLinearConcat") && e.contains("4 inputs"), "{e}");
+}
+
+/// Squeeze and Unsqueeze of the size-1 spatial axes after a global pooling
+/// (`x.squeeze(-1).squeeze(-1)`, opset 13 with axes as an input) compute what Flatten does; a
+/// Squeeze of another axis is refused by name.
+#[test]
+fn squeeze_of_pooled_axes_is_a_flatten() {
+    let (c, h, w, out_f) = (3, 4, 4, 5);
+    let mut rng = Rng(77);
+    let wq: Vec<i8> = (0..c * out_f).map(|_| rng.int(-127, 127) as i8).collect();
+    let build = |b: &mut B, shape_ops: &dyn Fn(&mut B, &str) -> String| -> String {
+        let x = b.qdq("x", 1.0 / 255.0, 0, false);
+        let p = b.node("GlobalAveragePool", &[&x], vec![]);
+        let p = b.qdq(&p, 0.003, 0, false);
+        let f = shape_ops(b, &p);
+        let wn = b.dq_weights(&[out_f, c], &wq, &[0.01; 5], 0);
+        let y = b.node("Gemm", &[&f, &wn], vec![("transB", A::I(1))]);
+        b.qdq(&y, 0.02, 128, false)
+    };
+    let run = |shape_ops: &dyn Fn(&mut B, &str) -> String| -> Vec<u8> {
+        let mut b = B::new(c, h, w);
+        let out = build(&mut b, shape_ops);
+        let g = qforget::onnx::import(&b.model(&out), Path::new("squeeze.onnx")).unwrap();
+        let mut r = Rng(5);
+        let images: Vec<u8> = (0..N * c * h * w).map(|_| r.int(0, 255) as u8).collect();
+        g.forward(&images, N).unwrap().data
+    };
+    let flat = run(&|b, p| b.node("Flatten", &[p], vec![("axis", A::I(1))]));
+    let squeezed = run(&|b, p| {
+        let a = b.i64s(&[1], &[-1]);
+        let s = b.node("Squeeze", &[p, &a], vec![]);
+        let s = b.node("Squeeze", &[&s, &a], vec![]);
+        let u = b.i64s(&[2], &[2, 3]);
+        let s = b.node("Unsqueeze", &[&s, &u], vec![]);
+        let both = b.i64s(&[2], &[2, 3]);
+        b.node("Squeeze", &[&s, &both], vec![])
+    });
+    assert_eq!(flat, squeezed);
+
+    let mut b = B::new(c, h, w);
+    let out = build(&mut b, &|b, p| {
+        let a = b.i64s(&[1], &[1]);
+        b.node("Squeeze", &[p, &a], vec![])
+    });
+    let e = qforget::onnx::import(&b.model(&out), Path::new("squeeze.onnx"))
+        .map(|_| ())
+        .expect_err("a Squeeze of the channels")
+        .to_string();
+    assert!(e.contains("Squeeze") && e.contains("[1]"), "{e}");
+}

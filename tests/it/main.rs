@@ -29,6 +29,7 @@ mod safe_forget;
 mod serve;
 mod small_deltas;
 mod smooth_quant;
+mod softmax_output;
 mod sub_div;
 #[cfg(feature = "tract-engine")]
 mod tract_crosscheck;

@@ -96,6 +96,14 @@ impl B {
         name
     }
 
+    pub fn i64s(&mut self, dims: &[usize], v: &[i64]) -> String {
+        let name = self.fresh("l");
+        let mut t = tensor(&name, dims, DataType::Int64);
+        t.int64_data = v.to_vec();
+        self.inits.push(t);
+        name
+    }
+
     /// A zero-point constant of the activation type.
     pub fn zp(&mut self, zp: i32, signed: bool) -> String {
         if signed {

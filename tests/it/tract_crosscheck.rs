@@ -22,11 +22,15 @@ fn fixtures_agree_with_tract_within_one_lsb() {
                 let has_ms = std::fs::read(&path)
                     .map(|b| b.windows(13).any(|w| w == b"com.microsoft"))
                     .unwrap_or(false);
+                // tract 0.23 cannot type a zero-pads Pad that reads a DequantizeLinear output
+                // (PyTorch's AvgPool2d export, `fmnist_cat_*`): "Inconsistent pad: input of
+                // rank 1". onnxruntime's references cover these models.
+                let pad_rank = e.to_string().contains("Pad: Inconsistent pad");
                 assert!(
-                    has_ms,
+                    has_ms || pad_rank,
                     "tract failed on {stem}, which uses no com.microsoft op: {e}"
                 );
-                eprintln!("{stem}: skipped, tract cannot run com.microsoft ops");
+                eprintln!("{stem}: skipped, tract cannot run it: {e}");
                 continue;
             }
         };

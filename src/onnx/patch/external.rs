@@ -243,6 +243,7 @@ mod tests {
         // Nothing external is left.
         let again = inline_external(&out, &d).unwrap();
         assert!(again.is_none());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -259,5 +260,6 @@ mod tests {
             let err = inline_external(&model(loc, off, len), &d).unwrap_err();
             assert!(err.contains(says) && err.contains("'w'"), "{loc}: {err}");
         }
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
