@@ -12,8 +12,12 @@ uint8 activations). onnxruntime's QDQ quantizer quantizes the Softmax too, so th
 `DQ(logits) -> Softmax -> QuantizeLinear -> DequantizeLinear`: its output is the probabilities
 on a grid of 1/256, and a runtime's top-1 is taken on them (the first class on ties).
 
+The same float model quantized in QOperator form gives `mnist_softmax_b1_qop.onnx`, whose
+classifier ends in com.microsoft `QLinearSoftmax → DequantizeLinear`.
+
 References in expected/softmax/ (kept apart from expected/, whose files are logits), from
-onnxruntime 1.32.0, ORT_DISABLE_ALL, one thread, one image per run, the full test set:
+onnxruntime 1.32.0, ORT_DISABLE_ALL, one thread, one image per run, the full test set (the same
+files for `_qop`):
   mnist_softmax_b1_qdq.logits.npy       uint8 [10000,10]: the quantized logits (the Softmax's input)
   mnist_softmax_b1_qdq.probs.npy        uint8 [10000,10]: the quantized probabilities (the output)
   mnist_softmax_b1_qdq.predictions.txt  first argmax of the probabilities
@@ -101,7 +105,7 @@ def export(model, path: Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def quantize(f32: Path, out: Path, xcal: np.ndarray) -> None:
+def quantize(f32: Path, out: Path, xcal: np.ndarray, fmt: str) -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -119,7 +123,7 @@ def quantize(f32: Path, out: Path, xcal: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as td:
         pre = Path(td) / "pre.onnx"
         quant_pre_process(str(f32), str(pre))
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
+        quantize_static(str(pre), str(out), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=False,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
 
@@ -134,54 +138,47 @@ def params(m, dq_output: str):
     return np.float32(numpy_helper.to_array(inits[node.input[1]])), numpy_helper.to_array(inits[node.input[2]])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("QFORGET_SRC_DATA", "/work/shared/data"))
-    ap.add_argument("--skip-train", action="store_true", help="reuse the committed float model")
-    args = ap.parse_args()
+def softmax_input(m):
+    """The Softmax's float input (QDQ: a DequantizeLinear output) and its parameters, or for
+    QLinearSoftmax its quantized input with the scale and zero point the node states."""
+    from onnx import numpy_helper
 
+    inits = gen.init_map(m)
+    node = next(n for n in m.graph.node if n.op_type in ("Softmax", "QLinearSoftmax"))
+    if node.op_type == "Softmax":
+        return (node.input[0], *params(m, node.input[0]))
+    return (node.input[0], np.float32(numpy_helper.to_array(inits[node.input[1]])),
+            numpy_helper.to_array(inits[node.input[2]]))
+
+
+def write_reference(model_path: Path, data: dict) -> dict:
     import onnx
     import onnxruntime as ort
 
-    assert onnx.__version__ == "1.23.2", onnx.__version__
-    assert ort.__version__ == "1.32.0", ort.__version__
-    t0 = time.time()
-    root = Path(args.data)
-    gen.verify_data(root)
-    data = gen.load_dataset(root, HP["dataset"])
-    f32 = HERE / f"{NAME}_f32.onnx"
-    model_path = HERE / f"{NAME}_qdq.onnx"
-    if not args.skip_train:
-        import torch
-
-        torch.set_num_threads(2)
-        torch.use_deterministic_algorithms(True)
-        model = build()
-        train(model, data)
-        export(model, f32)
-    quantize(f32, model_path, data["train"][0][: gen.CALIB_N])
-
     m = onnx.load(str(model_path))
-    softmax = next(n for n in m.graph.node if n.op_type == "Softmax")
-    logits_name = softmax.input[0]
-    ls, lz = params(m, logits_name)
+    logits_name, ls, lz = softmax_input(m)
     ps, pz = params(m, m.graph.output[0].name)
+    quantized_input = next(n for n in m.graph.node if logits_name in n.output).op_type != "DequantizeLinear"
     # Run with the Softmax's input as a second output.
     probe = onnx.load(str(model_path))
-    probe.graph.output.append(onnx.helper.make_tensor_value_info(logits_name, onnx.TensorProto.FLOAT, None))
+    elem = onnx.TensorProto.UINT8 if quantized_input else onnx.TensorProto.FLOAT
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(logits_name, elem, None))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     xte, yte = data["test"]
-    outs = [sess.run(["probs", logits_name], {"input": xte[i : i + 1]}) for i in range(len(xte))]
+    out_name = m.graph.output[0].name
+    outs = [sess.run([out_name, logits_name], {"input": xte[i : i + 1]}) for i in range(len(xte))]
     probs = gen.requantize(np.concatenate([o[0] for o in outs]), ps, pz)
-    logits = gen.requantize(np.concatenate([o[1] for o in outs]), ls, lz)
+    raw = np.concatenate([o[1] for o in outs])
+    logits = raw.astype(lz.dtype) if quantized_input else gen.requantize(raw, ls, lz)
     pred = gen.first_argmax(probs)
+    stem = model_path.stem
     OUT_DIR.mkdir(exist_ok=True)
-    np.save(OUT_DIR / f"{NAME}_qdq.probs.npy", probs)
-    np.save(OUT_DIR / f"{NAME}_qdq.logits.npy", logits)
-    (OUT_DIR / f"{NAME}_qdq.predictions.txt").write_text("".join(f"{p}\n" for p in pred))
+    np.save(OUT_DIR / f"{stem}.probs.npy", probs)
+    np.save(OUT_DIR / f"{stem}.logits.npy", logits)
+    (OUT_DIR / f"{stem}.predictions.txt").write_text("".join(f"{p}\n" for p in pred))
     rec = {
         "model": model_path.name,
         "dataset": HP["dataset"],
@@ -201,9 +198,40 @@ def main() -> None:
         "input_shape": [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim],
         "training": dict(HP, optimizer="Adam", loss="cross-entropy on the logits"),
     }
-    (OUT_DIR / f"{NAME}_qdq.json").write_text(json.dumps(rec, indent=2) + "\n")
-    print(json.dumps({k: rec[k] for k in ("int8_accuracy", "probs_ties", "logits_ties",
-                                          "top1_probs_vs_logits_differ", "ops")}))
+    (OUT_DIR / f"{stem}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    print(stem, json.dumps({k: rec[k] for k in ("int8_accuracy", "probs_ties", "logits_ties",
+                                                "top1_probs_vs_logits_differ", "ops")}))
+    return rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("QFORGET_SRC_DATA", "/work/shared/data"))
+    ap.add_argument("--skip-train", action="store_true", help="reuse the committed float model")
+    args = ap.parse_args()
+
+    import onnx
+    import onnxruntime as ort
+
+    assert onnx.__version__ == "1.23.2", onnx.__version__
+    assert ort.__version__ == "1.32.0", ort.__version__
+    t0 = time.time()
+    root = Path(args.data)
+    gen.verify_data(root)
+    data = gen.load_dataset(root, HP["dataset"])
+    f32 = HERE / f"{NAME}_f32.onnx"
+    if not args.skip_train:
+        import torch
+
+        torch.set_num_threads(2)
+        torch.use_deterministic_algorithms(True)
+        model = build()
+        train(model, data)
+        export(model, f32)
+    for fmt in ("QDQ", "QOperator"):
+        path = HERE / f"{NAME}_{'qdq' if fmt == 'QDQ' else 'qop'}.onnx"
+        quantize(f32, path, data["train"][0][: gen.CALIB_N], fmt)
+        write_reference(path, data)
     print(f"done in {time.time() - t0:.0f}s")
 
 

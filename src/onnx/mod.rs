@@ -469,6 +469,7 @@ impl<'p> Importer<'p> {
             "Pad" => self.pad(&ctx),
             "Squeeze" | "Unsqueeze" => self.squeeze(&ctx),
             "QLinearConcat" => self.qlinear_concat(&ctx),
+            "QLinearSoftmax" => self.qlinear_softmax(&ctx),
             "QLinearSigmoid" | "QLinearLeakyRelu" => self.qlinear_lookup(&ctx),
             "QLinearGlobalAveragePool" | "QLinearAveragePool" => self.qlinear_avg_pool(&ctx),
             other => Err(ctx.unsupported(format!("operator {other} is not supported by qforget"))),

@@ -255,6 +255,27 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// QLinearSoftmax (com.microsoft) over the classes as the model's last node: the QOperator
+    /// form of `DequantizeLinear → Softmax → QuantizeLinear`. The graph ends at its quantized
+    /// input (the logits); the output's parameters decide top-1 ([`Self::softmax_qdq`]).
+    pub(super) fn qlinear_softmax(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let a = self.q_input(ctx, 0, 1, 2)?;
+        let axis = ctx.attrs().int("axis", -1).map_err(|e| ctx.bad(e))?;
+        if self.acts[a].shape.h * self.acts[a].shape.w != 1 || !(axis == -1 || axis == 1) {
+            return Err(ctx.unsupported(
+                "QLinearSoftmax other than over the classes of a [N, classes] output",
+            ));
+        }
+        if self.softmax_q.is_some() {
+            return Err(ctx.unsupported("a second Softmax"));
+        }
+        self.softmax_q = Some(self.act_qparams(ctx, 3, 4)?);
+        let out = ctx.output()?.to_string();
+        self.softmax_out.insert(out.clone());
+        self.values.insert(out, Value::Quant(a));
+        Ok(())
+    }
+
     /// The QuantizeLinear of a final Softmax's probabilities and the DequantizeLinear after it:
     /// the graph still ends at the logits (losses want them), and the deployed output's top-1 is
     /// taken on the probabilities quantized with these parameters ([`Graph::output_probs`]).

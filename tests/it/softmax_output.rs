@@ -1,7 +1,8 @@
 //! A model whose output is quantized probabilities (`… → Softmax → QuantizeLinear →
 //! DequantizeLinear`, as onnxruntime's QDQ quantizer leaves a classifier exported with its
-//! Softmax), exported with a fixed batch of 1 and a `view` flatten
-//! (`onnx-models/generate_softmax.py`, references in `expected/softmax/`): the logits within
+//! Softmax), exported with a fixed batch of 1 and a `view` flatten, and its QOperator twin
+//! ending in `QLinearSoftmax` (`onnx-models/generate_softmax.py`, references in
+//! `expected/softmax/`): the logits within
 //! 1 LSB of onnxruntime's, top-1 taken on the quantized probabilities identical on the full
 //! test set, and a default forget request that exports a model onnxruntime's top-1 rule agrees
 //! with.
@@ -11,6 +12,7 @@ use qforget::data::{IdxDataset, Split};
 use super::{dataset, model, qforget, root, tempdir};
 
 const STEM: &str = "mnist_softmax_b1_qdq";
+const STEMS: [&str; 2] = [STEM, "mnist_softmax_b1_qop"];
 
 #[derive(serde::Deserialize)]
 struct Reference {
@@ -22,10 +24,10 @@ struct Reference {
     int8_accuracy: f64,
 }
 
-fn npy_u8(name: &str) -> (Vec<u8>, usize) {
+fn npy_u8(stem: &str, name: &str) -> (Vec<u8>, usize) {
     let p = root()
         .join("onnx-models/expected/softmax")
-        .join(format!("{STEM}.{name}.npy"));
+        .join(format!("{stem}.{name}.npy"));
     let a: ndarray::Array2<u8> = ndarray_npy::read_npy(&p).unwrap();
     let cols = a.ncols();
     (a.iter().copied().collect(), cols)
@@ -33,10 +35,16 @@ fn npy_u8(name: &str) -> (Vec<u8>, usize) {
 
 #[test]
 fn quantized_probabilities_give_onnxruntimes_top1() {
+    for stem in STEMS {
+        check_stem(stem);
+    }
+}
+
+fn check_stem(stem: &str) {
     let dir = root().join("onnx-models/expected/softmax");
     let x: Reference =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("{STEM}.json"))).unwrap()).unwrap();
-    let g = qforget::onnx::load(model(&format!("{STEM}.onnx"))).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{stem}.json"))).unwrap()).unwrap();
+    let g = qforget::onnx::load(model(&format!("{stem}.onnx"))).unwrap();
     let probs_q = g
         .output_probs
         .expect("the Softmax's quantization is recorded");
@@ -50,8 +58,8 @@ fn quantized_probabilities_give_onnxruntimes_top1() {
 
     let data = IdxDataset::load(dataset("mnist"), Split::Test).unwrap();
     assert_eq!(data.n, x.n);
-    let (want_logits, classes) = npy_u8("logits");
-    let (want_probs, _) = npy_u8("probs");
+    let (want_logits, classes) = npy_u8(stem, "logits");
+    let (want_probs, _) = npy_u8(stem, "probs");
     let (mut max_logit, mut max_prob, mut top1_diff, mut correct) = (0, 0, 0, 0);
     qforget::eval::run(&g, &data, None, |idx, logits| {
         for (r, &i) in idx.iter().enumerate() {
@@ -78,7 +86,7 @@ fn quantized_probabilities_give_onnxruntimes_top1() {
     .unwrap();
     let acc = correct as f64 / data.n as f64;
     eprintln!(
-        "{STEM}: logits max |Δ| {max_logit} LSB, probabilities max |Δ| {max_prob} LSB, \
+        "{stem}: logits max |Δ| {max_logit} LSB, probabilities max |Δ| {max_prob} LSB, \
          {top1_diff} top-1 differences, accuracy {acc:.4} vs {:.4}",
         x.int8_accuracy
     );
