@@ -591,25 +591,28 @@ fn concat_of_branches_with_their_own_scales() {
             .collect()
     };
 
+    // The two conv branches on `x` (a: 1×1 → Relu, b: 3×3), before their QuantizeLinear.
+    let convs = |b: &mut B, x: &str| -> (String, String) {
+        let wan = b.dq_weights(&[2, c, 1, 1], &wa, &[was; 2], 0);
+        let a = b.node(
+            "Conv",
+            &[x, &wan],
+            vec![("kernel_shape", A::Is(vec![1, 1]))],
+        );
+        let a = b.node("Relu", &[&a], vec![]);
+        let wbn = b.dq_weights(&[3, c, 3, 3], &wb, &[wbs; 3], 0);
+        let kernel = ("kernel_shape", A::Is(vec![3, 3]));
+        let bb = b.node(
+            "Conv",
+            &[x, &wbn],
+            vec![kernel, ("pads", A::Is(vec![1; 4]))],
+        );
+        (a, bb)
+    };
     let mut b = B::new(c, h, w);
     let x = b.qdq("x", s_in, 0, false);
-    let wan = b.dq_weights(&[2, c, 1, 1], &wa, &[was; 2], 0);
-    let a = b.node(
-        "Conv",
-        &[&x, &wan],
-        vec![("kernel_shape", A::Is(vec![1, 1]))],
-    );
-    let a = b.node("Relu", &[&a], vec![]);
+    let (a, bb) = convs(&mut b, &x);
     let a = b.qdq(&a, s_a, 0, false);
-    let wbn = b.dq_weights(&[3, c, 3, 3], &wb, &[wbs; 3], 0);
-    let bb = b.node(
-        "Conv",
-        &[&x, &wbn],
-        vec![
-            ("kernel_shape", A::Is(vec![3, 3])),
-            ("pads", A::Is(vec![1, 1, 1, 1])),
-        ],
-    );
     let bb = b.qdq(&bb, s_b, z_b, false);
     let y = b.node("Concat", &[&a, &bb, &x], vec![("axis", A::I(1))]);
     let y = b.node("Relu", &[&y], vec![]);
@@ -623,24 +626,9 @@ fn concat_of_branches_with_their_own_scales() {
     let zx = b.zp(0, false);
     let xq = b.node("QuantizeLinear", &["x", &sx, &zx], vec![]);
     let x = b.node("DequantizeLinear", &[&xq, &sx, &zx], vec![]);
-    let wan = b.dq_weights(&[2, c, 1, 1], &wa, &[was; 2], 0);
-    let a = b.node(
-        "Conv",
-        &[&x, &wan],
-        vec![("kernel_shape", A::Is(vec![1, 1]))],
-    );
-    let a = b.node("Relu", &[&a], vec![]);
+    let (a, bb) = convs(&mut b, &x);
     let (sa, za) = (b.f32s(&[], &[s_a]), b.zp(0, false));
     let aq = b.node("QuantizeLinear", &[&a, &sa, &za], vec![]);
-    let wbn = b.dq_weights(&[3, c, 3, 3], &wb, &[wbs; 3], 0);
-    let bb = b.node(
-        "Conv",
-        &[&x, &wbn],
-        vec![
-            ("kernel_shape", A::Is(vec![3, 3])),
-            ("pads", A::Is(vec![1, 1, 1, 1])),
-        ],
-    );
     let (sb, zb) = (b.f32s(&[], &[s_b]), b.zp(z_b, false));
     let bq = b.node("QuantizeLinear", &[&bb, &sb, &zb], vec![]);
     let (sy, zy) = (b.f32s(&[], &[s_y]), b.zp(0, false));
