@@ -12,7 +12,7 @@
 //! `saturate(round_half_even(x / s) + z)`. Backward: straight through, gated where the output
 //! sits on its clamp bounds (the generic STE mask); the float twin concatenates real values.
 
-use super::qparams::{round_half_even, QParams};
+use super::qparams::QParams;
 use super::tensor::{QBatch, Shape};
 
 /// One input of a [`Concat`]: its channel count and quantization.
@@ -43,9 +43,10 @@ impl Concat {
         let qi = self.parts[k].q;
         let mut t = [0u8; 256];
         for (b, o) in t.iter_mut().enumerate() {
-            let real = qi.dequantize(b as u8);
-            let v = round_half_even(real / self.out.scale) + self.out.zero_point as f32;
-            *o = v.clamp(self.lo as f32, self.hi as f32) as u8;
+            *o = self
+                .out
+                .quantize(qi.dequantize(b as u8))
+                .clamp(self.lo, self.hi);
         }
         t
     }

@@ -6,23 +6,30 @@
 
 use crate::Result;
 
-use super::proto::ConstData;
 use super::value::Value;
 use super::{Importer, NodeCtx};
 
 impl Importer<'_> {
+    /// Integers given as attribute `name` (older opsets) or as constant input `i` (newer ones);
+    /// `None` when neither is there.
+    fn ints_attr_or_input(&self, ctx: &NodeCtx, name: &str, i: usize) -> Result<Option<Vec<i64>>> {
+        if let Some(v) = ctx.attrs().ints(name).map_err(|e| ctx.bad(e))? {
+            return Ok(Some(v));
+        }
+        if ctx.input(i).is_none() {
+            return Ok(None);
+        }
+        let c = self.konst(ctx, i)?;
+        c.to_i64()
+            .map(Some)
+            .ok_or_else(|| ctx.bad(format!("{name} '{}' are not integers", c.name)))
+    }
+
     /// A Pad whose pads are all zero is the identity; any other is refused by name.
     pub(super) fn pad(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let pads: Vec<i64> = match ctx.attrs().ints("pads").map_err(|e| ctx.bad(e))? {
-            Some(p) => p,
-            None => {
-                let c = self.konst(ctx, 1)?;
-                match &c.data {
-                    ConstData::I64(v) => v.clone(),
-                    _ => return Err(ctx.bad(format!("pads '{}' are not int64", c.name))),
-                }
-            }
-        };
+        let pads = self
+            .ints_attr_or_input(ctx, "pads", 1)?
+            .ok_or_else(|| ctx.bad("has no pads"))?;
         if pads.iter().any(|&p| p != 0) {
             return Err(ctx.unsupported(format!(
                 "Pad with pads {pads:?}; qforget supports a Pad only when it adds nothing (a \
@@ -38,14 +45,7 @@ impl Importer<'_> {
     /// Squeeze/Unsqueeze of size-1 spatial axes: the same value under a new name.
     pub(super) fn squeeze(&mut self, ctx: &NodeCtx) -> Result<()> {
         let op = ctx.node.op_type.as_str();
-        let axes: Option<Vec<i64>> = match ctx.attrs().ints("axes").map_err(|e| ctx.bad(e))? {
-            Some(a) => Some(a),
-            None if ctx.input(1).is_some() => match &self.konst(ctx, 1)?.data {
-                ConstData::I64(v) => Some(v.clone()),
-                _ => return Err(ctx.bad("axes are not int64")),
-            },
-            None => None,
-        };
+        let axes = self.ints_attr_or_input(ctx, "axes", 1)?;
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let v = self.value(ctx, x)?;
         let a = match &v {
