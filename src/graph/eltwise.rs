@@ -7,7 +7,8 @@ use super::qparams::{centered, round_half_even, rounded_byte};
 use super::tensor::QBatch;
 
 /// `y = Q((s_a(a − z_a) ± s_b(b − z_b)))`, computed as onnxruntime's QLinearAdd does:
-/// `(a − z_a)·(s_a/s_y) ± (b − z_b)·(s_b/s_y)` in f32, rounded half to even.
+/// `(a − z_a)·(s_a/s_y) ± (b − z_b)·(s_b/s_y)` in f32, rounded half to even; or, for the QDQ
+/// form ([`Add::float_scales`]), in the float order onnxruntime runs DQ → Add → Q in.
 ///
 /// A Sub (`sub`) negates the second term's ratio in its table: `(q − z)·(−r)` is exactly
 /// `−((q − z)·r)` in f32, so the sum is the f32 difference of the same two terms. The ratios
@@ -25,6 +26,12 @@ pub struct Add {
     pub b_const: Option<Vec<u8>>,
     /// The second operand is subtracted (an ONNX Sub): `a − b`.
     pub sub: bool,
+    /// `Some([s_a, s_b, s_y])` for the QDQ form `DQ a, DQ b → Add → Q`, which onnxruntime (graph
+    /// optimizations off) runs in float: `((a − z_a)·s_a ± (b − z_b)·s_b) / s_y`, rounded half to
+    /// even. On a grid of round scales (GELU's `erf + 1`, both on 1/127.5) half the bytes of a
+    /// table fall on a tie that this and QLinearAdd's ratio form round apart. `None`:
+    /// QLinearAdd's ratio form above.
+    pub float_scales: Option<[f32; 3]>,
 }
 
 impl Add {
@@ -41,6 +48,7 @@ impl Add {
             hi: 255,
             b_const: None,
             sub: false,
+            float_scales: None,
         }
     }
 
@@ -113,6 +121,15 @@ impl Add {
     #[inline(always)]
     fn rows_portable(&self, a: &[u8], b: &[u8], out: &mut [u8]) {
         let (za, zb) = (self.a_zero_point, self.b_zero_point);
+        if let Some([sa, sb, sy]) = self.float_scales {
+            let sb = self.b_sign() * sb;
+            let (zo, lo, hi) = (self.out_zero_point as f32, self.lo as f32, self.hi as f32);
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                let v = (centered(x, za) as f32 * sa + centered(y, zb) as f32 * sb) / sy;
+                *o = rounded_byte(v, zo, lo, hi);
+            }
+            return;
+        }
         let (ra, rb) = (self.a_ratio, self.b_sign() * self.b_ratio);
         let (zo, lo, hi) = (self.out_zero_point as f32, self.lo as f32, self.hi as f32);
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
@@ -201,6 +218,41 @@ mod tests {
         (round_half_even(v) + add.out_zero_point as f32).clamp(add.lo as f32, add.hi as f32) as u8
     }
 
+    /// The QDQ form follows onnxruntime's float order, which rounds a tie apart from the ratio
+    /// form: GELU's `erf + 1` in `mnist_gelu_qdq` (erf on 1/127.5 with zero point 128, the
+    /// constant 1 as byte 255 on 1/255, the sum on 1/127.5). At erf byte 2 the sum is 1.5 steps
+    /// in the ratio form but just below in the float order: 2 against onnxruntime's 1.
+    #[test]
+    fn the_qdq_form_rounds_in_onnxruntimes_float_order() {
+        let (sa, sb) = (0.007_843_138_f32, 0.003_921_569_f32);
+        let mut add = Add {
+            a_zero_point: 128,
+            b_zero_point: 0,
+            a_ratio: sa / sa,
+            b_ratio: sb / sa,
+            out_zero_point: 0,
+            lo: 0,
+            hi: 255,
+            b_const: Some(vec![255]),
+            sub: false,
+            float_scales: None,
+        };
+        let a: Vec<u8> = (0..=255).collect();
+        let one = vec![255u8; 256];
+        let mut ratio = vec![0u8; 256];
+        add.rows(&a, &one, &mut ratio);
+        add.float_scales = Some([sa, sb, sa]);
+        let mut float = vec![0u8; 256];
+        add.rows(&a, &one, &mut float);
+        for x in 0..=255u8 {
+            let v = ((x as i32 - 128) as f32 * sa + 255.0 * sb) / sa;
+            let want = round_half_even(v).clamp(0.0, 255.0) as u8;
+            assert_eq!(float[x as usize], want, "byte {x}");
+        }
+        assert_eq!((ratio[2], float[2]), (2, 1));
+        assert!(ratio.iter().zip(&float).filter(|(r, f)| r != f).count() > 50);
+    }
+
     proptest! {
         /// Every byte of the (vectorised) rows is the definition's, for ratios from tiny to far
         /// beyond the range where the rounding is exact, ties included (ratios 0.5 and 1.5 put
@@ -231,6 +283,7 @@ mod tests {
                 hi: lo + span,
                 b_const: None,
                 sub,
+                float_scales: None,
             };
             let mut out = vec![0u8; a.len()];
             add.rows(&a, &b, &mut out);

@@ -22,6 +22,12 @@ pub struct Mul {
     pub hi: u8,
     /// `b` is `[C]` per sample, broadcast over the pixels of `a`.
     pub broadcast: bool,
+    /// `Some(s_a·s_b/s_y)` for com.microsoft `QLinearMul`, which onnxruntime does not run as
+    /// the DQ → Mul → Q sequence above: its kernel multiplies the centred integers exactly,
+    /// converts the product to f32, multiplies by this ratio (rounded to f32 in that order),
+    /// adds the zero point and rounds half to even. The two sequences differ in the last bit
+    /// often enough to move a byte, so each form is computed its own way.
+    pub ratio: Option<f32>,
 }
 
 impl Mul {
@@ -40,8 +46,18 @@ impl Mul {
             .zip(b.data.chunks_exact(lb))
         {
             for (i, (y, &q)) in o.iter_mut().zip(xa).enumerate() {
-                let r = self.a.dequantize(q) * self.b.dequantize(xb[pairing.b_index(i)]);
-                let v = round_half_even(r / self.out.scale) + self.out.zero_point as f32;
+                let qb = xb[pairing.b_index(i)];
+                let zy = self.out.zero_point as f32;
+                let v = match self.ratio {
+                    Some(k) => {
+                        let p = (q as i32 - self.a.zero_point) * (qb as i32 - self.b.zero_point);
+                        round_half_even(p as f32 * k + zy)
+                    }
+                    None => {
+                        let r = self.a.dequantize(q) * self.b.dequantize(qb);
+                        round_half_even(r / self.out.scale) + zy
+                    }
+                };
                 *y = v.clamp(self.lo as f32, self.hi as f32) as u8;
             }
         }
@@ -88,6 +104,7 @@ mod tests {
             lo: 0,
             hi: 255,
             broadcast: true,
+            ratio: None,
         };
         let s = Shape { h: 1, w: 2, c: 2 };
         let a = QBatch {

@@ -1,7 +1,9 @@
 //! A chain of float element-wise functions between a DequantizeLinear and a QuantizeLinear:
 //! what quantizers leave in float around an activation they do not quantize (Sigmoid,
-//! HardSigmoid, HardSwish, LeakyRelu, Tanh, and arithmetic with constants such as a `Mul` by a
-//! scale or a `Sub`/`Div` of a per-channel constant).
+//! HardSigmoid, HardSwish, LeakyRelu, Tanh, Erf, and arithmetic with constants such as a `Mul`
+//! by a scale or a `Sub`/`Div` of a per-channel constant). A product of two chains of the same
+//! input is still a function of that input's byte: GELU, `x · (1 + erf(x/√2)) / 2`, and SiLU,
+//! `x · sigmoid(x)`, as exporters write them with opset 13 (see [`FloatFn::Product`]).
 //!
 //! Why a lookup table: the input is one byte and the constants are per channel, so the whole
 //! segment `Q(f_k(…f_1(DQ(x))))` takes at most 256 values per channel. The table is computed
@@ -40,6 +42,13 @@ pub enum FloatFn {
     },
     HardSwish,
     Tanh,
+    /// The Gauss error function (`erf`, computed in f64 and rounded to f32: onnxruntime's own
+    /// f32 approximation is within an ulp of it, so a table entry can differ from its by one
+    /// step only where the result sits on a rounding boundary).
+    Erf,
+    /// `l(x) · r(x)`: a Mul whose two operands are chains of the same input (the left one
+    /// often empty, `x` itself). It only ever starts a chain, so `x` is the chain's input.
+    Product(Vec<FloatFn>, Vec<FloatFn>),
 }
 
 fn at(v: &[f32], c: usize) -> f32 {
@@ -65,6 +74,8 @@ impl FloatFn {
             FloatFn::HardSigmoid { .. } => "HardSigmoid",
             FloatFn::HardSwish => "HardSwish",
             FloatFn::Tanh => "Tanh",
+            FloatFn::Erf => "Erf",
+            FloatFn::Product(..) => "Mul",
         }
     }
 
@@ -76,6 +87,7 @@ impl FloatFn {
             | FloatFn::SubFrom(v)
             | FloatFn::Mul(v)
             | FloatFn::Div(v) => v.len(),
+            FloatFn::Product(l, r) => l.iter().chain(r).map(|f| f.channels()).max().unwrap_or(1),
             _ => 1,
         }
     }
@@ -121,6 +133,10 @@ impl FloatFn {
             }
             FloatFn::HardSwish => each(y, cn, c0, |_, x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
             FloatFn::Tanh => each(y, cn, c0, |_, x| x.tanh()),
+            FloatFn::Erf => each(y, cn, c0, |_, x| erf(x)),
+            FloatFn::Product(l, r) => {
+                each(y, cn, c0, |c, x| eval_chain(l, c, x) * eval_chain(r, c, x))
+            }
         }
     }
 
@@ -162,8 +178,38 @@ impl FloatFn {
                 }
             }
             FloatFn::Tanh => 1.0 - x.tanh().powi(2),
+            FloatFn::Erf => std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
+            FloatFn::Product(l, r) => {
+                deriv_chain(l, c, x) * eval_chain(r, c, x)
+                    + eval_chain(l, c, x) * deriv_chain(r, c, x)
+            }
         }
     }
+
+    /// The chain as text for `inspect`, a product with its two factors.
+    fn describe(&self) -> String {
+        match self {
+            FloatFn::Product(l, r) => {
+                let side = |fns: &[FloatFn]| {
+                    if fns.is_empty() {
+                        "x".to_string()
+                    } else {
+                        fns.iter()
+                            .map(|f| f.describe())
+                            .collect::<Vec<_>>()
+                            .join(" → ")
+                    }
+                };
+                format!("Mul({}, {})", side(l), side(r))
+            }
+            f => f.name().to_string(),
+        }
+    }
+}
+
+/// `erf` in f64, rounded to f32.
+fn erf(x: f32) -> f32 {
+    libm::erf(x as f64) as f32
 }
 
 /// `y = Q(f_k(…f_1(DQ(x))))` per channel, by lookup.
@@ -270,7 +316,7 @@ impl Pointwise {
     pub fn describe(&self) -> String {
         self.fns
             .iter()
-            .map(|f| f.name())
+            .map(|f| f.describe())
             .collect::<Vec<_>>()
             .join(" → ")
     }
@@ -344,6 +390,52 @@ mod tests {
             let d = deriv_chain(&fns, 0, x) as f64;
             assert!((fd - d).abs() < 2e-2, "x {x}: fd {fd} vs {d}");
         }
+    }
+
+    /// GELU and SiLU as exporters write them: a product of two chains of the same input. The
+    /// values are the definitions (erf to f32 precision), the derivative the finite difference.
+    #[test]
+    fn products_of_chains_are_gelu_and_silu() {
+        let gelu = vec![
+            FloatFn::Product(
+                vec![],
+                vec![
+                    FloatFn::Div(vec![std::f32::consts::SQRT_2]),
+                    FloatFn::Erf,
+                    FloatFn::Add(vec![1.0]),
+                ],
+            ),
+            FloatFn::Mul(vec![0.5]),
+        ];
+        let silu = vec![FloatFn::Product(vec![], vec![FloatFn::Sigmoid])];
+        // erf(1) = 0.8427007929497149, erf(−2) = −0.9953222650189527 (tables).
+        assert!((eval_chain(&[FloatFn::Erf], 0, 1.0) - 0.842_700_8).abs() < 1e-7);
+        assert!((eval_chain(&[FloatFn::Erf], 0, -2.0) + 0.995_322_3).abs() < 1e-7);
+        for i in 0..200 {
+            let x = -5.0 + i as f32 * 0.0517;
+            let (g, s) = (eval_chain(&gelu, 0, x), eval_chain(&silu, 0, x));
+            let want_g = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / 2f64.sqrt()));
+            let want_s = x as f64 / (1.0 + (-x as f64).exp());
+            assert!(
+                (g as f64 - want_g).abs() < 1e-5,
+                "gelu({x}) = {g}, want {want_g}"
+            );
+            assert!(
+                (s as f64 - want_s).abs() < 1e-5,
+                "silu({x}) = {s}, want {want_s}"
+            );
+            for fns in [&gelu, &silu] {
+                let h = 1e-3f64;
+                let f = |v: f64| eval_chain(fns, 0, v as f32) as f64;
+                let fd = (f(x as f64 + h) - f(x as f64 - h)) / (2.0 * h);
+                let d = deriv_chain(fns, 0, x) as f64;
+                assert!((fd - d).abs() < 1e-2, "x {x}: fd {fd} vs {d}");
+            }
+        }
+        assert_eq!(
+            Pointwise::new(gelu, 1, &q(0.05, 128), &q(0.05, 10)).describe(),
+            "Mul(x, Div → Erf → Add) → Mul"
+        );
     }
 
     #[test]

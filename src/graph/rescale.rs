@@ -106,6 +106,9 @@ impl Graph {
                 a.a_zero_point = qi.zero_point;
                 a.a_ratio = qi.scale / qo.scale;
                 a.b_ratio = b_scale / qo.scale;
+                if a.float_scales.is_some() {
+                    a.float_scales = Some([qi.scale, b_scale, qo.scale]);
+                }
                 a.out_zero_point = qo.zero_point;
                 (a.lo, a.hi) = (lo, hi);
             }

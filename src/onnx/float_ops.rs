@@ -119,6 +119,7 @@ impl Importer<'_> {
                 lo: 0,
                 hi: 255,
                 broadcast,
+                ratio: None,
             })
         } else if div {
             Op::Div(crate::graph::Div { broadcast })
@@ -261,6 +262,7 @@ impl Importer<'_> {
                     lo: 0,
                     hi: 255,
                     broadcast: sa != sb,
+                    ratio: None,
                 });
                 self.push_float_n(ctx, op, *act, vec![*a, *b], sa, out)
             }

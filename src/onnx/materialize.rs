@@ -42,6 +42,7 @@ impl Importer<'_> {
                     lo,
                     hi,
                     broadcast: sa != sb,
+                    ratio: None,
                 };
                 Ok(self.push(ctx, Op::Mul(op), act, vec![a, b], sa, q, out, vec![]))
             }
@@ -259,6 +260,8 @@ impl Importer<'_> {
             hi,
             b_const,
             sub,
+            // The QDQ form; QLinearAdd resets it (`Importer::finish_qadd`).
+            float_scales: Some([qa.scale, b_scale, q.scale]),
         };
         Ok(self.push(ctx, Op::Add(op), act, inputs, sa, q, out, params))
     }

@@ -444,7 +444,7 @@ impl<'p> Importer<'p> {
             "Add" => self.add(&ctx),
             "Sub" if self.quantized_sub(&ctx) => self.sub(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
-            "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" => {
+            "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" | "Erf" => {
                 self.float_unary(&ctx)
             }
             "MaxPool" => self.max_pool(&ctx),
@@ -453,6 +453,7 @@ impl<'p> Importer<'p> {
             "Flatten" | "Reshape" => self.flatten(&ctx),
             "Identity" | "Dropout" | "Cast" => self.alias(&ctx),
             "Mul" if self.two_activations(&ctx) => self.mul_activations(&ctx),
+            "Mul" if self.chains_of_one_input(&ctx) => self.mul_chains(&ctx),
             "Mul"
                 if self.chain_operand(&ctx)
                     || self.deq_operand(&ctx)
@@ -465,6 +466,7 @@ impl<'p> Importer<'p> {
             "QLinearConv" | "QLinearMatMul" | "QGemm" => self.qlinear_mac(&ctx),
             "MatMulInteger" | "ConvInteger" => self.integer_mac(&ctx),
             "QLinearAdd" => self.qlinear_add(&ctx),
+            "QLinearMul" => self.qlinear_mul(&ctx),
             "Concat" => self.concat(&ctx),
             "Pad" => self.pad(&ctx),
             "Squeeze" | "Unsqueeze" => self.squeeze(&ctx),

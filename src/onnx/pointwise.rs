@@ -72,13 +72,14 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh.
+    /// Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh, Erf.
     pub(super) fn float_unary(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let a = ctx.attrs();
         let f = match ctx.node.op_type.as_str() {
             "Sigmoid" => FloatFn::Sigmoid,
             "Tanh" => FloatFn::Tanh,
+            "Erf" => FloatFn::Erf,
             "HardSwish" => FloatFn::HardSwish,
             "HardSigmoid" => FloatFn::HardSigmoid {
                 alpha: a.float("alpha", 0.2).map_err(|e| ctx.bad(e))?,
@@ -124,19 +125,7 @@ impl Importer<'_> {
         let (Some(x), Some(y)) = (get(0), get(1)) else {
             return Err(ctx.bad("needs two dequantized inputs"));
         };
-        let (sx, sy) = (self.acts[x].shape, self.acts[y].shape);
-        let gate = |s: crate::graph::Shape| s.h * s.w == 1;
-        // The operand with pixels comes first; the gate (if any) second.
-        let (a, b) = if sx == sy || gate(sy) && sy.c == sx.c {
-            (x, y)
-        } else if gate(sx) && sx.c == sy.c {
-            (y, x)
-        } else {
-            return Err(ctx.unsupported(format!(
-                "Mul of shapes {sx} and {sy} (equal shapes, or one value per channel broadcast \
-                 over the pixels, are supported)"
-            )));
-        };
+        let (a, b) = self.mul_order(ctx, x, y)?;
         let out = ctx.output()?.to_string();
         self.values.insert(
             out,
@@ -145,6 +134,62 @@ impl Importer<'_> {
                     a,
                     b,
                     act: Activation::None,
+                }),
+                ctx.name(),
+            ),
+        );
+        Ok(())
+    }
+
+    /// The operands of a product of two activations `x`, `y` as the Mul layer takes them: the
+    /// one with pixels first, a per-channel gate (`[N, C, 1, 1]`) second; equal shapes as given.
+    pub(super) fn mul_order(&self, ctx: &NodeCtx, x: usize, y: usize) -> Result<(usize, usize)> {
+        let (sx, sy) = (self.acts[x].shape, self.acts[y].shape);
+        let gate = |s: crate::graph::Shape| s.h * s.w == 1;
+        if sx == sy || gate(sy) && sy.c == sx.c {
+            Ok((x, y))
+        } else if gate(sx) && sx.c == sy.c {
+            Ok((y, x))
+        } else {
+            Err(ctx.unsupported(format!(
+                "{} of shapes {sx} and {sy} (equal shapes, or one value per channel broadcast \
+                 over the pixels, are supported)",
+                ctx.node.op_type
+            )))
+        }
+    }
+
+    /// Whether a Mul multiplies two float chains of one dequantized activation, at least one
+    /// of them pending (GELU's `x · (1 + erf(x/√2))`, SiLU's `x · sigmoid(x)`).
+    pub(super) fn chains_of_one_input(&self, ctx: &NodeCtx) -> bool {
+        let (Some(x), Some(y)) = (ctx.input(0), ctx.input(1)) else {
+            return false;
+        };
+        let root = |n: &str| match self.values.get(n) {
+            Some(v @ (Value::Deq(_) | Value::Pending(..))) => self.chain_of(v).map(|(a, _)| a),
+            _ => None,
+        };
+        let pending = |n: &str| matches!(self.values.get(n), Some(Value::Pending(..)));
+        ctx.node.input.len() == 2
+            && (pending(x) || pending(y))
+            && root(x).is_some()
+            && root(x) == root(y)
+    }
+
+    /// The product of two chains of one input: one chain that starts with the product.
+    pub(super) fn mul_chains(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let (x, y) = ctx.two_inputs()?;
+        let (vx, vy) = (self.value(ctx, x)?, self.value(ctx, y)?);
+        let (Some((input, l)), Some((_, r))) = (self.chain_of(&vx), self.chain_of(&vy)) else {
+            return Err(ctx.bad("needs two float chains of one input"));
+        };
+        let out = ctx.output()?.to_string();
+        self.values.insert(
+            out,
+            Value::Pending(
+                Box::new(Pending::Pointwise {
+                    input,
+                    fns: vec![FloatFn::Product(l, r)],
                 }),
                 ctx.name(),
             ),
@@ -310,14 +355,14 @@ impl Importer<'_> {
     pub(super) fn float_arith(&mut self, ctx: &NodeCtx) -> Result<()> {
         let (x, y) = ctx.two_inputs()?;
         let op = ctx.node.op_type.as_str();
-        let const_first = !self.values.contains_key(x) && self.consts.contains_key(x);
+        let const_first = self.arith_constant(x).is_some() && self.arith_constant(y).is_none();
         let (t, ci) = if const_first { (y, 0) } else { (x, 1) };
-        if !self.consts.contains_key(ctx.input(ci).unwrap_or_default()) {
+        let Some(c) = self.arith_constant(ctx.input(ci).unwrap_or_default()) else {
             return Err(ctx.unsupported(format!(
                 "{op} of two computed tensors (qforget supports {op} of an activation and a \
                  constant here)"
             )));
-        }
+        };
         let v = self.value(ctx, t)?;
         if let Value::FloatInput(pre, flatten) = v {
             return self.input_arith(
@@ -341,7 +386,6 @@ impl Importer<'_> {
                 )))
             }
         };
-        let c = self.konst(ctx, ci)?;
         let k = self.channel_constant(ctx, &c, shape).map_err(|_| {
             ctx.unsupported(format!(
                 "{op} by constant '{}' with dimensions {:?}: only a scalar or one value per \
@@ -351,6 +395,24 @@ impl Importer<'_> {
         })?;
         let f = arith_fn(ctx, const_first, k, &c.name)?;
         self.push_fn(ctx, t, f)
+    }
+}
+
+impl Importer<'_> {
+    /// The constant operand `name` of float arithmetic: an initializer, or a DequantizeLinear
+    /// of one (onnxruntime quantizes the `0.5` of GELU's last Mul), as f32 values.
+    fn arith_constant(&self, name: &str) -> Option<crate::onnx::proto::ConstTensor> {
+        if let Some(c) = self.consts.get(name) {
+            return Some(c.clone());
+        }
+        match self.values.get(name) {
+            Some(Value::DeqConst(d)) => Some(crate::onnx::proto::ConstTensor {
+                name: d.q.name.clone(),
+                dims: d.q.dims.clone(),
+                data: crate::onnx::proto::ConstData::F32(d.dequantize()),
+            }),
+            _ => None,
+        }
     }
 }
 

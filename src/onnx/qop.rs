@@ -1,8 +1,8 @@
 //! QOperator nodes: QLinearConv, QLinearMatMul, onnxruntime's `com.microsoft` QGemm,
-//! QLinearAdd, QLinearGlobalAveragePool and QLinearAveragePool, and the integer-product ops
+//! QLinearAdd, QLinearMul, QLinearGlobalAveragePool and QLinearAveragePool, and the integer-product ops
 //! MatMulInteger / ConvInteger. Each carries its own input and output parameters.
 
-use crate::graph::{Activation, QParams};
+use crate::graph::{Activation, Op, QParams};
 use crate::Result;
 
 use super::compute::{BiasIn, LinearLayout, MacKind};
@@ -226,6 +226,97 @@ impl Importer<'_> {
             sub: false,
         };
         let id = self.materialize(ctx, p, q, &out)?;
+        // onnxruntime's QLinearAdd kernel computes the ratio form, not the QDQ float sequence.
+        if let Some(Op::Add(a)) = self.layers.last_mut().map(|l| &mut l.op) {
+            a.float_scales = None;
+        }
+        self.values.insert(out, Value::Quant(id));
+        Ok(())
+    }
+
+    /// QLinearMul (com.microsoft) of two activations, as QOperator quantization writes
+    /// `x · sigmoid(x)` (SiLU) or a squeeze-excitation gate: the Mul layer with onnxruntime's
+    /// integer-product formula ([`crate::graph::Mul::ratio`]). A constant operand is refused.
+    pub(super) fn qlinear_mul(&mut self, ctx: &NodeCtx) -> Result<()> {
+        for (i, k) in [(0, 3), (3, 0)] {
+            let x = ctx
+                .input(i)
+                .ok_or_else(|| ctx.bad(format!("input #{i} is missing")))?;
+            if !self.values.contains_key(x) {
+                return self.qlinear_mul_const(ctx, k, i);
+            }
+        }
+        let x = self.q_input(ctx, 0, 1, 2)?;
+        let y = self.q_input(ctx, 3, 4, 5)?;
+        let q = self.act_qparams(ctx, 6, 7)?;
+        let (a, b) = self.mul_order(ctx, x, y)?;
+        let (qa, qb) = (self.acts[a].q, self.acts[b].q);
+        let (sa, sb) = (self.acts[a].shape, self.acts[b].shape);
+        let op = crate::graph::Mul {
+            a: qa,
+            b: qb,
+            out: q,
+            lo: 0,
+            hi: 255,
+            broadcast: sa != sb,
+            // In the order onnxruntime's kernel rounds it: (s_a · s_b) / s_y.
+            ratio: Some(qa.scale * qb.scale / q.scale),
+        };
+        let out = ctx.output()?.to_string();
+        let id = self.push(
+            ctx,
+            Op::Mul(op),
+            Activation::None,
+            vec![a, b],
+            sa,
+            q,
+            &out,
+            vec![],
+        );
+        self.values.insert(out, Value::Quant(id));
+        Ok(())
+    }
+
+    /// QLinearMul of the activation at input `a` by the scalar quantized constant at input
+    /// `k` (GELU's `· 0.5` in QOperator form): a lookup layer whose table is onnxruntime's
+    /// integer-product formula for each byte; its float twin and backward are `x · k`.
+    fn qlinear_mul_const(&mut self, ctx: &NodeCtx, a: usize, k: usize) -> Result<()> {
+        let input = self.q_input(ctx, a, a + 1, a + 2)?;
+        let c = self.q_weights(ctx, k, k + 1, k + 2, 0)?;
+        if c.q.len() != 1 || c.scale.len() != 1 {
+            return Err(ctx.unsupported(format!(
+                "QLinearMul by the constant '{}' with dimensions {:?} (an activation by one \
+                 value, or two activations, are supported)",
+                c.q.name, c.q.dims
+            )));
+        }
+        let q = self.act_qparams(ctx, 6, 7)?;
+        let qi = self.acts[input].q;
+        let kq = c.q.to_f32()[0] as i32 - c.zero_point[0] as i32;
+        let ratio = qi.scale * c.scale[0] / q.scale;
+        let mut op = crate::graph::Pointwise::new(
+            vec![crate::graph::FloatFn::Mul(c.dequantize())],
+            self.acts[input].shape.c,
+            &qi,
+            &q,
+        );
+        for (b, y) in op.lut.iter_mut().enumerate() {
+            let p = (b as i32 - qi.zero_point) * kq;
+            let v = crate::graph::qparams::round_half_even(p as f32 * ratio + q.zero_point as f32);
+            *y = v.clamp(0.0, 255.0) as u8;
+        }
+        let shape = self.acts[input].shape;
+        let out = ctx.output()?.to_string();
+        let id = self.push(
+            ctx,
+            Op::Pointwise(op),
+            Activation::None,
+            vec![input],
+            shape,
+            q,
+            &out,
+            vec![],
+        );
         self.values.insert(out, Value::Quant(id));
         Ok(())
     }

@@ -124,6 +124,8 @@ fn fixtures_backward_matches_finite_differences() {
         "mnist_res_qop_u8.onnx",
         // float HardSwish/LeakyRelu/Sigmoid lookup layers
         "mnist_act_qdq.onnx",
+        // SiLU and GELU: products of two chains of one input, Erf
+        "mnist_gelu_qdq.onnx",
     ] {
         fd_fixture(name);
     }

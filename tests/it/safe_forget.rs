@@ -469,6 +469,8 @@ fn class_wise_default_on_float_activations_and_inc_models() {
     for (stem, data) in [
         ("mnist_act_qdq.onnx", "mnist"),
         ("mnist_act_qop.onnx", "mnist"),
+        ("mnist_gelu_qdq.onnx", "mnist"),
+        ("mnist_gelu_qop.onnx", "mnist"),
         ("fmnist_cnn_inc.onnx", "fashion-mnist"),
         ("mnist_res_inc_qdq.onnx", "mnist"),
     ] {
