@@ -41,8 +41,9 @@ pub struct Evaluation {
     pub predictions: Vec<usize>,
 }
 
-/// Check that the model's input fits the dataset's images (channels, height, width) and its
-/// outputs cover the labels; the error names the dataset file and what the model expects.
+/// Check that the model's input fits the dataset's images (channels, height, width, or a flat
+/// input of their C·H·W values) and its outputs cover the labels; the error names the dataset
+/// file and what the model expects.
 pub fn check_fits(graph: &Graph, data: &IdxDataset) -> Result<()> {
     let s = graph.input.shape;
     let model = graph
@@ -50,7 +51,10 @@ pub fn check_fits(graph: &Graph, data: &IdxDataset) -> Result<()> {
         .as_ref()
         .map(|p| format!(" {}", p.display()))
         .unwrap_or_default();
-    if s.c != data.channels || s.h != data.rows || s.w != data.cols {
+    // A flat `[N, C·H·W]` input (an MLP whose `x.view(-1, 784)` was done outside the model)
+    // reads each image's bytes in the dataset's C×H×W order, as PyTorch's flatten of NCHW.
+    let flat = s.h == 1 && s.w == 1 && s.c == data.channels * data.rows * data.cols;
+    if !flat && (s.c != data.channels || s.h != data.rows || s.w != data.cols) {
         let kind = |c: usize| match c {
             1 => " (grey)",
             3 => " (RGB)",

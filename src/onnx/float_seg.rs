@@ -112,6 +112,10 @@ impl Importer<'_> {
         let first = self.layers.len();
         let id = match p {
             Pending::Dense(m) => self.float_mac_layer(ctx, *m, out)?,
+            Pending::Mac(m) => {
+                let fm = self.mac_in_float(ctx, *m)?;
+                self.float_mac_layer(ctx, fm, out)?
+            }
             Pending::Clamp { input, act } => self.float_clamp(ctx, input, act, out),
             Pending::MaxPool {
                 inner,
@@ -144,6 +148,73 @@ impl Importer<'_> {
             l.name = node.to_string();
         }
         Ok(id)
+    }
+
+    /// A quantized Conv/Gemm whose float result goes on to float ops other than Relu/Clip before
+    /// any QuantizeLinear: NNCF's "quantize the inputs" form, `Conv → Sigmoid, Mul → Q` (SiLU)
+    /// or `Gemm → Div → Erf → …` (GELU). onnxruntime computes it as a float layer on the
+    /// dequantized input and weights, so it becomes one ([`crate::graph::FloatConv`] or
+    /// [`Dense`]) with the real weights `(q − zp)·s_w` in f32, exactly what DequantizeLinear
+    /// gives. Its weights stay frozen: they are integers in the file, and a float layer trains
+    /// float values (the layers around it train as usual). A folded per-channel factor (a
+    /// BatchNormalization after the layer) has no such exact float form and is refused.
+    fn mac_in_float(&mut self, ctx: &NodeCtx, m: super::value::Mac) -> Result<FloatMac> {
+        let s_in = self.acts[m.input].q.scale;
+        let per = |v: &[f32], c: usize| v[if v.len() == 1 { 0 } else { c }];
+        for c in 0..m.out {
+            if m.negated.get(c).copied().unwrap_or(false)
+                || m.acc_scale[c] != s_in * per(&m.weight_scales, c)
+            {
+                return Err(ctx.unsupported(
+                    "a quantized Conv/Gemm with a folded per-channel factor whose float result \
+                     goes on to float ops other than Relu/Clip",
+                ));
+            }
+        }
+        let wz = |c: usize| m.weight_zero.get(c).copied().unwrap_or(0);
+        let row = m.row.max(1);
+        let vals: Vec<f32> = m
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let c = i / row;
+                (q as i32 - wz(c)) as f32 * per(&m.weight_scales, c)
+            })
+            .collect();
+        let bias: Vec<f32> = (0..m.out)
+            .map(|c| m.bias[c] as f32 * m.acc_scale[c] + m.float_bias[c])
+            .collect();
+        let conv = match m.conv {
+            Some((window, group)) => {
+                let ins = self.acts[m.input].shape;
+                let (h, w) = window
+                    .output_hw(ins.h, ins.w, false)
+                    .ok_or_else(|| ctx.bad(format!("kernel does not fit input {ins}")))?;
+                let out = Shape { h, w, c: m.out };
+                Some(FloatConv::geometry(window, group, ins, out))
+            }
+            None => None,
+        };
+        let weights = match &conv {
+            Some(geom) => FloatConv::from_file_order(geom, &vals),
+            None => vals,
+        };
+        Ok(FloatMac {
+            input: m.input,
+            weights,
+            out: m.out,
+            weight_name: m.params.first().cloned().unwrap_or_default(),
+            in_out: false,
+            trains: false,
+            has_bias: true,
+            bias,
+            bias_name: None,
+            bias_first: false,
+            act: m.act,
+            params: vec![],
+            conv,
+        })
     }
 
     /// A float layer `m` writing a float activation `out` (its fused activation applied).

@@ -96,8 +96,8 @@ impl Method for Retrain {
 /// Make the ReLUs the file's quantization implies explicit, before the observers replace its
 /// ranges.
 ///
-/// Quantizers drop a `Relu` (or `Clip(0, ·)`) that follows a conv, a matmul or an add when the
-/// output's range starts at 0: the clamp to the zero point does its work. None of the fixtures
+/// Quantizers drop a `Relu` (or `Clip(0, ·)`) that follows a conv, a matmul, an add or a concat
+/// when the output's range starts at 0: the clamp to the zero point does its work. None of the fixtures
 /// keeps a single `Relu` node. The graph then holds such a layer with no fused activation and a
 /// zero point at the bottom of the storage range. The observers see the float twin, which has
 /// no clamp there, record negative values and move the zero point up: every ReLU of the
@@ -113,7 +113,7 @@ fn keep_implicit_relus(g: &mut Graph) {
         let l = &g.layers[i];
         let trains_range = matches!(
             l.op,
-            Op::Conv(_) | Op::Linear(_) | Op::Add(_) | Op::Requantize(_)
+            Op::Conv(_) | Op::Linear(_) | Op::Add(_) | Op::Requantize(_) | Op::Concat(_)
         );
         let q = g.acts[l.output].q;
         if trains_range

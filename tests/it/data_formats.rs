@@ -564,3 +564,65 @@ fn malformed_image_folders_are_refused() {
     });
     refused(RGB, &d, "labels.csv", "expected one subfolder per class");
 }
+
+/// A model whose input is the flat `[N, 784]` vector (an MLP whose `x.view(-1, 784)` ran
+/// outside it) reads the idx images' bytes in C×H×W order: the same int8 MLP with an image
+/// input `[N, 1, 28, 28]` and a Flatten gives the same prediction for every test image. A flat
+/// input of another size is refused, naming the dataset file and the model's input.
+#[test]
+fn a_flat_input_takes_each_image_as_its_chw_bytes() {
+    use super::onnx_builder::{Rng, B};
+    use prost::Message;
+    let dir = scratch("flat-input");
+    let build = |dims: Vec<i64>| {
+        let k = dims.iter().product::<i64>() as usize;
+        let mut r = Rng(0x5eed_f1a7);
+        let mut b = B::new(1, 28, 28);
+        b.input_dims = dims;
+        let x = b.qdq("x", 1.0 / 255.0, 0, false);
+        let f = b.node("Flatten", &[&x], vec![]);
+        let w: Vec<i8> = (0..10 * k).map(|_| r.int(-127, 127) as i8).collect();
+        let (s_in, s_w) = (1.0f32 / 255.0, 0.002f32);
+        let wn = b.dq_weights(&[10, k], &w, &[s_w], 0);
+        let bias: Vec<i32> = (0..10).map(|_| r.int(-2000, 2000) as i32).collect();
+        let bn = b.dq_bias(&bias, &[s_in * s_w]);
+        let g = b.node(
+            "Gemm",
+            &[&f, &wn, &bn],
+            vec![("transB", super::onnx_builder::A::I(1))],
+        );
+        let y = b.qdq(&g, 0.05, 128, false);
+        b.model(&y)
+    };
+    let mut preds = Vec::new();
+    for (name, dims) in [("image.onnx", vec![1, 28, 28]), ("flat.onnx", vec![784])] {
+        let (m, p) = (dir.join(name), dir.join(format!("{name}.txt")));
+        std::fs::write(&m, build(dims).encode_to_vec()).unwrap();
+        let o = qforget(&[
+            "eval",
+            s(&m),
+            "--dataset",
+            s(&dataset("mnist")),
+            "--predictions",
+            s(&p),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        preds.push(std::fs::read_to_string(&p).unwrap());
+    }
+    assert_eq!(preds[0].lines().count(), 10_000);
+    let classes: std::collections::BTreeSet<&str> = preds[0].lines().collect();
+    assert!(
+        classes.len() >= 3,
+        "predictions too uniform to show the order: {classes:?}"
+    );
+    assert_eq!(preds[0], preds[1]);
+    let m = dir.join("flat785.onnx");
+    std::fs::write(&m, build(vec![785]).encode_to_vec()).unwrap();
+    let o = qforget(&["eval", s(&m), "--dataset", s(&dataset("mnist"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("t10k-images") && err.contains("flat785.onnx") && err.contains("[785]"),
+        "{err}"
+    );
+}

@@ -471,6 +471,9 @@ fn class_wise_default_on_float_activations_and_inc_models() {
         ("mnist_act_qop.onnx", "mnist"),
         ("mnist_gelu_qdq.onnx", "mnist"),
         ("mnist_gelu_qop.onnx", "mnist"),
+        // NNCF: SiLU/GELU and HardSwish/LeakyRelu/Sigmoid on a quantized layer's float result
+        ("mnist_gelu_nncf.onnx", "mnist"),
+        ("mnist_act_nncf.onnx", "mnist"),
         ("fmnist_cnn_inc.onnx", "fashion-mnist"),
         ("mnist_res_inc_qdq.onnx", "mnist"),
     ] {
