@@ -236,7 +236,8 @@ impl Importer<'_> {
 
     /// QLinearMul (com.microsoft) of two activations, as QOperator quantization writes
     /// `x · sigmoid(x)` (SiLU) or a squeeze-excitation gate: the Mul layer with onnxruntime's
-    /// integer-product formula ([`crate::graph::Mul::ratio`]). A constant operand is refused.
+    /// integer-product formula ([`crate::graph::Mul::ratio`]). An operand that is a quantized
+    /// constant goes to [`Importer::qlinear_mul_const`].
     pub(super) fn qlinear_mul(&mut self, ctx: &NodeCtx) -> Result<()> {
         for (i, k) in [(0, 3), (3, 0)] {
             let x = ctx
