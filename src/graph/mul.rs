@@ -39,6 +39,7 @@ impl Mul {
     pub fn forward(&self, a: &QBatch, b: &QBatch) -> QBatch {
         let (la, lb) = (a.shape.len().max(1), b.shape.len().max(1));
         let pairing = self.pairing(a.shape);
+        let zy = self.out.zero_point as f32;
         let mut data = vec![0u8; a.data.len()];
         for ((o, xa), xb) in data
             .chunks_exact_mut(la)
@@ -47,7 +48,6 @@ impl Mul {
         {
             for (i, (y, &q)) in o.iter_mut().zip(xa).enumerate() {
                 let qb = xb[pairing.b_index(i)];
-                let zy = self.out.zero_point as f32;
                 let v = match self.ratio {
                     Some(k) => {
                         let p = (q as i32 - self.a.zero_point) * (qb as i32 - self.b.zero_point);

@@ -10,9 +10,26 @@ use crate::graph::Shape;
 use crate::Result;
 
 use super::proto::{ConstData, ConstTensor};
+use super::value::Value;
 use super::{Importer, NodeCtx};
 
 impl Importer<'_> {
+    /// The constant operand `name` of float arithmetic: an initializer, or a DequantizeLinear
+    /// of one (onnxruntime quantizes the `0.5` of GELU's last Mul), as f32 values.
+    pub(super) fn arith_constant(&self, name: &str) -> Option<ConstTensor> {
+        if let Some(c) = self.consts.get(name) {
+            return Some(c.clone());
+        }
+        match self.values.get(name) {
+            Some(Value::DeqConst(d)) => Some(ConstTensor {
+                name: d.q.name.clone(),
+                dims: d.q.dims.clone(),
+                data: ConstData::F32(d.dequantize()),
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether a constant can train as a float parameter: a float32 initializer (a Constant
     /// node's value has nowhere to be written back).
     pub fn trainable_float(&self, c: &ConstTensor) -> bool {

@@ -66,7 +66,7 @@ impl Importer<'_> {
                 act,
                 name,
             } => Ok(self.bias_layer(ctx, input, bias, act, name, q, out)),
-            Pending::Add { a, b, act, sub } => self.add_layer(ctx, a, b, act, sub, q, out),
+            Pending::Add { a, b, act, sub } => self.add_layer(ctx, a, b, act, sub, q, out, true),
             Pending::Concat { inputs, act } => Ok(self.concat_layer(ctx, inputs, act, q, out)),
             Pending::GlobalAvgPool { input } => {
                 let ins = self.acts[input].shape;
@@ -210,8 +210,11 @@ impl Importer<'_> {
     }
 
     /// The quantized Add (or Sub, when `sub`) of `a` and `b` with output parameters `q`.
+    ///
+    /// `float_order`: the QDQ form `DQ a, DQ b → Add → Q`, which onnxruntime computes in float
+    /// ([`Add::float_scales`]); `false` for QLinearAdd, whose kernel uses the ratio form.
     #[allow(clippy::too_many_arguments)]
-    fn add_layer(
+    pub(super) fn add_layer(
         &mut self,
         ctx: &NodeCtx,
         a: usize,
@@ -220,6 +223,7 @@ impl Importer<'_> {
         sub: bool,
         q: QParams,
         out: &str,
+        float_order: bool,
     ) -> Result<usize> {
         let (qa, sa) = (self.acts[a].q, self.acts[a].shape);
         let op_name = if sub { "Sub" } else { "Add" };
@@ -260,8 +264,7 @@ impl Importer<'_> {
             hi,
             b_const,
             sub,
-            // The QDQ form; QLinearAdd resets it (`Importer::finish_qadd`).
-            float_scales: Some([qa.scale, b_scale, q.scale]),
+            float_scales: float_order.then_some([qa.scale, b_scale, q.scale]),
         };
         Ok(self.push(ctx, Op::Add(op), act, inputs, sa, q, out, params))
     }

@@ -355,9 +355,10 @@ impl Importer<'_> {
     pub(super) fn float_arith(&mut self, ctx: &NodeCtx) -> Result<()> {
         let (x, y) = ctx.two_inputs()?;
         let op = ctx.node.op_type.as_str();
-        let const_first = self.arith_constant(x).is_some() && self.arith_constant(y).is_none();
-        let (t, ci) = if const_first { (y, 0) } else { (x, 1) };
-        let Some(c) = self.arith_constant(ctx.input(ci).unwrap_or_default()) else {
+        let (cx, cy) = (self.arith_constant(x), self.arith_constant(y));
+        let const_first = cx.is_some() && cy.is_none();
+        let (t, ci, c) = if const_first { (y, 0, cx) } else { (x, 1, cy) };
+        let Some(c) = c else {
             return Err(ctx.unsupported(format!(
                 "{op} of two computed tensors (qforget supports {op} of an activation and a \
                  constant here)"
@@ -395,24 +396,6 @@ impl Importer<'_> {
         })?;
         let f = arith_fn(ctx, const_first, k, &c.name)?;
         self.push_fn(ctx, t, f)
-    }
-}
-
-impl Importer<'_> {
-    /// The constant operand `name` of float arithmetic: an initializer, or a DequantizeLinear
-    /// of one (onnxruntime quantizes the `0.5` of GELU's last Mul), as f32 values.
-    fn arith_constant(&self, name: &str) -> Option<crate::onnx::proto::ConstTensor> {
-        if let Some(c) = self.consts.get(name) {
-            return Some(c.clone());
-        }
-        match self.values.get(name) {
-            Some(Value::DeqConst(d)) => Some(crate::onnx::proto::ConstTensor {
-                name: d.q.name.clone(),
-                dims: d.q.dims.clone(),
-                data: crate::onnx::proto::ConstData::F32(d.dequantize()),
-            }),
-            _ => None,
-        }
     }
 }
 

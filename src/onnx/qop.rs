@@ -219,17 +219,8 @@ impl Importer<'_> {
     fn finish_qadd(&mut self, ctx: &NodeCtx, a: usize, b: AddOperand) -> Result<()> {
         let q: QParams = self.act_qparams(ctx, 6, 7)?;
         let out = ctx.output()?.to_string();
-        let p = Pending::Add {
-            a,
-            b,
-            act: Activation::None,
-            sub: false,
-        };
-        let id = self.materialize(ctx, p, q, &out)?;
         // onnxruntime's QLinearAdd kernel computes the ratio form, not the QDQ float sequence.
-        if let Some(Op::Add(a)) = self.layers.last_mut().map(|l| &mut l.op) {
-            a.float_scales = None;
-        }
+        let id = self.add_layer(ctx, a, b, Activation::None, false, q, &out, false)?;
         self.values.insert(out, Value::Quant(id));
         Ok(())
     }
