@@ -160,6 +160,7 @@ mod tests {
             in_scale: 1.0,
             out_scale: 1.0,
             out_zero_point: 0,
+            zp_before_rounding: 0,
             columns_first: true,
         };
         assert_eq!(p.forward_real(&x), vec![2.0, 0.0, 3.0, 4.0]);

@@ -63,7 +63,16 @@ pub struct AvgPool {
     pub in_zero_point: i32,
     pub in_scale: f32,
     pub out_scale: f32,
+    /// Output zero point, storage domain.
     pub out_zero_point: i32,
+    /// The part of the output zero point added *before* rounding; the rest of
+    /// `out_zero_point` is added after. onnxruntime's QLinearAveragePool (the QOperator form)
+    /// rounds `avg / s + zp` with the file's zero point inside, so it is that zero point there;
+    /// the QDQ form's QuantizeLinear rounds `avg / s` and adds the zero point after, so it is 0.
+    /// (Adding the whole storage zero point first, 128 for an int8 tensor, rounded ties that
+    /// `avg / s` was just off of: 15 of 10,000 top-1 differed from onnxruntime on a model with
+    /// int8 activations.)
+    pub zp_before_rounding: i32,
     /// Sum each window column by column (onnxruntime's float pooling, the QDQ form) instead of
     /// row by row (its QLinearAveragePool, the QOperator form). The order decides how exact
     /// halves round, and so whether we match the reference bit for bit.
@@ -86,7 +95,8 @@ impl AvgPool {
         let deq: [f32; 256] = std::array::from_fn(|v| {
             self.in_scale * super::qparams::centered(v as u8, self.in_zero_point) as f32
         });
-        let (s_out, zp) = (self.out_scale, self.out_zero_point as f32);
+        let (s_out, pre) = (self.out_scale, self.zp_before_rounding as f32);
+        let post = (self.out_zero_point - self.zp_before_rounding) as f32;
         // One channel summed column by column (a pooled input image): one plane.
         let one_plane = c == 1 && self.columns_first;
         let counts: Vec<f32> = table
@@ -109,7 +119,7 @@ impl AvgPool {
                             *v = deq[b as usize];
                         }
                         table.column_sums(plane, sums, cols);
-                        average_bytes(sums, &counts, c, s_out, zp, o);
+                        average_bytes(sums, &counts, c, s_out, [pre, post], o);
                         return;
                     }
                     for (p, cells, ncol) in table.iter_columns() {
@@ -129,7 +139,7 @@ impl AvgPool {
                             }
                         }
                     }
-                    average_bytes(sums, &counts, c, s_out, zp, o);
+                    average_bytes(sums, &counts, c, s_out, [pre, post], o);
                 },
             );
         out
@@ -138,15 +148,14 @@ impl AvgPool {
 
 super::simd::avx2_dispatch! {
     /// The output bytes of window sums `sums` (`[pixel][c]`) with each pixel's count in
-    /// `counts`: `round_half_even(sum / count / s_out + zp)` clamped to a byte, as onnxruntime's
-    /// QLinearAveragePool (the zero point added before rounding, so [`rounded_byte`] rounds the
-    /// whole value and adds none).
+    /// `counts`: `round_half_even(sum / count / s_out + pre) + post` clamped to a byte, with
+    /// the zero point split as [`AvgPool::zp_before_rounding`] says.
     average_bytes => average_bytes_portable(
         sums: &[f32],
         counts: &[f32],
         c: usize,
         s_out: f32,
-        zp: f32,
+        zp: [f32; 2],
         out: &mut [u8],
     )
 }
@@ -157,10 +166,10 @@ fn average_bytes_portable(
     counts: &[f32],
     c: usize,
     s_out: f32,
-    zp: f32,
+    [pre, post]: [f32; 2],
     out: &mut [u8],
 ) {
-    let byte = |v: f32, n: f32| rounded_byte(v / n / s_out + zp, 0.0, 0.0, 255.0);
+    let byte = |v: f32, n: f32| rounded_byte(v / n / s_out + pre, post, 0.0, 255.0);
     if c == 1 {
         // One channel (a pooled input image): one flat loop, which vectorizes.
         for ((d, &v), &n) in out.iter_mut().zip(sums).zip(counts) {
@@ -279,5 +288,59 @@ pub(super) fn for_each_window(
             }
             f(oy * outs.w + ox, &cells);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AvgPool;
+    use crate::graph::conv::Window;
+    use crate::graph::qparams::round_half_even;
+    use crate::graph::tensor::{QBatch, Shape};
+
+    /// A 2×3 average of int8 values on one step `s` in and out, in the QDQ form (`qdq`) or the
+    /// QOperator form, zero point 0 (storage 128).
+    fn pool(qdq: bool, s: f32) -> AvgPool {
+        AvgPool {
+            window: Window {
+                kh: 2,
+                kw: 3,
+                stride_h: 1,
+                stride_w: 1,
+                pads: [0; 4],
+                dil_h: 1,
+                dil_w: 1,
+            },
+            count_include_pad: false,
+            in_shape: Shape { h: 2, w: 3, c: 1 },
+            out_shape: Shape { h: 1, w: 1, c: 1 },
+            in_zero_point: 128,
+            in_scale: s,
+            out_scale: s,
+            out_zero_point: 128,
+            zp_before_rounding: 0,
+            columns_first: qdq,
+        }
+    }
+
+    /// The window onnxruntime pooled to 1 on a model with int8 activations (step 0.10404082):
+    /// values 0, 1, 2 over 0, 0, 0 average to 0.5 in exact arithmetic but to just above it in
+    /// f32, and QuantizeLinear rounds that up. Adding the storage zero point (128) before
+    /// rounding made it exactly 128.5, rounded to even: 0.
+    #[test]
+    fn the_zero_point_is_added_after_rounding_as_onnxruntime_does() {
+        let s = 0.104_040_82f32;
+        let x = QBatch {
+            n: 1,
+            shape: Shape { h: 2, w: 3, c: 1 },
+            data: [0, 1, 2, 0, 0, 0].map(|v: i32| (v + 128) as u8).to_vec(),
+        };
+        // onnxruntime: columns summed first (0, s, 2s), divided by the count, then by the step.
+        let real = ((0.0 + s) + 2.0 * s) / 6.0;
+        let want = round_half_even(real / s) as i32;
+        assert_eq!(want, 1, "f32 puts this average just above a half step");
+        assert_eq!(pool(true, s).forward(&x).data, vec![(want + 128) as u8]);
+        // The QOperator form adds the file's zero point (0 here) before rounding: the same.
+        assert_eq!(pool(false, s).forward(&x).data, vec![(want + 128) as u8]);
     }
 }

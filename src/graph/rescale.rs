@@ -131,6 +131,9 @@ impl Graph {
                 p.in_scale = qi.scale;
                 p.out_scale = qo.scale;
                 p.out_zero_point = qo.zero_point;
+                if !p.columns_first {
+                    p.zp_before_rounding = qo.model_zero_point();
+                }
             }
             Op::GlobalAvgPool(p) => {
                 let hw = (p.in_shape.h * p.in_shape.w) as f32;

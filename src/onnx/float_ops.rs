@@ -183,6 +183,7 @@ impl Importer<'_> {
             in_scale: 1.0,
             out_scale: 1.0,
             out_zero_point: 0,
+            zp_before_rounding: 0,
             columns_first,
         });
         Ok(self.push_float_n(ctx, op, Activation::None, vec![a], out_shape, out))

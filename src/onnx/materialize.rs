@@ -115,6 +115,11 @@ impl Importer<'_> {
                     in_scale: qi.scale,
                     out_scale: q.scale,
                     out_zero_point: q.zero_point,
+                    zp_before_rounding: if columns_first {
+                        0
+                    } else {
+                        q.model_zero_point()
+                    },
                     columns_first,
                 };
                 Ok(self.push(
