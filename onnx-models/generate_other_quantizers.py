@@ -17,7 +17,8 @@ Quantizes the committed float models (no training here) with:
     Conv/Gemm/MatMul/Add, float biases, float ReLU after a Conv, float logits at the output;
     on the MobileNetV2-style net, per-channel (axis 1) Q/DQ on the inputs of depthwise convs;
     on the SiLU/GELU and HardSwish/LeakyRelu/Sigmoid nets, those functions in float straight on
-    a quantized Conv/Gemm's float result (mnist_gelu_nncf, mnist_act_nncf).
+    a quantized Conv/Gemm's float result (mnist_gelu_nncf, mnist_act_nncf); a LayerNormalization
+    on a quantized Gemm's float result, float gamma and beta (mnist_ln_nncf).
   - onnxruntime quantize_static with extra_options AddQDQPairToWeight (QDQ, per-channel int8
     weights, uint8 activations): every weight stays a float initializer followed by a
     QuantizeLinear -> DequantizeLinear pair, quantized at run time. Its JSON also records the
@@ -456,6 +457,9 @@ def main() -> None:
         # (Div, Erf, Add, Mul, Mul) after the hidden Gemm; HardSwish, LeakyRelu and Sigmoid.
         ("mnist_gelu_nncf", "mnist_gelu_f32.onnx", "mnist", nncf_quantize),
         ("mnist_act_nncf", "mnist_act_f32.onnx", "mnist", nncf_quantize),
+        # LayerNormalization on a quantized Gemm's float result, float gamma and beta, then a
+        # float Relu before the QuantizeLinear (generate_layernorm.py's float model).
+        ("mnist_ln_nncf", "mnist_ln_f32.onnx", "mnist", nncf_quantize),
         # The classifier left in float (float32 weights and bias): a float layer.
         ("mnist_res_fcfloat_qdq", "mnist_res_f32.onnx", "mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc/Gemm"])),
@@ -489,7 +493,7 @@ def main() -> None:
     # The Python module each quantizer needs beyond onnxruntime (the venvs differ).
     needs = {"mnist_mlp_inc_sq": "onnx_neural_compressor", "mnist_res_nncf": "nncf",
              "fmnist_cnn_nncf": "nncf", "mnist_mlp_nncf": "nncf", "fmnist_mnv2_nncf": "nncf",
-             "mnist_gelu_nncf": "nncf", "mnist_act_nncf": "nncf"}
+             "mnist_gelu_nncf": "nncf", "mnist_act_nncf": "nncf", "mnist_ln_nncf": "nncf"}
     for name, src, ds, quant in fixtures:
         if args.only and name not in args.only:
             continue

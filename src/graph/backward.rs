@@ -46,7 +46,7 @@ impl Op {
             Op::Quantize(q) => Some((q.lo, q.hi)),
             Op::Concat(c) => Some((c.lo, c.hi)),
             // A float output: gated by its activation's bounds (`Graph::mask`).
-            Op::FloatConv(_) | Op::Div(_) | Op::Clamp => None,
+            Op::FloatConv(_) | Op::Div(_) | Op::LayerNorm(_) | Op::Clamp => None,
         }
     }
 }
@@ -225,6 +225,7 @@ impl Graph {
                 }
                 // Straight through: the gate was the mask.
                 Op::Requantize(_) | Op::Quantize(_) | Op::Clamp => Some(gy),
+                Op::LayerNorm(l) => Some(l.backward(&self.real_input(tape, x_id)?, &gy)),
                 Op::BiasAdd(b) => {
                     let c = self.acts[layer.output].shape.c;
                     out[i] = Some(LayerGrad {

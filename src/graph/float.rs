@@ -201,6 +201,7 @@ impl Graph {
                     c.forward_real(&xs)
                 }
                 Op::Pointwise(p) => p.forward_real(x),
+                Op::LayerNorm(l) => l.forward_real(x),
                 Op::Mul(m) => {
                     let b = vals[layer.inputs[1]].as_ref().expect("mul operand");
                     m.forward_real(self.acts[layer.inputs[0]].shape, x, b)

@@ -38,6 +38,7 @@ impl Graph {
             Op::GlobalAvgPool(p) => p.forward_real(&real_values(info, x)),
             Op::AvgPool(p) => p.forward_real(&real_values(info, x)),
             Op::Pointwise(p) => p.forward_real(&real_values(info, x)),
+            Op::LayerNorm(l) => l.forward_real(&real_values(info, x)),
             other => {
                 return Err(Error::Shape(format!(
                     "layer '{}' ({}) cannot write a float activation",

@@ -27,6 +27,7 @@ pub mod float_seg;
 pub mod float_weight;
 pub mod grad;
 mod input_reals;
+pub mod layer_norm;
 pub mod linear;
 mod linear_grad;
 mod metric;
@@ -63,6 +64,7 @@ pub use float::RealParams;
 pub use float_conv::FloatConv;
 pub use float_seg::Quantize;
 pub use grad::{GradPath, LayerGrad};
+pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mul::Mul;
 pub use normalize::Normalization;
@@ -124,6 +126,9 @@ pub enum Op {
     Quantize(Quantize),
     /// Channel concatenation of quantized activations (see [`concat`]).
     Concat(Concat),
+    /// LayerNormalization over a flat activation's features, always float (see
+    /// [`layer_norm`]).
+    LayerNorm(LayerNorm),
 }
 
 impl Op {
@@ -148,6 +153,7 @@ impl Op {
             Op::Clamp => "float_clamp",
             Op::Quantize(_) => "quantize",
             Op::Concat(_) => "concat",
+            Op::LayerNorm(_) => "layer_norm",
         }
     }
 }
@@ -472,7 +478,7 @@ impl Graph {
                         .collect::<Result<Vec<_>>>()?;
                     c.forward(&xs)
                 }
-                Op::FloatConv(_) | Op::Div(_) | Op::Clamp | Op::Quantize(_) => {
+                Op::FloatConv(_) | Op::Div(_) | Op::LayerNorm(_) | Op::Clamp | Op::Quantize(_) => {
                     return Err(Error::Shape(format!(
                         "layer '{}' must have a float output",
                         layer.name

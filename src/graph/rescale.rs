@@ -173,7 +173,12 @@ impl Graph {
                 q.zero_point = qo.zero_point;
                 (q.lo, q.hi) = (lo, hi);
             }
-            Op::MaxPool(_) | Op::Flatten | Op::FloatConv(_) | Op::Div(_) | Op::Clamp => {}
+            Op::MaxPool(_)
+            | Op::Flatten
+            | Op::FloatConv(_)
+            | Op::Div(_)
+            | Op::LayerNorm(_)
+            | Op::Clamp => {}
         }
     }
 }

@@ -16,6 +16,7 @@ mod float_seg;
 mod float_weight;
 mod input_fns;
 pub mod int4;
+mod layer_norm;
 mod materialize;
 pub mod patch;
 #[cfg(not(feature = "tract-engine"))]
@@ -431,6 +432,7 @@ impl<'p> Importer<'p> {
             "DequantizeLinear" => self.dequantize_linear(&ctx),
             "Conv" | "Gemm" | "MatMul" => self.float_mac(&ctx),
             "BatchNormalization" => self.batch_norm(&ctx),
+            "LayerNormalization" => self.layer_norm(&ctx),
             "Relu" | "Clip" => self.activation(&ctx),
             "Add" | "Sub" | "Mul" if self.float_pair(&ctx) => self.float_binary(&ctx),
             "Div" if self.computed_pair(&ctx) => self.float_binary(&ctx),

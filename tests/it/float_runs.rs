@@ -350,6 +350,22 @@ fn unsupported_ops_in_a_float_segment_are_refused_by_name() {
     let r = b.node("Relu", &[&g1], vec![]);
     let e = b.node("Cos", &[&r], vec![]);
     refused(&b.model(&e), "cos.onnx", &["cos.onnx", "Cos", "node_Cos"]);
+    // LayerNormalization over the channels of an image tensor (qforget normalizes the features
+    // of a flat tensor only).
+    let mut b = B::new(2, 2, 2);
+    let x = b.qdq("x", 1.0 / 255.0, 0, false);
+    let (gamma, beta) = (b.f32s(&[2, 2, 2], &[1.0; 8]), b.f32s(&[2, 2, 2], &[0.0; 8]));
+    let ln = b.node(
+        "LayerNormalization",
+        &[&x, &gamma, &beta],
+        vec![("axis", A::I(1))],
+    );
+    let q = b.qdq(&ln, 0.05, 128, false);
+    refused(
+        &b.model(&q),
+        "ln.onnx",
+        &["ln.onnx", "LayerNormalization", "axis 1", "flat [N, F]"],
+    );
     // A float element-wise function between two float layers and an average pooling of a
     // float activation import now (float_ops.rs).
 }

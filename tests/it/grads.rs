@@ -126,6 +126,8 @@ fn fixtures_backward_matches_finite_differences() {
         "mnist_act_qdq.onnx",
         // SiLU and GELU: products of two chains of one input, Erf
         "mnist_gelu_qdq.onnx",
+        // LayerNormalization in float between Q/DQ pairs
+        "mnist_ln_qdq.onnx",
     ] {
         fd_fixture(name);
     }

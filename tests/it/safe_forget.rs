@@ -463,7 +463,8 @@ fn ten_chained_requests_keep_the_model_and_rebuild_exactly() {
 }
 
 /// The fixtures of other quantizers and float activations (issue 10): float lookup layers in
-/// both QDQ and QOperator form, and Intel Neural Compressor's external-data models.
+/// both QDQ and QOperator form, LayerNormalization, and Intel Neural Compressor's
+/// external-data models.
 #[test]
 fn class_wise_default_on_float_activations_and_inc_models() {
     for (stem, data) in [
@@ -474,6 +475,9 @@ fn class_wise_default_on_float_activations_and_inc_models() {
         // NNCF: SiLU/GELU and HardSwish/LeakyRelu/Sigmoid on a quantized layer's float result
         ("mnist_gelu_nncf.onnx", "mnist"),
         ("mnist_act_nncf.onnx", "mnist"),
+        // LayerNormalization: QDQ (int8 gamma, int32 beta) and NNCF (on a Gemm's float result)
+        ("mnist_ln_qdq.onnx", "mnist"),
+        ("mnist_ln_nncf.onnx", "mnist"),
         ("fmnist_cnn_inc.onnx", "fashion-mnist"),
         ("mnist_res_inc_qdq.onnx", "mnist"),
     ] {

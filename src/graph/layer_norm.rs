@@ -1,0 +1,146 @@
+//! LayerNormalization over the features of a flat activation, in float:
+//! `y = (x − mean) / √(var + ε) · γ + β`, with mean and variance over each sample's features.
+//!
+//! Why float: the statistics mix every feature of a sample, so an output byte is no function of
+//! one input byte; quantizers leave the op in float between a DequantizeLinear and a
+//! QuantizeLinear (onnxruntime's `quantize_static` quantizes its γ and β as constants, NNCF
+//! keeps them float, either way the op itself runs on reals). The layer writes a float
+//! activation (see [`super::float_seg`]) and a following QuantizeLinear is its own layer.
+//!
+//! Numerics: onnxruntime 1.32's CPU kernel gives each sample's mean as the correctly rounded
+//! f32 of the exact mean (checked on 200 rows of an MLP: every mean equal to the f64 mean
+//! rounded), so the sums here are in f64; the variance is `E[x²] − mean²` like its kernel, then
+//! the output is formed in f32 from the f32 mean and `1 / √(var + ε)`. Its own intermediate
+//! rounding is not public, so outputs can differ from it by an f32 ulp or two: after the
+//! QuantizeLinear that follows, a byte at an exact rounding tie can differ by one step.
+//!
+//! γ and β are frozen (the file's values); the backward is the exact gradient of the forward
+//! with respect to `x`, `∂x = (g·γ − mean(g·γ) − x̂·mean(g·γ·x̂)) / σ` with `x̂ = (x − mean) / σ`,
+//! in f64 per sample.
+
+/// LayerNormalization of `[N, F]` activations over `F`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    /// Scale per feature.
+    pub gamma: Vec<f32>,
+    /// Shift per feature (zeros when the node has none).
+    pub beta: Vec<f32>,
+    pub epsilon: f32,
+}
+
+impl LayerNorm {
+    /// Features per sample.
+    fn features(&self) -> usize {
+        self.gamma.len().max(1)
+    }
+
+    /// Mean and `√(var + ε)` of one sample, in f64.
+    fn stats(&self, x: &[f32]) -> (f64, f64) {
+        let n = x.len().max(1) as f64;
+        let (mut s, mut sq) = (0f64, 0f64);
+        for &v in x {
+            let v = v as f64;
+            s += v;
+            sq += v * v;
+        }
+        let mean = s / n;
+        let var = (sq / n - mean * mean).max(0.0);
+        (mean, (var + self.epsilon as f64).sqrt())
+    }
+
+    /// The normalized, scaled and shifted values of `x` (samples of [`Self::gamma`]`.len()`
+    /// features one after another).
+    pub fn forward_real(&self, x: &[f32]) -> Vec<f32> {
+        let f = self.features();
+        let mut y = vec![0f32; x.len()];
+        for (o, row) in y.chunks_exact_mut(f).zip(x.chunks_exact(f)) {
+            let (mean, sd) = self.stats(row);
+            let (mean, inv) = (mean as f32, 1.0 / sd as f32);
+            for (((o, &v), &g), &b) in o.iter_mut().zip(row).zip(&self.gamma).zip(&self.beta) {
+                *o = (v - mean) * inv * g + b;
+            }
+        }
+        y
+    }
+
+    /// Gradient with respect to the input, from the saved input `x` and the output gradient.
+    pub fn backward(&self, x: &[f32], gy: &[f32]) -> Vec<f32> {
+        let f = self.features();
+        let mut dx = vec![0f32; x.len()];
+        for ((d, row), g) in dx
+            .chunks_exact_mut(f)
+            .zip(x.chunks_exact(f))
+            .zip(gy.chunks_exact(f))
+        {
+            let (mean, sd) = self.stats(row);
+            let (n, inv) = (f as f64, 1.0 / sd);
+            let (mut m1, mut m2) = (0f64, 0f64);
+            for ((&v, &g), &gam) in row.iter().zip(g).zip(&self.gamma) {
+                let gg = g as f64 * gam as f64;
+                m1 += gg;
+                m2 += gg * (v as f64 - mean) * inv;
+            }
+            let (m1, m2) = (m1 / n, m2 / n);
+            for (((d, &v), &g), &gam) in d.iter_mut().zip(row).zip(g).zip(&self.gamma) {
+                let xhat = (v as f64 - mean) * inv;
+                *d = ((g as f64 * gam as f64 - m1 - xhat * m2) * inv) as f32;
+            }
+        }
+        dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LayerNorm;
+
+    fn ln() -> LayerNorm {
+        LayerNorm {
+            gamma: vec![1.5, -0.5, 2.0, 1.0],
+            beta: vec![0.1, 0.0, -0.2, 0.3],
+            epsilon: 1e-5,
+        }
+    }
+
+    /// Each sample is normalized on its own: the definition, in f64.
+    #[test]
+    fn forward_is_the_definition_per_sample() {
+        let l = ln();
+        let x = [1.0f32, 2.0, 4.0, -3.0, 0.5, 0.5, 0.5, 0.25];
+        let y = l.forward_real(&x);
+        for (row, out) in x.chunks(4).zip(y.chunks(4)) {
+            let m = row.iter().map(|&v| v as f64).sum::<f64>() / 4.0;
+            let var = row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / 4.0;
+            for (k, (&v, &o)) in row.iter().zip(out).enumerate() {
+                let want =
+                    (v as f64 - m) / (var + 1e-5).sqrt() * l.gamma[k] as f64 + l.beta[k] as f64;
+                assert!((o as f64 - want).abs() < 1e-5, "{o} vs {want}");
+            }
+        }
+    }
+
+    /// The backward against central finite differences of `Σ w·y`.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let l = ln();
+        let x = [0.3f32, -1.2, 2.5, 0.7, 1.0, 1.1, 0.9, -0.4];
+        let w = [0.7f32, -1.3, 0.4, 2.0, -0.6, 0.9, 1.5, -0.2];
+        let loss = |x: &[f32]| -> f64 {
+            let y = l.forward_real(x);
+            y.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        let dx = l.backward(&x, &w);
+        for i in 0..x.len() {
+            let h = 1e-2f32;
+            let (mut p, mut m) = (x, x);
+            p[i] += h;
+            m[i] -= h;
+            let fd = (loss(&p) - loss(&m)) / (2.0 * h as f64);
+            assert!(
+                (dx[i] as f64 - fd).abs() < 2e-3 * (1.0 + fd.abs()),
+                "x[{i}]: backward {} vs finite difference {fd}",
+                dx[i]
+            );
+        }
+    }
+}
