@@ -243,9 +243,8 @@ def write_md(sections, summary, args, commits, kernels) -> None:
           "Wall time is the method's own run; delta = the `--out` file over the model file.", "",
           "Every method runs with the CLI's defaults (`forget MODEL --dataset DIR <request> --method M`): the "
           "target from the request (class-wise: FA ≤ 1 %; samples: FA ≤ the model's test accuracy), the retain "
-          "guard (2 pp on a held-out probe), the same epoch budget rules (since bc26595: up to 3 more budgets for a run that "
-          "spends one while on pace for its target; the OEU rows of scenarios where no run spent its budget come from "
-          "e40512c, which the rule does not change). A refused request writes nothing (the "
+          "guard (2 pp on a held-out probe), the same epoch budget rules (up to 3 more budgets for a run that "
+          "spends one while on pace for its target). A refused request writes nothing (the "
           "device keeps its model); its row shows what the run reached.", "",
           "## Targets (issue 9)", ""] + checks_of(summary) + ["", "## Tables", "", "\n\n".join(sections), ""]
     md += ["## Earlier results", "",
