@@ -146,12 +146,7 @@ mod tests {
         let p = AvgPool {
             window: Window {
                 kh: 2,
-                kw: 1,
-                stride_h: 1,
-                stride_w: 1,
-                pads: [0; 4],
-                dil_h: 1,
-                dil_w: 1,
+                ..Window::unit()
             },
             count_include_pad: false,
             in_shape: s,

@@ -305,11 +305,7 @@ mod tests {
             window: Window {
                 kh: 2,
                 kw: 3,
-                stride_h: 1,
-                stride_w: 1,
-                pads: [0; 4],
-                dil_h: 1,
-                dil_w: 1,
+                ..Window::unit()
             },
             count_include_pad: false,
             in_shape: Shape { h: 2, w: 3, c: 1 },
