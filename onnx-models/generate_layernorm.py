@@ -13,6 +13,14 @@ images, per-channel int8 weights, uint8 activations) in both formats:
 NNCF's form (mnist_ln_nncf.onnx: the float result of a quantized Gemm straight into the
 LayerNormalization, float gamma and beta, then Relu -> Q) is made from this script's float
 model by generate_other_quantizers.py.
+
+With --decomposed: the same network and recipe exported at opset 13 (torch 1.13's default is
+14), where each LayerNorm is spelled out as ReduceMean -> Sub -> Pow(2) -> ReduceMean -> Add(eps)
+-> Sqrt -> Div -> Mul(gamma) -> Add(beta):
+  mnist_ln13_qdq.onnx  onnxruntime QDQ: the Sub/Pow/ReduceMean run in float on a dequantized
+                       input, Q/DQ pairs after the variance, the Add of eps, the Div and the Mul
+  mnist_ln13_qop.onnx  QOperator: QLinearAdd of eps, QLinearMul by gamma (one value per feature),
+                       the rest in float
 References in expected/ (onnxruntime 1.32.0, ORT_DISABLE_ALL, one thread, full test set) through
 generate.py's functions, so the Rust fixture tests pick them up unchanged.
 
@@ -59,6 +67,15 @@ def build():
 
 
 def main() -> None:
+    if "--decomposed" in sys.argv:
+        sys.argv.remove("--decomposed")
+        gen.OPSET = 13
+        name = f"{NAME}13"
+        specs = [dict(s, name=s["name"].replace(NAME, name), src=name) for s in SPECS]
+        specs[0]["note"] = "LayerNorm as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add (opset 13), QDQ"
+        specs[1]["note"] = "the same in QOperator form: QLinearAdd of eps, QLinearMul by gamma"
+        gen.extra_fixture_main(__doc__, name, dict(HP, arch=name), build, specs)
+        return
     assert gen.OPSET >= 17, "LayerNormalization is one ONNX node from opset 17"
     gen.extra_fixture_main(__doc__, NAME, HP, build, SPECS)
 

@@ -195,10 +195,16 @@ impl Graph {
                 Op::Add(a) => {
                     if let Some(&b) = layer.inputs.get(1) {
                         if produced[b] {
-                            let gb = if a.sub {
-                                gy.iter().map(|g| -g).collect()
+                            let sign = if a.sub { -1.0 } else { 1.0 };
+                            let (lx, lb) = (self.acts[x_id].shape.len(), self.acts[b].shape.len());
+                            let gb = if lb == lx {
+                                gy.iter().map(|g| sign * g).collect()
                             } else {
-                                gy.clone()
+                                // A broadcast `b`: the sum of the gradients it was used for.
+                                let p = super::pairwise::Pairing::new(self.acts[x_id].shape, true);
+                                let n = gy.len() / lx.max(1);
+                                let zeros = vec![0f32; n * lb];
+                                p.backward(&gy, &zeros, &gy, |g, _, _| (g, sign * g)).1
                             };
                             accumulate(&mut grads, b, gb);
                         }

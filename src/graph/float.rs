@@ -126,10 +126,15 @@ impl Graph {
                 Op::Add(a) => match layer.inputs.get(1) {
                     Some(&b) => {
                         let b = vals[b].as_ref().expect("add operand");
+                        // A `b` with fewer values is broadcast (see `pairwise`).
+                        let p = super::pairwise::Pairing::new(
+                            self.acts[layer.inputs[0]].shape,
+                            b.len() != x.len(),
+                        );
                         if a.sub {
-                            x.iter().zip(b).map(|(p, q)| p - q).collect()
+                            p.map(x, b, |p, q| p - q)
                         } else {
-                            x.iter().zip(b).map(|(p, q)| p + q).collect()
+                            p.map(x, b, |p, q| p + q)
                         }
                     }
                     None => {

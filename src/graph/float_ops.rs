@@ -102,6 +102,15 @@ impl Graph {
                 ra.iter().zip(&rb).map(|(a, b)| a - b).collect()
             }
             Op::Add(_) if ra.len() == rb.len() => ra.iter().zip(&rb).map(|(a, b)| a + b).collect(),
+            // `b` one value per sample or per channel (see `pairwise`).
+            Op::Add(a) => {
+                let p = super::pairwise::Pairing::new(ia.shape, true);
+                if a.sub {
+                    p.map(&ra, &rb, |a, b| a - b)
+                } else {
+                    p.map(&ra, &rb, |a, b| a + b)
+                }
+            }
             Op::Div(d) => d.forward_real(ia.shape, &ra, &rb),
             Op::Mul(m) => m.forward_real(ia.shape, &ra, &rb),
             other => {

@@ -46,6 +46,10 @@ pub enum FloatFn {
     /// f32 approximation is within an ulp of it, so a table entry can differ from its by one
     /// step only where the result sits on a rounding boundary).
     Erf,
+    /// `√x` (IEEE: NaN below 0).
+    Sqrt,
+    /// `x^e` for a constant exponent `e` (`x · x` for 2, as onnxruntime computes a square).
+    Pow(f32),
     /// `l(x) · r(x)`: a Mul whose two operands are chains of the same input (the left one
     /// often empty, `x` itself). It only ever starts a chain, so `x` is the chain's input.
     Product(Vec<FloatFn>, Vec<FloatFn>),
@@ -75,6 +79,8 @@ impl FloatFn {
             FloatFn::HardSwish => "HardSwish",
             FloatFn::Tanh => "Tanh",
             FloatFn::Erf => "Erf",
+            FloatFn::Sqrt => "Sqrt",
+            FloatFn::Pow(_) => "Pow",
             FloatFn::Product(..) => "Mul",
         }
     }
@@ -134,6 +140,8 @@ impl FloatFn {
             FloatFn::HardSwish => each(y, cn, c0, |_, x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
             FloatFn::Tanh => each(y, cn, c0, |_, x| x.tanh()),
             FloatFn::Erf => each(y, cn, c0, |_, x| erf(x)),
+            FloatFn::Sqrt => each(y, cn, c0, |_, x| x.sqrt()),
+            FloatFn::Pow(e) => each(y, cn, c0, |_, x| pow(x, *e)),
             FloatFn::Product(l, r) => {
                 each(y, cn, c0, |c, x| eval_chain(l, c, x) * eval_chain(r, c, x))
             }
@@ -179,6 +187,10 @@ impl FloatFn {
             }
             FloatFn::Tanh => 1.0 - x.tanh().powi(2),
             FloatFn::Erf => std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
+            // Infinite at 0: no gradient there rather than an infinite one.
+            FloatFn::Sqrt if x > 0.0 => 0.5 / x.sqrt(),
+            FloatFn::Sqrt => 0.0,
+            FloatFn::Pow(e) => *e * pow(x, *e - 1.0),
             FloatFn::Product(l, r) => {
                 deriv_chain(l, c, x) * eval_chain(r, c, x)
                     + eval_chain(l, c, x) * deriv_chain(r, c, x)
@@ -204,6 +216,18 @@ impl FloatFn {
             }
             f => f.name().to_string(),
         }
+    }
+}
+
+/// `x^e`: the square as one rounded product (what `powf(x, 2)` gives too), any other exponent
+/// by `powf`.
+fn pow(x: f32, e: f32) -> f32 {
+    if e == 2.0 {
+        x * x
+    } else if e == 1.0 {
+        x
+    } else {
+        x.powf(e)
     }
 }
 
@@ -390,6 +414,31 @@ mod tests {
             let d = deriv_chain(&fns, 0, x) as f64;
             assert!((fd - d).abs() < 2e-2, "x {x}: fd {fd} vs {d}");
         }
+    }
+
+    /// The pieces of a LayerNorm that opsets below 17 spell out: the square is one rounded
+    /// product, `Sqrt` is IEEE's, and both derivatives match finite differences (the square
+    /// root's is 0 at and below 0 rather than infinite or NaN).
+    #[test]
+    fn square_and_square_root() {
+        let (sq, rt, cube) = (FloatFn::Pow(2.0), FloatFn::Sqrt, FloatFn::Pow(3.0));
+        for x in [0.1f32, 0.7, 1.3, 2.9, 17.0] {
+            assert_eq!(sq.eval(0, x), x * x);
+            assert_eq!(rt.eval(0, x), x.sqrt());
+            for f in [&sq, &rt, &cube] {
+                let h = 1e-3f64;
+                let v = |t: f64| f.eval(0, t as f32) as f64;
+                let fd = (v(x as f64 + h) - v(x as f64 - h)) / (2.0 * h);
+                let d = f.deriv(0, x) as f64;
+                assert!(
+                    (fd - d).abs() < 1e-2 * (1.0 + d.abs()),
+                    "{f:?} at {x}: {fd} vs {d}"
+                );
+            }
+        }
+        assert_eq!(rt.deriv(0, 0.0), 0.0);
+        assert_eq!(rt.deriv(0, -1.0), 0.0);
+        assert!(rt.eval(0, -1.0).is_nan());
     }
 
     /// GELU and SiLU as exporters write them: a product of two chains of the same input. The

@@ -40,13 +40,22 @@ impl Importer<'_> {
         };
         let mut sorted = axes.clone();
         sorted.sort_unstable();
-        if sorted != [2, 3] && sorted != [-2, -1] {
-            return Err(ctx.unsupported(format!(
-                "ReduceMean over axes {axes:?}; qforget supports the mean over the spatial axes \
-                 [2, 3] of an NCHW tensor (a global average pooling)"
-            )));
+        if sorted == [2, 3] || sorted == [-2, -1] {
+            return self.avg_pool(ctx);
         }
-        self.avg_pool(ctx)
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        if sorted == [-1] || sorted == [1] {
+            let a = self.float_operand(ctx, x)?;
+            let s = self.acts[a].shape;
+            if s.h * s.w == 1 {
+                return self.feature_mean(ctx, a);
+            }
+        }
+        Err(ctx.unsupported(format!(
+            "ReduceMean over axes {axes:?}; qforget supports the mean over the spatial axes \
+             [2, 3] of an NCHW tensor (a global average pooling) and over the features of a flat \
+             [N, F] tensor (axis -1 or 1)"
+        )))
     }
 
     /// Whether tensor `n` is a float value a float op must read as such (a float activation,
@@ -94,18 +103,23 @@ impl Importer<'_> {
         let (mut sa, mut sb) = (self.acts[a].shape, self.acts[b].shape);
         let op_type = ctx.node.op_type.as_str();
         let (mul, div) = (op_type == "Mul", op_type == "Div");
-        if mul && sa.len() < sb.len() {
-            // The gate may come first.
+        if (mul || op_type == "Add") && sa.len() < sb.len() {
+            // The gate (or the per-sample value) may come first.
             (a, b, sa, sb) = (b, a, sb, sa);
         }
         let broadcast = sa != sb;
-        if broadcast && !((mul || div) && sb.len() == sa.c && sb.h * sb.w == 1) {
+        // One value per sample (`[N, 1]`, e.g. the mean and deviation of a LayerNorm that
+        // opsets below 17 spell out) broadcasts for any of the four; one per channel
+        // (`[N, C, 1, 1]`) for Mul and Div.
+        let per_sample = sb.len() == 1;
+        let per_channel = (mul || div) && sb.len() == sa.c && sb.h * sb.w == 1;
+        if broadcast && !(per_sample || per_channel) {
             return Err(ctx.unsupported(format!(
                 "{op_type} of tensors of shapes {sa} and {sb}; qforget supports a float \
-                 {op_type} of equal shapes{}",
+                 {op_type} of equal shapes, with one value per sample for the second{}",
                 match op_type {
-                    "Mul" => " or of one value per channel (a squeeze-excitation gate)",
-                    "Div" => " or by one value per channel and sample ([N, C, 1, 1])",
+                    "Mul" => " or one value per channel (a squeeze-excitation gate)",
+                    "Div" => " or one value per channel and sample ([N, C, 1, 1])",
                     _ => "",
                 }
             )));
@@ -144,6 +158,22 @@ impl Importer<'_> {
             let cip = Self::count_include_pad(ctx)?;
             self.float_window_pool(ctx, a, window, cip, ceil, true, &out)?
         };
+        self.values.insert(out, Value::Float(id));
+        Ok(())
+    }
+
+    /// The mean over the features of flat activation `a`, one float value per sample: a float
+    /// global pooling of the `F` features seen as one channel of `F` pixels.
+    fn feature_mean(&mut self, ctx: &NodeCtx, a: usize) -> Result<()> {
+        let f = self.acts[a].shape.c;
+        let op = Op::GlobalAvgPool(GlobalAvgPool {
+            in_shape: crate::graph::Shape { h: 1, w: f, c: 1 },
+            in_zero_point: 0,
+            requant: Requant::unused(),
+        });
+        let out = ctx.output()?.to_string();
+        let shape = crate::graph::Shape::flat(1);
+        let id = self.push_float_n(ctx, op, Activation::None, vec![a], shape, &out);
         self.values.insert(out, Value::Float(id));
         Ok(())
     }

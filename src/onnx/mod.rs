@@ -446,9 +446,8 @@ impl<'p> Importer<'p> {
             "Add" => self.add(&ctx),
             "Sub" if self.quantized_sub(&ctx) => self.sub(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
-            "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" | "Erf" => {
-                self.float_unary(&ctx)
-            }
+            "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" | "Erf" | "Sqrt"
+            | "Pow" => self.float_unary(&ctx),
             "MaxPool" => self.max_pool(&ctx),
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
             "ReduceMean" => self.reduce_mean(&ctx),

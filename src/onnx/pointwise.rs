@@ -72,7 +72,8 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh, Erf.
+    /// Sigmoid, HardSigmoid, HardSwish, LeakyRelu, Tanh, Erf, Sqrt, and Pow by a constant
+    /// scalar exponent (the square of a LayerNorm that opsets below 17 spell out).
     pub(super) fn float_unary(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let a = ctx.attrs();
@@ -80,6 +81,21 @@ impl Importer<'_> {
             "Sigmoid" => FloatFn::Sigmoid,
             "Tanh" => FloatFn::Tanh,
             "Erf" => FloatFn::Erf,
+            "Sqrt" => FloatFn::Sqrt,
+            "Pow" => {
+                let name = ctx.input(1).ok_or_else(|| ctx.bad("has no exponent"))?;
+                let e = self
+                    .arith_constant(name)
+                    .map(|c| c.to_f32())
+                    .filter(|v| v.len() == 1 && v[0].is_finite())
+                    .ok_or_else(|| {
+                        ctx.unsupported(format!(
+                            "Pow by '{name}', which is not one finite constant; qforget supports \
+                             a constant scalar exponent"
+                        ))
+                    })?;
+                FloatFn::Pow(e[0])
+            }
             "HardSwish" => FloatFn::HardSwish,
             "HardSigmoid" => FloatFn::HardSigmoid {
                 alpha: a.float("alpha", 0.2).map_err(|e| ctx.bad(e))?,

@@ -269,35 +269,52 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// QLinearMul of the activation at input `a` by the scalar quantized constant at input
-    /// `k` (GELU's `· 0.5` in QOperator form): a lookup layer whose table is onnxruntime's
-    /// integer-product formula for each byte; its float twin and backward are `x · k`.
+    /// QLinearMul of the activation at input `a` by the quantized constant at input `k`, one
+    /// value (GELU's `· 0.5` in QOperator form) or one per channel (a LayerNorm's γ spelled out
+    /// in ops, `[F]` on a flat tensor or `[C, 1, 1]` on an image): a lookup layer whose table
+    /// (one per channel) is onnxruntime's integer-product formula for each byte; its float twin
+    /// and backward are `x · k`.
     fn qlinear_mul_const(&mut self, ctx: &NodeCtx, a: usize, k: usize) -> Result<()> {
         let input = self.q_input(ctx, a, a + 1, a + 2)?;
         let c = self.q_weights(ctx, k, k + 1, k + 2, 0)?;
-        if c.q.len() != 1 || c.scale.len() != 1 {
+        let shape = self.acts[input].shape;
+        let nontrivial: Vec<usize> = c.q.dims.iter().copied().filter(|&d| d != 1).collect();
+        let channel_axis = c.q.dims.iter().rposition(|&d| d != 1);
+        let per_channel = c.q.len() == shape.c
+            && nontrivial.len() == 1
+            && channel_axis.is_some_and(|p| {
+                let after = c.q.dims.len() - 1 - p;
+                after == 2 || (shape.h * shape.w == 1 && after == 0)
+            });
+        if !(c.q.len() == 1 || per_channel) || c.scale.len() != 1 || c.zero_point.len() != 1 {
             return Err(ctx.unsupported(format!(
                 "QLinearMul by the constant '{}' with dimensions {:?} (an activation by one \
-                 value, or two activations, are supported)",
+                 value, by one per-tensor-quantized value per channel, or two activations, are \
+                 supported)",
                 c.q.name, c.q.dims
             )));
         }
         let q = self.act_qparams(ctx, 6, 7)?;
         let qi = self.acts[input].q;
-        let kq = c.q.to_f32()[0] as i32 - c.zero_point[0] as i32;
+        let kq: Vec<i32> =
+            c.q.to_f32()
+                .iter()
+                .map(|&v| v as i32 - c.zero_point[0] as i32)
+                .collect();
         let ratio = qi.scale * c.scale[0] / q.scale;
         let mut op = crate::graph::Pointwise::new(
             vec![crate::graph::FloatFn::Mul(c.dequantize())],
-            self.acts[input].shape.c,
+            shape.c,
             &qi,
             &q,
         );
-        for (b, y) in op.lut.iter_mut().enumerate() {
-            let p = (b as i32 - qi.zero_point) * kq;
+        // One table of 256 bytes per channel whose constant differs (one for a scalar).
+        for (i, y) in op.lut.iter_mut().enumerate() {
+            let (ch, b) = (i / 256, (i % 256) as i32);
+            let p = (b - qi.zero_point) * kq[ch.min(kq.len() - 1)];
             let v = crate::graph::qparams::round_half_even(p as f32 * ratio + q.zero_point as f32);
             *y = v.clamp(0.0, 255.0) as u8;
         }
-        let shape = self.acts[input].shape;
         let out = ctx.output()?.to_string();
         let id = self.push(
             ctx,

@@ -128,6 +128,8 @@ fn fixtures_backward_matches_finite_differences() {
         "mnist_gelu_qdq.onnx",
         // LayerNormalization in float between Q/DQ pairs
         "mnist_ln_qdq.onnx",
+        // the same spelled out at opset 13: per-sample broadcasts, Pow, Sqrt, feature means
+        "mnist_ln13_qdq.onnx",
     ] {
         fd_fixture(name);
     }

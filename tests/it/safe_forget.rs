@@ -478,6 +478,7 @@ fn class_wise_default_on_float_activations_and_inc_models() {
         // LayerNormalization: QDQ (int8 gamma, int32 beta) and NNCF (on a Gemm's float result)
         ("mnist_ln_qdq.onnx", "mnist"),
         ("mnist_ln_nncf.onnx", "mnist"),
+        ("mnist_ln13_qop.onnx", "mnist"),
         ("fmnist_cnn_inc.onnx", "fashion-mnist"),
         ("mnist_res_inc_qdq.onnx", "mnist"),
     ] {
