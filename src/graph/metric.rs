@@ -71,7 +71,7 @@ fn channel_scale_after(g: &Graph, i: usize) -> Option<Vec<f32>> {
         return None;
     }
     let f: Vec<f32> = (0..c.out_shape.c)
-        .map(|ch| (c.weights[ch].data[0] as f32 * c.scale_of(ch)).abs())
+        .map(|ch| (c.weights[ch].values()[0] as f32 * c.scale_of(ch)).abs())
         .collect();
     f.iter().all(|v| v.is_finite() && *v > 0.0).then_some(f)
 }
