@@ -416,6 +416,7 @@ def quantize(spec: dict, data: dict) -> dict:
             activation_type=act, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             op_types_to_quantize=spec.get("op_types"),
+            extra_options=spec.get("extra_options"),
         )
     m = onnx.load(str(out))
     onnx.checker.check_model(m, full_check=True)
