@@ -200,11 +200,16 @@ impl Graph {
                             let gb = if lb == lx {
                                 gy.iter().map(|g| sign * g).collect()
                             } else {
-                                // A broadcast `b`: the sum of the gradients it was used for.
-                                let p = super::pairwise::Pairing::new(self.acts[x_id].shape, true);
-                                let n = gy.len() / lx.max(1);
-                                let zeros = vec![0f32; n * lb];
-                                p.backward(&gy, &zeros, &gy, |g, _, _| (g, sign * g)).1
+                                // A broadcast `b` (one value per sample or per channel, used
+                                // at `i mod lb`): the sum of the gradients it was used for.
+                                let (lx, lb) = (lx.max(1), lb.max(1));
+                                let mut gb = vec![0f32; gy.len() / lx * lb];
+                                for (s, g) in gy.chunks_exact(lx).enumerate() {
+                                    for (i, &v) in g.iter().enumerate() {
+                                        gb[s * lb + i % lb] += sign * v;
+                                    }
+                                }
+                                gb
                             };
                             accumulate(&mut grads, b, gb);
                         }

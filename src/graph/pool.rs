@@ -80,6 +80,16 @@ pub struct AvgPool {
 }
 
 impl AvgPool {
+    /// [`AvgPool::zp_before_rounding`] for an output quantized as `q`, in the QDQ form
+    /// (`columns_first`) or the QOperator form.
+    pub fn zp_before_rounding_of(columns_first: bool, q: &super::QParams) -> i32 {
+        if columns_first {
+            0
+        } else {
+            q.model_zero_point()
+        }
+    }
+
     /// Run on a batch.
     pub fn forward(&self, x: &QBatch) -> QBatch {
         let mut out = QBatch::filled(x.n, self.out_shape, 0);

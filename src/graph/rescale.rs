@@ -5,7 +5,7 @@
 //! scales, in one place, so no layer is left holding a stale one.
 
 use super::qparams::QParams;
-use super::{Graph, Op};
+use super::{AvgPool, Graph, Op};
 
 impl Graph {
     /// Set new per-channel weight scales of conv/linear layer `i` (integers untouched; call
@@ -131,9 +131,7 @@ impl Graph {
                 p.in_scale = qi.scale;
                 p.out_scale = qo.scale;
                 p.out_zero_point = qo.zero_point;
-                if !p.columns_first {
-                    p.zp_before_rounding = qo.model_zero_point();
-                }
+                p.zp_before_rounding = AvgPool::zp_before_rounding_of(p.columns_first, &qo);
             }
             Op::GlobalAvgPool(p) => {
                 let hw = (p.in_shape.h * p.in_shape.w) as f32;

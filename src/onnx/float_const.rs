@@ -46,19 +46,7 @@ impl Importer<'_> {
         shape: Shape,
     ) -> Result<Vec<f32>> {
         let v = c.to_f32();
-        let flat = shape.h * shape.w == 1;
-        let nontrivial: Vec<usize> = c.dims.iter().copied().filter(|&d| d != 1).collect();
-        let ok = match nontrivial[..] {
-            [] => v.len() == 1,
-            [n] if n == shape.c => {
-                // The channel axis is the one before H and W (or the last, for features).
-                let pos = c.dims.iter().rposition(|&d| d == n).unwrap_or(0);
-                let after = c.dims.len() - 1 - pos;
-                // A flat shape may be an `[N, C, 1, 1]` tensor too (after a global pooling).
-                after == 2 || flat && after == 0
-            }
-            _ => false,
-        };
+        let ok = v.len() == 1 && c.dims.iter().all(|&d| d == 1) || per_channel(&c.dims, shape);
         if !ok || !v.iter().all(|x| x.is_finite()) {
             return Err(ctx.unsupported(format!(
                 "Add of a constant '{}' with dimensions {:?} to a tensor of shape {shape} \
@@ -67,5 +55,22 @@ impl Importer<'_> {
             )));
         }
         Ok(v)
+    }
+}
+
+/// Whether a constant of dimensions `dims` holds one value per channel of an activation of
+/// `shape` under NCHW broadcasting: `[C]` for a flat tensor, `[C, 1, 1]` or `[1, C, 1, 1]` for
+/// an image, `[1, F]` for features.
+pub(super) fn per_channel(dims: &[usize], shape: Shape) -> bool {
+    let nontrivial: Vec<usize> = dims.iter().copied().filter(|&d| d != 1).collect();
+    match nontrivial[..] {
+        [n] if n == shape.c => {
+            // The channel axis is the one before H and W (or the last, for features).
+            let pos = dims.iter().rposition(|&d| d == n).unwrap_or(0);
+            let after = dims.len() - 1 - pos;
+            // A flat shape may be an `[N, C, 1, 1]` tensor too (after a global pooling).
+            after == 2 || shape.h * shape.w == 1 && after == 0
+        }
+        _ => false,
     }
 }

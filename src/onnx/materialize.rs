@@ -115,11 +115,7 @@ impl Importer<'_> {
                     in_scale: qi.scale,
                     out_scale: q.scale,
                     out_zero_point: q.zero_point,
-                    zp_before_rounding: if columns_first {
-                        0
-                    } else {
-                        q.model_zero_point()
-                    },
+                    zp_before_rounding: AvgPool::zp_before_rounding_of(columns_first, &q),
                     columns_first,
                 };
                 Ok(self.push(

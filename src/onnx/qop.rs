@@ -278,14 +278,7 @@ impl Importer<'_> {
         let input = self.q_input(ctx, a, a + 1, a + 2)?;
         let c = self.q_weights(ctx, k, k + 1, k + 2, 0)?;
         let shape = self.acts[input].shape;
-        let nontrivial: Vec<usize> = c.q.dims.iter().copied().filter(|&d| d != 1).collect();
-        let channel_axis = c.q.dims.iter().rposition(|&d| d != 1);
-        let per_channel = c.q.len() == shape.c
-            && nontrivial.len() == 1
-            && channel_axis.is_some_and(|p| {
-                let after = c.q.dims.len() - 1 - p;
-                after == 2 || (shape.h * shape.w == 1 && after == 0)
-            });
+        let per_channel = super::float_const::per_channel(&c.q.dims, shape);
         if !(c.q.len() == 1 || per_channel) || c.scale.len() != 1 || c.zero_point.len() != 1 {
             return Err(ctx.unsupported(format!(
                 "QLinearMul by the constant '{}' with dimensions {:?} (an activation by one \
