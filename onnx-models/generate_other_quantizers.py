@@ -15,7 +15,8 @@ Quantizes the committed float models (no training here) with:
   - NNCF (OpenVINO's quantizer, ONNX backend, nncf.quantize with 300 calibration images, the
     first 300 training images of the model's dataset): Q/DQ pairs on the inputs of
     Conv/Gemm/MatMul/Add, float biases, float ReLU after a Conv, float logits at the output;
-    on the MobileNetV2-style net, per-channel (axis 1) Q/DQ on the inputs of depthwise convs;
+    on the MobileNetV2-style net, per-channel (axis 1) Q/DQ on the inputs of depthwise convs,
+    and on the MobileNetV3-style net on a float HardSwish or squeeze-excitation product;
     on the SiLU/GELU and HardSwish/LeakyRelu/Sigmoid nets, those functions in float straight on
     a quantized Conv/Gemm's float result (mnist_gelu_nncf, mnist_act_nncf); a LayerNormalization
     on a quantized Gemm's float result, float gamma and beta (mnist_ln_nncf).
@@ -144,15 +145,18 @@ SEGMENT_ROWS = 100
 
 def float_conv_segment(m) -> tuple[str, str] | None:
     """For a model with a float Conv (float32 weights) between quantized tensors: the integer
-    tensor its segment starts from (the input of the DequantizeLinear it reads) and the one it
-    ends in (the output of the first QuantizeLinear after it)."""
+    tensor its segment starts from (the input of the DequantizeLinear it reads, through any float
+    ops before it) and the one it ends in (the output of the first QuantizeLinear after it)."""
     consts = {t.name for t in m.graph.initializer}
     prod = {o: n for n in m.graph.node for o in n.output}
     conv = next((n for n in m.graph.node if n.op_type == "Conv" and n.input[1] in consts), None)
     if conv is None:
         return None
     start = prod[conv.input[0]]
-    assert start.op_type == "DequantizeLinear", start.op_type
+    while start.op_type != "DequantizeLinear":
+        # Float ops before the Conv (a squeeze-excitation's GlobalAveragePool): back to the
+        # DequantizeLinear the segment reads.
+        start = prod[next(i for i in start.input if i and i not in consts)]
     name = conv.output[0]
     while True:
         node = next(n for n in m.graph.node if name in n.input)
@@ -188,7 +192,7 @@ def head_grid(m, name: str):
     Flatten/Reshape/MaxPool, which keep values on the grid)."""
     from onnx import numpy_helper
 
-    inits = {t.name: t for t in m.graph.initializer}
+    inits = constants(m)
     while True:
         node = next(n for n in m.graph.node if name in n.output)
         if node.op_type == "DequantizeLinear":
@@ -304,10 +308,22 @@ def weight_integers(m, x: np.ndarray) -> dict:
             for (w, q), v in zip(qs, vals)}
 
 
+def constants(m) -> dict:
+    """Initializers and the tensors of Constant nodes (PyTorch's QAT export keeps a
+    DequantizeLinear's scale and zero point in Constant nodes), by name."""
+    out = {t.name: t for t in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "Constant":
+            t = next((a.t for a in n.attribute if a.name == "value"), None)
+            if t is not None:
+                out[n.output[0]] = t
+    return out
+
+
 def output_dequant(m):
     from onnx import numpy_helper
 
-    inits = {t.name: t for t in m.graph.initializer}
+    inits = constants(m)
     out = m.graph.output[0].name
     node = next(n for n in m.graph.node if out in n.output)
     if node.op_type != "DequantizeLinear":
@@ -457,6 +473,9 @@ def main() -> None:
         # (Div, Erf, Add, Mul, Mul) after the hidden Gemm; HardSwish, LeakyRelu and Sigmoid.
         ("mnist_gelu_nncf", "mnist_gelu_f32.onnx", "mnist", nncf_quantize),
         ("mnist_act_nncf", "mnist_act_f32.onnx", "mnist", nncf_quantize),
+        # Per-channel QuantizeLinear of float results that no Conv made: the HardSwish before
+        # each depthwise conv and the squeeze-excitation product (generate_mnv3.py's float model).
+        ("mnist_mnv3_nncf", "mnist_mnv3_f32.onnx", "mnist", nncf_quantize),
         # LayerNormalization on a quantized Gemm's float result, float gamma and beta, then a
         # float Relu before the QuantizeLinear (generate_layernorm.py's float model).
         ("mnist_ln_nncf", "mnist_ln_f32.onnx", "mnist", nncf_quantize),
@@ -493,7 +512,8 @@ def main() -> None:
     # The Python module each quantizer needs beyond onnxruntime (the venvs differ).
     needs = {"mnist_mlp_inc_sq": "onnx_neural_compressor", "mnist_res_nncf": "nncf",
              "fmnist_cnn_nncf": "nncf", "mnist_mlp_nncf": "nncf", "fmnist_mnv2_nncf": "nncf",
-             "mnist_gelu_nncf": "nncf", "mnist_act_nncf": "nncf", "mnist_ln_nncf": "nncf"}
+             "mnist_gelu_nncf": "nncf", "mnist_act_nncf": "nncf", "mnist_ln_nncf": "nncf",
+             "mnist_mnv3_nncf": "nncf"}
     for name, src, ds, quant in fixtures:
         if args.only and name not in args.only:
             continue

@@ -148,6 +148,7 @@ mod tests {
             in_shape: s,
             in_zero_point: 0,
             requant: Requant::unused(),
+            float_scales: None,
         };
         // NHWC: channel 0 = 1, 2, 3, 4; channel 1 = −1, 0, 1, 8.
         let x = [1.0, -1.0, 2.0, 0.0, 3.0, 1.0, 4.0, 8.0];

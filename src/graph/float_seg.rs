@@ -59,6 +59,9 @@ pub struct Quantize {
     pub zero_point: i32,
     pub lo: u8,
     pub hi: u8,
+    /// One scale per channel (NNCF quantizes a depthwise conv's input so, whatever float op made
+    /// it; see [`super::channel_act`]); empty: `scale` for every element.
+    pub channel_scales: Vec<f32>,
 }
 
 impl Quantize {
@@ -66,7 +69,17 @@ impl Quantize {
     pub fn forward(&self, x: &[f32], n: usize, shape: Shape) -> QBatch {
         let (lo, hi, zp) = (self.lo as f32, self.hi as f32, self.zero_point as f32);
         let mut data = vec![0u8; x.len()];
-        quantize_reals(x, self.scale, zp, lo, hi, &mut data);
+        if self.channel_scales.is_empty() {
+            quantize_reals(x, self.scale, zp, lo, hi, &mut data);
+        } else {
+            // NHWC: a run of `c` values holds one of each channel.
+            let c = self.channel_scales.len();
+            for (o, v) in data.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                for ((o, &v), &s) in o.iter_mut().zip(v).zip(&self.channel_scales) {
+                    *o = super::qparams::rounded_byte(v / s, zp, lo, hi);
+                }
+            }
+        }
         QBatch { n, shape, data }
     }
 }
@@ -147,10 +160,27 @@ mod tests {
             zero_point: 10,
             lo: 10,
             hi: 255,
+            channel_scales: vec![],
         };
         let b = q.forward(&[1.25, 0.75, -3.0, 1000.0], 1, Shape::flat(4));
         // 2.5 → 2, 1.5 → 2, −6 → 4 (clamped to 10), 2000 → 255.
         assert_eq!(b.data, vec![12, 12, 10, 255]);
+    }
+
+    #[test]
+    fn quantize_per_channel_takes_each_element_s_channel_scale() {
+        let q = Quantize {
+            scale: 1.0,
+            zero_point: 10,
+            lo: 0,
+            hi: 255,
+            channel_scales: vec![0.5, 0.25],
+        };
+        // NHWC, 2 pixels × 2 channels: channel 0 steps by 0.5, channel 1 by 0.25.
+        let shape = Shape { h: 1, w: 2, c: 2 };
+        let b = q.forward(&[1.25, 1.25, -1.0, 0.125], 1, shape);
+        // 2.5 → 2, 5 → 5, −2 → −2, 0.5 → 0 (half to even); + 10.
+        assert_eq!(b.data, vec![12, 15, 8, 10]);
     }
 
     #[test]

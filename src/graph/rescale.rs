@@ -137,6 +137,9 @@ impl Graph {
                 let hw = (p.in_shape.h * p.in_shape.w) as f32;
                 p.in_zero_point = qi.zero_point;
                 p.requant.multiplier = vec![qi.scale / hw / qo.scale];
+                if p.float_scales.is_some() {
+                    p.float_scales = Some([qi.scale, qo.scale]);
+                }
                 p.requant.zero_point = qo.zero_point;
                 (p.requant.lo, p.requant.hi) = (lo, hi);
             }
@@ -167,6 +170,11 @@ impl Graph {
                 *p = super::Pointwise::new(fns, p.channels, &qi, &qo);
             }
             Op::Quantize(q) => {
+                q.channel_scales = if scales.output.len() > 1 {
+                    scales.output.clone()
+                } else {
+                    vec![]
+                };
                 q.scale = qo.scale;
                 q.zero_point = qo.zero_point;
                 (q.lo, q.hi) = (lo, hi);

@@ -87,8 +87,10 @@ impl Importer<'_> {
         Ok((q, scales))
     }
 
-    /// QuantizeLinear with one scale per channel of the float result `x`: only the output of a
-    /// Conv/Gemm/MatMul (after its fused Relu/Clip) can be requantized per channel.
+    /// QuantizeLinear with one scale per channel of the float result `x`: the output of a
+    /// Conv/Gemm/MatMul (after its fused Relu/Clip), requantized per output channel by its
+    /// layer, or a float activation (a float segment's Hardswish `x·HardSigmoid(x)`, say),
+    /// quantized by a per-channel [`crate::graph::Quantize`].
     pub(super) fn quantize_per_channel(
         &mut self,
         ctx: &NodeCtx,
@@ -100,15 +102,32 @@ impl Importer<'_> {
         let refuse = |what: &str| {
             ctx.unsupported(format!(
                 "'{x}' is quantized per channel ({} scales), but it is {what}; qforget supports \
-                 per-channel activation quantization only of the output of a Conv/Gemm/MatMul",
+                 per-channel activation quantization only of the output of a Conv/Gemm/MatMul or of a \
+                 float activation",
                 scales.len()
             ))
         };
         let (mac, node) = match self.value(ctx, x)? {
-            Value::Pending(p, node) => match *p {
-                Pending::Mac(m) => (m, node),
-                _ => return Err(refuse("a float result of another kind")),
-            },
+            Value::Pending(p, node) if matches!(*p, Pending::Mac(_)) => {
+                let Pending::Mac(m) = *p else {
+                    return Err(refuse("not a Conv/Gemm/MatMul"));
+                };
+                (m, node)
+            }
+            Value::Pending(..) | Value::Float(_) => {
+                // Any other float result becomes a float activation, quantized per channel.
+                let a = self.float_operand(ctx, x)?;
+                let c = self.acts[a].shape.c;
+                if scales.len() != c {
+                    return Err(ctx.bad(format!(
+                        "{} scales for the {c} channels of '{x}'",
+                        scales.len()
+                    )));
+                }
+                let id = self.quantize_float_channels(ctx, a, q, scales, &out);
+                self.values.insert(out, Value::Quant(id));
+                return Ok(());
+            }
             Value::FloatInput(..) => return Err(refuse("the model input")),
             Value::Deq(_) => return Err(refuse("a dequantized activation")),
             _ => return Err(refuse("not a float result")),

@@ -256,7 +256,13 @@ impl Importer<'_> {
         // A weight quantized at run time goes back to its float initializer.
         let (weight_name, float_weight, writable) = match self.float_weights.get(&w.q.name) {
             Some((init, fw)) => (init.clone(), fw.clone(), fw.is_some()),
-            None => (w.q.name.clone(), None, true),
+            // Integers held by a Constant node (PyTorch's converted-model export) have no
+            // initializer to be written back to: the layer runs, frozen.
+            None => (
+                w.q.name.clone(),
+                None,
+                !self.node_consts.contains(&w.q.name),
+            ),
         };
         let mut params = vec![weight_name.clone()];
         let mut bias_binding = None;
@@ -336,6 +342,37 @@ impl Importer<'_> {
         })
     }
 
+    /// A float Relu/Clip (`act`) of the dequantized activation `input`, read as tensor `x` by a
+    /// layer with quantized weights (PyTorch exports an unfused `nn.ReLU` between two quantized
+    /// Linear layers as `DequantizeLinear → Relu → Gemm`). Clamped at bounds that lie on
+    /// `input`'s grid, the values stay on it, so the clamp is a layer on the integers and the
+    /// reader takes its output as a dequantized activation; other bounds are refused.
+    fn clamp_on_grid(
+        &mut self,
+        ctx: &NodeCtx,
+        x: &str,
+        input: usize,
+        act: Activation,
+    ) -> Result<usize> {
+        let q = self.acts[input].q;
+        let (lo, hi) = act.bounds();
+        let on_grid = |b: f32| {
+            let level = b / q.scale;
+            !b.is_finite() || (level.fract() == 0.0 && (level * q.scale) == b)
+        };
+        if !(on_grid(lo) && on_grid(hi)) {
+            return Err(ctx.unsupported(format!(
+                "quantized weights on '{x}', a float Relu/Clip of a dequantized tensor with a \
+                 bound off its quantization grid (step {}); a layer with quantized weights \
+                 reads a DequantizeLinear",
+                q.scale
+            )));
+        }
+        let id = self.requantize(ctx, input, q, act, x);
+        self.values.insert(x.to_string(), Value::Deq(id));
+        Ok(id)
+    }
+
     /// Conv / Gemm / MatMul on a dequantized activation and dequantized weights.
     pub(super) fn float_mac(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
@@ -344,8 +381,23 @@ impl Importer<'_> {
             let input = self.float_operand(ctx, x)?;
             return self.float_layer(ctx, input);
         }
-        let Value::Deq(input) = self.value(ctx, x)? else {
-            return Err(self.float_input_refusal(ctx, x));
+        let mut float_input = false;
+        let input = match self.value(ctx, x)? {
+            Value::Deq(input) => input,
+            Value::Pending(p, _) if matches!(*p, Pending::Clamp { .. }) => {
+                let Pending::Clamp { input, act } = *p else {
+                    return Err(self.float_input_refusal(ctx, x));
+                };
+                self.clamp_on_grid(ctx, x, input, act)?
+            }
+            Value::Pending(..) | Value::Float(_) | Value::FloatInput(..) => {
+                // Quantized weights on a float tensor (PyTorch's eager QAT leaves the pooled
+                // features before its classifier unquantized): onnxruntime multiplies the
+                // float values by the dequantized weights, so this is a float layer.
+                float_input = true;
+                self.float_operand(ctx, x)?
+            }
+            _ => return Err(self.float_input_refusal(ctx, x)),
         };
         let Some(Value::DeqConst(w)) = self.values.get(wname).cloned() else {
             return Err(ctx.unsupported(format!(
@@ -377,10 +429,13 @@ impl Importer<'_> {
         };
         let mac = self.build_mac(ctx, input, kind, &w, bias)?;
         let out = ctx.output()?.to_string();
-        self.values.insert(
-            out,
-            Value::Pending(Box::new(Pending::Mac(Box::new(mac))), ctx.name()),
-        );
+        let p = if float_input {
+            Pending::Dense(Box::new(self.mac_in_float(ctx, mac)?))
+        } else {
+            Pending::Mac(Box::new(mac))
+        };
+        self.values
+            .insert(out, Value::Pending(Box::new(p), ctx.name()));
         Ok(())
     }
 
@@ -445,14 +500,8 @@ impl Importer<'_> {
                 return Err(ctx.bad(format!("channel {c} has a zero or non-finite scale")));
             }
             if folded {
-                // real = f·A·(acc + bias) + f·fb + (β − μf); a negative f negates the weights
-                // (and so acc) and the integer bias, keeping the accumulator scale positive.
-                m.float_bias[c] = m.float_bias[c] * f + beta[c] - mean[c] * f;
-                m.acc_scale[c] *= f.abs();
-                if f < 0.0 {
-                    m.negated[c] = !m.negated[c];
-                    m.bias[c] = -m.bias[c];
-                }
+                scale_channel(&mut m, c, f);
+                m.float_bias[c] += beta[c] - mean[c] * f;
             } else {
                 m.weights[c] = if f < 0.0 { -127 } else { 127 };
                 m.weight_scales[c] = f.abs() / 127.0;
@@ -462,8 +511,12 @@ impl Importer<'_> {
         }
         m.params
             .extend(ctx.node.input.iter().skip(1).take(4).cloned());
-        // The integers no longer map one-to-one onto an initializer: frozen for training.
-        m.binding = None;
+        if folded {
+            keep_binding_if_exportable(&mut m);
+        } else {
+            // Integers of a layer of its own (±127), no initializer's: frozen for training.
+            m.binding = None;
+        }
         let out = ctx.output()?.to_string();
         self.values
             .insert(out, Value::Pending(Box::new(Pending::Mac(m)), ctx.name()));
@@ -529,12 +582,119 @@ impl Importer<'_> {
             }
             Value::Quant(a) => {
                 let q = self.acts[a].q;
+                let act = self.integer_clip(ctx, a)?;
                 Value::Quant(self.requantize(ctx, a, q, act, &out))
             }
             _ => return Err(ctx.unsupported("activation of a constant or of the float input")),
         };
         self.values.insert(out, v);
         Ok(())
+    }
+
+    /// Mul or Div of the pending Conv result `v` (no activation yet) by constant `c`, one
+    /// value per output channel, folded into its per-channel accumulator
+    /// scale like a BatchNormalization: PyTorch's fake-quantized Conv+BatchNorm exports as
+    /// `Conv(fake-quantized γ/σ-scaled weights) → Div(γ/σ) → BatchNormalization`. The result is
+    /// the pending layer itself (its integers still the file's; see
+    /// [`keep_binding_if_exportable`]). `None` when `v` is no such layer.
+    pub(super) fn scale_pending_mac(
+        &self,
+        ctx: &NodeCtx,
+        v: &Value,
+        c: &ConstTensor,
+        const_first: bool,
+    ) -> Result<Option<Value>> {
+        let Value::Pending(p, node) = v else {
+            return Ok(None);
+        };
+        let Pending::Mac(m) = p.as_ref() else {
+            return Ok(None);
+        };
+        let div = match ctx.node.op_type.as_str() {
+            "Mul" => false,
+            "Div" if !const_first => true,
+            _ => return Ok(None),
+        };
+        // An image of any size: only the channel axis matters to the broadcast.
+        let shape = Shape {
+            h: 2,
+            w: 2,
+            c: m.out,
+        };
+        // Only one value per channel of a conv (PyTorch's `Div(γ/σ)`): a scalar Div or Mul after
+        // a Gemm is GELU's `x / √2` or the like, which a float op follows, and a folded factor
+        // has no exact float form there (`Importer::mac_in_float`).
+        let k = match self.channel_constant(ctx, c, shape) {
+            Ok(k) if m.act == Activation::None && m.conv.is_some() && k.len() > 1 => k,
+            _ => return Ok(None),
+        };
+        let mut m = m.clone();
+        for ch in 0..m.out {
+            let k = k[if k.len() == 1 { 0 } else { ch }];
+            let f = if div { 1.0 / k } else { k };
+            if !f.is_finite() || f == 0.0 {
+                return Err(ctx.unsupported(format!(
+                    "{} by '{}' gives channel {ch} the factor {f}",
+                    ctx.node.op_type, c.name
+                )));
+            }
+            scale_channel(&mut m, ch, f);
+        }
+        m.params.push(c.name.clone());
+        keep_binding_if_exportable(&mut m);
+        Ok(Some(Value::Pending(
+            Box::new(Pending::Mac(m)),
+            node.clone(),
+        )))
+    }
+
+    /// Relu/Clip of quantized activation `a` itself (between its QuantizeLinear and
+    /// DequantizeLinear): ONNX clamps the integers, with bounds of the tensor's own integer
+    /// type. PyTorch exports a fake-quantized activation of range 0..127 (`reduce_range`, the
+    /// fbgemm and x86 qconfigs) as `QuantizeLinear → Clip(max = 127) → DequantizeLinear`. The
+    /// bounds are stated back in real values of `a`'s grid, which land on those integers.
+    fn integer_clip(&self, ctx: &NodeCtx, a: usize) -> Result<Activation> {
+        let q = self.acts[a].q;
+        // Stored bytes of an int8 tensor are its integers + 128.
+        let offset = if q.signed { 128.0 } else { 0.0 };
+        let real = |code: f32| (code + offset - q.zero_point as f32) * q.scale;
+        if ctx.node.op_type == "Relu" {
+            return Ok(Activation::None.then(Activation::Clip {
+                min: real(0.0),
+                max: f32::INFINITY,
+            }));
+        }
+        let bound = |i: usize, default: f32| -> Result<f32> {
+            let Some(_) = ctx.input(i) else {
+                return Ok(default);
+            };
+            let t = self.konst(ctx, i)?;
+            if matches!(t.data, ConstData::F32(_)) {
+                return Err(ctx.bad(format!(
+                    "Clip of the quantized tensor '{}' has the float bound '{}'; a Clip of                      integers takes integer bounds",
+                    self.acts[a].name, t.name
+                )));
+            }
+            let v = t.to_f32();
+            v.first()
+                .map(|&code| real(code))
+                .ok_or_else(|| ctx.bad(format!("'{}' is empty", t.name)))
+        };
+        if ctx
+            .node
+            .attribute
+            .iter()
+            .any(|at| at.name == "min" || at.name == "max")
+        {
+            // Clip before opset 11 (bounds as attributes) is defined on floats only.
+            return Err(ctx.bad(format!(
+                "Clip with attribute bounds on the quantized tensor '{}'",
+                self.acts[a].name
+            )));
+        }
+        let min = bound(1, f32::NEG_INFINITY)?;
+        let max = bound(2, f32::INFINITY)?;
+        Ok(Activation::None.then(Activation::Clip { min, max }))
     }
 
     /// Add of two dequantized activations, of an activation and a quantized constant, or of a
@@ -768,7 +928,10 @@ impl Importer<'_> {
             }
         };
         let p = if super::float_ops::is_global(ctx) {
-            Pending::GlobalAvgPool { input }
+            Pending::GlobalAvgPool {
+                input,
+                float_order: true,
+            }
         } else {
             let (window, ceil) = self.window(ctx, None)?;
             let cip = Self::count_include_pad(ctx)?;
@@ -993,4 +1156,30 @@ fn scales_match(s: &[f32], acc: &[f32]) -> bool {
         let b = s[if s.len() > 1 { c } else { 0 }];
         ((a - b) / a).abs() < 1e-5
     })
+}
+
+/// Multiply output channel `c` of the pending layer `m` by `f`: real = f·A·(acc + bias) + f·fb.
+/// A negative `f` negates the weights (and so acc) and the integer bias, keeping the
+/// accumulator scale positive.
+fn scale_channel(m: &mut Mac, c: usize, f: f32) {
+    m.float_bias[c] *= f;
+    m.acc_scale[c] *= f.abs();
+    if f < 0.0 {
+        m.negated[c] = !m.negated[c];
+        m.bias[c] = -m.bias[c];
+    }
+}
+
+/// After a per-channel factor is folded into `m`, its integers are still the file's, on a grid
+/// scaled by the factor (`materialize::effective_weight_scales`), so they keep training and
+/// export as before, with two exceptions: a channel negated by a negative factor holds the
+/// negated integers (frozen, rather than exporting them negated), and a float bias now carries
+/// the factor and the folded offset, so it no longer trains (the integer bias, in accumulator
+/// units, still does).
+fn keep_binding_if_exportable(m: &mut Mac) {
+    if m.negated.iter().any(|&n| n) {
+        m.binding = None;
+    } else if let Some(b) = m.binding.as_mut() {
+        b.float_bias = None;
+    }
 }

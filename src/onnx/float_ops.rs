@@ -170,6 +170,7 @@ impl Importer<'_> {
             in_shape: crate::graph::Shape { h: 1, w: f, c: 1 },
             in_zero_point: 0,
             requant: Requant::unused(),
+            float_scales: None,
         });
         let out = ctx.output()?.to_string();
         let shape = crate::graph::Shape::flat(1);
@@ -185,6 +186,7 @@ impl Importer<'_> {
             in_shape: ins,
             in_zero_point: 0,
             requant: Requant::unused(),
+            float_scales: None,
         });
         let shape = crate::graph::Shape::flat(ins.c);
         self.push_float_n(ctx, op, Activation::None, vec![a], shape, out)
@@ -256,7 +258,7 @@ impl Importer<'_> {
         out: &str,
     ) -> Result<Option<usize>> {
         Ok(Some(match p {
-            Pending::GlobalAvgPool { input } => self.float_global_pool(ctx, *input, out),
+            Pending::GlobalAvgPool { input, .. } => self.float_global_pool(ctx, *input, out),
             Pending::AvgPool {
                 input,
                 window,

@@ -158,12 +158,15 @@ impl Importer<'_> {
     /// gives. Its weights stay frozen: they are integers in the file, and a float layer trains
     /// float values (the layers around it train as usual). A folded per-channel factor (a
     /// BatchNormalization after the layer) has no such exact float form and is refused.
-    fn mac_in_float(&mut self, ctx: &NodeCtx, m: super::value::Mac) -> Result<FloatMac> {
-        let s_in = self.acts[m.input].q.scale;
+    pub(super) fn mac_in_float(&mut self, ctx: &NodeCtx, m: super::value::Mac) -> Result<FloatMac> {
+        // An input quantized per channel only meets convs with one input channel per group
+        // (`check_channel_readers`), so output channel `c` reads input channel `c·C_in/C_out`.
+        let input = &self.acts[m.input];
+        let s_in = |c: usize| input.scale_of(c * input.shape.c / m.out.max(1));
         let per = |v: &[f32], c: usize| v[if v.len() == 1 { 0 } else { c }];
         for c in 0..m.out {
             if m.negated.get(c).copied().unwrap_or(false)
-                || m.acc_scale[c] != s_in * per(&m.weight_scales, c)
+                || m.acc_scale[c] != s_in(c) * per(&m.weight_scales, c)
             {
                 return Err(ctx.unsupported(
                     "a quantized Conv/Gemm with a folded per-channel factor whose float result \
@@ -291,15 +294,31 @@ impl Importer<'_> {
         q: QParams,
         out: &str,
     ) -> usize {
+        self.quantize_float_channels(ctx, a, q, vec![], out)
+    }
+
+    /// [`Importer::quantize_float`] with one scale per channel (`channel_scales`; empty: per
+    /// tensor, `q.scale`).
+    pub(super) fn quantize_float_channels(
+        &mut self,
+        ctx: &NodeCtx,
+        a: usize,
+        q: QParams,
+        channel_scales: Vec<f32>,
+        out: &str,
+    ) -> usize {
         let (lo, hi) = Activation::None.range(&q);
         let op = Op::Quantize(Quantize {
             scale: q.scale,
             zero_point: q.zero_point,
             lo,
             hi,
+            channel_scales: channel_scales.clone(),
         });
         let shape = self.acts[a].shape;
-        self.push(ctx, op, Activation::None, vec![a], shape, q, out, vec![])
+        let id = self.push(ctx, op, Activation::None, vec![a], shape, q, out, vec![]);
+        self.acts[id].channel_scales = channel_scales;
+        id
     }
 
     /// A layer writing a float activation.

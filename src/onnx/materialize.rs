@@ -68,7 +68,7 @@ impl Importer<'_> {
             } => Ok(self.bias_layer(ctx, input, bias, act, name, q, out)),
             Pending::Add { a, b, act, sub } => self.add_layer(ctx, a, b, act, sub, q, out, true),
             Pending::Concat { inputs, act } => Ok(self.concat_layer(ctx, inputs, act, q, out)),
-            Pending::GlobalAvgPool { input } => {
+            Pending::GlobalAvgPool { input, float_order } => {
                 let ins = self.acts[input].shape;
                 let qi = self.acts[input].q;
                 let hw = (ins.h * ins.w) as f32;
@@ -84,6 +84,7 @@ impl Importer<'_> {
                         lo,
                         hi,
                     },
+                    float_scales: float_order.then_some([qi.scale, q.scale]),
                 };
                 Ok(self.push(
                     ctx,
@@ -290,6 +291,11 @@ impl Importer<'_> {
         };
         let ins = self.acts[m.input].shape;
         let qi = self.acts[m.input].q;
+        // A per-channel factor folded in after the layer (a BatchNormalization or a Div/Mul by
+        // a constant on its float result) is part of each weight's real step: training and the
+        // backward see `(q − z)·s_w·|f|`, the integers stay the file's.
+        let weight_scales = effective_weight_scales(&m, &self.acts[m.input]);
+        let folded = weight_scales != m.weight_scales;
         let mut weights = m.weights;
         let mut zeros = m.weight_zero;
         for (c, row) in weights.chunks_exact_mut(m.row.max(1)).enumerate() {
@@ -394,14 +400,19 @@ impl Importer<'_> {
                     out_shape,
                     in_zero_point: qi.zero_point,
                     weights: packed,
-                    weight_scales: m.weight_scales,
+                    weight_scales,
                     weight_bits: m.weight_bits,
                     bias,
                     requant,
                     ort_order: None,
                 };
                 let outs = (q.scale, out_scales);
-                let conv = self.with_ort_order(conv, m.input, &m.acc_scale, outs, &m.float_bias);
+                let conv = if folded {
+                    // onnxruntime runs the conv and the factor as two float ops: no one order.
+                    conv
+                } else {
+                    self.with_ort_order(conv, m.input, &m.acc_scale, outs, &m.float_bias)
+                };
                 (Op::Conv(conv), out_shape)
             }
             None => {
@@ -416,7 +427,7 @@ impl Importer<'_> {
                     out_features: m.out,
                     in_zero_point: qi.zero_point,
                     weights: PackedWeights::with_zero_points(weights, m.out, m.row, zeros),
-                    weight_scales: m.weight_scales,
+                    weight_scales,
                     weight_bits: m.weight_bits,
                     bias,
                     requant,
@@ -431,6 +442,20 @@ impl Importer<'_> {
         self.acts[id].channel_scales = out_scales.to_vec();
         Ok(id)
     }
+}
+
+/// Per output channel, the real step of `m`'s integers: `acc_scale[c] / s_in(c)`, which is the
+/// file's weight scale unless a factor was folded in after the layer. An input quantized per
+/// channel only meets convs with one input channel per group, so output channel `c` reads input
+/// channel `c·C_in/C_out`. Returns the file's scales unchanged when nothing was folded.
+fn effective_weight_scales(m: &Mac, input: &crate::graph::ActInfo) -> Vec<f32> {
+    let s_w = |c: usize| m.weight_scales[if m.weight_scales.len() > 1 { c } else { 0 }];
+    let s_in = |c: usize| input.scale_of(c * input.shape.c / m.out.max(1));
+    let folded = (0..m.out).any(|c| m.acc_scale[c] != s_in(c) * s_w(c));
+    if !folded {
+        return m.weight_scales.clone();
+    }
+    (0..m.out).map(|c| m.acc_scale[c] / s_in(c)).collect()
 }
 
 /// Expand a constant of one sample (or one value per channel, or a scalar) to NHWC `shape`.

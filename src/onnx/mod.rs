@@ -9,6 +9,7 @@ mod blocked;
 mod channel_act;
 mod compute;
 mod concat;
+mod const_fold;
 mod dense;
 mod float_const;
 mod float_ops;
@@ -427,6 +428,8 @@ impl<'p> Importer<'p> {
         self.check_channel_readers(&ctx)?;
         match node.op_type.as_str() {
             "Constant" => self.constant(&ctx),
+            "ConstantOfShape" => self.constant_of_shape(&ctx),
+            "Cast" => self.cast(&ctx),
             "Softmax" => self.softmax(&ctx),
             "QuantizeLinear" => self.quantize_linear(&ctx),
             "DequantizeLinear" => self.dequantize_linear(&ctx),
@@ -452,7 +455,7 @@ impl<'p> Importer<'p> {
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
             "ReduceMean" => self.reduce_mean(&ctx),
             "Flatten" | "Reshape" => self.flatten(&ctx),
-            "Identity" | "Dropout" | "Cast" => self.alias(&ctx),
+            "Identity" | "Dropout" => self.alias(&ctx),
             "Mul" if self.two_activations(&ctx) => self.mul_activations(&ctx),
             "Mul" if self.chains_of_one_input(&ctx) => self.mul_chains(&ctx),
             "Mul"
@@ -480,9 +483,39 @@ impl<'p> Importer<'p> {
     }
 
     fn constant(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let t = ctx.attrs().tensor("value").ok_or_else(|| {
-            ctx.unsupported("only Constant nodes with a 'value' tensor are supported")
-        })?;
+        let a = ctx.attrs();
+        let Some(t) = a.tensor("value") else {
+            // The scalar and list forms (PyTorch's exporter writes `value_ints` for shapes).
+            let bad = |e| ctx.bad(e);
+            let (dims, data) = if let Some(v) = a.ints("value_ints").map_err(bad)? {
+                (vec![v.len()], ConstData::I64(v))
+            } else if let Some(v) = a.floats("value_floats").map_err(bad)? {
+                (vec![v.len()], ConstData::F32(v))
+            } else if a.has("value_int") {
+                (
+                    vec![],
+                    ConstData::I64(vec![a.int("value_int", 0).map_err(bad)?]),
+                )
+            } else if a.has("value_float") {
+                (
+                    vec![],
+                    ConstData::F32(vec![a.float("value_float", 0.0).map_err(bad)?]),
+                )
+            } else {
+                return Err(ctx.unsupported(
+                    "only Constant nodes with a tensor, integer(s) or float(s) are supported",
+                ));
+            };
+            let out = ctx.output()?.to_string();
+            self.node_consts.insert(out.clone());
+            let t = ConstTensor {
+                name: out.clone(),
+                dims,
+                data,
+            };
+            self.consts.insert(out, t);
+            return Ok(());
+        };
         let mut t = proto::tensor(t).map_err(|e| ctx.bad(e))?;
         let out = ctx.output()?.to_string();
         t.name = out.clone();
@@ -494,16 +527,6 @@ impl<'p> Importer<'p> {
     /// Identity-like nodes: the output is the input.
     fn alias(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
-        if ctx.node.op_type == "Cast" {
-            // Only the MatMulInteger/ConvInteger → Cast(float) → Mul(scale) road is supported.
-            let to = ctx.attrs().int("to", 0).map_err(|e| ctx.bad(e))?;
-            if to != pb::tensor_proto::DataType::Float as i64 {
-                return Err(ctx.unsupported("only Cast to float after an integer product"));
-            }
-            if !matches!(self.value(ctx, x)?, Value::Pending(..)) {
-                return Err(ctx.unsupported("only Cast to float after an integer product"));
-            }
-        }
         let v = match self.values.get(x) {
             Some(v) => v.clone(),
             None => {

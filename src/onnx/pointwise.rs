@@ -391,6 +391,10 @@ impl Importer<'_> {
                 flatten,
             );
         }
+        if let Some(folded) = self.scale_pending_mac(ctx, &v, &c, const_first)? {
+            self.values.insert(ctx.output()?.to_string(), folded);
+            return Ok(());
+        }
         let shape = match self.chain_of(&v) {
             Some((input, _)) => self.acts[input].shape,
             None if matches!(v, Value::Float(_) | Value::Pending(..)) => {

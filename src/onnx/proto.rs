@@ -274,6 +274,20 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// Float-list attribute, if present.
+    pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(a) if a.r#type == AttributeType::Floats as i32 => Ok(Some(a.floats.clone())),
+            Some(_) => Err(format!("attribute '{name}' should be a list of floats")),
+        }
+    }
+
+    /// Whether attribute `name` is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
     /// String attribute, if present.
     pub fn string(&self, name: &str) -> Result<Option<String>, String> {
         match self.get(name) {

@@ -358,7 +358,10 @@ impl Importer<'_> {
         let input = self.q_input(ctx, 0, 1, 2)?;
         let q = self.act_qparams(ctx, 3, 4)?;
         let p = if ctx.node.op_type == "QLinearGlobalAveragePool" {
-            Pending::GlobalAvgPool { input }
+            Pending::GlobalAvgPool {
+                input,
+                float_order: false,
+            }
         } else {
             let (window, ceil) = self.window(ctx, None)?;
             let cip = Self::count_include_pad(ctx)?;

@@ -163,6 +163,9 @@ pub enum Pending {
     },
     GlobalAvgPool {
         input: ActId,
+        /// The QDQ form, computed in float (see [`crate::graph::GlobalAvgPool::float_scales`]);
+        /// `false`: QLinearGlobalAveragePool's integer kernel.
+        float_order: bool,
     },
     AvgPool {
         input: ActId,

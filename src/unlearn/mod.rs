@@ -150,6 +150,19 @@ pub(crate) fn run_epochs(
     mut epoch_start: impl FnMut(&mut TrainState, usize) -> Result<Vec<Vec<usize>>>,
     mut step: impl FnMut(&mut TrainState, usize, &[usize]) -> Result<f32>,
 ) -> Result<RunInfo> {
+    if st.shadow.is_empty() {
+        // Every layer frozen (weights in Constant nodes, behind folded factors, or float layers
+        // of quantized weights): steps would change nothing, so say so before spending them.
+        return Err(Error::Refused(format!(
+            "nothing in {} can be trained: every layer is frozen (its integers sit in Constant \
+             nodes, behind a per-channel factor folded in after it such as a BatchNormalization \
+             on a fake-quantized Conv, or are read by a float layer); nothing was written",
+            st.graph
+                .source
+                .as_deref()
+                .map_or("the model".to_string(), |p| format!("'{}'", p.display()))
+        )));
+    }
     let mut info = RunInfo::default();
     let dead_at_start = dead_units(&st.graph, req)?;
     // The starting weights, for `sparsify` (it needs a stopping rule and the guard's probe).

@@ -32,6 +32,7 @@ mod smooth_quant;
 mod softmax_output;
 mod sub_div;
 #[cfg(feature = "tract-engine")]
+mod torch_quantized;
 mod tract_crosscheck;
 mod w4;
 mod weight_pairs;

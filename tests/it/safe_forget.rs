@@ -479,6 +479,8 @@ fn class_wise_default_on_float_activations_and_inc_models() {
         ("mnist_ln_qdq.onnx", "mnist"),
         ("mnist_ln_nncf.onnx", "mnist"),
         ("mnist_ln13_qop.onnx", "mnist"),
+        // NNCF, per-channel QuantizeLinear of float HardSwish and squeeze-excitation results
+        ("mnist_mnv3_nncf.onnx", "mnist"),
         ("fmnist_cnn_inc.onnx", "fashion-mnist"),
         ("mnist_res_inc_qdq.onnx", "mnist"),
     ] {
