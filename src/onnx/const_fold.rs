@@ -94,7 +94,12 @@ impl Importer<'_> {
     }
 
     /// Record the output of node `ctx` as a constant made at import.
-    fn node_constant(&mut self, ctx: &NodeCtx, dims: Vec<usize>, data: ConstData) -> Result<()> {
+    pub(super) fn node_constant(
+        &mut self,
+        ctx: &NodeCtx,
+        dims: Vec<usize>,
+        data: ConstData,
+    ) -> Result<()> {
         let out = ctx.output()?.to_string();
         self.node_consts.insert(out.clone());
         let t = ConstTensor {

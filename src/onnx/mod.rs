@@ -506,15 +506,7 @@ impl<'p> Importer<'p> {
                     "only Constant nodes with a tensor, integer(s) or float(s) are supported",
                 ));
             };
-            let out = ctx.output()?.to_string();
-            self.node_consts.insert(out.clone());
-            let t = ConstTensor {
-                name: out.clone(),
-                dims,
-                data,
-            };
-            self.consts.insert(out, t);
-            return Ok(());
+            return self.node_constant(ctx, dims, data);
         };
         let mut t = proto::tensor(t).map_err(|e| ctx.bad(e))?;
         let out = ctx.output()?.to_string();

@@ -60,23 +60,21 @@ fn a_clip_between_quantize_and_dequantize_clamps_the_integers() {
     }
 }
 
+/// `qforget forget <fixture> --dataset mnist --forget-class 3` plus `extra`.
+fn forget_class_3(stem: &str, extra: &[&str]) -> std::process::Output {
+    let (m, d) = (model(stem), dataset("mnist"));
+    let mut args = vec!["forget", s(&m), "--dataset", s(&d), "--forget-class", "3"];
+    args.extend_from_slice(extra);
+    qforget(&args)
+}
+
 /// The fake-quantized QAT model forgets a class with the default request, and its convs, each
 /// folded with a Div and a BatchNormalization, are among the layers that changed.
 #[test]
 fn a_qat_model_forgets_a_class_and_trains_its_batch_norm_folded_convs() {
     let dir = tempdir("qat-forget");
     let out = dir.join("x.onnx");
-    let o = qforget(&[
-        "forget",
-        s(&model("mnist_res_qat.onnx")),
-        "--dataset",
-        s(&dataset("mnist")),
-        "--forget-class",
-        "3",
-        "--export",
-        s(&out),
-        "--json",
-    ]);
+    let o = forget_class_3("mnist_res_qat.onnx", &["--export", s(&out), "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let acc = |k: &str, m: &str| r[k][m].as_f64().unwrap();
@@ -116,18 +114,10 @@ fn a_qat_model_forgets_a_class_and_trains_its_batch_norm_folded_convs() {
 fn a_model_with_every_weight_in_constant_nodes_is_refused_before_training() {
     let dir = tempdir("qat-int");
     let (out, delta) = (dir.join("x.onnx"), dir.join("d.qfd"));
-    let o = qforget(&[
-        "forget",
-        s(&model("mnist_res_qat_int.onnx")),
-        "--dataset",
-        s(&dataset("mnist")),
-        "--forget-class",
-        "3",
-        "--export",
-        s(&out),
-        "--out",
-        s(&delta),
-    ]);
+    let o = forget_class_3(
+        "mnist_res_qat_int.onnx",
+        &["--export", s(&out), "--out", s(&delta)],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
