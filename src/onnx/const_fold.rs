@@ -38,20 +38,14 @@ impl Importer<'_> {
         if fill.len() != 1 {
             return Err(ctx.bad(format!("value has {} elements, not one", fill.len())));
         }
+        let ty = fill.type_name();
         let data = match fill.data {
             ConstData::F32(v) => ConstData::F32(vec![v[0]; n]),
             ConstData::U8(v) => ConstData::U8(vec![v[0]; n]),
             ConstData::I8(v) => ConstData::I8(vec![v[0]; n]),
             ConstData::I32(v) => ConstData::I32(vec![v[0]; n]),
             ConstData::I64(v) => ConstData::I64(vec![v[0]; n]),
-            other => {
-                let t = ConstTensor {
-                    name: String::new(),
-                    dims: vec![1],
-                    data: other,
-                };
-                return Err(ctx.unsupported(format!("a value of type {}", t.type_name())));
-            }
+            _ => return Err(ctx.unsupported(format!("a value of type {ty}"))),
         };
         self.node_constant(ctx, dims, data)
     }

@@ -159,20 +159,11 @@ impl Importer<'_> {
     /// float values (the layers around it train as usual). A folded per-channel factor (a
     /// BatchNormalization after the layer) has no such exact float form and is refused.
     pub(super) fn mac_in_float(&mut self, ctx: &NodeCtx, m: super::value::Mac) -> Result<FloatMac> {
-        // An input quantized per channel only meets convs with one input channel per group
-        // (`check_channel_readers`), so output channel `c` reads input channel `c·C_in/C_out`.
-        let input = &self.acts[m.input];
-        let s_in = |c: usize| input.scale_of(c * input.shape.c / m.out.max(1));
-        let per = |v: &[f32], c: usize| v[if v.len() == 1 { 0 } else { c }];
-        for c in 0..m.out {
-            if m.negated.get(c).copied().unwrap_or(false)
-                || m.acc_scale[c] != s_in(c) * per(&m.weight_scales, c)
-            {
-                return Err(ctx.unsupported(
-                    "a quantized Conv/Gemm with a folded per-channel factor whose float result \
-                     goes on to float ops other than Relu/Clip",
-                ));
-            }
+        if m.negated.iter().any(|&n| n) || m.has_folded_factor(&self.acts[m.input]) {
+            return Err(ctx.unsupported(
+                "a quantized Conv/Gemm with a folded per-channel factor whose float result goes \
+                 on to float ops other than Relu/Clip",
+            ));
         }
         let wz = |c: usize| m.weight_zero.get(c).copied().unwrap_or(0);
         let row = m.row.max(1);
@@ -182,7 +173,7 @@ impl Importer<'_> {
             .enumerate()
             .map(|(i, &q)| {
                 let c = i / row;
-                (q as i32 - wz(c)) as f32 * per(&m.weight_scales, c)
+                (q as i32 - wz(c)) as f32 * m.weight_scale(c)
             })
             .collect();
         let bias: Vec<f32> = (0..m.out)

@@ -294,7 +294,7 @@ impl Importer<'_> {
         // A per-channel factor folded in after the layer (a BatchNormalization or a Div/Mul by
         // a constant on its float result) is part of each weight's real step: training and the
         // backward see `(q − z)·s_w·|f|`, the integers stay the file's.
-        let weight_scales = effective_weight_scales(&m, &self.acts[m.input]);
+        let weight_scales = m.effective_weight_scales(&self.acts[m.input]);
         let folded = weight_scales != m.weight_scales;
         let mut weights = m.weights;
         let mut zeros = m.weight_zero;
@@ -442,20 +442,6 @@ impl Importer<'_> {
         self.acts[id].channel_scales = out_scales.to_vec();
         Ok(id)
     }
-}
-
-/// Per output channel, the real step of `m`'s integers: `acc_scale[c] / s_in(c)`, which is the
-/// file's weight scale unless a factor was folded in after the layer. An input quantized per
-/// channel only meets convs with one input channel per group, so output channel `c` reads input
-/// channel `c·C_in/C_out`. Returns the file's scales unchanged when nothing was folded.
-fn effective_weight_scales(m: &Mac, input: &crate::graph::ActInfo) -> Vec<f32> {
-    let s_w = |c: usize| m.weight_scales[if m.weight_scales.len() > 1 { c } else { 0 }];
-    let s_in = |c: usize| input.scale_of(c * input.shape.c / m.out.max(1));
-    let folded = (0..m.out).any(|c| m.acc_scale[c] != s_in(c) * s_w(c));
-    if !folded {
-        return m.weight_scales.clone();
-    }
-    (0..m.out).map(|c| m.acc_scale[c] / s_in(c)).collect()
 }
 
 /// Expand a constant of one sample (or one value per channel, or a scalar) to NHWC `shape`.

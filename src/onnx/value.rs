@@ -119,6 +119,38 @@ pub struct Mac {
     pub binding: Option<crate::graph::ParamBinding>,
 }
 
+impl Mac {
+    /// Real step of input channel read by output channel `c`: an input quantized per channel
+    /// only meets convs with one input channel per group (`check_channel_readers`), so output
+    /// channel `c` reads input channel `c·C_in/C_out`.
+    fn input_scale(&self, input: &crate::graph::ActInfo, c: usize) -> f32 {
+        input.scale_of(c * input.shape.c / self.out.max(1))
+    }
+
+    /// The file's weight scale of output channel `c`.
+    pub fn weight_scale(&self, c: usize) -> f32 {
+        self.weight_scales[if self.weight_scales.len() > 1 { c } else { 0 }]
+    }
+
+    /// Whether a per-channel factor was folded in after the layer (a BatchNormalization, a Div
+    /// or Mul by a constant): some channel's accumulator unit is not `s_in · s_w`.
+    pub fn has_folded_factor(&self, input: &crate::graph::ActInfo) -> bool {
+        (0..self.out)
+            .any(|c| self.acc_scale[c] != self.input_scale(input, c) * self.weight_scale(c))
+    }
+
+    /// Per output channel, the real step of the integers: `acc_scale[c] / s_in(c)`, the file's
+    /// weight scales unless a factor was folded in after the layer.
+    pub fn effective_weight_scales(&self, input: &crate::graph::ActInfo) -> Vec<f32> {
+        if !self.has_folded_factor(input) {
+            return self.weight_scales.clone();
+        }
+        (0..self.out)
+            .map(|c| self.acc_scale[c] / self.input_scale(input, c))
+            .collect()
+    }
+}
+
 /// A Gemm/MatMul with float weights on a dequantized activation (see
 /// [`crate::graph::dense`]), being assembled.
 #[derive(Debug, Clone)]
