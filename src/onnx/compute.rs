@@ -1011,8 +1011,16 @@ impl Importer<'_> {
                 .ok_or_else(|| ctx.bad("shape is not integer"))?;
             let ok = matches!(shape[..], [_, f] if f == -1 || f == len);
             if !ok {
+                let shown: Vec<String> = shape
+                    .iter()
+                    .map(|&d| match d {
+                        super::shape_fold::BATCH => "N".to_string(),
+                        d => d.to_string(),
+                    })
+                    .collect();
                 return Err(ctx.unsupported(format!(
-                    "Reshape to {shape:?}; only flattening to [N, {len}] is supported"
+                    "Reshape to [{}]; only flattening to [N, {len}] is supported",
+                    shown.join(", ")
                 )));
             }
         }

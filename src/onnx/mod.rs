@@ -26,6 +26,7 @@ mod pointwise;
 mod proto;
 mod qdq;
 mod qop;
+mod shape_fold;
 mod shape_ops;
 mod value;
 
@@ -256,6 +257,8 @@ pub(crate) struct Importer<'p> {
     pub acts: Vec<ActInfo>,
     pub layers: Vec<Layer>,
     pub input: Option<(String, Shape)>,
+    /// The model's input is `[N, F]` (not `[N, C, H, W]`).
+    pub input_flat: bool,
     pub input_spec: Option<InputSpec>,
     /// Constants made by Constant nodes (not initializers: nothing can be written back).
     pub node_consts: std::collections::HashSet<String>,
@@ -299,6 +302,7 @@ impl<'p> Importer<'p> {
             node_consts: Default::default(),
             softmax_out: Default::default(),
             softmax_q: None,
+            input_flat: false,
             input_fns: vec![],
             input_post_fns: vec![],
             input_chain_end: None,
@@ -340,9 +344,12 @@ impl<'p> Importer<'p> {
                     ))
                 })?,
             },
-            [_, ref f] => Shape::flat(known(f).ok_or_else(|| {
-                self.invalid(format!("input '{}' has no fixed feature size", inp.name))
-            })?),
+            [_, ref f] => {
+                self.input_flat = true;
+                Shape::flat(known(f).ok_or_else(|| {
+                    self.invalid(format!("input '{}' has no fixed feature size", inp.name))
+                })?)
+            }
             _ => {
                 return Err(self.invalid(format!(
                     "input '{}' has shape {dims:?}; expected [N, C, H, W] or [N, F]",
@@ -424,6 +431,10 @@ impl<'p> Importer<'p> {
                 "it reads '{s}', the output of a Softmax; qforget supports a Softmax only as the \
                  model's last node"
             )));
+        }
+        self.check_batch_readers(&ctx)?;
+        if self.folds_shape(&ctx) {
+            return self.fold_shape(&ctx);
         }
         self.check_channel_readers(&ctx)?;
         match node.op_type.as_str() {

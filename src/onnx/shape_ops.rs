@@ -12,7 +12,12 @@ use super::{Importer, NodeCtx};
 impl Importer<'_> {
     /// Integers given as attribute `name` (older opsets) or as constant input `i` (newer ones);
     /// `None` when neither is there.
-    fn ints_attr_or_input(&self, ctx: &NodeCtx, name: &str, i: usize) -> Result<Option<Vec<i64>>> {
+    pub(super) fn ints_attr_or_input(
+        &self,
+        ctx: &NodeCtx,
+        name: &str,
+        i: usize,
+    ) -> Result<Option<Vec<i64>>> {
         if let Some(v) = ctx.attrs().ints(name).map_err(|e| ctx.bad(e))? {
             return Ok(Some(v));
         }

@@ -27,6 +27,7 @@ mod retrain;
 mod safe_forget;
 #[cfg(unix)]
 mod serve;
+mod shape_chains;
 mod small_deltas;
 mod smooth_quant;
 mod softmax_output;
