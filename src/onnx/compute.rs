@@ -256,8 +256,9 @@ impl Importer<'_> {
         // A weight quantized at run time goes back to its float initializer.
         let (weight_name, float_weight, writable) = match self.float_weights.get(&w.q.name) {
             Some((init, fw)) => (init.clone(), fw.clone(), fw.is_some()),
-            // Integers held by a Constant node (PyTorch's converted-model export) have no
-            // initializer to be written back to: the layer runs, frozen.
+            // Integers computed at import have no tensor to be written back to: the layer
+            // runs, frozen. (A Constant node's tensor, PyTorch's converted-model export, is
+            // written back like an initializer.)
             None => (
                 w.q.name.clone(),
                 None,

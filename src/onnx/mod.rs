@@ -260,7 +260,8 @@ pub(crate) struct Importer<'p> {
     /// The model's input is `[N, F]` (not `[N, C, H, W]`).
     pub input_flat: bool,
     pub input_spec: Option<InputSpec>,
-    /// Constants made by Constant nodes (not initializers: nothing can be written back).
+    /// Constants computed at import (folded nodes, a Constant's scalar and list forms): no
+    /// tensor in the file holds them, so nothing can be written back.
     pub node_consts: std::collections::HashSet<String>,
     /// Float functions on the model input before its QuantizeLinear, and the tensor the chain
     /// ends at (`None`: the input itself).
@@ -519,10 +520,11 @@ impl<'p> Importer<'p> {
             };
             return self.node_constant(ctx, dims, data);
         };
+        // A tensor in the file, under the node's output name: written back like an initializer
+        // (`patch` rewrites Constant nodes' tensors too), so not a `node_consts` entry.
         let mut t = proto::tensor(t).map_err(|e| ctx.bad(e))?;
         let out = ctx.output()?.to_string();
         t.name = out.clone();
-        self.node_consts.insert(out.clone());
         self.consts.insert(out, t);
         Ok(())
     }

@@ -5,7 +5,9 @@
 //! the rest, so the result would no longer be "the base model with these tensors changed". Here
 //! the file is walked as raw protobuf — ModelProto field 7 (graph) → GraphProto field 5
 //! (initializer) → TensorProto field 8 (name), 2 (data_type), 1 (dims), 9 (raw_data), 4/5
-//! (float_data/int32_data) — and only the bytes of the chosen tensors' data change. Enclosing
+//! (float_data/int32_data) — and only the bytes of the chosen tensors' data change. The tensors
+//! of Constant nodes are read and rewritten alike, named by the node's output
+//! ([`constant_nodes`]). Enclosing
 //! length prefixes are re-encoded only when a size changes; replacing `raw_data` with the same
 //! number of bytes (the common case) changes nothing but those bytes.
 //!
@@ -656,14 +658,19 @@ fn graphs(model: &[u8]) -> R<Vec<Field>> {
     Ok(g)
 }
 
+/// Every initializer, then every Constant node's tensor (named by the node's output).
 fn for_each_tensor(model: &[u8], f: &mut dyn FnMut(&Tensor) -> R<()>) -> R<()> {
     for g in graphs(model)? {
         let gb = &model[g.value..g.end];
-        for tf in fields(gb, g.value)? {
+        let gf = fields(gb, g.value)?;
+        for tf in &gf {
             if tf.number == 5 && tf.wire == 2 {
                 let t = Tensor::parse(&gb[tf.value..tf.end], g.value + tf.value)?;
                 f(&t)?;
             }
+        }
+        for c in constant_nodes::constant_nodes(gb, &gf, g.value)? {
+            f(&c.tensor)?;
         }
     }
     Ok(())
@@ -729,6 +736,16 @@ fn patch_graph(
             new.insert(i, t.replaced(&updates[*k].values)?);
         }
     }
+    for c in constant_nodes::constant_nodes(g, &gf, base)? {
+        if let Some((k, seen)) = by_name.get_mut(c.tensor.name.as_str()) {
+            if *seen || new.contains_key(&c.node_field) {
+                return Err(format!("initializer '{}' is defined twice", c.tensor.name));
+            }
+            *seen = true;
+            let t = c.tensor.replaced(&updates[*k].values)?;
+            new.insert(c.node_field, c.with_tensor(t));
+        }
+    }
     if new.is_empty() {
         return Ok(None);
     }
@@ -747,6 +764,7 @@ fn len_field(number: u64, v: &[u8]) -> Vec<u8> {
     out
 }
 
+mod constant_nodes;
 pub mod external;
 
 #[cfg(test)]

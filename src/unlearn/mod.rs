@@ -151,12 +151,14 @@ pub(crate) fn run_epochs(
     mut step: impl FnMut(&mut TrainState, usize, &[usize]) -> Result<f32>,
 ) -> Result<RunInfo> {
     if st.shadow.is_empty() {
-        // Every layer frozen (weights in Constant nodes, behind folded factors, or float layers
-        // of quantized weights): steps would change nothing, so say so before spending them.
+        // Every layer frozen (weights computed at import, behind folded factors, or float
+        // layers of quantized weights): steps would change nothing, so say so before spending
+        // them.
         return Err(Error::Refused(format!(
-            "nothing in {} can be trained: every layer is frozen (its integers sit in Constant \
-             nodes, behind a per-channel factor folded in after it such as a BatchNormalization \
-             on a fake-quantized Conv, or are read by a float layer); nothing was written",
+            "nothing in {} can be trained: every layer is frozen (its integers are computed at \
+             import, by a Cast or another node, so no tensor in the file holds them; or sit \
+             behind a per-channel factor folded in after it such as a BatchNormalization on a \
+             fake-quantized Conv; or are read by a float layer); nothing was written",
             st.graph
                 .source
                 .as_deref()

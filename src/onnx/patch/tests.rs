@@ -296,3 +296,57 @@ fn int4_in_int32_data_round_trips_with_an_odd_count() {
         TensorValues::U4(vec![15, 0, 9])
     );
 }
+
+/// A Constant node's tensor (PyTorch's converted-model export keeps every weight there) is read
+/// and rewritten by the node's output name: same size in place, a size change re-encodes the
+/// enclosing length prefixes, and patching back restores the file.
+#[test]
+fn constant_node_tensors_are_patched_by_output_name() {
+    let base = fixture("mnist_res_qat_int.onnx");
+    assert!(
+        pb::ModelProto::decode(&base[..])
+            .unwrap()
+            .graph
+            .unwrap()
+            .initializer
+            .is_empty(),
+        "every tensor of this fixture is in a Constant node"
+    );
+    let (name, old) = biggest_i8(&base);
+    let new: Vec<i8> = old.iter().map(|&x| x.wrapping_add(1)).collect();
+    let upd = |v: &[i8]| {
+        [InitializerUpdate {
+            name: name.clone(),
+            values: TensorValues::I8(v.to_vec()),
+        }]
+    };
+    let out = patch_initializers(&base, &upd(&new)).unwrap();
+    assert_eq!(out.len(), base.len());
+    let diff = base.iter().zip(&out).filter(|(a, b)| a != b).count();
+    let changed = old.iter().zip(&new).filter(|(a, b)| a != b).count();
+    assert_eq!(diff, changed, "only the tensor's bytes change");
+    assert_eq!(
+        read_initializer(&out, &name).unwrap(),
+        TensorValues::I8(new.clone())
+    );
+    assert_eq!(patch_initializers(&out, &upd(&old)).unwrap(), base);
+    // Typed int32_data instead of raw bytes: a longer encoding, so the attribute's, the node's
+    // and the graph's length prefixes change; the model still decodes and imports.
+    let mut m = pb::ModelProto::decode(&base[..]).unwrap();
+    for n in &mut m.graph.as_mut().unwrap().node {
+        if n.output[0] == name {
+            let t = n.attribute[0].t.as_mut().unwrap();
+            t.int32_data = t.raw_data.iter().map(|&b| b as i8 as i32).collect();
+            t.raw_data.clear();
+        }
+    }
+    let typed = m.encode_to_vec();
+    let out = patch_initializers(&typed, &upd(&new)).unwrap();
+    assert_eq!(
+        read_initializer(&out, &name).unwrap(),
+        TensorValues::I8(new)
+    );
+    let m = crate::onnx::decode_model(&out).unwrap();
+    crate::onnx::import(&m, std::path::Path::new("patched.onnx")).unwrap();
+    assert_eq!(patch_initializers(&out, &upd(&old)).unwrap(), typed);
+}
