@@ -179,18 +179,7 @@ impl Importer<'_> {
     /// Slice (opset 10+: starts/ends/axes/steps as inputs; opset 1: as attributes).
     fn slice(&self, ctx: &NodeCtx) -> Result<(Vec<usize>, ConstData)> {
         let data = self.konst(ctx, 0)?;
-        let list = |name: &str, i: usize| -> Result<Option<Vec<i64>>> {
-            if let Some(v) = ctx.attrs().ints(name).map_err(|e| ctx.bad(e))? {
-                return Ok(Some(v));
-            }
-            if ctx.input(i).is_none() {
-                return Ok(None);
-            }
-            let c = self.konst(ctx, i)?;
-            c.to_i64()
-                .map(Some)
-                .ok_or_else(|| ctx.bad(format!("{name} '{}' are not integers", c.name)))
-        };
+        let list = |name: &str, i: usize| self.ints_attr_or_input(ctx, name, i);
         let starts = list("starts", 1)?.ok_or_else(|| ctx.bad("has no starts"))?;
         let ends = list("ends", 2)?.ok_or_else(|| ctx.bad("has no ends"))?;
         let rank = data.dims.len();

@@ -25,6 +25,14 @@ fn biggest_i8(model: &[u8]) -> (String, Vec<i8>) {
         .unwrap()
 }
 
+/// `out` differs from `base` in exactly the bytes of the int8 values that changed `old → new`.
+fn only_the_tensor_changed(base: &[u8], out: &[u8], old: &[i8], new: &[i8]) {
+    assert_eq!(out.len(), base.len());
+    let diff = base.iter().zip(out).filter(|(a, b)| a != b).count();
+    let changed = old.iter().zip(new).filter(|(a, b)| a != b).count();
+    assert_eq!(diff, changed, "only the tensor's bytes change");
+}
+
 #[test]
 fn same_size_raw_patch_changes_only_those_bytes() {
     let base = fixture("fmnist_cnn_qdq.onnx");
@@ -35,10 +43,7 @@ fn same_size_raw_patch_changes_only_those_bytes() {
         values: TensorValues::I8(new.clone()),
     }];
     let out = patch_initializers(&base, &upd).unwrap();
-    assert_eq!(out.len(), base.len());
-    let diff = base.iter().zip(&out).filter(|(a, b)| a != b).count();
-    let changed = old.iter().zip(&new).filter(|(a, b)| a != b).count();
-    assert_eq!(diff, changed, "only the tensor's bytes change");
+    only_the_tensor_changed(&base, &out, &old, &new);
     assert_eq!(
         read_initializer(&out, &name).unwrap(),
         TensorValues::I8(new)
@@ -321,10 +326,7 @@ fn constant_node_tensors_are_patched_by_output_name() {
         }]
     };
     let out = patch_initializers(&base, &upd(&new)).unwrap();
-    assert_eq!(out.len(), base.len());
-    let diff = base.iter().zip(&out).filter(|(a, b)| a != b).count();
-    let changed = old.iter().zip(&new).filter(|(a, b)| a != b).count();
-    assert_eq!(diff, changed, "only the tensor's bytes change");
+    only_the_tensor_changed(&base, &out, &old, &new);
     assert_eq!(
         read_initializer(&out, &name).unwrap(),
         TensorValues::I8(new.clone())
