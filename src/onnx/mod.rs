@@ -272,6 +272,8 @@ pub(crate) struct Importer<'p> {
     pub input_chain_end: Option<String>,
     /// Outputs of a final Softmax (see [`Importer::softmax`]); nothing may read them.
     pub softmax_out: std::collections::HashSet<String>,
+    /// Outputs of a final LogSoftmax (nothing may read them).
+    pub log_softmax_out: std::collections::HashSet<String>,
     /// Quantization of the final Softmax's output (`Softmax → QuantizeLinear →
     /// DequantizeLinear`, as onnxruntime's QDQ quantizer leaves a classifier's Softmax), if any.
     pub softmax_q: Option<QParams>,
@@ -302,6 +304,7 @@ impl<'p> Importer<'p> {
             input_spec: None,
             node_consts: Default::default(),
             softmax_out: Default::default(),
+            log_softmax_out: Default::default(),
             softmax_q: None,
             input_flat: false,
             input_fns: vec![],
@@ -424,6 +427,16 @@ impl<'p> Importer<'p> {
         if !matches!(domain, "" | "ai.onnx" | "com.microsoft") {
             return Err(ctx.unsupported(format!("operator domain '{domain}' is not supported")));
         }
+        if let Some(s) = node
+            .input
+            .iter()
+            .find(|i| self.log_softmax_out.contains(*i))
+        {
+            return Err(ctx.unsupported(format!(
+                "it reads '{s}', the output of a LogSoftmax; qforget supports a LogSoftmax only \
+                 as the model's last node"
+            )));
+        }
         if let Some(s) = node.input.iter().find(|i| self.softmax_out.contains(*i)) {
             if matches!(node.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear") {
                 return self.softmax_qdq(&ctx, &s.clone());
@@ -442,7 +455,7 @@ impl<'p> Importer<'p> {
             "Constant" => self.constant(&ctx),
             "ConstantOfShape" => self.constant_of_shape(&ctx),
             "Cast" => self.cast(&ctx),
-            "Softmax" => self.softmax(&ctx),
+            "Softmax" | "LogSoftmax" => self.softmax(&ctx),
             "QuantizeLinear" => self.quantize_linear(&ctx),
             "DequantizeLinear" => self.dequantize_linear(&ctx),
             "Conv" | "Gemm" | "MatMul" => self.float_mac(&ctx),

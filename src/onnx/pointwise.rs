@@ -290,9 +290,11 @@ impl Importer<'_> {
             .any(|n| matches!(self.values.get(n), Some(Value::Deq(_))))
     }
 
-    /// A Softmax over the classes as the model's last node. It is monotone along the class axis,
-    /// so predictions are those of its input, and the training losses want the logits before it
-    /// anyway: the graph ends at its input, and the exported file keeps the Softmax.
+    /// A Softmax or LogSoftmax (PyTorch's MNIST example ends in `F.log_softmax`) over the classes
+    /// as the model's last node. Both are monotone along the class axis, so predictions are
+    /// those of the input, and the training losses want the logits before it anyway: the graph
+    /// ends at its input, and the exported file keeps the node. (A Softmax's probabilities may
+    /// still be quantized, [`Self::softmax_qdq`]; a LogSoftmax's output is read by nothing.)
     pub(super) fn softmax(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let v = self.value(ctx, x)?;
@@ -305,13 +307,18 @@ impl Importer<'_> {
             _ => false,
         };
         let axis = ctx.attrs().int("axis", -1).map_err(|e| ctx.bad(e))?;
+        let op = ctx.node.op_type.as_str();
         if !classes_last || !(axis == -1 || axis == 1) {
-            return Err(
-                ctx.unsupported("Softmax other than over the classes of a [N, classes] output")
-            );
+            return Err(ctx.unsupported(format!(
+                "{op} other than over the classes of a [N, classes] output"
+            )));
         }
         let out = ctx.output()?.to_string();
-        self.softmax_out.insert(out.clone());
+        if op == "LogSoftmax" {
+            self.log_softmax_out.insert(out.clone());
+        } else {
+            self.softmax_out.insert(out.clone());
+        }
         self.values.insert(out, v);
         Ok(())
     }

@@ -21,6 +21,7 @@ mod header;
 mod kernel_tiers;
 mod layer_refs;
 mod layers;
+mod log_softmax;
 mod malformed;
 mod onnx_builder;
 mod retrain;
