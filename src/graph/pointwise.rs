@@ -50,6 +50,19 @@ pub enum FloatFn {
     Sqrt,
     /// `x^e` for a constant exponent `e` (`x · x` for 2, as onnxruntime computes a square).
     Pow(f32),
+    /// `x` for `x > 0`, else `alpha · (eˣ − 1)`.
+    Elu {
+        alpha: f32,
+    },
+    /// `gamma · x` for `x > 0`, else `gamma · (alpha · eˣ − alpha)`.
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    /// `ln(1 + eˣ)`, as onnxruntime computes it without overflow.
+    Softplus,
+    /// `x / (1 + |x|)`.
+    Softsign,
     /// `l(x) · r(x)`: a Mul whose two operands are chains of the same input (the left one
     /// often empty, `x` itself). It only ever starts a chain, so `x` is the chain's input.
     Product(Vec<FloatFn>, Vec<FloatFn>),
@@ -81,6 +94,10 @@ impl FloatFn {
             FloatFn::Erf => "Erf",
             FloatFn::Sqrt => "Sqrt",
             FloatFn::Pow(_) => "Pow",
+            FloatFn::Elu { .. } => "Elu",
+            FloatFn::Selu { .. } => "Selu",
+            FloatFn::Softplus => "Softplus",
+            FloatFn::Softsign => "Softsign",
             FloatFn::Product(..) => "Mul",
         }
     }
@@ -142,6 +159,10 @@ impl FloatFn {
             FloatFn::Erf => each(y, cn, c0, |_, x| erf(x)),
             FloatFn::Sqrt => each(y, cn, c0, |_, x| x.sqrt()),
             FloatFn::Pow(e) => each(y, cn, c0, |_, x| pow(x, *e)),
+            FloatFn::Elu { alpha } => each(y, cn, c0, |_, x| elu(x, *alpha)),
+            FloatFn::Selu { alpha, gamma } => each(y, cn, c0, |_, x| selu(x, *alpha, *gamma)),
+            FloatFn::Softplus => each(y, cn, c0, |_, x| softplus(x)),
+            FloatFn::Softsign => each(y, cn, c0, |_, x| x / (1.0 + x.abs())),
             FloatFn::Product(l, r) => {
                 each(y, cn, c0, |c, x| eval_chain(l, c, x) * eval_chain(r, c, x))
             }
@@ -191,6 +212,12 @@ impl FloatFn {
             FloatFn::Sqrt if x > 0.0 => 0.5 / x.sqrt(),
             FloatFn::Sqrt => 0.0,
             FloatFn::Pow(e) => *e * pow(x, *e - 1.0),
+            FloatFn::Elu { alpha } if x <= 0.0 => alpha * x.exp(),
+            FloatFn::Elu { .. } => 1.0,
+            FloatFn::Selu { alpha, gamma } if x <= 0.0 => gamma * alpha * x.exp(),
+            FloatFn::Selu { gamma, .. } => *gamma,
+            FloatFn::Softplus => sigmoid(x),
+            FloatFn::Softsign => 1.0 / (1.0 + x.abs()).powi(2),
             FloatFn::Product(l, r) => {
                 deriv_chain(l, c, x) * eval_chain(r, c, x)
                     + eval_chain(l, c, x) * deriv_chain(r, c, x)
@@ -228,6 +255,34 @@ fn pow(x: f32, e: f32) -> f32 {
         x
     } else {
         x.powf(e)
+    }
+}
+
+/// Elu as onnxruntime's functor computes it in f32.
+fn elu(x: f32, alpha: f32) -> f32 {
+    if x >= 0.0 {
+        x
+    } else {
+        alpha * (x.exp() - 1.0)
+    }
+}
+
+/// Selu as onnxruntime's functor computes it in f32.
+fn selu(x: f32, alpha: f32, gamma: f32) -> f32 {
+    if x > 0.0 {
+        gamma * x
+    } else {
+        gamma * (alpha * x.exp() - alpha)
+    }
+}
+
+/// Softplus as onnxruntime's functor computes it: `x + ln(1 + e⁻ˣ)` above 0, `ln(1 + eˣ)`
+/// below, so neither side overflows.
+fn softplus(x: f32) -> f32 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
     }
 }
 
@@ -457,6 +512,10 @@ mod tests {
             FloatFn::Mul(vec![0.5]),
         ];
         let silu = vec![FloatFn::Product(vec![], vec![FloatFn::Sigmoid])];
+        let mish = vec![FloatFn::Product(
+            vec![],
+            vec![FloatFn::Softplus, FloatFn::Tanh],
+        )];
         // erf(1) = 0.8427007929497149, erf(−2) = −0.9953222650189527 (tables).
         assert!((eval_chain(&[FloatFn::Erf], 0, 1.0) - 0.842_700_8).abs() < 1e-7);
         assert!((eval_chain(&[FloatFn::Erf], 0, -2.0) + 0.995_322_3).abs() < 1e-7);
@@ -473,7 +532,49 @@ mod tests {
                 (s as f64 - want_s).abs() < 1e-5,
                 "silu({x}) = {s}, want {want_s}"
             );
-            for fns in [&gelu, &silu] {
+            let want_m = x as f64 * (1.0 + (x as f64).exp()).ln().tanh();
+            let m = eval_chain(&mish, 0, x) as f64;
+            assert!((m - want_m).abs() < 1e-5, "mish({x}) = {m}, want {want_m}");
+            let (elu, selu, plus, sign) = (
+                vec![FloatFn::Elu { alpha: 0.7 }],
+                vec![FloatFn::Selu {
+                    alpha: 1.673_263_2,
+                    gamma: 1.050_701,
+                }],
+                vec![FloatFn::Softplus],
+                vec![FloatFn::Softsign],
+            );
+            let xd = x as f64;
+            let wants = [
+                (
+                    &elu,
+                    if xd >= 0.0 {
+                        xd
+                    } else {
+                        0.7 * (xd.exp() - 1.0)
+                    },
+                ),
+                (
+                    &selu,
+                    1.050_701
+                        * if xd > 0.0 {
+                            xd
+                        } else {
+                            1.673_263_2 * (xd.exp() - 1.0)
+                        },
+                ),
+                (&plus, (1.0 + xd.exp()).ln()),
+                (&sign, xd / (1.0 + xd.abs())),
+            ];
+            for (fns, want) in wants {
+                let got = eval_chain(fns, 0, x) as f64;
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "{}({x}) = {got}, want {want}",
+                    fns[0].name()
+                );
+            }
+            for fns in [&gelu, &silu, &mish, &elu, &selu, &plus, &sign] {
                 let h = 1e-3f64;
                 let f = |v: f64| eval_chain(fns, 0, v as f32) as f64;
                 let fd = (f(x as f64 + h) - f(x as f64 - h)) / (2.0 * h);

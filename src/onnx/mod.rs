@@ -475,7 +475,9 @@ impl<'p> Importer<'p> {
             "Sub" if self.quantized_sub(&ctx) => self.sub(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
             "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" | "Erf" | "Sqrt"
-            | "Pow" => self.float_unary(&ctx),
+            | "Pow" | "Elu" | "Selu" | "Softplus" | "Softsign" | "Mish" | "Gelu" => {
+                self.float_unary(&ctx)
+            }
             "MaxPool" => self.max_pool(&ctx),
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
             "ReduceMean" => self.reduce_mean(&ctx),

@@ -104,6 +104,18 @@ impl Importer<'_> {
             "LeakyRelu" => FloatFn::LeakyRelu {
                 alpha: a.float("alpha", 0.01).map_err(|e| ctx.bad(e))?,
             },
+            "Elu" => FloatFn::Elu {
+                alpha: a.float("alpha", 1.0).map_err(|e| ctx.bad(e))?,
+            },
+            "Selu" => FloatFn::Selu {
+                alpha: a.float("alpha", 1.673_263_2).map_err(|e| ctx.bad(e))?,
+                gamma: a.float("gamma", 1.050_701).map_err(|e| ctx.bad(e))?,
+            },
+            "Softplus" => FloatFn::Softplus,
+            "Softsign" => FloatFn::Softsign,
+            "Gelu" => gelu(ctx)?,
+            // Mish (opset 18) is `x · tanh(softplus(x))`, the chain opset 13 spells out.
+            "Mish" => FloatFn::Product(vec![], vec![FloatFn::Softplus, FloatFn::Tanh]),
             other => return Err(ctx.unsupported(format!("operator {other} is not supported"))),
         };
         self.push_fn(ctx, x, f)
@@ -448,4 +460,38 @@ pub(super) fn arith_fn(
         }
         _ => return Err(ctx.unsupported(format!("{op} with the constant first is not supported"))),
     })
+}
+
+/// Gelu (opset 20; PyTorch's dynamo exporter writes `nn.GELU` as it) as the chain onnxruntime's
+/// kernel computes: `0.5 · x · (1 + erf(x / √2))`, or with `approximate = "tanh"`
+/// `0.5 · x · (1 + tanh(x · (β·x² + α)))`, `α = √(2/π)`, `β = 0.044715 α`. (The factor 0.5 is a
+/// power of two, so where it is applied does not change a value.)
+fn gelu(ctx: &NodeCtx) -> Result<FloatFn> {
+    let approximate = ctx.attrs().string("approximate").map_err(|e| ctx.bad(e))?;
+    let inner = match approximate.as_deref() {
+        None | Some("none") => vec![
+            FloatFn::Mul(vec![std::f32::consts::FRAC_1_SQRT_2]),
+            FloatFn::Erf,
+        ],
+        Some("tanh") => {
+            let alpha = std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+            vec![
+                FloatFn::Product(
+                    vec![],
+                    vec![
+                        FloatFn::Pow(2.0),
+                        FloatFn::Mul(vec![0.044715 * alpha]),
+                        FloatFn::Add(vec![alpha]),
+                    ],
+                ),
+                FloatFn::Tanh,
+            ]
+        }
+        Some(other) => {
+            return Err(ctx.unsupported(format!("Gelu with approximate = \"{other}\"")));
+        }
+    };
+    let mut factor = inner;
+    factor.push(FloatFn::Add(vec![1.0]));
+    Ok(FloatFn::Product(vec![FloatFn::Mul(vec![0.5])], factor))
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the committed fixture models against their reference outputs, the CLI
 //! end to end, and malformed inputs. One test binary, shared helpers.
 
+mod activations;
 mod asym_weights;
 mod bad_input;
 mod channel_acts;

@@ -30,6 +30,7 @@ pub enum A {
     I(i64),
     F(f32),
     Is(Vec<i64>),
+    S(&'static str),
 }
 
 /// Graph under construction: one float input `[n?, c, h, w]`.
@@ -144,6 +145,10 @@ impl B {
                     A::Is(v) => {
                         p.r#type = AttributeType::Ints as i32;
                         p.ints = v;
+                    }
+                    A::S(v) => {
+                        p.r#type = AttributeType::String as i32;
+                        p.s = v.as_bytes().to_vec();
                     }
                 }
                 p
