@@ -9,7 +9,7 @@ use std::path::Path;
 use qforget::data::{IdxDataset, Split};
 
 use super::onnx_builder::{A, B};
-use super::{dataset, model, qforget, root, s, tempdir};
+use super::{class3_request_meets_its_target, dataset, kept_class_accuracy, model, root, tempdir};
 
 const STEMS: [&str; 2] = ["mnist_logsoftmax_qdq", "mnist_logsoftmax_qop"];
 
@@ -73,49 +73,15 @@ fn logits_within_one_lsb_and_onnxruntimes_top1() {
 fn a_class_wise_request_exports_a_model_with_its_log_softmax() {
     let dir = tempdir("logsoftmax-forget");
     let out = dir.join("forgot.onnx");
-    let (base, d) = (model("mnist_logsoftmax_qdq.onnx"), dataset("mnist"));
-    let o = qforget(&[
-        "forget",
-        s(&base),
-        "--dataset",
-        s(&d),
-        "--forget-class",
-        "3",
-        "--export",
-        s(&out),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let acc = |k: &str, m: &str| r[k][m].as_f64().unwrap();
-    eprintln!(
-        "mnist_logsoftmax_qdq class 3: FA {:.2} -> {:.2}, RA {:.2} -> {:.2}, {} steps",
-        acc("before", "forget_acc"),
-        acc("after", "forget_acc"),
-        acc("before", "retain_acc"),
-        acc("after", "retain_acc"),
-        r["steps"]
-    );
-    assert_eq!(r["target_met"], true);
-    assert!(acc("after", "forget_acc") <= 1.0);
-    assert!(acc("before", "retain_acc") - acc("after", "retain_acc") <= 2.0);
+    let r = class3_request_meets_its_target(&model("mnist_logsoftmax_qdq.onnx"), "mnist", &out);
     let m = qforget::onnx::read_model(&out).unwrap();
     let last = m.graph.as_ref().unwrap().node.last().unwrap();
     assert_eq!(last.op_type, "LogSoftmax");
-    let g = qforget::onnx::load(&out).unwrap();
-    let data = IdxDataset::load(d, Split::Test).unwrap();
-    let (mut kept, mut right) = (0, 0);
-    qforget::eval::run(&g, &data, None, |idx, logits| {
-        for (row, &i) in idx.iter().enumerate() {
-            if data.labels[i] != 3 {
-                kept += 1;
-                right += (logits.top1(row) == data.labels[i] as usize) as usize;
-            }
-        }
-    })
-    .unwrap();
-    let ta = 100.0 * right as f64 / kept as f64;
-    assert!((ta - acc("after", "test_acc")).abs() < 1e-9, "{ta}");
+    let ta = kept_class_accuracy(&out, "mnist", 3);
+    assert!(
+        (ta - r["after"]["test_acc"].as_f64().unwrap()).abs() < 1e-9,
+        "{ta}"
+    );
 }
 
 #[test]

@@ -208,6 +208,24 @@ pub fn class3_request_with(
     r
 }
 
+/// Accuracy (%) of `model`, by qforget's evaluation, on the test images of `data` whose
+/// label is not `class` (what a class-wise report calls test accuracy).
+pub fn kept_class_accuracy(model: &Path, data: &str, class: u8) -> f64 {
+    let g = qforget::onnx::load(model).unwrap();
+    let test = qforget::data::IdxDataset::load(dataset(data), qforget::data::Split::Test).unwrap();
+    let (mut kept, mut right) = (0, 0);
+    qforget::eval::run(&g, &test, None, |idx, logits| {
+        for (row, &i) in idx.iter().enumerate() {
+            if test.labels[i] != class {
+                kept += 1;
+                right += (logits.top1(row) == test.labels[i] as usize) as usize;
+            }
+        }
+    })
+    .unwrap();
+    100.0 * right as f64 / kept as f64
+}
+
 /// Path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

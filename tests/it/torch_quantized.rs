@@ -14,7 +14,10 @@ use qforget::graph::{Op, Tape};
 use qforget::onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 
 use super::onnx_builder::{A, B};
-use super::{dataset, model, qforget, s, tempdir};
+use super::{
+    class3_request_meets_its_target, class3_request_with, dataset, kept_class_accuracy, model,
+    qforget, s, tempdir,
+};
 
 /// `input → Q → Clip(integer bounds) → DQ → Conv 1×1 (weight 1) → Q → DQ`: the output bytes are
 /// the input's, clamped to the Clip's integers, for uint8 and for int8 tensors.
@@ -61,35 +64,13 @@ fn a_clip_between_quantize_and_dequantize_clamps_the_integers() {
     }
 }
 
-/// `qforget forget <fixture> --dataset mnist --forget-class 3` plus `extra`.
-fn forget_class_3(stem: &str, extra: &[&str]) -> std::process::Output {
-    let (m, d) = (model(stem), dataset("mnist"));
-    let mut args = vec!["forget", s(&m), "--dataset", s(&d), "--forget-class", "3"];
-    args.extend_from_slice(extra);
-    qforget(&args)
-}
-
 /// The fake-quantized QAT model forgets a class with the default request, and its convs, each
 /// folded with a Div and a BatchNormalization, are among the layers that changed.
 #[test]
 fn a_qat_model_forgets_a_class_and_trains_its_batch_norm_folded_convs() {
     let dir = tempdir("qat-forget");
     let out = dir.join("x.onnx");
-    let o = forget_class_3("mnist_res_qat.onnx", &["--export", s(&out), "--json"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let acc = |k: &str, m: &str| r[k][m].as_f64().unwrap();
-    eprintln!(
-        "mnist_res_qat class 3: FA {:.2} -> {:.2}, RA {:.2} -> {:.2}, {} steps",
-        acc("before", "forget_acc"),
-        acc("after", "forget_acc"),
-        acc("before", "retain_acc"),
-        acc("after", "retain_acc"),
-        r["steps"]
-    );
-    assert_eq!(r["target_met"], true);
-    assert!(acc("after", "forget_acc") <= 1.0);
-    assert!(acc("before", "retain_acc") - acc("after", "retain_acc") <= 2.0);
+    class3_request_meets_its_target(&model("mnist_res_qat.onnx"), "mnist", &out);
     let (base, new) = (
         qforget::onnx::load(model("mnist_res_qat.onnx")).unwrap(),
         qforget::onnx::load(&out).unwrap(),
@@ -117,25 +98,12 @@ fn a_qat_model_forgets_a_class_and_trains_its_batch_norm_folded_convs() {
 fn a_model_with_every_weight_in_constant_nodes_forgets_and_exports() {
     let dir = tempdir("qat-int");
     let (out, delta, rebuilt) = (dir.join("x.onnx"), dir.join("d.qfd"), dir.join("r.onnx"));
-    let o = forget_class_3(
-        "mnist_res_qat_int.onnx",
-        &["--export", s(&out), "--out", s(&delta), "--json"],
+    let r = class3_request_with(
+        &model("mnist_res_qat_int.onnx"),
+        "mnist",
+        &out,
+        &["--out", s(&delta)],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let acc = |k: &str, m: &str| r[k][m].as_f64().unwrap();
-    eprintln!(
-        "mnist_res_qat_int class 3: FA {:.2} -> {:.2}, RA {:.2} -> {:.2}, {} steps, {} weights changed",
-        acc("before", "forget_acc"),
-        acc("after", "forget_acc"),
-        acc("before", "retain_acc"),
-        acc("after", "retain_acc"),
-        r["steps"],
-        r["changed_weights"]
-    );
-    assert_eq!(r["target_met"], true);
-    assert!(acc("after", "forget_acc") <= 1.0);
-    assert!(acc("before", "retain_acc") - acc("after", "retain_acc") <= 2.0);
     // Only Constant nodes' tensors changed.
     let decode = |p: &Path| pb::ModelProto::decode(&std::fs::read(p).unwrap()[..]).unwrap();
     let (base, new) = (decode(&model("mnist_res_qat_int.onnx")), decode(&out));
@@ -155,21 +123,11 @@ fn a_model_with_every_weight_in_constant_nodes_forgets_and_exports() {
     }
     assert!(changed > 0, "no Constant node changed");
     // The export scores what the request reported.
-    let g = qforget::onnx::load(&out).unwrap();
-    let data =
-        qforget::data::IdxDataset::load(dataset("mnist"), qforget::data::Split::Test).unwrap();
-    let (mut kept, mut right) = (0, 0);
-    qforget::eval::run(&g, &data, None, |idx, logits| {
-        for (row, &i) in idx.iter().enumerate() {
-            if data.labels[i] != 3 {
-                kept += 1;
-                right += (logits.top1(row) == data.labels[i] as usize) as usize;
-            }
-        }
-    })
-    .unwrap();
-    let ta = 100.0 * right as f64 / kept as f64;
-    assert!((ta - acc("after", "test_acc")).abs() < 1e-9, "{ta}");
+    let ta = kept_class_accuracy(&out, "mnist", 3);
+    assert!(
+        (ta - r["after"]["test_acc"].as_f64().unwrap()).abs() < 1e-9,
+        "{ta}"
+    );
     let o = qforget(&[
         "apply",
         s(&model("mnist_res_qat_int.onnx")),
