@@ -108,26 +108,11 @@ impl Importer<'_> {
             ))
         };
         let (mac, node) = match self.value(ctx, x)? {
-            Value::Pending(p, node) if matches!(*p, Pending::Mac(_)) => {
-                let Pending::Mac(m) = *p else {
-                    return Err(refuse("not a Conv/Gemm/MatMul"));
-                };
-                (m, node)
-            }
-            Value::Pending(..) | Value::Float(_) => {
-                // Any other float result becomes a float activation, quantized per channel.
-                let a = self.float_operand(ctx, x)?;
-                let c = self.acts[a].shape.c;
-                if scales.len() != c {
-                    return Err(ctx.bad(format!(
-                        "{} scales for the {c} channels of '{x}'",
-                        scales.len()
-                    )));
-                }
-                let id = self.quantize_float_channels(ctx, a, q, scales, &out);
-                self.values.insert(out, Value::Quant(id));
-                return Ok(());
-            }
+            Value::Pending(p, node) => match *p {
+                Pending::Mac(m) => (m, node),
+                _ => return self.quantize_float_per_channel(ctx, x, q, scales, out),
+            },
+            Value::Float(_) => return self.quantize_float_per_channel(ctx, x, q, scales, out),
             Value::FloatInput(..) => return Err(refuse("the model input")),
             Value::Deq(_) => return Err(refuse("a dequantized activation")),
             _ => return Err(refuse("not a float result")),
@@ -206,6 +191,29 @@ impl Importer<'_> {
             )));
         }
         self.values.insert(out, Value::Deq(a));
+        Ok(())
+    }
+
+    /// Any float result other than a Conv/Gemm/MatMul's becomes a float activation, quantized
+    /// per channel by a [`crate::graph::Quantize`].
+    fn quantize_float_per_channel(
+        &mut self,
+        ctx: &NodeCtx,
+        x: &str,
+        q: QParams,
+        scales: Vec<f32>,
+        out: String,
+    ) -> Result<()> {
+        let a = self.float_operand(ctx, x)?;
+        let c = self.acts[a].shape.c;
+        if scales.len() != c {
+            return Err(ctx.bad(format!(
+                "{} scales for the {c} channels of '{x}'",
+                scales.len()
+            )));
+        }
+        let id = self.quantize_float_channels(ctx, a, q, scales, &out);
+        self.values.insert(out, Value::Quant(id));
         Ok(())
     }
 

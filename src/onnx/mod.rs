@@ -271,9 +271,8 @@ pub(crate) struct Importer<'p> {
     pub input_post_fns: Vec<crate::graph::FloatFn>,
     pub input_chain_end: Option<String>,
     /// Outputs of a final Softmax (see [`Importer::softmax`]); nothing may read them.
-    pub softmax_out: std::collections::HashSet<String>,
-    /// Outputs of a final LogSoftmax (nothing may read them).
-    pub log_softmax_out: std::collections::HashSet<String>,
+    /// The op that made each (`Softmax` or `LogSoftmax`).
+    pub softmax_out: HashMap<String, &'static str>,
     /// Quantization of the final Softmax's output (`Softmax → QuantizeLinear →
     /// DequantizeLinear`, as onnxruntime's QDQ quantizer leaves a classifier's Softmax), if any.
     pub softmax_q: Option<QParams>,
@@ -304,7 +303,6 @@ impl<'p> Importer<'p> {
             input_spec: None,
             node_consts: Default::default(),
             softmax_out: Default::default(),
-            log_softmax_out: Default::default(),
             softmax_q: None,
             input_flat: false,
             input_fns: vec![],
@@ -427,22 +425,18 @@ impl<'p> Importer<'p> {
         if !matches!(domain, "" | "ai.onnx" | "com.microsoft") {
             return Err(ctx.unsupported(format!("operator domain '{domain}' is not supported")));
         }
-        if let Some(s) = node
+        if let Some((s, op)) = node
             .input
             .iter()
-            .find(|i| self.log_softmax_out.contains(*i))
+            .find_map(|i| self.softmax_out.get(i).map(|&op| (i.clone(), op)))
         {
-            return Err(ctx.unsupported(format!(
-                "it reads '{s}', the output of a LogSoftmax; qforget supports a LogSoftmax only \
-                 as the model's last node"
-            )));
-        }
-        if let Some(s) = node.input.iter().find(|i| self.softmax_out.contains(*i)) {
-            if matches!(node.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear") {
-                return self.softmax_qdq(&ctx, &s.clone());
+            // A Softmax's probabilities may be quantized; nothing else reads either's output.
+            let qdq = matches!(node.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear");
+            if qdq && op == "Softmax" {
+                return self.softmax_qdq(&ctx, &s);
             }
             return Err(ctx.unsupported(format!(
-                "it reads '{s}', the output of a Softmax; qforget supports a Softmax only as the \
+                "it reads '{s}', the output of a {op}; qforget supports a {op} only as the \
                  model's last node"
             )));
         }

@@ -319,18 +319,18 @@ impl Importer<'_> {
             _ => false,
         };
         let axis = ctx.attrs().int("axis", -1).map_err(|e| ctx.bad(e))?;
-        let op = ctx.node.op_type.as_str();
+        let op = if ctx.node.op_type == "LogSoftmax" {
+            "LogSoftmax"
+        } else {
+            "Softmax"
+        };
         if !classes_last || !(axis == -1 || axis == 1) {
             return Err(ctx.unsupported(format!(
                 "{op} other than over the classes of a [N, classes] output"
             )));
         }
         let out = ctx.output()?.to_string();
-        if op == "LogSoftmax" {
-            self.log_softmax_out.insert(out.clone());
-        } else {
-            self.softmax_out.insert(out.clone());
-        }
+        self.softmax_out.insert(out.clone(), op);
         self.values.insert(out, v);
         Ok(())
     }
@@ -351,7 +351,7 @@ impl Importer<'_> {
         }
         self.softmax_q = Some(self.act_qparams(ctx, 3, 4)?);
         let out = ctx.output()?.to_string();
-        self.softmax_out.insert(out.clone());
+        self.softmax_out.insert(out.clone(), "Softmax");
         self.values.insert(out, Value::Quant(a));
         Ok(())
     }
@@ -381,7 +381,7 @@ impl Importer<'_> {
         }
         let v = self.value(ctx, x)?;
         let out = ctx.output()?.to_string();
-        self.softmax_out.insert(out.clone());
+        self.softmax_out.insert(out.clone(), "Softmax");
         self.values.insert(out, v);
         Ok(())
     }
@@ -468,7 +468,7 @@ pub(super) fn arith_fn(
 /// power of two, so where it is applied does not change a value.)
 fn gelu(ctx: &NodeCtx) -> Result<FloatFn> {
     let approximate = ctx.attrs().string("approximate").map_err(|e| ctx.bad(e))?;
-    let inner = match approximate.as_deref() {
+    let mut inner = match approximate.as_deref() {
         None | Some("none") => vec![
             FloatFn::Mul(vec![std::f32::consts::FRAC_1_SQRT_2]),
             FloatFn::Erf,
@@ -491,7 +491,6 @@ fn gelu(ctx: &NodeCtx) -> Result<FloatFn> {
             return Err(ctx.unsupported(format!("Gelu with approximate = \"{other}\"")));
         }
     };
-    let mut factor = inner;
-    factor.push(FloatFn::Add(vec![1.0]));
-    Ok(FloatFn::Product(vec![FloatFn::Mul(vec![0.5])], factor))
+    inner.push(FloatFn::Add(vec![1.0]));
+    Ok(FloatFn::Product(vec![FloatFn::Mul(vec![0.5])], inner))
 }
