@@ -196,6 +196,7 @@ impl Graph {
                         .collect()
                 }
                 Op::Flatten => super::eltwise::nchw_order(self.acts[layer.inputs[0]].shape, x),
+                Op::Permute(p) => p.gather(x),
                 Op::Requantize(_) | Op::Quantize(_) | Op::Clamp => x.clone(),
                 Op::Concat(c) => {
                     let xs: Vec<&[f32]> = layer

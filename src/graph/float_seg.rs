@@ -35,6 +35,7 @@ impl Graph {
             Op::Clamp => real_values(info, x),
             Op::MaxPool(p) => p.forward_real(&real_values(info, x), n),
             Op::Flatten => super::eltwise::nchw_order(info.shape, &real_values(info, x)),
+            Op::Permute(p) => p.gather(&real_values(info, x)),
             Op::GlobalAvgPool(p) => p.forward_real(&real_values(info, x)),
             Op::AvgPool(p) => p.forward_real(&real_values(info, x)),
             Op::Pointwise(p) => p.forward_real(&real_values(info, x)),

@@ -37,6 +37,7 @@ mod ort_order;
 mod pairwise;
 pub mod params;
 mod patches_t;
+pub mod permute;
 pub mod pointwise;
 pub mod pool;
 mod pool_cells;
@@ -70,6 +71,7 @@ pub use mul::Mul;
 pub use normalize::Normalization;
 pub use ort_order::OrtOrder;
 pub use params::{ParamKind, Segment, Shadow};
+pub use permute::Permute;
 pub use pointwise::{FloatFn, Pointwise};
 pub use pool::{AvgPool, GlobalAvgPool, MaxPool};
 pub use qparams::{Activation, QParams, Requant};
@@ -106,6 +108,8 @@ pub enum Op {
     GlobalAvgPool(GlobalAvgPool),
     /// NHWC → NCHW-ordered flat vector.
     Flatten,
+    /// A Reshape/Transpose chain that moves values (see [`permute`]).
+    Permute(Permute),
     Requantize(Requantize),
     /// A float bias added between DequantizeLinear and QuantizeLinear (see [`bias`]).
     BiasAdd(BiasAdd),
@@ -143,6 +147,7 @@ impl Op {
             Op::AvgPool(_) => "avgpool",
             Op::GlobalAvgPool(_) => "global_avgpool",
             Op::Flatten => "flatten",
+            Op::Permute(_) => "permute",
             Op::Requantize(_) => "requantize",
             Op::BiasAdd(_) => "bias_add",
             Op::Pointwise(_) => "pointwise",
@@ -465,6 +470,7 @@ impl Graph {
                 Op::AvgPool(p) => p.forward(x),
                 Op::GlobalAvgPool(p) => p.forward(x),
                 Op::Flatten => eltwise::flatten_nchw(x),
+                Op::Permute(p) => p.forward(x, self.acts[layer.output].shape),
                 Op::Requantize(r) => r.forward(x),
                 Op::BiasAdd(b) => b.forward(x),
                 Op::Pointwise(p) => p.forward(x),

@@ -35,6 +35,8 @@ pub enum FloatFn {
     LeakyRelu {
         alpha: f32,
     },
+    /// `x` for `x > 0`, else `slope · x`, with one slope or one per channel (PReLU).
+    PRelu(Vec<f32>),
     Sigmoid,
     HardSigmoid {
         alpha: f32,
@@ -87,6 +89,7 @@ impl FloatFn {
             FloatFn::Relu => "Relu",
             FloatFn::Clip { .. } => "Clip",
             FloatFn::LeakyRelu { .. } => "LeakyRelu",
+            FloatFn::PRelu(_) => "PRelu",
             FloatFn::Sigmoid => "Sigmoid",
             FloatFn::HardSigmoid { .. } => "HardSigmoid",
             FloatFn::HardSwish => "HardSwish",
@@ -109,7 +112,8 @@ impl FloatFn {
             | FloatFn::Sub(v)
             | FloatFn::SubFrom(v)
             | FloatFn::Mul(v)
-            | FloatFn::Div(v) => v.len(),
+            | FloatFn::Div(v)
+            | FloatFn::PRelu(v) => v.len(),
             FloatFn::Product(l, r) => l.iter().chain(r).map(|f| f.channels()).max().unwrap_or(1),
             _ => 1,
         }
@@ -150,6 +154,7 @@ impl FloatFn {
             FloatFn::LeakyRelu { alpha } => {
                 each(y, cn, c0, |_, x| if x >= 0.0 { x } else { alpha * x })
             }
+            FloatFn::PRelu(v) => each(y, cn, c0, |c, x| if x > 0.0 { x } else { x * at(v, c) }),
             FloatFn::Sigmoid => each(y, cn, c0, |_, x| sigmoid(x)),
             FloatFn::HardSigmoid { alpha, beta } => {
                 each(y, cn, c0, |_, x| (alpha * x + beta).clamp(0.0, 1.0))
@@ -185,6 +190,8 @@ impl FloatFn {
                     *alpha
                 }
             }
+            FloatFn::PRelu(_) if x > 0.0 => 1.0,
+            FloatFn::PRelu(v) => at(v, c),
             FloatFn::Sigmoid => {
                 let s = sigmoid(x);
                 s * (1.0 - s)
@@ -586,6 +593,25 @@ mod tests {
             Pointwise::new(gelu, 1, &q(0.05, 128), &q(0.05, 10)).describe(),
             "Mul(x, Div → Erf → Add) → Mul"
         );
+    }
+
+    #[test]
+    fn prelu_takes_each_channel_s_slope() {
+        let f = FloatFn::PRelu(vec![0.25, -0.5, 2.0]);
+        assert_eq!(f.channels(), 3);
+        for (c, slope) in [0.25f32, -0.5, 2.0].into_iter().enumerate() {
+            for x in [-3.0f32, -0.1, 0.0, 0.1, 3.0] {
+                let want = if x > 0.0 { x } else { slope * x };
+                assert_eq!(f.eval(c, x), want, "channel {c}, x {x}");
+                let h = 1e-3f32;
+                if x.abs() > h {
+                    let fd = (f.eval(c, x + h) - f.eval(c, x - h)) / (2.0 * h);
+                    assert!((fd - f.deriv(c, x)).abs() < 1e-3, "channel {c}, x {x}");
+                }
+            }
+        }
+        // One slope for every channel.
+        assert_eq!(FloatFn::PRelu(vec![0.1]).eval(7, -2.0), -0.2);
     }
 
     #[test]

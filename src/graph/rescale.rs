@@ -57,7 +57,7 @@ impl Graph {
         }
         for i in 0..self.layers.len() {
             let l = &self.layers[i];
-            if matches!(l.op, Op::MaxPool(_) | Op::Flatten) {
+            if matches!(l.op, Op::MaxPool(_) | Op::Flatten | Op::Permute(_)) {
                 let qi = self.acts[l.inputs[0]].q;
                 self.acts[l.output].q = qi;
             }
@@ -181,6 +181,7 @@ impl Graph {
             }
             Op::MaxPool(_)
             | Op::Flatten
+            | Op::Permute(_)
             | Op::FloatConv(_)
             | Op::Div(_)
             | Op::LayerNorm(_)

@@ -1012,17 +1012,13 @@ impl Importer<'_> {
                 .ok_or_else(|| ctx.bad("shape is not integer"))?;
             let ok = matches!(shape[..], [_, f] if f == -1 || f == len);
             if !ok {
-                let shown: Vec<String> = shape
-                    .iter()
-                    .map(|&d| match d {
-                        super::shape_fold::BATCH => "N".to_string(),
-                        d => d.to_string(),
-                    })
-                    .collect();
-                return Err(ctx.unsupported(format!(
-                    "Reshape to [{}]; only flattening to [N, {len}] is supported",
-                    shown.join(", ")
-                )));
+                return match a {
+                    Ok(_) => self.reshape(ctx, &shape),
+                    Err(_) => Err(ctx.unsupported(format!(
+                        "Reshape of the float input to {shape:?}; qforget supports only \
+                         flattening it to [N, {len}]"
+                    ))),
+                };
             }
         }
         let out = ctx.output()?.to_string();

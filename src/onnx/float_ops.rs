@@ -44,6 +44,17 @@ impl Importer<'_> {
             return self.avg_pool(ctx);
         }
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        // The mean over `L` of a `[N, C, L]` tensor (`x.view(N, C, -1).mean(-1)`): stored as `L`
+        // pixels of `C` channels (see `reshape`), a global average pooling too.
+        let rank2 = match self.values.get(x) {
+            Some(Value::Deq(a) | Value::Quant(a) | Value::Float(a)) => {
+                self.onnx_dims(*a).len() == 2
+            }
+            _ => false,
+        };
+        if rank2 && (sorted == [-1] || sorted == [2]) {
+            return self.avg_pool(ctx);
+        }
         if sorted == [-1] || sorted == [1] {
             let a = self.float_operand(ctx, x)?;
             let s = self.acts[a].shape;

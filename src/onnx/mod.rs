@@ -26,6 +26,7 @@ mod pointwise;
 mod proto;
 mod qdq;
 mod qop;
+mod reshape;
 mod shape_fold;
 mod shape_ops;
 mod value;
@@ -289,6 +290,9 @@ pub(crate) struct Importer<'p> {
     >,
     /// How many node inputs read each tensor name.
     pub readers: HashMap<String, usize>,
+    /// Per-sample ONNX dimensions of the activations a Reshape/Transpose made (see
+    /// [`reshape`]).
+    pub layouts: HashMap<usize, Vec<usize>>,
 }
 
 impl<'p> Importer<'p> {
@@ -310,6 +314,7 @@ impl<'p> Importer<'p> {
             input_chain_end: None,
             float_weights: HashMap::new(),
             readers: HashMap::new(),
+            layouts: HashMap::new(),
         }
     }
 
@@ -469,13 +474,14 @@ impl<'p> Importer<'p> {
             "Sub" if self.quantized_sub(&ctx) => self.sub(&ctx),
             "Sub" | "Div" => self.float_arith(&ctx),
             "Sigmoid" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Tanh" | "Erf" | "Sqrt"
-            | "Pow" | "Elu" | "Selu" | "Softplus" | "Softsign" | "Mish" | "Gelu" => {
+            | "Pow" | "Elu" | "Selu" | "Softplus" | "Softsign" | "Mish" | "Gelu" | "PRelu" => {
                 self.float_unary(&ctx)
             }
             "MaxPool" => self.max_pool(&ctx),
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
             "ReduceMean" => self.reduce_mean(&ctx),
             "Flatten" | "Reshape" => self.flatten(&ctx),
+            "Transpose" => self.transpose(&ctx),
             "Identity" | "Dropout" => self.alias(&ctx),
             "Mul" if self.two_activations(&ctx) => self.mul_activations(&ctx),
             "Mul" if self.chains_of_one_input(&ctx) => self.mul_chains(&ctx),

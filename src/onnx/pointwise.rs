@@ -113,12 +113,42 @@ impl Importer<'_> {
             },
             "Softplus" => FloatFn::Softplus,
             "Softsign" => FloatFn::Softsign,
+            "PRelu" => self.prelu(ctx, x)?,
             "Gelu" => gelu(ctx)?,
             // Mish (opset 18) is `x · tanh(softplus(x))`, the chain opset 13 spells out.
             "Mish" => FloatFn::Product(vec![], vec![FloatFn::Softplus, FloatFn::Tanh]),
             other => return Err(ctx.unsupported(format!("operator {other} is not supported"))),
         };
         self.push_fn(ctx, x, f)
+    }
+
+    /// PRelu of `x`: its slope must be a constant with one value, or one per channel of `x`.
+    fn prelu(&self, ctx: &NodeCtx, x: &str) -> Result<FloatFn> {
+        let name = ctx.input(1).ok_or_else(|| ctx.bad("has no slope"))?;
+        let c = self.arith_constant(name).ok_or_else(|| {
+            ctx.unsupported(format!(
+                "PRelu with slope '{name}', which is not a constant"
+            ))
+        })?;
+        let v = self.value(ctx, x)?;
+        let shape = match self.chain_of(&v) {
+            Some((input, _)) => Some(self.acts[input].shape),
+            None => match v {
+                Value::Float(a) => Some(self.acts[a].shape),
+                _ => None,
+            },
+        };
+        let slope = c.to_f32();
+        let scalar = slope.len() == 1;
+        let ok = scalar || shape.is_some_and(|s| super::float_const::per_channel(&c.dims, s));
+        if !ok || !slope.iter().all(|s| s.is_finite()) {
+            return Err(ctx.unsupported(format!(
+                "PRelu with slope '{name}' of dimensions {:?} (one finite value, or one per \
+                 channel, is supported)",
+                c.dims
+            )));
+        }
+        Ok(FloatFn::PRelu(slope))
     }
 
     /// Whether an input of the node is a pending float chain (so an arithmetic node on it with

@@ -97,9 +97,9 @@ impl Importer<'_> {
             d
         };
         let full = match self.value(ctx, x)? {
-            Value::Quant(a) | Value::Deq(a) | Value::Float(a) => {
-                one(self.acts[a].shape, self.is_flat(a))
-            }
+            Value::Quant(a) | Value::Deq(a) | Value::Float(a) => std::iter::once(BATCH)
+                .chain(self.onnx_dims(a).into_iter().map(|d| d as i64))
+                .collect(),
             Value::FloatInput(pre, flat) => {
                 let (_, s) = self
                     .input
@@ -125,7 +125,7 @@ impl Importer<'_> {
 
     /// Whether activation `a` is `[N, F]` rather than `[N, C, H, W]` in the file: only a
     /// question when `H = W = 1`, answered by the layer that made it.
-    fn is_flat(&self, mut a: usize) -> bool {
+    pub(super) fn is_flat(&self, mut a: usize) -> bool {
         loop {
             let s = self.acts[a].shape;
             if s.h * s.w != 1 {
