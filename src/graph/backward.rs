@@ -38,7 +38,7 @@ impl Op {
             Op::BiasAdd(b) => Some((b.lo, b.hi)),
             Op::GlobalAvgPool(p) => Some((p.requant.lo, p.requant.hi)),
             Op::AvgPool(_) => Some((0, 255)),
-            Op::MaxPool(_) | Op::Flatten | Op::Permute(_) => None,
+            Op::MaxPool(_) | Op::Flatten | Op::Permute(_) | Op::Pad(_) => None,
             // Its derivative table is zero where the output saturates.
             Op::Pointwise(_) => None,
             Op::Mul(m) => Some((m.lo, m.hi)),
@@ -273,6 +273,7 @@ impl Graph {
                 }),
                 Op::Flatten => Some(unflatten_nchw(self.acts[x_id].shape, &gy)),
                 Op::Permute(p) => Some(p.backward(&gy)),
+                Op::Pad(p) => Some(p.backward(&gy)),
                 Op::MaxPool(p) => Some(match tape {
                     Tape::Quant(v) if self.acts[x_id].float => {
                         p.backward(&saved_q(v, x_id)?.reals(), &gy)

@@ -197,6 +197,7 @@ impl Graph {
                 }
                 Op::Flatten => super::eltwise::nchw_order(self.acts[layer.inputs[0]].shape, x),
                 Op::Permute(p) => p.gather(x),
+                Op::Pad(p) => p.fill(x, 0.0),
                 Op::Requantize(_) | Op::Quantize(_) | Op::Clamp => x.clone(),
                 Op::Concat(c) => {
                     let xs: Vec<&[f32]> = layer

@@ -36,6 +36,7 @@ impl Graph {
             Op::MaxPool(p) => p.forward_real(&real_values(info, x), n),
             Op::Flatten => super::eltwise::nchw_order(info.shape, &real_values(info, x)),
             Op::Permute(p) => p.gather(&real_values(info, x)),
+            Op::Pad(p) => p.fill(&real_values(info, x), 0.0),
             Op::GlobalAvgPool(p) => p.forward_real(&real_values(info, x)),
             Op::AvgPool(p) => p.forward_real(&real_values(info, x)),
             Op::Pointwise(p) => p.forward_real(&real_values(info, x)),

@@ -34,6 +34,7 @@ mod metric;
 pub mod mul;
 pub mod normalize;
 mod ort_order;
+pub mod pad;
 mod pairwise;
 pub mod params;
 mod patches_t;
@@ -70,6 +71,7 @@ pub use linear::Linear;
 pub use mul::Mul;
 pub use normalize::Normalization;
 pub use ort_order::OrtOrder;
+pub use pad::Pad;
 pub use params::{ParamKind, Segment, Shadow};
 pub use permute::Permute;
 pub use pointwise::{FloatFn, Pointwise};
@@ -110,6 +112,8 @@ pub enum Op {
     Flatten,
     /// A Reshape/Transpose chain that moves values (see [`permute`]).
     Permute(Permute),
+    /// Zero borders around each image (see [`pad`]).
+    Pad(Pad),
     Requantize(Requantize),
     /// A float bias added between DequantizeLinear and QuantizeLinear (see [`bias`]).
     BiasAdd(BiasAdd),
@@ -148,6 +152,7 @@ impl Op {
             Op::GlobalAvgPool(_) => "global_avgpool",
             Op::Flatten => "flatten",
             Op::Permute(_) => "permute",
+            Op::Pad(_) => "pad",
             Op::Requantize(_) => "requantize",
             Op::BiasAdd(_) => "bias_add",
             Op::Pointwise(_) => "pointwise",
@@ -471,6 +476,8 @@ impl Graph {
                 Op::GlobalAvgPool(p) => p.forward(x),
                 Op::Flatten => eltwise::flatten_nchw(x),
                 Op::Permute(p) => p.forward(x, self.acts[layer.output].shape),
+                // The borders hold the byte of real 0.
+                Op::Pad(p) => p.forward(x, self.acts[layer.inputs[0]].q.zero_point as u8),
                 Op::Requantize(r) => r.forward(x),
                 Op::BiasAdd(b) => b.forward(x),
                 Op::Pointwise(p) => p.forward(x),

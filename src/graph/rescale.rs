@@ -57,7 +57,10 @@ impl Graph {
         }
         for i in 0..self.layers.len() {
             let l = &self.layers[i];
-            if matches!(l.op, Op::MaxPool(_) | Op::Flatten | Op::Permute(_)) {
+            if matches!(
+                l.op,
+                Op::MaxPool(_) | Op::Flatten | Op::Permute(_) | Op::Pad(_)
+            ) {
                 let qi = self.acts[l.inputs[0]].q;
                 self.acts[l.output].q = qi;
             }
@@ -182,6 +185,7 @@ impl Graph {
             Op::MaxPool(_)
             | Op::Flatten
             | Op::Permute(_)
+            | Op::Pad(_)
             | Op::FloatConv(_)
             | Op::Div(_)
             | Op::LayerNorm(_)

@@ -841,7 +841,7 @@ impl Importer<'_> {
             Value::Deq(a) => (a, true),
             Value::Quant(a) => (a, false),
             Value::Float(a) => {
-                let (window, ceil) = self.window(ctx, None)?;
+                let (window, ceil) = self.pool_window(ctx, x)?;
                 let out = ctx.output()?.to_string();
                 let id = self.max_pool_layer(ctx, a, window, ceil, &out)?;
                 self.acts[id].float = true;
@@ -849,7 +849,7 @@ impl Importer<'_> {
                 return Ok(());
             }
             Value::Pending(p, n) => {
-                let (window, ceil) = self.window(ctx, None)?;
+                let (window, ceil) = self.pool_window(ctx, x)?;
                 let p = Pending::MaxPool {
                     inner: p,
                     window,
@@ -861,11 +861,31 @@ impl Importer<'_> {
             }
             _ => return Err(ctx.unsupported("MaxPool of a float tensor")),
         };
-        let (window, ceil) = self.window(ctx, None)?;
+        let (window, ceil) = self.pool_window(ctx, x)?;
         let out = ctx.output()?.to_string();
         let id = self.max_pool_layer(ctx, a, window, ceil, &out)?;
         self.values.insert(out, Value::activation(id, deq));
         Ok(())
+    }
+
+    /// A MaxPool's window, or for a ReduceMax (see `reduce_max`) the whole image of `x`.
+    fn pool_window(&self, ctx: &NodeCtx, x: &str) -> Result<(Window, bool)> {
+        if ctx.node.op_type != "ReduceMax" {
+            return self.window(ctx, None);
+        }
+        let a = match self.values.get(x) {
+            Some(Value::Deq(a) | Value::Quant(a) | Value::Float(a)) => *a,
+            _ => return Err(ctx.unsupported("ReduceMax of a tensor that is not an activation")),
+        };
+        let s = self.acts[a].shape;
+        Ok((
+            Window {
+                kh: s.h,
+                kw: s.w,
+                ..Window::unit()
+            },
+            false,
+        ))
     }
 
     /// Output shape of pooling an activation of shape `ins` with `window`.

@@ -30,14 +30,7 @@ impl Importer<'_> {
     /// attribute or, from opset 18, a constant input): a global average pooling (`keepdims`
     /// does not matter, both shapes are `[C]` per sample here). Other axes are refused.
     pub(super) fn reduce_mean(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let axes = match ctx.attrs().ints("axes").map_err(|e| ctx.bad(e))? {
-            Some(a) => a,
-            None if ctx.input(1).is_some() => self
-                .konst(ctx, 1)?
-                .to_i64()
-                .ok_or_else(|| ctx.bad("axes are not integers"))?,
-            None => vec![],
-        };
+        let axes = self.reduce_axes(ctx)?;
         let mut sorted = axes.clone();
         sorted.sort_unstable();
         if sorted == [2, 3] || sorted == [-2, -1] {
@@ -67,6 +60,43 @@ impl Importer<'_> {
              [2, 3] of an NCHW tensor (a global average pooling) and over the features of a flat \
              [N, F] tensor (axis -1 or 1)"
         )))
+    }
+
+    /// The axes of a ReduceMean/ReduceMax: an attribute or, from opset 18, a constant input.
+    fn reduce_axes(&self, ctx: &NodeCtx) -> Result<Vec<i64>> {
+        Ok(match ctx.attrs().ints("axes").map_err(|e| ctx.bad(e))? {
+            Some(a) => a,
+            None if ctx.input(1).is_some() => self
+                .konst(ctx, 1)?
+                .to_i64()
+                .ok_or_else(|| ctx.bad("axes are not integers"))?,
+            None => vec![],
+        })
+    }
+
+    /// ReduceMax over the pixels of an activation (PyTorch's dynamo exporter writes
+    /// `AdaptiveMaxPool2d(1)` so): a MaxPool whose window is the whole image, on the bytes.
+    pub(super) fn reduce_max(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let mut axes = self.reduce_axes(ctx)?;
+        axes.sort_unstable();
+        let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
+        let rank = match self.values.get(x) {
+            Some(Value::Deq(a) | Value::Quant(a) | Value::Float(a)) => self.onnx_dims(*a).len(),
+            _ => 0,
+        };
+        let spatial = match rank {
+            3 => axes == [2, 3] || axes == [-2, -1],
+            2 => axes == [2] || axes == [-1],
+            _ => false,
+        };
+        if !spatial {
+            return Err(ctx.unsupported(format!(
+                "ReduceMax over axes {axes:?} of a tensor of rank {}; qforget supports the \
+                 maximum over the pixels of an activation (a global max pooling)",
+                rank + 1
+            )));
+        }
+        self.max_pool(ctx)
     }
 
     /// Whether tensor `n` is a float value a float op must read as such (a float activation,

@@ -480,6 +480,7 @@ impl<'p> Importer<'p> {
             "MaxPool" => self.max_pool(&ctx),
             "AveragePool" | "GlobalAveragePool" => self.avg_pool(&ctx),
             "ReduceMean" => self.reduce_mean(&ctx),
+            "ReduceMax" => self.reduce_max(&ctx),
             "Flatten" | "Reshape" => self.flatten(&ctx),
             "Transpose" => self.transpose(&ctx),
             "Identity" | "Dropout" => self.alias(&ctx),

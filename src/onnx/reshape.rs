@@ -67,8 +67,8 @@ fn strides(d: &[usize]) -> Vec<usize> {
 }
 
 /// For each element of the transposed tensor (row-major), the row-major index of the element of
-/// the input (dimensions `d`) it is; `perm` is per sample (no batch axis).
-fn transposed_sources(d: &[usize], perm: &[usize]) -> Vec<usize> {
+/// the input (dimensions `d`) it is (`perm` as ONNX's; per sample here, no batch axis).
+pub(super) fn transposed_sources(d: &[usize], perm: &[usize]) -> Vec<usize> {
     let src = strides(d);
     let out_dims: Vec<usize> = perm.iter().map(|&p| d[p]).collect();
     let n: usize = d.iter().product();

@@ -40,7 +40,9 @@ impl Importer<'_> {
         let all_const = inputs.peek().is_some() && inputs.all(|i| self.consts.contains_key(i));
         match op {
             "Shape" => true,
-            "Gather" | "Slice" | "Concat" | "Squeeze" | "Unsqueeze" | "Reshape" => all_const,
+            "Gather" | "Slice" | "Concat" | "Squeeze" | "Unsqueeze" | "Reshape" | "Transpose" => {
+                all_const
+            }
             "Add" | "Sub" | "Mul" | "Div" => {
                 all_const
                     && ctx.node.input.iter().filter(|i| !i.is_empty()).all(|i| {
@@ -60,6 +62,7 @@ impl Importer<'_> {
             "Concat" => self.concat_consts(ctx)?,
             "Squeeze" | "Unsqueeze" => self.squeeze_const(ctx)?,
             "Reshape" => self.reshape_const(ctx)?,
+            "Transpose" => self.transpose_const(ctx)?,
             _ => self.integer_arith(ctx)?,
         };
         self.node_constant(ctx, dims, data)
@@ -174,6 +177,28 @@ impl Importer<'_> {
         dims.extend(&idx.dims);
         dims.extend(&data.dims[axis + 1..]);
         Ok((dims, pick(&[&data.data], flat.iter().map(|&f| (0, f)))))
+    }
+
+    /// Transpose of a constant (PyTorch's exporter builds a Pad's pads with one).
+    fn transpose_const(&self, ctx: &NodeCtx) -> Result<(Vec<usize>, ConstData)> {
+        let data = self.konst(ctx, 0)?;
+        let rank = data.dims.len();
+        let perm: Vec<usize> = match ctx.attrs().ints("perm").map_err(|e| ctx.bad(e))? {
+            Some(p) => p
+                .iter()
+                .map(|&v| norm_axis(v, rank))
+                .collect::<Option<_>>()
+                .ok_or_else(|| ctx.bad(format!("perm {p:?} has an axis out of range")))?,
+            None => (0..rank).rev().collect(),
+        };
+        let mut sorted = perm.clone();
+        sorted.sort_unstable();
+        if sorted != (0..rank).collect::<Vec<_>>() {
+            return Err(ctx.bad(format!("perm {perm:?} is not a permutation of {rank} axes")));
+        }
+        let dims = perm.iter().map(|&p| data.dims[p]).collect();
+        let src = super::reshape::transposed_sources(&data.dims, &perm);
+        Ok((dims, pick(&[&data.data], src.into_iter().map(|i| (0, i)))))
     }
 
     /// Slice (opset 10+: starts/ends/axes/steps as inputs; opset 1: as attributes).

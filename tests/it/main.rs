@@ -25,6 +25,7 @@ mod layers;
 mod log_softmax;
 mod malformed;
 mod onnx_builder;
+mod pads;
 mod reorders;
 mod retrain;
 mod safe_forget;
