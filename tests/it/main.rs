@@ -232,3 +232,26 @@ pub fn kept_class_accuracy(model: &Path, data: &str, class: u8) -> f64 {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The built model at `path` on `n` random images of `chw` (seeded), against tract: the largest
+/// difference in LSB of our int8 outputs from tract's requantized ones, and how many distinct
+/// output values tract gave (so a test can tell that the outputs vary at all).
+pub fn against_tract(path: &Path, chw: [usize; 3], n: usize, seed: u64) -> (i32, usize) {
+    let g = qforget::onnx::load(path).unwrap();
+    let mut rng = onnx_builder::Rng(seed);
+    let len = chw.iter().product::<usize>();
+    let images: Vec<u8> = (0..n * len).map(|_| rng.int(0, 255) as u8).collect();
+    let ours = g.forward(&images, n).unwrap();
+    let theirs = qforget::eval::tract_ref::TractModel::load(path, n, chw)
+        .unwrap()
+        .run(&images)
+        .unwrap();
+    assert_eq!(theirs.len(), ours.data.len());
+    let (mut max_d, mut spread) = (0, std::collections::HashSet::new());
+    for (i, &f) in theirs.iter().enumerate() {
+        let want = ours.q.quantize(f) as i32;
+        max_d = max_d.max((ours.data[i] as i32 - want).abs());
+        spread.insert(want);
+    }
+    (max_d, spread.len())
+}
