@@ -1035,8 +1035,9 @@ impl Importer<'_> {
                 return match a {
                     Ok(_) => self.reshape(ctx, &shape),
                     Err(_) => Err(ctx.unsupported(format!(
-                        "Reshape of the float input to {shape:?}; qforget supports only \
-                         flattening it to [N, {len}]"
+                        "Reshape of the float input to {}; qforget supports only flattening it \
+                         to [N, {len}]",
+                        super::reshape::shown_target(&shape)
                     ))),
                 };
             }

@@ -57,6 +57,21 @@ fn stored_shape(d: &[usize]) -> Shape {
     }
 }
 
+/// A Reshape's target shape as the user wrote it: the batch size (computed at import) as `N`.
+pub(super) fn shown_target(target: &[i64]) -> String {
+    let shown: Vec<String> = target
+        .iter()
+        .map(|&d| {
+            if d == BATCH {
+                "N".into()
+            } else {
+                d.to_string()
+            }
+        })
+        .collect();
+    format!("[{}]", shown.join(", "))
+}
+
 /// Row-major strides of `d`.
 fn strides(d: &[usize]) -> Vec<usize> {
     let mut s = vec![1; d.len()];
@@ -153,20 +168,10 @@ impl Importer<'_> {
         let allowzero = ctx.attrs().int("allowzero", 0).map_err(|e| ctx.bad(e))? != 0;
         let out_dims =
             reshaped_dims(&dims, target, allowzero).ok_or_else(|| {
-                let shown: Vec<String> = target
-                    .iter()
-                    .map(|&d| {
-                        if d == BATCH {
-                            "N".into()
-                        } else {
-                            d.to_string()
-                        }
-                    })
-                    .collect();
                 ctx.unsupported(format!(
-                "Reshape to [{}] of a tensor of shape [N, {}]: qforget keeps the batch as axis 0, \
+                "Reshape to {} of a tensor of shape [N, {}]: qforget keeps the batch as axis 0, \
                  so the other entries must hold the {} values of one sample",
-                shown.join(", "),
+                shown_target(target),
                 dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
                 dims.iter().product::<usize>()
             ))
