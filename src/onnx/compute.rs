@@ -873,10 +873,10 @@ impl Importer<'_> {
         if ctx.node.op_type != "ReduceMax" {
             return self.window(ctx, None);
         }
-        let a = match self.values.get(x) {
-            Some(Value::Deq(a) | Value::Quant(a) | Value::Float(a)) => *a,
-            _ => return Err(ctx.unsupported("ReduceMax of a tensor that is not an activation")),
-        };
+        let a =
+            self.values.get(x).and_then(Value::act).ok_or_else(|| {
+                ctx.unsupported("ReduceMax of a tensor that is not an activation")
+            })?;
         let s = self.acts[a].shape;
         Ok((
             Window {

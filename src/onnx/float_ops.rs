@@ -39,12 +39,12 @@ impl Importer<'_> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         // The mean over `L` of a `[N, C, L]` tensor (`x.view(N, C, -1).mean(-1)`): stored as `L`
         // pixels of `C` channels (see `reshape`), a global average pooling too.
-        let rank2 = match self.values.get(x) {
-            Some(Value::Deq(a) | Value::Quant(a) | Value::Float(a)) => {
-                self.onnx_dims(*a).len() == 2
-            }
-            _ => false,
-        };
+        let rank2 = self
+            .values
+            .get(x)
+            .and_then(Value::act)
+            .map(|a| self.onnx_dims(a).len())
+            == Some(2);
         if rank2 && (sorted == [-1] || sorted == [2]) {
             return self.avg_pool(ctx);
         }
@@ -80,10 +80,11 @@ impl Importer<'_> {
         let mut axes = self.reduce_axes(ctx)?;
         axes.sort_unstable();
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
-        let rank = match self.values.get(x) {
-            Some(Value::Deq(a) | Value::Quant(a) | Value::Float(a)) => self.onnx_dims(*a).len(),
-            _ => 0,
-        };
+        let rank = self
+            .values
+            .get(x)
+            .and_then(Value::act)
+            .map_or(0, |a| self.onnx_dims(a).len());
         let spatial = match rank {
             3 => axes == [2, 3] || axes == [-2, -1],
             2 => axes == [2] || axes == [-1],

@@ -20,7 +20,7 @@ use super::{Importer, NodeCtx};
 
 /// How a moved activation's output is named like its input: `Value::Deq`, `Value::Quant` or
 /// `Value::Float`.
-type Wrap = fn(usize) -> Value;
+pub(super) type Wrap = fn(usize) -> Value;
 
 /// For each element of a per-sample tensor of ONNX dimensions `d`, in row-major order, its
 /// position in our storage of it.
@@ -210,21 +210,35 @@ impl Importer<'_> {
         self.push_permute(ctx, a, wrap, &dims, out_dims, &sources)
     }
 
+    /// Activation `x` for an op that moves its values without changing them (a Reshape,
+    /// Transpose or Pad), a pending float result made a float activation first, and how to name
+    /// the op's output like `x` (dequantized, quantized or float); `None` for anything else (the
+    /// float input, a constant).
+    pub(super) fn value_operand(
+        &mut self,
+        ctx: &NodeCtx,
+        x: &str,
+    ) -> Result<Option<(usize, Wrap)>> {
+        Ok(match self.value(ctx, x)? {
+            Value::Deq(a) => Some((a, Value::Deq)),
+            Value::Quant(a) => Some((a, Value::Quant)),
+            Value::Float(_) | Value::Pending(..) => {
+                Some((self.float_operand(ctx, x)?, Value::Float))
+            }
+            _ => None,
+        })
+    }
+
     /// The activation a Reshape/Transpose moves, and how to name its output like its input
     /// (dequantized, quantized or float).
     fn moved_operand(&mut self, ctx: &NodeCtx) -> Result<(usize, Wrap)> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let op = ctx.node.op_type.as_str();
-        let (a, wrap): (usize, Wrap) = match self.value(ctx, x)? {
-            Value::Deq(a) => (a, Value::Deq),
-            Value::Quant(a) => (a, Value::Quant),
-            Value::Float(_) | Value::Pending(..) => (self.float_operand(ctx, x)?, Value::Float),
-            _ => {
-                return Err(ctx.unsupported(format!(
-                    "{op} of '{x}', which is not an activation (qforget reorders activations \
-                     after their first QuantizeLinear)"
-                )))
-            }
+        let Some((a, wrap)) = self.value_operand(ctx, x)? else {
+            return Err(ctx.unsupported(format!(
+                "{op} of '{x}', which is not an activation (qforget reorders activations after \
+                 their first QuantizeLinear)"
+            )));
         };
         if self.acts[a].per_channel() {
             return Err(ctx.unsupported(format!("{op} of '{x}', which is quantized per channel")));

@@ -64,16 +64,14 @@ impl Importer<'_> {
         if [top, left, bottom, right].iter().any(|&p| p < 0) {
             return Err(refuse("a negative pad (a crop)"));
         }
-        let (a, wrap): (usize, fn(usize) -> Value) = match self.value(ctx, x)? {
-            Value::Deq(a) => (a, Value::Deq),
-            Value::Quant(a) => (a, Value::Quant),
-            Value::Float(_) | Value::Pending(..) => (self.float_operand(ctx, x)?, Value::Float),
-            Value::FloatInput(..) => {
-                return Err(refuse(
-                    "it pads the model's float input before its QuantizeLinear",
-                ))
-            }
-            _ => return Err(refuse("its input is not an activation")),
+        let Some((a, wrap)) = self.value_operand(ctx, x)? else {
+            return Err(refuse(
+                if matches!(self.values.get(x), Some(Value::FloatInput(..))) {
+                    "it pads the model's float input before its QuantizeLinear"
+                } else {
+                    "its input is not an activation"
+                },
+            ));
         };
         // The border value: real 0 (no value, or a float 0), or in QOperator form the byte of 0.
         let value = match ctx.input(2) {

@@ -280,6 +280,14 @@ pub enum Value {
 }
 
 impl Value {
+    /// The activation this value is (quantized, dequantized or float), if it is one.
+    pub fn act(&self) -> Option<ActId> {
+        match self {
+            Value::Deq(a) | Value::Quant(a) | Value::Float(a) => Some(*a),
+            _ => None,
+        }
+    }
+
     /// Activation `id` in the form its input had: dequantized (`Deq`) or not (`Quant`), for
     /// ops that move values without changing them (a pooling, a Flatten).
     pub fn activation(id: ActId, dequantized: bool) -> Self {
