@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::ort_fix::{OrtRun, Patches};
 use super::qparams::Requant;
 use super::tensor::{QBatch, Shape};
 use crate::kernels::PackedWeights;
@@ -39,6 +40,20 @@ impl Window {
             dil_h: 1,
             dil_w: 1,
         }
+    }
+
+    /// Input pixel index (`iy·w + ix` in an `s` image) of tap `(ky, kx)` of output pixel
+    /// `(oy, ox)`, or `None` where the tap lies in the padding.
+    pub(crate) fn tap(
+        &self,
+        s: Shape,
+        (oy, ox): (usize, usize),
+        (ky, kx): (usize, usize),
+    ) -> Option<usize> {
+        let iy = (oy * self.stride_h + ky * self.dil_h) as isize - self.pads[0] as isize;
+        let ix = (ox * self.stride_w + kx * self.dil_w) as isize - self.pads[1] as isize;
+        (iy >= 0 && ix >= 0 && iy < s.h as isize && ix < s.w as isize)
+            .then(|| iy as usize * s.w + ix as usize)
     }
 
     /// Output height and width for an input of `h × w`, or `None` if the window does not fit.
@@ -101,6 +116,9 @@ pub struct Conv {
     /// Run in onnxruntime's float order instead of the integer GEMM (a 1×1 conv whose output
     /// is quantized per channel; see [`super::OrtOrder`]).
     pub ort_order: Option<super::OrtOrder>,
+    /// Give onnxruntime's bytes where its float order rounds the other way (a QDQ conv; see
+    /// [`super::OrtFix`]).
+    pub ort_fix: Option<super::OrtFix>,
 }
 
 impl Conv {
@@ -114,13 +132,27 @@ impl Conv {
         if let Some(o) = &self.ort_order {
             return self.forward_ort_order(o, x);
         }
+        let run = self.ort_fix.as_ref().map(|f| f.prepare(self));
+        self.forward_with(x, run.as_ref())
+    }
+
+    /// [`Conv::forward`] without the [`super::OrtFix`] recomputation (the integer result, or
+    /// a per-channel 1×1 conv's [`super::OrtOrder`] as always): what training runs.
+    pub fn forward_integer(&self, x: &QBatch) -> QBatch {
+        if let Some(o) = &self.ort_order {
+            return self.forward_ort_order(o, x);
+        }
+        self.forward_with(x, None)
+    }
+
+    fn forward_with(&self, x: &QBatch, run: Option<&OrtRun>) -> QBatch {
         if self.is_depthwise() {
-            return self.forward_depthwise(x);
+            return self.forward_depthwise(x, run);
         }
         if self.is_pointwise() {
-            return self.forward_pointwise(x);
+            return self.forward_pointwise(x, run);
         }
-        self.forward_grouped(x)
+        self.forward_grouped_with(x, run)
     }
 
     /// A 1×1 convolution with stride 1, no padding and one group: each output pixel is the
@@ -137,7 +169,7 @@ impl Conv {
     /// per row as [`Conv::forward_grouped`], so the same bytes. Why: the expand and project
     /// convolutions of a MobileNetV2-style network are 1×1, and on a 7×7 map one image is only
     /// 49 GEMM rows, where the per-call packing and the im2col copy cost as much as the sums.
-    fn forward_pointwise(&self, x: &QBatch) -> QBatch {
+    fn forward_pointwise(&self, x: &QBatch, run: Option<&OrtRun>) -> QBatch {
         /// GEMM rows per call: enough to fill the micro-kernel's row blocks and the cores.
         const ROWS: usize = 1024;
         let (in_len, out_len) = (self.in_shape.len().max(1), self.out_shape.len().max(1));
@@ -151,24 +183,33 @@ impl Conv {
                 let m = xs.len() / in_len * pixels;
                 with_scratch(0, m * c_out, |_, acc| {
                     crate::profile::gemm(m, xs, self.in_zero_point, &self.weights[0], acc);
-                    self.requant.apply_rows(acc, c_out, &self.bias, 0, o, c_out);
+                    match run {
+                        Some(r) => r.finish_rows(acc, c_out, 0, o, c_out, Patches::Rows(xs)),
+                        None => self.requant.apply_rows(acc, c_out, &self.bias, 0, o, c_out),
+                    }
                 });
             });
         out
     }
 
     /// [`Conv::forward`] by im2col and one GEMM per image and group (any conv).
+    #[cfg(test)]
     pub(crate) fn forward_grouped(&self, x: &QBatch) -> QBatch {
+        self.forward_grouped_with(x, None)
+    }
+
+    /// [`Conv::forward_grouped`], the output stage onnxruntime's where `run` is given.
+    fn forward_grouped_with(&self, x: &QBatch, run: Option<&OrtRun>) -> QBatch {
         let out_len = self.out_shape.len();
         let mut out = QBatch::filled(x.n, self.out_shape, 0);
         out.data
             .par_chunks_mut(out_len.max(1))
             .zip(x.data.par_chunks(self.in_shape.len().max(1)))
-            .for_each(|(o, img)| self.forward_one(img, o));
+            .for_each(|(o, img)| self.forward_one(img, o, run));
         out
     }
 
-    fn forward_one(&self, img: &[u8], out: &mut [u8]) {
+    fn forward_one(&self, img: &[u8], out: &mut [u8], run: Option<&OrtRun>) {
         let Shape { c: c_in, .. } = self.in_shape;
         let Shape {
             h: oh,
@@ -180,11 +221,18 @@ impl Conv {
         let m = oh * ow;
         let k = self.window.kh * self.window.kw * cin_g;
         with_scratch(m * k, m * cout_g, |cols, acc| {
-            self.forward_groups(img, out, cols, acc)
+            self.forward_groups(img, out, cols, acc, run)
         });
     }
 
-    fn forward_groups(&self, img: &[u8], out: &mut [u8], cols: &mut [u8], acc: &mut [i32]) {
+    fn forward_groups(
+        &self,
+        img: &[u8],
+        out: &mut [u8],
+        cols: &mut [u8],
+        acc: &mut [i32],
+        run: Option<&OrtRun>,
+    ) {
         let c_in = self.in_shape.c;
         let (m, c_out) = (self.out_shape.h * self.out_shape.w, self.out_shape.c);
         let cin_g = c_in / self.group;
@@ -194,8 +242,11 @@ impl Conv {
             crate::profile::gemm(m, cols, self.in_zero_point, w, acc);
             let c0 = g * cout_g;
             let bias = &self.bias[c0..];
-            self.requant
-                .apply_rows(acc, cout_g, bias, c0, &mut out[c0..], c_out);
+            let dst = &mut out[c0..];
+            match run {
+                Some(r) => r.finish_rows(acc, cout_g, c0, dst, c_out, Patches::Rows(cols)),
+                None => self.requant.apply_rows(acc, cout_g, bias, c0, dst, c_out),
+            }
         }
     }
 
@@ -374,6 +425,7 @@ mod tests {
                 hi: 251,
             },
             ort_order: None,
+            ort_fix: None,
         }
     }
 

@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use super::conv::{Conv, Window};
+use super::ort_fix::{OrtRun, Patches};
 use super::scratch;
 use super::simd::avx2_dispatch;
 use super::tensor::{QBatch, Shape};
@@ -42,7 +43,7 @@ impl Conv {
 
     /// Depthwise forward of a batch: `[n][h][w][c]` → `[n][oh][ow][c]`, the same bytes as the
     /// per-group GEMMs (same i32 sums, same requantization).
-    pub(crate) fn forward_depthwise(&self, x: &QBatch) -> QBatch {
+    pub(crate) fn forward_depthwise(&self, x: &QBatch, run: Option<&OrtRun>) -> QBatch {
         let (oh, ow, c) = (self.out_shape.h, self.out_shape.w, self.out_shape.c);
         let taps = self.depthwise_taps();
         let mut out = QBatch::filled(x.n, self.out_shape, 0);
@@ -60,7 +61,10 @@ impl Conv {
                         &taps,
                         acc,
                     );
-                    self.requant.apply_rows(acc, c, &self.bias, 0, o, c);
+                    match run {
+                        Some(r) => r.finish_rows(acc, c, 0, o, c, Patches::Image(img)),
+                        None => self.requant.apply_rows(acc, c, &self.bias, 0, o, c),
+                    }
                 });
             });
         out
@@ -314,10 +318,7 @@ mod tests {
 
     /// Input pixel index of tap `(ky, kx)` of output pixel `(oy, ox)`, or `None` in the padding.
     fn tap(s: Shape, win: &Window, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
-        let iy = (oy * win.stride_h + ky * win.dil_h) as isize - win.pads[0] as isize;
-        let ix = (ox * win.stride_w + kx * win.dil_w) as isize - win.pads[1] as isize;
-        (iy >= 0 && ix >= 0 && iy < s.h as isize && ix < s.w as isize)
-            .then(|| iy as usize * s.w + ix as usize)
+        win.tap(s, (oy, ox), (ky, kx))
     }
 
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -438,6 +439,7 @@ mod tests {
                 hi: 250,
             },
             ort_order: None,
+            ort_fix: None,
         })
     }
 

@@ -50,6 +50,7 @@ impl FloatConv {
             bias: vec![],
             requant: Requant::unused(),
             ort_order: None,
+            ort_fix: None,
         }
     }
 

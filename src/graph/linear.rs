@@ -3,6 +3,7 @@
 //! Shapes: input `[n][f_in]` → output `[n][f_out]`; weights `[f_out][f_in]` (ONNX `MatMul`
 //! weights, stored `[f_in][f_out]`, are transposed at import).
 
+use super::ort_fix::Patches;
 use super::qparams::Requant;
 use super::tensor::{QBatch, Shape};
 use crate::kernels::PackedWeights;
@@ -21,18 +22,42 @@ pub struct Linear {
     /// i32 bias at scale `s_in · s_w[o]`, length `f_out`.
     pub bias: Vec<i32>,
     pub requant: Requant,
+    /// Give onnxruntime's bytes where its float order rounds the other way (a QDQ Gemm or
+    /// MatMul; see [`super::OrtFix`]).
+    pub ort_fix: Option<super::OrtFix>,
 }
 
 impl Linear {
-    /// Run on a batch (the whole batch is one GEMM).
+    /// Run on a batch (the whole batch is one GEMM), giving onnxruntime's bytes where an
+    /// [`super::OrtFix`] is set.
     pub fn forward(&self, x: &QBatch) -> QBatch {
+        self.forward_with(x, true)
+    }
+
+    /// [`Linear::forward`] with the integer result everywhere: what training's tape runs.
+    pub fn forward_integer(&self, x: &QBatch) -> QBatch {
+        self.forward_with(x, false)
+    }
+
+    fn forward_with(&self, x: &QBatch, fix: bool) -> QBatch {
         let n = x.n;
         let f_out = self.out_features;
         let mut acc = vec![0i32; n * f_out];
         crate::profile::gemm(n, &x.data, self.in_zero_point, &self.weights, &mut acc);
         let mut out = QBatch::filled(n, Shape::flat(f_out), 0);
-        self.requant
-            .apply_rows(&acc, f_out, &self.bias, 0, &mut out.data, f_out);
+        match self.ort_fix.as_ref().filter(|_| fix) {
+            Some(f) => f.prepare_linear(self).finish_rows(
+                &acc,
+                f_out,
+                0,
+                &mut out.data,
+                f_out,
+                Patches::Rows(&x.data),
+            ),
+            None => self
+                .requant
+                .apply_rows(&acc, f_out, &self.bias, 0, &mut out.data, f_out),
+        }
         out
     }
 

@@ -33,6 +33,7 @@ mod linear_grad;
 mod metric;
 pub mod mul;
 pub mod normalize;
+mod ort_fix;
 mod ort_order;
 pub mod pad;
 mod pairwise;
@@ -70,6 +71,7 @@ pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mul::Mul;
 pub use normalize::Normalization;
+pub use ort_fix::OrtFix;
 pub use ort_order::OrtOrder;
 pub use pad::Pad;
 pub use params::{ParamKind, Segment, Shadow};
@@ -397,9 +399,20 @@ impl Graph {
         Ok(QBatch { n, shape: s, data })
     }
 
-    /// Run the graph on `n` raw images (NCHW bytes). Activations are freed after their last use.
+    /// Run the graph on `n` raw images (NCHW bytes), giving onnxruntime's bytes (see
+    /// [`OrtFix`]). Activations are freed after their last use.
     pub fn forward(&self, images: &[u8], n: usize) -> Result<Logits> {
-        let mut vals = self.run(images, n, false)?;
+        self.forward_as(images, n, true)
+    }
+
+    /// [`Graph::forward`] with the integer result everywhere: what training's own decisions
+    /// (its guard's probe, its stopping rule) read, so they follow the steps' arithmetic.
+    pub fn forward_integer(&self, images: &[u8], n: usize) -> Result<Logits> {
+        self.forward_as(images, n, false)
+    }
+
+    fn forward_as(&self, images: &[u8], n: usize, exact: bool) -> Result<Logits> {
+        let mut vals = self.run_with(images, n, false, exact)?;
         let real = self.real_logits(&vals);
         let out = vals[self.output]
             .take()
@@ -430,8 +443,22 @@ impl Graph {
         }
     }
 
-    /// Run the graph and return every activation (`keep`), or only those still needed.
+    /// Run the graph and return every activation (`keep`), or only those still needed; the
+    /// integer result everywhere (training's tape and its own decisions), no
+    /// [`OrtFix`] recomputation.
     pub(crate) fn run(&self, images: &[u8], n: usize, keep: bool) -> Result<Vec<Option<QBatch>>> {
+        self.run_with(images, n, keep, false)
+    }
+
+    /// [`Graph::run`]; `exact`: onnxruntime's bytes where an [`OrtFix`] is set (what a user is
+    /// shown and what the deployed file computes).
+    fn run_with(
+        &self,
+        images: &[u8],
+        n: usize,
+        keep: bool,
+        exact: bool,
+    ) -> Result<Vec<Option<QBatch>>> {
         let mut last_use = vec![usize::MAX; self.acts.len()];
         for (i, l) in self.layers.iter().enumerate() {
             for &a in &l.inputs {
@@ -462,6 +489,11 @@ impl Graph {
                     self.float_binary(layer, x, get(layer.inputs[1])?)?
                 }
                 _ if float => self.float_op(layer, x)?,
+                // Training takes the integer sums as they are: onnxruntime's float order
+                // ([`OrtFix`]) moves a few outputs in a hundred thousand by one step, which no
+                // gradient step notices, and about doubles a forward's time.
+                Op::Conv(c) if !exact => c.forward_integer(x),
+                Op::Linear(l) if !exact => l.forward_integer(x),
                 Op::Conv(c) => c.forward(x),
                 Op::Linear(l) => l.forward(x),
                 Op::Add(a) => {

@@ -36,6 +36,7 @@ impl Graph {
                 Op::Conv(c) => {
                     // Per tensor from now on: the integer GEMM, as for every other conv.
                     c.ort_order = None;
+                    c.ort_fix = None;
                     &mut c.requant
                 }
                 Op::Linear(l) => &mut l.requant,
@@ -90,11 +91,14 @@ impl Graph {
         match &mut l.op {
             Op::Conv(c) => {
                 c.in_zero_point = qi.zero_point;
+                // The file's float order was for the file's scales.
+                c.ort_fix = None;
                 let ws = c.weight_scales.clone();
                 refresh_requant(&mut c.requant, &ws, &scales, qo, old_out, lo, hi);
             }
             Op::Linear(li) => {
                 li.in_zero_point = qi.zero_point;
+                li.ort_fix = None;
                 let ws = li.weight_scales.clone();
                 refresh_requant(&mut li.requant, &ws, &scales, qo, old_out, lo, hi);
             }

@@ -8,7 +8,7 @@
 //! single output zero point. Everything else is refused here, naming the node, so no layer ever
 //! reads a per-channel tensor as if it had one scale (`crate::graph::channel_act`).
 
-use crate::graph::{Conv, OrtOrder, QParams};
+use crate::graph::{Conv, Linear, OrtFix, OrtOrder, QParams};
 use crate::Result;
 
 use super::proto::ConstData;
@@ -162,6 +162,64 @@ impl Importer<'_> {
             });
         }
         conv
+    }
+
+    /// `conv` set to give onnxruntime's bytes where its float order rounds the other way
+    /// ([`OrtFix`]): a conv onnxruntime runs in float (`float_order`: the file's bias scale) on
+    /// a per-tensor input, per-tensor output, accumulator unit exactly `s_in·s_w[c]`, integer
+    /// bias, and not already run in that order by [`OrtOrder`].
+    pub(super) fn with_ort_fix(
+        &self,
+        mut conv: Conv,
+        input: usize,
+        acc_scale: &[f32],
+        (s_out, out_scales): (f32, &[f32]),
+        float_order: Option<&(Vec<f32>, bool)>,
+    ) -> Conv {
+        if conv.ort_order.is_none() && OrtFix::applies_to(&conv) {
+            let scale_of = |c: usize| conv.scale_of(c);
+            conv.ort_fix = self.ort_fix(input, acc_scale, scale_of, s_out, out_scales, float_order);
+        }
+        conv
+    }
+
+    /// [`Importer::with_ort_fix`] for a linear layer (a QDQ Gemm or MatMul).
+    pub(super) fn with_ort_fix_linear(
+        &self,
+        mut lin: Linear,
+        input: usize,
+        acc_scale: &[f32],
+        (s_out, out_scales): (f32, &[f32]),
+        float_order: Option<&(Vec<f32>, bool)>,
+    ) -> Linear {
+        if OrtFix::applies_to_linear(&lin) {
+            let ws = &lin.weight_scales;
+            let scale_of = |o: usize| ws[if ws.len() > 1 { o } else { 0 }];
+            lin.ort_fix = self.ort_fix(input, acc_scale, scale_of, s_out, out_scales, float_order);
+        }
+        lin
+    }
+
+    /// The [`OrtFix`] of a layer with the given input, accumulator units, weight scales and
+    /// output, when it qualifies (see [`Importer::with_ort_fix`]).
+    fn ort_fix(
+        &self,
+        input: usize,
+        acc_scale: &[f32],
+        scale_of: impl Fn(usize) -> f32,
+        s_out: f32,
+        out_scales: &[f32],
+        float_order: Option<&(Vec<f32>, bool)>,
+    ) -> Option<OrtFix> {
+        let (bias_scale, bias_first) = float_order?;
+        let s_in = self.acts[input].q.scale;
+        let plain = (0..acc_scale.len()).all(|c| acc_scale[c] == s_in * scale_of(c));
+        (plain && out_scales.is_empty() && !self.acts[input].per_channel()).then(|| OrtFix {
+            in_scale: s_in,
+            out_scale: s_out,
+            bias_scale: bias_scale.clone(),
+            bias_first: *bias_first,
+        })
     }
 
     /// Number of values of the float scale input `si` (1 for anything else, which

@@ -340,6 +340,7 @@ impl Importer<'_> {
                 float_bias: float_binding,
                 float_weight,
             }),
+            float_order: None,
         })
     }
 
@@ -428,7 +429,18 @@ impl Importer<'_> {
                 }
             }),
         };
-        let mac = self.build_mac(ctx, input, kind, &w, bias)?;
+        // DequantizeLinear → Conv/Gemm: onnxruntime computes this layer in float. Its bytes are
+        // reproduced (`OrtFix`) for an int32 bias with the file's scale, or none; a float
+        // bias (NNCF's) takes other paths.
+        let file_bias_scale = match &bias {
+            Some(BiasIn::Int(_, Some(s), _)) => Some(Some(s.clone())),
+            None => Some(None),
+            _ => None,
+        };
+        let gemm_c = ctx.node.op_type == "Gemm" && ctx.input(2).is_some();
+        let mut mac = self.build_mac(ctx, input, kind, &w, bias)?;
+        mac.float_order =
+            file_bias_scale.map(|s| (s.unwrap_or_else(|| mac.acc_scale.clone()), gemm_c));
         let out = ctx.output()?.to_string();
         let p = if float_input {
             Pending::Dense(Box::new(self.mac_in_float(ctx, mac)?))
@@ -543,6 +555,7 @@ impl Importer<'_> {
             act: Activation::None,
             params: vec![],
             binding: None,
+            float_order: None,
         }
     }
 

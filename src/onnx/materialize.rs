@@ -405,13 +405,16 @@ impl Importer<'_> {
                     bias,
                     requant,
                     ort_order: None,
+                    ort_fix: None,
                 };
                 let outs = (q.scale, out_scales);
                 let conv = if folded {
                     // onnxruntime runs the conv and the factor as two float ops: no one order.
                     conv
                 } else {
-                    self.with_ort_order(conv, m.input, &m.acc_scale, outs, &m.float_bias)
+                    let conv =
+                        self.with_ort_order(conv, m.input, &m.acc_scale, outs, &m.float_bias);
+                    self.with_ort_fix(conv, m.input, &m.acc_scale, outs, m.float_order.as_ref())
                 };
                 (Op::Conv(conv), out_shape)
             }
@@ -431,7 +434,16 @@ impl Importer<'_> {
                     weight_bits: m.weight_bits,
                     bias,
                     requant,
+                    ort_fix: None,
                 };
+                let outs = (q.scale, out_scales);
+                let lin = self.with_ort_fix_linear(
+                    lin,
+                    m.input,
+                    &m.acc_scale,
+                    outs,
+                    m.float_order.as_ref(),
+                );
                 (Op::Linear(lin), Shape::flat(m.out))
             }
         };

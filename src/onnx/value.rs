@@ -117,6 +117,11 @@ pub struct Mac {
     pub params: Vec<String>,
     /// Where trained integers go back in the file (`None`: frozen, e.g. BatchNorm involved).
     pub binding: Option<crate::graph::ParamBinding>,
+    /// `Some` when onnxruntime runs this layer in float (`DequantizeLinear → Conv/Gemm`, the
+    /// QDQ form): the file's scale of the int32 bias, one value or one per output channel
+    /// (`acc_scale` when it has none), and whether the bias is a Gemm's `C` (the sums' starting
+    /// value). `None`: an integer operator (QLinearConv).
+    pub float_order: Option<(Vec<f32>, bool)>,
 }
 
 impl Mac {

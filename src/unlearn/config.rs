@@ -190,7 +190,7 @@ pub fn logits(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<Vec<f32
     let mut out = Vec::with_capacity(idx.len() * graph.classes());
     for chunk in idx.chunks(512) {
         let (images, _) = gather(data, chunk);
-        let l = graph.forward(&images, chunk.len())?;
+        let l = graph.forward_integer(&images, chunk.len())?;
         out.extend((0..chunk.len()).flat_map(|i| l.real_row(i)));
     }
     Ok(out)

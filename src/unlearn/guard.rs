@@ -84,12 +84,13 @@ pub struct Guard<'a> {
     report: GuardReport,
 }
 
-/// Accuracy (percent) of `graph` on samples `idx` of `data`, on the deployed int8 output.
+/// Accuracy (percent) of `graph` on samples `idx` of `data`, on its int8 output as training
+/// computes it ([`Graph::forward_integer`]): what the guard, the polish and the stopping rules read.
 pub fn accuracy_on(graph: &Graph, data: &IdxDataset, idx: &[usize]) -> Result<f64> {
     let mut hits = 0usize;
     for chunk in idx.chunks(512) {
         let (images, labels) = gather(data, chunk);
-        let l = graph.forward(&images, chunk.len())?;
+        let l = graph.forward_integer(&images, chunk.len())?;
         hits += (0..chunk.len())
             .filter(|&i| l.top1(i) == labels[i] as usize)
             .count();

@@ -1,0 +1,871 @@
+//! onnxruntime's bytes for a QDQ convolution, from the integer sums, by exception.
+//!
+//! Why: with graph optimizations off, onnxruntime runs `DequantizeLinear → Conv →
+//! QuantizeLinear` as a float convolution (MLAS: im2col with the patch in `[c_in][kh][kw]`
+//! order, an SGEMM, then the bias), while qforget runs the same layer as an exact integer sum
+//! and one requantization. The two agree except where the real output lies within the float
+//! sum's rounding error of a rounding boundary (`k + ½` output steps): there the float order
+//! decides, a few values in a hundred thousand. Those 1-LSB flips grow through later layers and
+//! changed top-1 on real models (a ShuffleNet-style fixture: 55 of 62.7 M stem-conv values,
+//! one flipped test image; residual and MobileNetV2-style networks: 1–3 of 10,000).
+//!
+//! Computing every output in float would cost the integer kernels' speed (training runs the
+//! same forward). Instead the integer sum gives each output's exact real value `z*` (in output
+//! steps), and a rigorous bound on how far onnxruntime's float result can lie from it: at most
+//! `(K + 8)·u·(Σ|x·w| + |b|) / s_out` with `u = 2⁻²⁴` (`K` products, `K` additions, the
+//! dequantizations, the bias add and the division each round once), where `Σ|x·w|` is bounded
+//! by `s_in·s_w·max|w|·Σ|x − zp|` over the patch. An output farther than that from a boundary
+//! rounds the same way in both; only the rest (typically under 1 %) is recomputed exactly as
+//! MLAS does on x86-64:
+//! - the sums run over the patch in `[c_in][kh][kw]` order, in slices of `K` whose length
+//!   `MlasConvOperation` derives from the output size and `K` ([`mlas_stride_k`]); each slice
+//!   starts from zero and is added to the output;
+//! - with more than one filter per group, each slice is a chain of fused multiply-adds (the
+//!   SGEMM kernels of AVX2 and AVX-512);
+//! - with one filter per group (a depthwise conv), MLAS takes its `M = 1` kernel, which rounds
+//!   every product and adds them four at a time: `((p₀ + p₁) + p₂) + p₃`, then into the output;
+//! - then the float bias `b_i32 · s_bias` is added, the sum divided by the output scale,
+//!   rounded half to even, offset by the zero point and clamped.
+//!
+//! A conv whose output has one pixel (MLAS's `N = 1` kernel) keeps the integer result.
+
+use super::conv::Conv;
+use super::linear::Linear;
+use super::qparams::{rounded_byte, Requant};
+use super::simd::avx2_dispatch;
+use crate::kernels::PackedWeights;
+
+/// What a QDQ conv needs to reproduce onnxruntime's float order (see the module docs).
+#[derive(Debug, Clone)]
+pub struct OrtFix {
+    /// Real step of the (per-tensor) input.
+    pub in_scale: f32,
+    /// Real step of the (per-tensor) output.
+    pub out_scale: f32,
+    /// The file's scale of the int32 bias, one value or one per output channel: onnxruntime
+    /// adds `b_i32 · bias_scale[c]` in float.
+    pub bias_scale: Vec<f32>,
+    /// The bias is a Gemm's `C` (`beta = 1`): the sums' starting value, not added after them.
+    pub bias_first: bool,
+}
+
+/// `(z + MAGIC) − MAGIC` is `z` rounded half to even, for `|z| < 2⁵¹`.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+/// Unit roundoff of f32.
+const U: f64 = 1.0 / 16_777_216.0;
+
+/// `MlasConvOperation`'s slice of `K` for an output of `n` pixels (one thread): the SGEMM
+/// strides start at 128 × 128; a short `K` widens the `N` stride, a short `N` the `K` stride.
+pub(crate) fn mlas_stride_k(n: usize, k: usize) -> usize {
+    let (mut sn, mut sk) = (128usize, 128usize);
+    if n >= k {
+        // (MLAS doubles the N stride here; only the K stride matters to the sums.)
+        while sk / 2 >= k {
+            sk /= 2;
+        }
+    } else {
+        while sn > 16 && sn / 2 >= n {
+            sk *= 2;
+            sn /= 2;
+        }
+    }
+    sk
+}
+
+impl OrtFix {
+    /// Whether conv `c` is one this order covers: more than one output pixel (MLAS's `N = 1`
+    /// kernel sums in another order) and no real-valued offset in its requantization.
+    pub fn applies_to(c: &Conv) -> bool {
+        c.out_shape.h * c.out_shape.w > 1
+            && c.requant.offset.is_empty()
+            && c.requant.float_bias.is_empty()
+    }
+
+    /// Whether linear layer `l` is one this order covers: more than one output (MLAS's `N = 1`
+    /// kernel) and no real-valued offset.
+    pub fn applies_to_linear(l: &Linear) -> bool {
+        l.out_features > 1 && l.requant.offset.is_empty() && l.requant.float_bias.is_empty()
+    }
+
+    /// The constants of one forward call of `conv` (its current weights and bias).
+    pub(crate) fn prepare<'a>(&'a self, conv: &'a Conv) -> OrtRun<'a> {
+        let (g, k) = (conv.group.max(1), conv.row());
+        let cout_g = conv.out_shape.c / g;
+        let cin_g = conv.in_shape.c / g;
+        let taps = conv.window.kh * conv.window.kw;
+        // Graph order `[kh][kw][c_in/g]` → onnxruntime's `[c_in/g][kh][kw]`.
+        let order: Vec<usize> = (0..k).map(|i| (i % cin_g) * taps + i / cin_g).collect();
+        let rows: Vec<Vec<i32>> = conv.weights.iter().flat_map(|w| rows_of(w, k)).collect();
+        let n_out = conv.out_shape.h * conv.out_shape.w;
+        let sums = Sums {
+            stride_k: mlas_stride_k(n_out, k),
+            m1: cout_g == 1,
+        };
+        self.run(
+            &rows,
+            order,
+            |c| conv.scale_of(c),
+            &conv.bias,
+            Layer::Conv(conv),
+            sums,
+        )
+    }
+
+    /// The constants of one forward call of linear layer `l`: a Gemm or MatMul onnxruntime
+    /// runs as one SGEMM over the batch (`M` = rows, more than one), `N` = outputs.
+    pub(crate) fn prepare_linear<'a>(&'a self, l: &'a Linear) -> OrtRun<'a> {
+        let k = l.in_features;
+        let rows = rows_of(&l.weights, k);
+        let sums = Sums {
+            stride_k: mlas_stride_k(l.out_features, k),
+            m1: false,
+        };
+        let scale_of = |o: usize| l.weight_scales[if l.weight_scales.len() > 1 { o } else { 0 }];
+        self.run(
+            &rows,
+            (0..k).collect(),
+            scale_of,
+            &l.bias,
+            Layer::Linear(l),
+            sums,
+        )
+    }
+
+    /// The shared part of [`OrtFix::prepare`] and [`OrtFix::prepare_linear`]: `rows` are the
+    /// centred integer weights of each output in graph order, `order[i]` the position of graph
+    /// input `i` in onnxruntime's order.
+    fn run<'a>(
+        &'a self,
+        rows: &[Vec<i32>],
+        order: Vec<usize>,
+        scale_of: impl Fn(usize) -> f32,
+        bias_i: &[i32],
+        layer: Layer<'a>,
+        sums: Sums,
+    ) -> OrtRun<'a> {
+        let k = order.len();
+        let c_out = rows.len();
+        let mut w = vec![0f32; c_out * k];
+        let s_out = self.out_scale as f64;
+        let bound = (k + 8) as f64 * U * 1.001;
+        let mut bias = vec![0f32; c_out];
+        let (mut a, mut b) = (vec![0f64; c_out], vec![0f64; c_out]);
+        let (mut m_patch, mut m_const) = (vec![0f64; c_out], vec![0f64; c_out]);
+        let mut m_norm = vec![0f64; c_out];
+        for (c, row) in rows.iter().enumerate() {
+            let s = scale_of(c);
+            for (&v, &at) in row.iter().zip(&order) {
+                w[c * k + at] = v as f32 * s;
+            }
+            let wmax = row.iter().map(|v| v.abs()).max().unwrap_or(0);
+            let wnorm = row
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum::<f64>()
+                .sqrt();
+            let bs = self.bias_scale[if self.bias_scale.len() > 1 { c } else { 0 }];
+            bias[c] = bias_i[c] as f32 * bs;
+            let step = self.in_scale as f64 * s as f64;
+            a[c] = step / s_out;
+            b[c] = bias[c] as f64 / s_out;
+            m_patch[c] = bound * step * wmax as f64 / s_out;
+            m_norm[c] = bound * step * wnorm / s_out;
+            m_const[c] = bound * (bias[c] as f64).abs() / s_out + 1e-9;
+        }
+        let rq = layer.requant();
+        let mult: Vec<f32> = (0..c_out)
+            .map(|c| rq.multiplier[if rq.multiplier.len() > 1 { c } else { 0 }])
+            .collect();
+        // `(acc + b_i)·mult` in f32 lies within 4u·|v| of `(acc + b_i)·s_in·s_w/s_out` (the
+        // conversion, the multiplier's two roundings, the product), which differs from the
+        // exact `z*` by the bias's `|b_i·s_in·s_w − b_f| / s_out`.
+        let screen_patch = m_patch.iter().map(|&m| (m * 1.01) as f32).collect();
+        let screen_norm = m_norm.iter().map(|&m| (m * 1.01) as f32).collect();
+        let screen_const = (0..c_out)
+            .map(|c| {
+                let exact_b = bias_i[c] as f64 * self.in_scale as f64 * scale_of(c) as f64;
+                let dev = (exact_b - bias[c] as f64).abs() / s_out;
+                ((m_const[c] + dev) * 1.01 + 1e-6) as f32
+            })
+            .collect();
+        let mut inv = vec![0; k];
+        for (i, &at) in order.iter().enumerate() {
+            inv[at] = i;
+        }
+        OrtRun {
+            fix: self,
+            layer,
+            inv,
+            w,
+            bias,
+            a,
+            b,
+            m_patch,
+            m_norm,
+            m_const,
+            mult,
+            screen_patch,
+            screen_norm,
+            screen_const,
+            k,
+            sums,
+        }
+    }
+}
+
+/// Centred integer weights of each row of `w` (`k` per row).
+fn rows_of(w: &PackedWeights, k: usize) -> Vec<Vec<i32>> {
+    w.values()
+        .chunks_exact(k.max(1))
+        .map(|r| r.to_vec())
+        .collect()
+}
+
+/// Which layer an [`OrtRun`] serves (its zero points, output stage and, for a conv, the
+/// geometry a depthwise patch is gathered with).
+#[derive(Clone, Copy)]
+enum Layer<'a> {
+    Conv(&'a Conv),
+    Linear(&'a Linear),
+}
+
+impl Layer<'_> {
+    fn in_zero_point(&self) -> i32 {
+        match self {
+            Layer::Conv(c) => c.in_zero_point,
+            Layer::Linear(l) => l.in_zero_point,
+        }
+    }
+
+    fn requant(&self) -> &Requant {
+        match self {
+            Layer::Conv(c) => &c.requant,
+            Layer::Linear(l) => &l.requant,
+        }
+    }
+}
+
+/// How MLAS sums one output: the slice of `K`, and which kernel.
+#[derive(Clone, Copy)]
+struct Sums {
+    stride_k: usize,
+    /// One filter per group: MLAS's `M = 1` kernel.
+    m1: bool,
+}
+
+/// Where a block of accumulator rows came from, for the bounds and the recomputation.
+pub(crate) enum Patches<'a> {
+    /// Rows of `k` input bytes in graph order (im2col rows `[kh][kw][c_in/g]`, the input
+    /// pixels of a 1×1 conv, a linear layer's input rows), one per accumulator row.
+    Rows(&'a [u8]),
+    /// A depthwise conv's image (`[h][w][c]`); row `r` is output pixel `r`.
+    Image(&'a [u8]),
+}
+
+/// One forward call's constants for an [`OrtFix`] layer.
+pub(crate) struct OrtRun<'a> {
+    fix: &'a OrtFix,
+    layer: Layer<'a>,
+    /// The graph-order input at each position of onnxruntime's order.
+    inv: Vec<usize>,
+    /// Dequantized weights `[c_out][k]`, `k` in onnxruntime's order.
+    w: Vec<f32>,
+    /// onnxruntime's float bias per channel.
+    bias: Vec<f32>,
+    /// `z* = acc·a[c] + b[c]`: the exact real output in output steps.
+    a: Vec<f64>,
+    b: Vec<f64>,
+    /// The bound on onnxruntime's error: `m_patch[c]·Σ|x − zp| + m_const[c]`.
+    m_patch: Vec<f64>,
+    /// The same bound by Cauchy–Schwarz: `m_norm[c]·‖x − zp‖₂ + m_const[c]` (the smaller
+    /// of the two holds).
+    m_norm: Vec<f64>,
+    m_const: Vec<f64>,
+    /// The first pass's screen, in f32: the layer's requantization multiplier per channel,
+    /// and the bound above widened by how far that f32 value can lie from the exact one.
+    mult: Vec<f32>,
+    screen_patch: Vec<f32>,
+    screen_norm: Vec<f32>,
+    screen_const: Vec<f32>,
+    k: usize,
+    sums: Sums,
+}
+
+impl OrtRun<'_> {
+    /// The output bytes of accumulator rows `acc` (`rows × width`, channels `c0..c0 + width`,
+    /// bias not added) into the rows of `out` that start every `stride` bytes, as onnxruntime
+    /// computes them; `src` holds the rows' inputs.
+    pub(crate) fn finish_rows(
+        &self,
+        acc: &[i32],
+        width: usize,
+        c0: usize,
+        out: &mut [u8],
+        stride: usize,
+        src: Patches,
+    ) {
+        if width == 0 {
+            return;
+        }
+        let rq = self.layer.requant();
+        let zp_in = self.layer.in_zero_point();
+        let zp = rq.zero_point as f64;
+        let (lo, hi) = (rq.lo as f64, rq.hi as f64);
+        // Largest |q − zp| of any input byte: the depthwise bound's patch sum.
+        let widest = zp_in.max(255 - zp_in) as f64;
+        let mut todo = Vec::new();
+        for (r, (a_row, o_row)) in acc
+            .chunks_exact(width)
+            .zip(out.chunks_mut(stride))
+            .enumerate()
+        {
+            let (patch_abs, patch_norm) = match &src {
+                Patches::Rows(rows) => {
+                    let mut sums = [0u64; 2];
+                    row_norms(&rows[r * self.k..][..self.k], zp_in, &mut sums);
+                    (sums[0] as f64, (sums[1] as f64).sqrt())
+                }
+                Patches::Image(_) => (widest * self.k as f64, widest * (self.k as f64).sqrt()),
+            };
+            // Every output as the integer path computes it, noting whether any might lie
+            // within the bound of a rounding boundary (a loop compiled for AVX2).
+            let (bias_i, mult) = (self.bias_i(c0, width), &self.mult[c0..c0 + width]);
+            let screen = (
+                &self.screen_patch[c0..c0 + width],
+                &self.screen_norm[c0..c0 + width],
+                &self.screen_const[c0..c0 + width],
+            );
+            let mut near = false;
+            screen_row(
+                a_row,
+                bias_i,
+                mult,
+                screen,
+                (patch_abs as f32, patch_norm as f32),
+                (zp as f32, lo as f32, hi as f32),
+                &mut o_row[..width],
+                &mut near,
+            );
+            if !near {
+                continue;
+            }
+            for (j, &s) in a_row.iter().enumerate() {
+                let c = c0 + j;
+                let z = s as f64 * self.a[c] + self.b[c];
+                let rounded = (z + MAGIC) - MAGIC;
+                let bound = (self.m_patch[c] * patch_abs).min(self.m_norm[c] * patch_norm);
+                if 0.5 - (z - rounded).abs() <= bound + self.m_const[c] {
+                    todo.push((r, c));
+                }
+            }
+        }
+        self.recompute_all(&src, &todo, out, stride, c0);
+    }
+
+    /// Outputs `(row, channel)` of `todo` recomputed in MLAS's order into `out` (rows every
+    /// `stride` bytes from channel `c0`). Eight sums at a time run side by side: each is a
+    /// chain of dependent fused multiply-adds, so one alone waits on every step's latency.
+    fn recompute_all(
+        &self,
+        src: &Patches,
+        todo: &[(usize, usize)],
+        out: &mut [u8],
+        stride: usize,
+        c0: usize,
+    ) {
+        if todo.is_empty() {
+            return;
+        }
+        let k = self.k;
+        let Sums { stride_k, m1 } = self.sums;
+        let rq = self.layer.requant();
+        let mut xs = vec![0f32; LANES * k];
+        for group in todo.chunks(LANES) {
+            for (x, &(r, c)) in xs.chunks_exact_mut(k.max(1)).zip(group) {
+                self.gather(src, r, c, x);
+            }
+            let w_of = |l: usize| {
+                let c = group[l.min(group.len() - 1)].1;
+                &self.w[c * k..][..k]
+            };
+            let ys: [f32; LANES] = if m1 {
+                std::array::from_fn(|l| {
+                    let x = &xs[l.min(group.len() - 1) * k..][..k];
+                    let x_ort: Vec<f32> = self.inv.iter().map(|&i| x[i]).collect();
+                    m1_sum(&x_ort, w_of(l), stride_k)
+                })
+            } else {
+                let start: [f32; LANES] = std::array::from_fn(|l| {
+                    let c = group[l.min(group.len() - 1)].1;
+                    if self.fix.bias_first {
+                        self.bias[c]
+                    } else {
+                        0.0
+                    }
+                });
+                let x_of = |l: usize| &xs[l.min(group.len() - 1) * k..][..k];
+                Lanes {
+                    x: std::array::from_fn(x_of),
+                    w: std::array::from_fn(w_of),
+                    idx: &self.inv,
+                    stride_k,
+                    start,
+                }
+                .sums()
+            };
+            for (&(r, c), &y) in group.iter().zip(&ys) {
+                // A Gemm's bias started the sums; any other bias is added after them.
+                let y = if self.fix.bias_first && !m1 {
+                    y
+                } else {
+                    y + self.bias[c]
+                };
+                out[r * stride + c - c0] = rounded_byte(
+                    y / self.fix.out_scale,
+                    rq.zero_point as f32,
+                    rq.lo as f32,
+                    rq.hi as f32,
+                );
+            }
+        }
+    }
+
+    /// The integer bias of channels `c0..c0 + width`.
+    fn bias_i(&self, c0: usize, width: usize) -> &[i32] {
+        let b = match self.layer {
+            Layer::Conv(c) => &c.bias,
+            Layer::Linear(l) => &l.bias,
+        };
+        &b[c0..c0 + width]
+    }
+
+    /// The inputs of output `(row r, channel c)` in graph order, dequantized (0.0 in a conv's
+    /// padding), into `x` (`k` long). (A depthwise conv's image has one channel per group, so
+    /// graph and onnxruntime order agree there.)
+    fn gather(&self, src: &Patches, r: usize, c: usize, x: &mut [f32]) {
+        let k = self.k;
+        let s_in = self.fix.in_scale;
+        let zp_in = self.layer.in_zero_point();
+        x.fill(0.0);
+        match (src, self.layer) {
+            (Patches::Rows(rows), _) => {
+                let row = &rows[r * k..][..k];
+                for (v, &q) in x.iter_mut().zip(row) {
+                    *v = (q as i32 - zp_in) as f32 * s_in;
+                }
+            }
+            (Patches::Image(img), Layer::Conv(conv)) => {
+                let (s, win) = (conv.in_shape, &conv.window);
+                let cin_g = s.c / conv.group.max(1);
+                let g = c / (conv.out_shape.c / conv.group.max(1)).max(1);
+                let (oy, ox) = (r / conv.out_shape.w.max(1), r % conv.out_shape.w.max(1));
+                for ky in 0..win.kh {
+                    for kx in 0..win.kw {
+                        let Some(pix) = win.tap(s, (oy, ox), (ky, kx)) else {
+                            continue;
+                        };
+                        let px = pix * s.c + g * cin_g;
+                        for ci in 0..cin_g {
+                            let at = (ky * win.kw + kx) * cin_g + ci;
+                            x[at] = (img[px + ci] as i32 - zp_in) as f32 * s_in;
+                        }
+                    }
+                }
+            }
+            (Patches::Image(_), Layer::Linear(_)) => unreachable!("a linear layer reads rows"),
+        }
+    }
+}
+
+avx2_dispatch! {
+    /// `Σ|q − zp|` and `Σ(q − zp)²` of one row of input bytes, into `sums`.
+    row_norms => row_norms_body(row: &[u8], zp: i32, sums: &mut [u64; 2])
+}
+
+#[inline(always)]
+fn row_norms_body(row: &[u8], zp: i32, sums: &mut [u64; 2]) {
+    // In blocks short enough that the i32 sums cannot overflow (255² · 4096 < 2³¹).
+    for block in row.chunks(4096) {
+        let (mut l1, mut l2) = (0i32, 0i32);
+        for &q in block {
+            let d = (q as i32 - zp).abs();
+            l1 += d;
+            l2 += d * d;
+        }
+        sums[0] += l1 as u64;
+        sums[1] += l2 as u64;
+    }
+}
+
+avx2_dispatch! {
+    /// The integer path's bytes of one row (`out[j] = rounded_byte((acc[j] + bias[j])·mult[j])`,
+    /// as [`Requant::apply_rows`] gives them), and `near` set when some value lies within
+    /// `min(patch[j]·‖x‖₁, norm[j]·‖x‖₂) + cst[j] + 2⁻²¹·|v|` of a rounding boundary.
+    screen_row => screen_body(
+        acc: &[i32],
+        bias: &[i32],
+        mult: &[f32],
+        screen: (&[f32], &[f32], &[f32]),
+        patch: (f32, f32),
+        out_stage: (f32, f32, f32),
+        out: &mut [u8],
+        near: &mut bool,
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn screen_body(
+    acc: &[i32],
+    bias: &[i32],
+    mult: &[f32],
+    (patch, norm, cst): (&[f32], &[f32], &[f32]),
+    (patch_abs, patch_norm): (f32, f32),
+    (zp, lo, hi): (f32, f32, f32),
+    out: &mut [u8],
+    near: &mut bool,
+) {
+    const MAGIC32: f32 = 12_582_912.0;
+    let n = out.len();
+    let (acc, bias, mult) = (&acc[..n], &bias[..n], &mult[..n]);
+    let (patch, norm, cst) = (&patch[..n], &norm[..n], &cst[..n]);
+    let mut any = false;
+    for i in 0..n {
+        let v = acc[i].saturating_add(bias[i]) as f32 * mult[i];
+        out[i] = rounded_byte(v, zp, lo, hi);
+        let r = (v + MAGIC32) - MAGIC32;
+        let products = (patch[i] * patch_abs).min(norm[i] * patch_norm);
+        let margin = products + cst[i] + v.abs() * (1.0 / 2_097_152.0);
+        any |= 0.5 - (v - r).abs() <= margin;
+    }
+    *near |= any;
+}
+
+/// Sums run side by side by [`OrtRun::recompute_all`].
+const LANES: usize = 8;
+
+/// Eight of MLAS's SGEMM sums at once: lane `l` starts at `start[l]` (a Gemm's bias, else 0)
+/// and adds, slice by slice of `stride_k` inputs, a chain of fused multiply-adds from zero of
+/// `w[l][j]·x[l][idx[j]]` (`w` in onnxruntime's order, `x` in graph order). Each lane's
+/// operations are those of one sum alone, in the same order, so the same value.
+struct Lanes<'a> {
+    x: [&'a [f32]; LANES],
+    w: [&'a [f32]; LANES],
+    idx: &'a [usize],
+    stride_k: usize,
+    start: [f32; LANES],
+}
+
+impl Lanes<'_> {
+    fn sums(&self) -> [f32; LANES] {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has FMA (checked just above).
+            return unsafe { self.sums_fma() };
+        }
+        self.sums_portable()
+    }
+
+    /// [`Lanes::sums`] compiled with the FMA instruction.
+    ///
+    /// # Safety
+    /// The CPU must have FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    unsafe fn sums_fma(&self) -> [f32; LANES] {
+        self.sums_portable()
+    }
+
+    #[inline(always)]
+    fn sums_portable(&self) -> [f32; LANES] {
+        let (x, w, k) = (&self.x, &self.w, self.idx.len());
+        let mut y = self.start;
+        let mut s = 0;
+        while s < k {
+            let e = (s + self.stride_k).min(k);
+            let mut acc = [0f32; LANES];
+            for (j, &i) in self.idx.iter().enumerate().take(e).skip(s) {
+                for l in 0..LANES {
+                    acc[l] = w[l][j].mul_add(x[l][i], acc[l]);
+                }
+            }
+            for l in 0..LANES {
+                y[l] += acc[l];
+            }
+            s = e;
+        }
+        y
+    }
+}
+
+/// MLAS's `M = 1` kernel (`MlasSgemmKernelM1Avx`): in each slice, products rounded, summed
+/// four at a time (`((p₀ + p₁) + p₂) + p₃`), each group added to the output, then a pair and a
+/// single for the rest.
+pub(crate) fn m1_sum(x: &[f32], w: &[f32], stride_k: usize) -> f32 {
+    let mut y = 0f32;
+    for (xs, ws) in x.chunks(stride_k).zip(w.chunks(stride_k)) {
+        let p = |i: usize| ws[i] * xs[i];
+        let quads = xs.len() / 4 * 4;
+        for i in (0..quads).step_by(4) {
+            y += ((p(i) + p(i + 1)) + p(i + 2)) + p(i + 3);
+        }
+        let rest = xs.len() - quads;
+        let mut i = quads;
+        if rest & 2 != 0 {
+            y += p(i) + p(i + 1);
+            i += 2;
+        }
+        if rest & 1 != 0 {
+            y += p(i);
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::Window;
+    use super::super::tensor::{QBatch, Shape};
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A conv with random weights, bias and scales, and its [`OrtFix`].
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        s: Shape,
+        c_out: usize,
+        group: usize,
+        win: Window,
+        zp_in: i32,
+        rng: &mut ChaCha8Rng,
+    ) -> Conv {
+        let (oh, ow) = win.output_hw(s.h, s.w, false).unwrap();
+        let (cin_g, cout_g) = (s.c / group, c_out / group);
+        let k = win.kh * win.kw * cin_g;
+        let weights = (0..group)
+            .map(|_| {
+                let w = (0..cout_g * k)
+                    .map(|_| rng.random_range(-127i32..=127) as i8)
+                    .collect();
+                PackedWeights::new(w, cout_g, k)
+            })
+            .collect();
+        let in_scale = rng.random_range(0.001f32..0.05);
+        let weight_scales: Vec<f32> = (0..c_out)
+            .map(|_| rng.random_range(0.0005f32..0.02))
+            .collect();
+        // An output step small enough that most outputs land inside the byte range.
+        let out_scale = rng.random_range(0.002f32..0.05) * (k as f32).sqrt();
+        let bias = (0..c_out).map(|_| rng.random_range(-3000..3000)).collect();
+        let zero_point = rng.random_range(0..256);
+        let mut c = Conv {
+            window: win,
+            group,
+            in_shape: s,
+            out_shape: Shape {
+                h: oh,
+                w: ow,
+                c: c_out,
+            },
+            in_zero_point: zp_in,
+            weights,
+            weight_scales: weight_scales.clone(),
+            weight_bits: 8,
+            bias,
+            requant: Requant {
+                multiplier: weight_scales
+                    .iter()
+                    .map(|w| in_scale * w / out_scale)
+                    .collect(),
+                offset: vec![],
+                float_bias: vec![],
+                zero_point,
+                lo: 0,
+                hi: 255,
+            },
+            ort_order: None,
+            ort_fix: None,
+        };
+        c.ort_fix = Some(OrtFix {
+            in_scale,
+            out_scale,
+            bias_scale: weight_scales.iter().map(|w| in_scale * w).collect(),
+            bias_first: false,
+        });
+        c
+    }
+
+    /// Every output in MLAS's order, straight from the definition: dequantize the patch in
+    /// `[c_in][kh][kw]` order (0.0 in the padding), sum, add the float bias, quantize.
+    fn reference(c: &Conv, x: &QBatch) -> Vec<u8> {
+        let f = c.ort_fix.as_ref().unwrap();
+        let (s, o, win) = (c.in_shape, c.out_shape, &c.window);
+        let (cin_g, cout_g) = (s.c / c.group, o.c / c.group);
+        let k = c.row();
+        let stride_k = mlas_stride_k(o.h * o.w, k);
+        let mut out = Vec::new();
+        for img in x.data.chunks_exact(s.len()) {
+            for oy in 0..o.h {
+                for ox in 0..o.w {
+                    for co in 0..o.c {
+                        let g = co / cout_g;
+                        let wrow = c.weights[g].values();
+                        let wrow = &wrow[(co % cout_g) * k..][..k];
+                        let (mut xs, mut ws) = (vec![], vec![]);
+                        for ci in 0..cin_g {
+                            for ky in 0..win.kh {
+                                for kx in 0..win.kw {
+                                    let tap = win.tap(s, (oy, ox), (ky, kx));
+                                    xs.push(match tap {
+                                        Some(pix) => {
+                                            let q = img[pix * s.c + g * cin_g + ci];
+                                            (q as i32 - c.in_zero_point) as f32 * f.in_scale
+                                        }
+                                        None => 0.0,
+                                    });
+                                    let wi = (ky * win.kw + kx) * cin_g + ci;
+                                    ws.push(wrow[wi] as f32 * c.scale_of(co));
+                                }
+                            }
+                        }
+                        let y = if cout_g == 1 {
+                            m1_sum(&xs, &ws, stride_k)
+                        } else {
+                            fma_sum(&xs, &ws, stride_k)
+                        };
+                        let y = y + c.bias[co] as f32 * f.bias_scale[co];
+                        let q = (y / f.out_scale).round_ties_even() + c.requant.zero_point as f32;
+                        out.push(q.clamp(0.0, 255.0) as u8);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// MLAS's SGEMM kernels, one sum at a time: each slice of `stride_k` inputs a chain of
+    /// fused multiply-adds from zero, added to the output.
+    fn fma_sum(x: &[f32], w: &[f32], stride_k: usize) -> f32 {
+        let mut y = 0f32;
+        for (first, (xs, ws)) in x.chunks(stride_k).zip(w.chunks(stride_k)).enumerate() {
+            let mut acc = 0f32;
+            for (&a, &b) in xs.iter().zip(ws) {
+                acc = b.mul_add(a, acc);
+            }
+            y = if first == 0 { acc } else { acc + y };
+        }
+        y
+    }
+
+    #[test]
+    fn lanes_sum_like_one_chain_each() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let k = 300;
+        let xs: Vec<Vec<f32>> = (0..LANES)
+            .map(|_| (0..k).map(|_| rng.random_range(-3.0f32..3.0)).collect())
+            .collect();
+        let ws: Vec<Vec<f32>> = (0..LANES)
+            .map(|_| (0..k).map(|_| rng.random_range(-0.1f32..0.1)).collect())
+            .collect();
+        for stride_k in [7, 128, 256, 1024] {
+            let idx: Vec<usize> = (0..k).collect();
+            let lanes = |start| Lanes {
+                x: std::array::from_fn(|l| &xs[l][..]),
+                w: std::array::from_fn(|l| &ws[l][..]),
+                idx: &idx,
+                stride_k,
+                start,
+            };
+            let zero = lanes([0.0; LANES]).sums();
+            let b = 0.3125f32;
+            let gemm = lanes([b; LANES]).sums();
+            for l in 0..LANES {
+                assert_eq!(
+                    zero[l].to_bits(),
+                    fma_sum(&xs[l], &ws[l], stride_k).to_bits()
+                );
+                // A Gemm's bias first: ((b + s₀) + s₁) + …
+                let mut y = b;
+                for (xc, wc) in xs[l].chunks(stride_k).zip(ws[l].chunks(stride_k)) {
+                    y += fma_sum(xc, wc, usize::MAX);
+                }
+                assert_eq!(gemm[l].to_bits(), y.to_bits());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        /// The integer sums with the float order only near a rounding boundary give, value for
+        /// value, what computing every output in MLAS's order gives: plain, strided, padded,
+        /// dilated, grouped, depthwise and 1×1 convs, long K (several slices) included.
+        #[test]
+        fn fix_up_equals_the_float_order_everywhere(
+            n in 1usize..4, h in 3usize..10, w in 3usize..10, kind in 0usize..5,
+            k in 1usize..4, stride in 1usize..3, pad in 0usize..2, zp in 0i32..256,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let (c_in, c_out, group, kk, dil) = match kind {
+                0 => (3, 8, 1, k, 1),
+                1 => (8, 8, 8, 3, 1),        // depthwise: MLAS's M = 1 kernel
+                2 => (8, 4, 2, k, 1),        // grouped
+                3 => (40, 6, 1, 3, 1),       // K = 360: slices of K
+                _ => (4, 5, 1, 2, 2),        // dilated
+            };
+            let win = Window {
+                kh: kk, kw: kk, stride_h: stride, stride_w: stride,
+                pads: [pad; 4], dil_h: dil, dil_w: dil,
+            };
+            let s = Shape { h, w, c: c_in };
+            prop_assume!(win.output_hw(h, w, false).is_some_and(|(a, b)| a * b > 1));
+            let c = conv(s, c_out, group, win, zp, &mut rng);
+            let x = QBatch {
+                n,
+                shape: s,
+                data: (0..n * s.len()).map(|_| rng.random::<u8>()).collect(),
+            };
+            prop_assert_eq!(c.forward(&x).data, reference(&c, &x));
+        }
+    }
+
+    #[test]
+    fn mlas_slices_follow_the_output_size() {
+        // Enough pixels: a short K in one slice (the K stride halves down to it), a long K in
+        // slices of 128.
+        assert_eq!(mlas_stride_k(784, 9), 16);
+        assert_eq!(mlas_stride_k(196, 144), 128);
+        // Few pixels (7×7): the K stride doubles while the N stride halves down to 64.
+        assert_eq!(mlas_stride_k(49, 288), 256);
+        assert_eq!(mlas_stride_k(16, 1152), 1024);
+    }
+
+    #[test]
+    fn m1_kernel_rounds_each_product_and_adds_in_fours() {
+        // p = [1, 2^-24, 2^-24, 2^-24, 2^-24]: ((1 + 2^-24) + 2^-24) + 2^-24 stays 1 (each add
+        // a tie to even), then + 0 = 1, then the single 2^-24: 1 again. A sum in one chain of
+        // FMAs gives the same here; the fifth product alone would not move it either.
+        let t = 2f32.powi(-24);
+        let x = [1.0, t, t, t, t];
+        let w = [1.0; 5];
+        assert_eq!(m1_sum(&x, &w, 128), 1.0);
+        // Grouping matters: [t, t, t, t, 1]: the quad sums to 4t exactly, then 1 + 4t.
+        let x = [t, t, t, t, 1.0];
+        assert_eq!(m1_sum(&x, &w, 128), 1.0 + 4.0 * t);
+    }
+
+    #[test]
+    fn fma_chain_is_one_rounding_per_input() {
+        // a = 1 + 2^-12: a·a = 1 + 2^-11 + 2^-24 exactly; with −1 first the fused step keeps
+        // 2^-11 + 2^-24, where rounding the product first would lose the 2^-24.
+        let a = 1.0 + 2f32.powi(-12);
+        let y = fma_sum(&[1.0, a], &[-1.0, a], 128);
+        assert_eq!(y, 2f32.powi(-11) + 2f32.powi(-24));
+        // Slices: the second slice is summed from zero, then added.
+        let y2 = fma_sum(&[1.0, a], &[-1.0, a], 1);
+        assert_eq!(y2, (a * a) + -1.0);
+    }
+}
