@@ -129,20 +129,26 @@ impl Conv {
 
     /// Run on a batch.
     pub fn forward(&self, x: &QBatch) -> QBatch {
-        if let Some(o) = &self.ort_order {
-            return self.forward_ort_order(o, x);
-        }
-        let run = self.ort_fix.as_ref().map(|f| f.prepare(self));
-        self.forward_with(x, run.as_ref())
+        self.forward_as(x, true)
     }
 
     /// [`Conv::forward`] without the [`super::OrtFix`] recomputation (the integer result, or
     /// a per-channel 1×1 conv's [`super::OrtOrder`] as always): what training runs.
     pub fn forward_integer(&self, x: &QBatch) -> QBatch {
+        self.forward_as(x, false)
+    }
+
+    /// `exact`: onnxruntime's bytes where an [`super::OrtFix`] is set.
+    fn forward_as(&self, x: &QBatch, exact: bool) -> QBatch {
         if let Some(o) = &self.ort_order {
             return self.forward_ort_order(o, x);
         }
-        self.forward_with(x, None)
+        let run = self
+            .ort_fix
+            .as_ref()
+            .filter(|_| exact)
+            .map(|f| f.prepare(self));
+        self.forward_with(x, run.as_ref())
     }
 
     fn forward_with(&self, x: &QBatch, run: Option<&OrtRun>) -> QBatch {

@@ -5,9 +5,11 @@
 //! Why a layer of its own rather than a [`super::Conv`]: there is no integer form of it to run
 //! (the file has no weight scale), and onnxruntime (optimizations off) runs it as MLAS does
 //! every float Conv: im2col with the patch in `[c_in][kh][kw]` order, an SGEMM that adds the
-//! products with fused multiply-adds in that order, in slices of 256 inputs, then the bias
-//! added to the sums. [`super::ort_order::OrtSum`] is that sum (the float Gemm's), so the
-//! output follows onnxruntime's bits as closely as the Gemm's do.
+//! products with fused multiply-adds in that order, in slices of K whose length
+//! `MlasConvOperation` derives from the output size ([`super::ort_fix::mlas_stride_k`]; slices
+//! of 256, the packed Gemm's, left 3 of 100,000 logits 1 LSB off on the fixture whose second
+//! conv is float, this order none), then the bias added to the sums.
+//! [`super::ort_order::OrtSum`] is that sum (the float Gemm's).
 //!
 //! Training reuses the integer conv's f32 backward: [`FloatConv::geom`] is a conv with the same
 //! geometry and no integer weights, and [`FloatConv::weights`] are kept in its graph layout
@@ -17,7 +19,8 @@ use rayon::prelude::*;
 
 use super::conv::{Conv, Window};
 use super::grad::LayerGrad;
-use super::ort_order::{OrtSum, PACKED_STRIDE_K};
+use super::ort_fix::mlas_stride_k;
+use super::ort_order::OrtSum;
 use super::qparams::Requant;
 use super::tensor::Shape;
 
@@ -116,7 +119,7 @@ impl FloatConv {
                     zp_in: 0,
                     in_scale: 1.0,
                     bias: &self.bias[g * cout_g..(g + 1) * cout_g],
-                    block_k: PACKED_STRIDE_K,
+                    block_k: mlas_stride_k(bases.len(), row),
                     bias_first: false,
                 };
                 (sum, koff)
@@ -280,7 +283,7 @@ mod tests {
                     zp_in: 0,
                     in_scale: 1.0,
                     bias: &l.bias[g * cout_g..(g + 1) * cout_g],
-                    block_k: PACKED_STRIDE_K,
+                    block_k: mlas_stride_k(m, row),
                     bias_first: false,
                 };
                 im2col_f32(c, img, g * cin_g, cin_g, &mut cols);

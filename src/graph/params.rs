@@ -141,7 +141,14 @@ impl Shadow {
                 (s.layer, weight, s.range.clone())
             })
             .collect();
-        let metric = super::metric::fold_factors(g, &parts);
+        let ints: Vec<_> = segments
+            .iter()
+            .map(|s| (s.layer, s.kind == ParamKind::Weight, s.range.clone()))
+            .collect();
+        let metric = super::metric::combine(
+            super::metric::fold_factors(g, &parts),
+            super::metric::grid_factors(g, &ints),
+        );
         Shadow {
             theta,
             segments,

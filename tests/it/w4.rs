@@ -363,3 +363,93 @@ fn w4_shadow_requantizes_onto_the_four_bit_grid() {
         .iter()
         .any(|e| e.dtype == qforget::graph::params::ExportType::I4));
 }
+
+/// 4-bit weights train in grid units (`graph::metric`): each output channel's weights in steps
+/// of its own scale, `D = G/s_c` with `G` the geometric mean of the layer's scales, while 8-bit
+/// per-channel weights keep `D = 1` (no factors at all on a model without 4-bit layers).
+#[test]
+fn four_bit_weights_train_in_grid_units() {
+    use qforget::graph::params::{ParamKind, Shadow};
+    use qforget::graph::Op;
+    let g = qforget::onnx::load(model("fmnist_overfit_w4.onnx")).unwrap();
+    let sh = Shadow::new(&g);
+    assert_eq!(sh.metric.len(), sh.theta.len());
+    let mut checked = 0;
+    for seg in &sh.segments {
+        let d = &sh.metric[seg.range.clone()];
+        let scales: Vec<f64> = match &g.layers[seg.layer].op {
+            Op::Conv(c) => (0..c.out_shape.c).map(|ch| c.scale_of(ch) as f64).collect(),
+            Op::Linear(l) => (0..l.out_features)
+                .map(|ch| l.scale_of(ch) as f64)
+                .collect(),
+            _ => unreachable!(),
+        };
+        if seg.kind != ParamKind::Weight {
+            assert!(d.iter().all(|&m| m == 1.0), "{}", seg.initializer);
+            continue;
+        }
+        let gm = (scales.iter().map(|s| s.ln()).sum::<f64>() / scales.len() as f64).exp();
+        let per = seg.range.len() / scales.len();
+        for (k, &m) in d.iter().enumerate() {
+            let want = gm / scales[k / per];
+            assert!(
+                (m as f64 - want).abs() <= 1e-6 * want,
+                "{} value {k}: {m} vs {want}",
+                seg.initializer
+            );
+        }
+        // Per-channel scales differ, so the factors do too.
+        assert!(d.iter().any(|&m| m != d[0]), "{}", seg.initializer);
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "conv1, conv2, fc1, fc2");
+    for stem in ["fmnist_overfit_qdq.onnx", "fmnist_cnn_qdq.onnx"] {
+        let g = qforget::onnx::load(model(stem)).unwrap();
+        assert!(Shadow::new(&g).metric.is_empty(), "{stem}");
+    }
+}
+
+/// The default sample-wise request on the memorizing W4 CNN (random 10 %, the ids its PyTorch
+/// reference left out) meets its target within the retain budget and lands near the retrained
+/// model (issue 11: Avg. Gap ≤ 2 pp). Regression: with the 8-bit optimizer coordinates the same
+/// request was refused on every seed (forget accuracy 97.4 % after 480 steps against a target
+/// of 89.7 %, gap 4.9 pp on seed 0): the coarse channels' integers never moved.
+#[test]
+fn w4_sample_wise_default_meets_its_target() {
+    let o = qforget(&[
+        "forget",
+        s(&model("fmnist_overfit_w4.onnx")),
+        "--dataset",
+        s(&dataset("fashion-mnist")),
+        "--forget-ids",
+        s(&model("retrain/ids/random10_seed0.txt")),
+        "--seed",
+        "0",
+        "--reference",
+        s(&model("retrain/random10_fmnist_overfit_w4_seed0.onnx")),
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&o.stderr));
+    });
+    let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    let (b, a) = (&r["before"], &r["after"]);
+    eprintln!(
+        "exit {:?}, {} steps, FA {:.2} → {:.2}, RA {:.2} → {:.2}, TA {:.2} → {:.2}, gap {:.2} → {:.2}; {}",
+        o.status.code(),
+        r["steps"],
+        num(b, "forget_acc"),
+        num(a, "forget_acc"),
+        num(b, "retain_acc"),
+        num(a, "retain_acc"),
+        num(b, "test_acc"),
+        num(a, "test_acc"),
+        num(b, "gap"),
+        num(a, "gap"),
+        r["target"]
+    );
+    assert!(o.status.success(), "refused: {}", r["refused"]);
+    assert_eq!(r["target_met"], true);
+    assert!(num(a, "gap") <= 2.0, "gap {}", num(a, "gap"));
+    assert!(num(b, "retain_acc") - num(a, "retain_acc") <= 2.0);
+}
