@@ -453,3 +453,32 @@ fn w4_sample_wise_default_meets_its_target() {
     assert!(num(a, "gap") <= 2.0, "gap {}", num(a, "gap"));
     assert!(num(b, "retain_acc") - num(a, "retain_acc") <= 2.0);
 }
+
+/// The re-quantization band is at most one step for 4-bit weights (`graph::params::layer_band`):
+/// under OEU's class-wise band of 4, a shadow pushed 2 steps from its integer moves a 4-bit
+/// weight (beyond `0.5 + 1`) but not an 8-bit one (within `0.5 + 4`).
+#[test]
+fn four_bit_weights_get_a_narrow_band() {
+    use qforget::graph::params::Shadow;
+    for (stem, moves) in [("fmnist_cnn_w4.onnx", true), ("fmnist_cnn_qdq.onnx", false)] {
+        let mut g = qforget::onnx::load(model(stem)).unwrap();
+        let mut sh = Shadow::new(&g);
+        sh.hysteresis = 4.0;
+        let entries = sh.weight_entries(&g);
+        let (i, q, step) = entries[entries.len() / 2];
+        let lo_half = q <= 0;
+        sh.theta[i] = (q as f32 + if lo_half { 2.0 } else { -2.0 }) * step;
+        sh.apply(&mut g);
+        let now = sh.weight_entries(&g)[entries.len() / 2].1;
+        assert_eq!(now != q, moves, "{stem}: {q} → {now}");
+        // Narrowing the band to 0.5 pulls a shadow 3 steps out back to the edge (1 step) on
+        // both widths (4-bit: band 1 → 0.5, 8-bit: 4 → 0.5).
+        let mut far = Shadow::new(&g);
+        far.hysteresis = 4.0;
+        let (j, qj, sj) = far.weight_entries(&g)[0];
+        far.theta[j] = (qj as f32 + 3.0) * sj;
+        far.narrow_band(&g, 0.5);
+        let d = far.theta[j] / sj - qj as f32;
+        assert!(d > 0.99 && d < 1.0, "{stem}: pulled to {d} steps");
+    }
+}
