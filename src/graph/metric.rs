@@ -129,15 +129,10 @@ pub fn grid_factors(g: &Graph, segments: &[(usize, bool, std::ops::Range<usize>)
 /// Per-channel weight scales of integer layer `i` when its weights have at most
 /// [`GRID_BITS`] bits and all scales are finite and positive.
 fn weight_scales(g: &Graph, i: usize) -> Option<Vec<f32>> {
-    let s: Vec<f32> = match &g.layers[i].op {
-        Op::Conv(c) if c.weight_bits <= GRID_BITS => {
-            (0..c.out_shape.c).map(|ch| c.scale_of(ch)).collect()
-        }
-        Op::Linear(l) if l.weight_bits <= GRID_BITS => {
-            (0..l.out_features).map(|ch| l.scale_of(ch)).collect()
-        }
-        _ => return None,
-    };
+    use super::params::{dims, weight_bits, weight_scale};
+    weight_bits(g, i).filter(|&b| b <= GRID_BITS)?;
+    let (c_out, _) = dims(g, i)?;
+    let s: Vec<f32> = (0..c_out).map(|c| weight_scale(g, i, c)).collect();
     (!s.is_empty() && s.iter().all(|v| v.is_finite() && *v > 0.0)).then_some(s)
 }
 

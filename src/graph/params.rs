@@ -90,7 +90,7 @@ pub struct Shadow {
 }
 
 /// `(c_out, row)` of a conv/linear layer.
-fn dims(g: &Graph, i: usize) -> Option<(usize, usize)> {
+pub(super) fn dims(g: &Graph, i: usize) -> Option<(usize, usize)> {
     match &g.layers[i].op {
         Op::Conv(c) => Some((c.out_shape.c, c.row())),
         Op::Linear(l) => Some((l.out_features, l.in_features)),
@@ -563,12 +563,7 @@ pub const FOUR_BIT_BAND: f32 = 1.0;
 /// 3.30 % of the file). A 4-bit step is 16 times an 8-bit one, so the shadow noise the band is
 /// there to absorb crosses far fewer boundaries anyway.
 fn layer_band(g: &Graph, i: usize, h: f32) -> f32 {
-    let bits = match &g.layers[i].op {
-        Op::Conv(c) => c.weight_bits,
-        Op::Linear(l) => l.weight_bits,
-        _ => 8,
-    };
-    if bits <= 4 {
+    if weight_bits(g, i).is_some_and(|b| b <= 4) {
         h.min(FOUR_BIT_BAND)
     } else {
         h
@@ -617,8 +612,17 @@ fn weight_zeros(g: &Graph, i: usize) -> Vec<i32> {
     }
 }
 
+/// Bits of integer layer `i`'s weights; `None` for a layer without integer weights.
+pub(super) fn weight_bits(g: &Graph, i: usize) -> Option<u32> {
+    match &g.layers[i].op {
+        Op::Conv(c) => Some(c.weight_bits),
+        Op::Linear(l) => Some(l.weight_bits),
+        _ => None,
+    }
+}
+
 /// Weight scale of output channel `c` of layer `i`.
-fn weight_scale(g: &Graph, i: usize, c: usize) -> f32 {
+pub(super) fn weight_scale(g: &Graph, i: usize, c: usize) -> f32 {
     match &g.layers[i].op {
         Op::Conv(conv) => conv.scale_of(c),
         Op::Linear(l) => l.scale_of(c),
