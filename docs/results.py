@@ -237,7 +237,7 @@ def write_md(sections, summary, args, commits, kernels) -> None:
           "shared: wall times are indicative.", "",
           "Metrics (DESIGN.md): FA = accuracy on the forget set, RA = on the retain set, TA = on the test set "
           "(class-wise: of the other classes), MIA = MIA-efficacy (share of forget samples an RBF-SVM on "
-          "true-label confidence, members = retain samples, non-members = test samples, calls non-members), "
+          "true-label confidence, members = retain samples, non-members = test samples, the forgotten class's included, calls non-members), "
           "Avg. Gap = mean |Δ| over FA, RA, TA, MIA to the gold standard, a PyTorch retrain without the forget "
           "set quantized like the base (`onnx-models/retrain/`), measured by qforget on the same samples. "
           "Wall time is the method's own run; delta = the `--out` file over the model file.", "",
