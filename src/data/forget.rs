@@ -88,8 +88,15 @@ pub fn select(
         }
     };
     if forget.is_empty() {
+        let why = match spec {
+            ForgetSpec::Class(c) => format!("no training sample has label {c}"),
+            ForgetSpec::Ids(_) => "the list of ids is empty".to_string(),
+            ForgetSpec::Random { fraction, .. } => {
+                format!("a fraction of {fraction} of {n} samples rounds to none")
+            }
+        };
         return Err(invalid(format!(
-            "the forget set is empty ({spec:?} on {n} training samples)"
+            "the forget set is empty: {why} ({n} training samples)"
         )));
     }
     let mut in_forget = vec![false; n];

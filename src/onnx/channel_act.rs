@@ -8,7 +8,7 @@
 //! single output zero point. Everything else is refused here, naming the node, so no layer ever
 //! reads a per-channel tensor as if it had one scale (`crate::graph::channel_act`).
 
-use crate::graph::{Conv, Linear, OrtFix, OrtOrder, QParams};
+use crate::graph::{Conv, Linear, OrtFix, OrtOrder, QParams, Requant};
 use crate::Result;
 
 use super::proto::ConstData;
@@ -166,19 +166,21 @@ impl Importer<'_> {
 
     /// `conv` set to give onnxruntime's bytes where its float order rounds the other way
     /// ([`OrtFix`]): a conv onnxruntime runs in float (`float_order`: the file's bias scale) on
-    /// a per-tensor input, per-tensor output, accumulator unit exactly `s_in·s_w[c]`, integer
-    /// bias, and not already run in that order by [`OrtOrder`].
+    /// a per-tensor input, per-tensor output, accumulator unit exactly `s_in·s_w[c]`, an
+    /// integer or a float bias (`float_bias`), and not already run in that order by
+    /// [`OrtOrder`].
     pub(super) fn with_ort_fix(
         &self,
         mut conv: Conv,
         input: usize,
-        acc_scale: &[f32],
+        (acc_scale, float_bias): (&[f32], &[f32]),
         (s_out, out_scales): (f32, &[f32]),
         float_order: Option<&(Vec<f32>, bool)>,
     ) -> Conv {
         if conv.ort_order.is_none() && OrtFix::applies_to(&conv) {
             let scale_of = |c: usize| conv.scale_of(c);
-            conv.ort_fix = self.ort_fix(input, acc_scale, scale_of, s_out, out_scales, float_order);
+            let layer = (acc_scale, float_bias, &conv.bias[..], &conv.requant);
+            conv.ort_fix = self.ort_fix(input, layer, scale_of, (s_out, out_scales), float_order);
         }
         conv
     }
@@ -188,37 +190,59 @@ impl Importer<'_> {
         &self,
         mut lin: Linear,
         input: usize,
-        acc_scale: &[f32],
+        (acc_scale, float_bias): (&[f32], &[f32]),
         (s_out, out_scales): (f32, &[f32]),
         float_order: Option<&(Vec<f32>, bool)>,
     ) -> Linear {
         if OrtFix::applies_to_linear(&lin) {
             let ws = &lin.weight_scales;
             let scale_of = |o: usize| ws[if ws.len() > 1 { o } else { 0 }];
-            lin.ort_fix = self.ort_fix(input, acc_scale, scale_of, s_out, out_scales, float_order);
+            let layer = (acc_scale, float_bias, &lin.bias[..], &lin.requant);
+            lin.ort_fix = self.ort_fix(input, layer, scale_of, (s_out, out_scales), float_order);
         }
         lin
     }
 
-    /// The [`OrtFix`] of a layer with the given input, accumulator units, weight scales and
-    /// output, when it qualifies (see [`Importer::with_ort_fix`]).
+    /// The [`OrtFix`] of a layer with the given input, accumulator units, float and integer
+    /// bias, requantization, weight scales and output, when it qualifies (see
+    /// [`Importer::with_ort_fix`]).
+    ///
+    /// A float bias (NNCF keeps Conv/Gemm biases in float; a float `Add` after an
+    /// onnxruntime MatMul) qualifies when it is the layer's only bias and the requantization's
+    /// offset is exactly it over the output scale: onnxruntime adds the file's float values
+    /// after the sums (a Gemm's `C`: before), then applies the float Relu/Clip, which the
+    /// clamp to `[lo, hi]` after rounding reproduces.
     fn ort_fix(
         &self,
         input: usize,
-        acc_scale: &[f32],
+        (acc_scale, float_bias, bias_i, requant): (&[f32], &[f32], &[i32], &Requant),
         scale_of: impl Fn(usize) -> f32,
-        s_out: f32,
-        out_scales: &[f32],
+        (s_out, out_scales): (f32, &[f32]),
         float_order: Option<&(Vec<f32>, bool)>,
     ) -> Option<OrtFix> {
         let (bias_scale, bias_first) = float_order?;
         let s_in = self.acts[input].q.scale;
         let plain = (0..acc_scale.len()).all(|c| acc_scale[c] == s_in * scale_of(c));
-        (plain && out_scales.is_empty() && !self.acts[input].per_channel()).then(|| OrtFix {
-            in_scale: s_in,
-            out_scale: s_out,
-            bias_scale: bias_scale.clone(),
-            bias_first: *bias_first,
+        let has_float = float_bias.iter().any(|&b| b != 0.0);
+        let bias_ok = if has_float {
+            bias_i.iter().all(|&b| b == 0)
+                && requant.offset.len() == float_bias.len()
+                && (0..float_bias.len()).all(|c| requant.offset[c] == float_bias[c] / s_out)
+        } else {
+            requant.offset.is_empty()
+        };
+        (plain && bias_ok && out_scales.is_empty() && !self.acts[input].per_channel()).then(|| {
+            OrtFix {
+                in_scale: s_in,
+                out_scale: s_out,
+                bias_scale: bias_scale.clone(),
+                bias_first: *bias_first,
+                float_bias: if has_float {
+                    float_bias.to_vec()
+                } else {
+                    vec![]
+                },
+            }
         })
     }
 

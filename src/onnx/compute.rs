@@ -430,11 +430,11 @@ impl Importer<'_> {
             }),
         };
         // DequantizeLinear → Conv/Gemm: onnxruntime computes this layer in float. Its bytes are
-        // reproduced (`OrtFix`) for an int32 bias with the file's scale, or none; a float
-        // bias (NNCF's) takes other paths.
+        // reproduced (`OrtFix`) for an int32 bias with the file's scale, a float bias (NNCF's:
+        // onnxruntime adds the file's values, see `Importer::ort_fix`), or none.
         let file_bias_scale = match &bias {
             Some(BiasIn::Int(_, Some(s), _)) => Some(Some(s.clone())),
-            None => Some(None),
+            Some(BiasIn::Float(..)) | None => Some(None),
             _ => None,
         };
         let gemm_c = ctx.node.op_type == "Gemm" && ctx.input(2).is_some();

@@ -414,7 +414,8 @@ impl Importer<'_> {
                 } else {
                     let conv =
                         self.with_ort_order(conv, m.input, &m.acc_scale, outs, &m.float_bias);
-                    self.with_ort_fix(conv, m.input, &m.acc_scale, outs, m.float_order.as_ref())
+                    let layer = (&m.acc_scale[..], &m.float_bias[..]);
+                    self.with_ort_fix(conv, m.input, layer, outs, m.float_order.as_ref())
                 };
                 (Op::Conv(conv), out_shape)
             }
@@ -440,7 +441,7 @@ impl Importer<'_> {
                 let lin = self.with_ort_fix_linear(
                     lin,
                     m.input,
-                    &m.acc_scale,
+                    (&m.acc_scale, &m.float_bias),
                     outs,
                     m.float_order.as_ref(),
                 );

@@ -3,14 +3,17 @@
 //! against their references (onnxruntime 1.32.0, ORT_DISABLE_ALL, float32 logits of the full
 //! test set, and the float head's quantized input for the first images): the same top-1 on
 //! every image and the same accuracy; the head's input within 1 LSB; every logit within 1e-4
-//! relative (to the largest magnitude in its row) wherever the head's input is identical.
+//! relative (to the largest magnitude in its row) wherever the head's input is identical, and on
+//! every row of every fixture but those listed in [`NOT_EVERY_ROW`].
 //!
-//! Why not 1e-4 on every row: the layers before the head re-quantize float results
-//! (NNCF's float Conv + bias + Relu, onnxruntime's float bias Add), and onnxruntime's float sums
-//! are in another order than our exact integer sums, so a value within ~1e-6 of a rounding
-//! boundary lands on the other side in about 1 % of the images: a 1-LSB difference (the bound
-//! every quantized fixture is held to), which the float head then shows as a logit difference
-//! of one step times a weight.
+//! Why a list: the layers before the head re-quantize float results (NNCF's float Conv + bias +
+//! Relu, onnxruntime's float bias Add), and onnxruntime's float sums are in another order than
+//! our exact integer sums, so a value within ~1e-6 of a rounding boundary lands on the other
+//! side in about 1 % of the images: a 1-LSB difference (the bound every quantized fixture is held
+//! to), which the float head then shows as a logit difference of one step times a weight. The
+//! exact forward recomputes such outputs in onnxruntime's order (`OrtFix`, float biases
+//! included), which closes the gap wherever only Relu/Clip stands between the sums and the
+//! QuantizeLinear; the listed fixtures have other float functions there.
 
 use qforget::data::{IdxDataset, Split};
 
@@ -18,6 +21,23 @@ use super::{dataset, float_fixtures, model, root};
 
 /// Relative tolerance of a float logit, against the largest |logit| of its row.
 const REL: f32 = 1e-4;
+
+/// Fixtures whose logits are not yet within [`REL`] on every row, and why: a float function
+/// other than Relu/Clip (HardSwish, LeakyRelu, Sigmoid, GELU, LayerNormalization, a
+/// squeeze-excitation product) reads a Conv/Gemm's float result before the next
+/// QuantizeLinear, or a depthwise conv reads a per-channel quantized input, so the
+/// recomputation of outputs near a rounding boundary in onnxruntime's order (`OrtFix`) does not
+/// cover that layer and a 1-LSB difference before the head shows in a few rows (measured
+/// 2026-12-06: 10, 4, 7, 323 and 37 rows of 10,000). Every other float-output fixture must be
+/// within the tolerance on every row: before `OrtFix` covered float biases, NNCF's CNN,
+/// residual CNN and MLP had 114, 221 and 11 such rows.
+const NOT_EVERY_ROW: [&str; 5] = [
+    "mnist_act_nncf",
+    "mnist_gelu_nncf",
+    "mnist_ln_nncf",
+    "fmnist_mnv2_nncf",
+    "mnist_mnv3_nncf",
+];
 
 /// The reference's head input (quantized integers, model domain), `rows × features`; `None`
 /// when the head reads a float activation (a float segment: no grid to store it on).
@@ -183,6 +203,14 @@ fn float_output_fixtures_match_their_reference() {
         })
         .unwrap();
         let acc = correct as f64 / data.n as f64;
+        if !NOT_EVERY_ROW.contains(&stem.as_str()) {
+            assert_eq!(
+                rows_off, 0,
+                "{stem}: {rows_off} of {} rows have a logit more than {REL:e} (relative) from \
+                 onnxruntime's, max {worst:.2e}",
+                data.n
+            );
+        }
         let Some((want_in, feats)) = head_input(&stem) else {
             // A float segment before the output: the reference keeps the segment's quantized
             // input instead; every row where it agrees must be within the tolerance.
