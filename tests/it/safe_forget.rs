@@ -37,6 +37,19 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number {k} in {v}"))
 }
 
+/// A file (in a fresh temporary directory named after `tag`) listing the ids of every training
+/// sample of `classes` in dataset `data`, one per line.
+fn ids_of_classes(data: &std::path::Path, classes: &[u8], tag: &str) -> std::path::PathBuf {
+    let train = qforget::data::IdxDataset::load(data, qforget::data::Split::Train).unwrap();
+    let ids: Vec<String> = (0..train.n)
+        .filter(|&i| classes.contains(&train.labels[i]))
+        .map(|i| i.to_string())
+        .collect();
+    let file = tempdir(tag).join("ids.txt");
+    std::fs::write(&file, ids.join("\n")).unwrap();
+    file
+}
+
 /// "FA x → y %, RA …, TA …" of a `forget --json` report.
 fn accuracies(r: &serde_json::Value) -> String {
     let (b, a) = (&r["before"], &r["after"]);
@@ -571,15 +584,8 @@ fn sample_wise_default_holds_test_accuracy_on_a_memorizing_model() {
 #[test]
 fn ids_covering_two_classes_are_class_wise() {
     let data = dataset("fashion-mnist");
-    let train = qforget::data::IdxDataset::load(&data, qforget::data::Split::Train).unwrap();
     let test = qforget::data::IdxDataset::load(&data, qforget::data::Split::Test).unwrap();
-    let ids: Vec<String> = (0..train.n)
-        .filter(|&i| matches!(train.labels[i], 3 | 5))
-        .map(|i| i.to_string())
-        .collect();
-    let dir = tempdir("two-classes");
-    let file = dir.join("ids.txt");
-    std::fs::write(&file, ids.join("\n")).unwrap();
+    let file = ids_of_classes(&data, &[3, 5], "two-classes");
     let o = qforget(&[
         "forget",
         s(&model("fmnist_cnn_qdq.onnx")),
@@ -706,14 +712,7 @@ fn a_run_on_pace_gets_another_budget() {
 #[test]
 fn a_forgotten_class_is_scored_like_its_unseen_images() {
     let data = dataset("mnist");
-    let train = qforget::data::IdxDataset::load(&data, qforget::data::Split::Train).unwrap();
-    let ids: Vec<String> = (0..train.n)
-        .filter(|&i| matches!(train.labels[i], 2 | 7))
-        .map(|i| i.to_string())
-        .collect();
-    let dir = tempdir("mia-two-classes");
-    let file = dir.join("ids.txt");
-    std::fs::write(&file, ids.join("\n")).unwrap();
+    let file = ids_of_classes(&data, &[2, 7], "mia-two-classes");
     let r = forget_json(&[
         "forget",
         s(&model("mnist_res_qdq_u8.onnx")),
