@@ -32,9 +32,11 @@
 //! A **float bias** (NNCF keeps Conv/Gemm biases in float and puts a float Relu between the
 //! layer and the next QuantizeLinear; onnxruntime's MatMul-only quantization adds a float bias
 //! with an `Add`) is the same computation with the file's float values added instead of
-//! `b_i32 · s_bias`; the Relu/Clip is the clamp after rounding. Covering it took the NNCF
-//! fixtures' float logits from 114, 221 and 11 rows of 10,000 beyond 1e-4 relative of
-//! onnxruntime's (CNN, residual CNN, MLP) to none.
+//! `b_i32 · s_bias`; the Relu/Clip is the clamp after rounding. A **per-channel input** (NNCF
+//! quantizes a depthwise conv's input per channel) is dequantized with each channel's own
+//! scale, which a depthwise conv, reading one input channel per output channel, allows.
+//! Covering both took the NNCF fixtures' float logits from 114, 221, 11 and 569 rows of 10,000
+//! beyond 1e-4 relative of onnxruntime's (CNN, residual CNN, MLP, MobileNetV2) to none.
 
 use super::conv::Conv;
 use super::linear::Linear;
@@ -45,8 +47,12 @@ use crate::kernels::PackedWeights;
 /// What a QDQ conv needs to reproduce onnxruntime's float order (see the module docs).
 #[derive(Debug, Clone)]
 pub struct OrtFix {
-    /// Real step of the (per-tensor) input.
+    /// Real step of the input (per tensor).
     pub in_scale: f32,
+    /// Real step of each input channel where the input is quantized per channel (NNCF does so
+    /// for a depthwise conv's input, which only a conv with one input channel per group reads:
+    /// output channel `c` reads input channel `c·C_in/C_out`); empty: `in_scale` everywhere.
+    pub in_scales: Vec<f32>,
     /// Real step of the (per-tensor) output.
     pub out_scale: f32,
     /// The file's scale of the int32 bias, one value or one per output channel: onnxruntime
@@ -97,6 +103,15 @@ impl OrtFix {
     /// kernel).
     pub fn applies_to_linear(l: &Linear) -> bool {
         l.out_features > 1
+    }
+
+    /// Real step of the input that output channel `c` of `c_out` reads (`c_in` input channels).
+    fn in_scale_of(&self, c: usize, c_in: usize, c_out: usize) -> f32 {
+        if self.in_scales.is_empty() {
+            self.in_scale
+        } else {
+            self.in_scales[(c * c_in / c_out.max(1)).min(self.in_scales.len() - 1)]
+        }
     }
 
     /// The float bias onnxruntime adds (current values when it trains), or `None` for the
@@ -196,7 +211,7 @@ impl OrtFix {
                     bias_i[c] as f32 * bs
                 }
             };
-            let step = self.in_scale as f64 * s as f64;
+            let step = self.in_scale_of(c, layer.in_channels(), c_out) as f64 * s as f64;
             a[c] = step / s_out;
             b[c] = bias[c] as f64 / s_out;
             m_patch[c] = bound * step * wmax as f64 / s_out;
@@ -215,7 +230,10 @@ impl OrtFix {
         // (`b / s_out` rounded to f32) where the bias is float.
         let int_path_b = |c: usize| match float_bias {
             Some(_) => rq.offset.get(c).map_or(0.0, |&o| o as f64),
-            None => bias_i[c] as f64 * self.in_scale as f64 * scale_of(c) as f64 / s_out,
+            None => {
+                let s_in = self.in_scale_of(c, layer.in_channels(), c_out) as f64;
+                bias_i[c] as f64 * s_in * scale_of(c) as f64 / s_out
+            }
         };
         let screen_const = (0..c_out)
             .map(|c| {
@@ -286,6 +304,20 @@ impl Layer<'_> {
         match self {
             Layer::Conv(c) => &c.requant,
             Layer::Linear(l) => &l.requant,
+        }
+    }
+
+    fn in_channels(&self) -> usize {
+        match self {
+            Layer::Conv(c) => c.in_shape.c,
+            Layer::Linear(l) => l.in_features,
+        }
+    }
+
+    fn out_channels(&self) -> usize {
+        match self {
+            Layer::Conv(c) => c.out_shape.c,
+            Layer::Linear(l) => l.out_features,
         }
     }
 }
@@ -491,7 +523,9 @@ impl OrtRun<'_> {
     /// graph and onnxruntime order agree there.)
     fn gather(&self, src: &Patches, r: usize, c: usize, x: &mut [f32]) {
         let k = self.k;
-        let s_in = self.fix.in_scale;
+        let s_in = self
+            .fix
+            .in_scale_of(c, self.layer.in_channels(), self.layer.out_channels());
         let zp_in = self.layer.in_zero_point();
         x.fill(0.0);
         match (src, self.layer) {
@@ -738,6 +772,7 @@ mod tests {
         };
         c.ort_fix = Some(OrtFix {
             in_scale,
+            in_scales: vec![],
             out_scale,
             bias_scale: weight_scales.iter().map(|w| in_scale * w).collect(),
             bias_first: false,

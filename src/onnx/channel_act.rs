@@ -180,7 +180,10 @@ impl Importer<'_> {
         if conv.ort_order.is_none() && OrtFix::applies_to(&conv) {
             let scale_of = |c: usize| conv.scale_of(c);
             let layer = (acc_scale, float_bias, &conv.bias[..], &conv.requant);
-            conv.ort_fix = self.ort_fix(input, layer, scale_of, (s_out, out_scales), float_order);
+            // A per-channel input only meets convs with one input channel per group.
+            let one_channel = conv.in_shape.c == conv.group;
+            let outs = (s_out, out_scales);
+            conv.ort_fix = self.ort_fix(input, one_channel, layer, scale_of, outs, float_order);
         }
         conv
     }
@@ -198,7 +201,8 @@ impl Importer<'_> {
             let ws = &lin.weight_scales;
             let scale_of = |o: usize| ws[if ws.len() > 1 { o } else { 0 }];
             let layer = (acc_scale, float_bias, &lin.bias[..], &lin.requant);
-            lin.ort_fix = self.ort_fix(input, layer, scale_of, (s_out, out_scales), float_order);
+            let outs = (s_out, out_scales);
+            lin.ort_fix = self.ort_fix(input, false, layer, scale_of, outs, float_order);
         }
         lin
     }
@@ -212,17 +216,25 @@ impl Importer<'_> {
     /// offset is exactly it over the output scale: onnxruntime adds the file's float values
     /// after the sums (a Gemm's `C`: before), then applies the float Relu/Clip, which the
     /// clamp to `[lo, hi]` after rounding reproduces.
+    ///
+    /// An input quantized per channel qualifies where each output channel reads one input
+    /// channel (`one_channel`: a depthwise conv, NNCF's MobileNets): onnxruntime dequantizes
+    /// each channel with its own scale before the float conv.
     fn ort_fix(
         &self,
         input: usize,
+        one_channel: bool,
         (acc_scale, float_bias, bias_i, requant): (&[f32], &[f32], &[i32], &Requant),
         scale_of: impl Fn(usize) -> f32,
         (s_out, out_scales): (f32, &[f32]),
         float_order: Option<&(Vec<f32>, bool)>,
     ) -> Option<OrtFix> {
         let (bias_scale, bias_first) = float_order?;
-        let s_in = self.acts[input].q.scale;
-        let plain = (0..acc_scale.len()).all(|c| acc_scale[c] == s_in * scale_of(c));
+        let info = &self.acts[input];
+        let c_out = acc_scale.len();
+        let s_in_of = |c: usize| info.scale_of(c * info.shape.c / c_out.max(1));
+        let plain = (0..c_out).all(|c| acc_scale[c] == s_in_of(c) * scale_of(c));
+        let s_in = info.q.scale;
         let has_float = float_bias.iter().any(|&b| b != 0.0);
         let bias_ok = if has_float {
             bias_i.iter().all(|&b| b == 0)
@@ -231,18 +243,18 @@ impl Importer<'_> {
         } else {
             requant.offset.is_empty()
         };
-        (plain && bias_ok && out_scales.is_empty() && !self.acts[input].per_channel()).then(|| {
-            OrtFix {
-                in_scale: s_in,
-                out_scale: s_out,
-                bias_scale: bias_scale.clone(),
-                bias_first: *bias_first,
-                float_bias: if has_float {
-                    float_bias.to_vec()
-                } else {
-                    vec![]
-                },
-            }
+        let input_ok = !info.per_channel() || one_channel;
+        (plain && bias_ok && out_scales.is_empty() && input_ok).then(|| OrtFix {
+            in_scale: s_in,
+            in_scales: info.channel_scales.clone(),
+            out_scale: s_out,
+            bias_scale: bias_scale.clone(),
+            bias_first: *bias_first,
+            float_bias: if has_float {
+                float_bias.to_vec()
+            } else {
+                vec![]
+            },
         })
     }
 
