@@ -49,9 +49,9 @@ use crate::kernels::PackedWeights;
 pub struct OrtFix {
     /// Real step of the input (per tensor).
     pub in_scale: f32,
-    /// Real step of each input channel where the input is quantized per channel (NNCF does so
-    /// for a depthwise conv's input, which only a conv with one input channel per group reads:
-    /// output channel `c` reads input channel `c·C_in/C_out`); empty: `in_scale` everywhere.
+    /// Real step of the input each output channel reads, where the input is quantized per
+    /// channel (NNCF does so for a depthwise conv's input, which only a conv with one input
+    /// channel per group reads); empty: `in_scale` everywhere.
     pub in_scales: Vec<f32>,
     /// Real step of the (per-tensor) output.
     pub out_scale: f32,
@@ -105,13 +105,9 @@ impl OrtFix {
         l.out_features > 1
     }
 
-    /// Real step of the input that output channel `c` of `c_out` reads (`c_in` input channels).
-    fn in_scale_of(&self, c: usize, c_in: usize, c_out: usize) -> f32 {
-        if self.in_scales.is_empty() {
-            self.in_scale
-        } else {
-            self.in_scales[(c * c_in / c_out.max(1)).min(self.in_scales.len() - 1)]
-        }
+    /// Real step of the input that output channel `c` reads.
+    fn in_scale_of(&self, c: usize) -> f32 {
+        self.in_scales.get(c).copied().unwrap_or(self.in_scale)
     }
 
     /// The float bias onnxruntime adds (current values when it trains), or `None` for the
@@ -211,7 +207,7 @@ impl OrtFix {
                     bias_i[c] as f32 * bs
                 }
             };
-            let step = self.in_scale_of(c, layer.in_channels(), c_out) as f64 * s as f64;
+            let step = self.in_scale_of(c) as f64 * s as f64;
             a[c] = step / s_out;
             b[c] = bias[c] as f64 / s_out;
             m_patch[c] = bound * step * wmax as f64 / s_out;
@@ -231,21 +227,21 @@ impl OrtFix {
         let int_path_b = |c: usize| match float_bias {
             Some(_) => rq.offset.get(c).map_or(0.0, |&o| o as f64),
             None => {
-                let s_in = self.in_scale_of(c, layer.in_channels(), c_out) as f64;
+                let s_in = self.in_scale_of(c) as f64;
                 bias_i[c] as f64 * s_in * scale_of(c) as f64 / s_out
             }
         };
+        let dev: Vec<f64> = (0..c_out)
+            .map(|c| (int_path_b(c) - bias[c] as f64 / s_out).abs())
+            .collect();
         let screen_const = (0..c_out)
-            .map(|c| {
-                let dev = (int_path_b(c) - bias[c] as f64 / s_out).abs();
-                ((m_const[c] + dev) * 1.01 + 1e-6) as f32
-            })
+            .map(|c| ((m_const[c] + dev[c]) * 1.01 + 1e-6) as f32)
             .collect();
         if float_bias.is_some() {
             // Where the integer path's offset and the file's bias differ (by an f32 rounding),
             // an output whose exact value is that close to a boundary is recomputed too.
-            for (c, m) in m_const.iter_mut().enumerate() {
-                *m += (int_path_b(c) - bias[c] as f64 / s_out).abs() * 1.01;
+            for (m, d) in m_const.iter_mut().zip(&dev) {
+                *m += d * 1.01;
             }
         }
         let mut inv = vec![0; k];
@@ -304,20 +300,6 @@ impl Layer<'_> {
         match self {
             Layer::Conv(c) => &c.requant,
             Layer::Linear(l) => &l.requant,
-        }
-    }
-
-    fn in_channels(&self) -> usize {
-        match self {
-            Layer::Conv(c) => c.in_shape.c,
-            Layer::Linear(l) => l.in_features,
-        }
-    }
-
-    fn out_channels(&self) -> usize {
-        match self {
-            Layer::Conv(c) => c.out_shape.c,
-            Layer::Linear(l) => l.out_features,
         }
     }
 }
@@ -523,9 +505,7 @@ impl OrtRun<'_> {
     /// graph and onnxruntime order agree there.)
     fn gather(&self, src: &Patches, r: usize, c: usize, x: &mut [f32]) {
         let k = self.k;
-        let s_in = self
-            .fix
-            .in_scale_of(c, self.layer.in_channels(), self.layer.out_channels());
+        let s_in = self.fix.in_scale_of(c);
         let zp_in = self.layer.in_zero_point();
         x.fill(0.0);
         match (src, self.layer) {

@@ -246,7 +246,11 @@ impl Importer<'_> {
         let input_ok = !info.per_channel() || one_channel;
         (plain && bias_ok && out_scales.is_empty() && input_ok).then(|| OrtFix {
             in_scale: s_in,
-            in_scales: info.channel_scales.clone(),
+            in_scales: if info.per_channel() {
+                (0..c_out).map(s_in_of).collect()
+            } else {
+                vec![]
+            },
             out_scale: s_out,
             bias_scale: bias_scale.clone(),
             bias_first: *bias_first,
