@@ -83,8 +83,7 @@ pub struct ForgetArgs {
     pub requant_hysteresis: Option<f32>,
     /// Once the forgetting target is met, give back weight changes (re-training on what is
     /// left so the target still holds) until at most this percent of the integer weights
-    /// differ from the model's, half of it for 4-bit weights (the goal is a share of the
-    /// file; 0: keep every change). Smaller deltas.
+    /// differ from the model's (0: keep every change). Smaller deltas.
     #[arg(long, value_name = "PCT")]
     pub delta_goal: Option<f32>,
     /// OEU: project only when the forget and retain gradients conflict (⟨g_f,g_r⟩ < 0).

@@ -246,24 +246,6 @@ impl Shadow {
         out
     }
 
-    /// The weight entries' share of the model file, in 8-bit weights: an entry stored in
-    /// fewer than 8 bits (INT4/UINT4) counts `bits / 8`, every other one 1. Why: a delta costs
-    /// about a bit per changed weight whatever its width, so the same number of changes is
-    /// twice the share of a 4-bit file (`unlearn::sparsify` measures its goal against this).
-    pub fn weight_file_units(&self, g: &Graph) -> f64 {
-        self.segments
-            .iter()
-            .filter(|s| s.kind == ParamKind::Weight)
-            .map(|s| {
-                let share = match weight_bits(g, s.layer) {
-                    Some(b) if b < 8 => b as f64 / 8.0,
-                    _ => 1.0,
-                };
-                s.range.len() as f64 * share
-            })
-            .sum()
-    }
-
     /// Narrow the re-quantization band to `h` steps without moving any integer: every weight
     /// whose shadow lies beyond `0.5 + h` steps of its integer is pulled back to that edge.
     ///

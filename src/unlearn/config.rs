@@ -219,8 +219,7 @@ pub const SAMPLE_WISE_RETAIN_ANCHOR: f32 = 0.1;
 /// 15 epochs of that fixture are ~3.5 % of its PyTorch retrain's time.
 pub const SAMPLE_WISE_EPOCHS: usize = 15;
 
-/// OEU's default `Config::delta_goal`: at most 3 % of the integer weights change (1.5 % of a
-/// 4-bit file's: the goal is a share of the file, see `sparsify`). Why: a delta
+/// OEU's default `Config::delta_goal`: at most 3 % of the integer weights change. Why: a delta
 /// costs about a bit per changed weight, and sample-wise requests on the memorizing fixtures
 /// changed 15–25 % of the weights (deltas of 7–15 % of the model file, target ≤ 5 %); measured
 /// on the memorizing Fashion-MNIST CNN (random 10 %, seed 0): 24.6 % of the weights changed →

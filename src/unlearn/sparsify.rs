@@ -38,9 +38,6 @@ pub(crate) struct Base {
     theta: Vec<f32>,
     /// `(index in theta, integer, quantization step)` of every integer weight entry.
     ints: Vec<(usize, i32, f32)>,
-    /// The integer weights' share of the model file in 8-bit weights
-    /// (`Shadow::weight_file_units`): their count, or half of it for a 4-bit file.
-    int_units: f64,
     /// `(index in theta, nominal step)` of every float weight entry (float segments): a float
     /// weight is changed as soon as its value differs at all, so without this every float
     /// layer a run touched was in the delta whole (measured: a class-wise request on the
@@ -54,7 +51,6 @@ impl Base {
         Base {
             theta: st.shadow.theta.clone(),
             ints: st.shadow.weight_entries(&st.graph),
-            int_units: st.shadow.weight_file_units(&st.graph),
             floats: st.shadow.float_weight_entries(),
         }
     }
@@ -144,13 +140,11 @@ pub(crate) fn sparsify(
     train: &mut dyn FnMut(&mut TrainState, usize) -> Result<bool>,
 ) -> Result<String> {
     // Changes are counted at their cost in a delta: a float change costs FLOAT_COST integer
-    // ones, and the goal is that share of the weights, floats counted at the same cost and
-    // integers at their share of the file (a 4-bit weight half an 8-bit one: the same changes
-    // are twice the share of a 4-bit file).
+    // ones, and the goal is that share of the weights, floats counted at the same cost.
     let (n_int, n_float) = (base.ints.len(), base.floats.len());
     let unit = |e: &(usize, f32, bool)| if e.2 { FLOAT_COST } else { 1 };
     let cost = |c: &[(usize, f32, bool)]| c.iter().map(unit).sum::<usize>();
-    let goal_cost = (goal as f64 * (base.int_units + (FLOAT_COST * n_float) as f64)) as usize;
+    let goal_cost = (goal as f64 * (n_int + FLOAT_COST * n_float) as f64) as usize;
     let counts = |c: &[(usize, f32, bool)]| {
         let f = c.iter().filter(|e| e.2).count();
         (c.len() - f, f)
@@ -218,7 +212,7 @@ pub(crate) fn sparsify(
         return Ok(format!(
             "sparser delta: {} of the weights changed, within the goal of {:.2} %",
             pct(first),
-            100.0 * goal_cost as f64 / (n_int + FLOAT_COST * n_float).max(1) as f64
+            100.0 * goal
         ));
     }
     Ok(format!(
@@ -244,20 +238,6 @@ mod tests {
             .into_iter()
             .map(|e| e.1)
             .collect()
-    }
-
-    /// The goal is a share of the file: a 4-bit weight counts half an 8-bit one, so the same
-    /// goal allows half as many changes on a W4 model (its file holds half the bits).
-    #[test]
-    fn four_bit_weights_count_half_toward_the_goal() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        for (file, share) in [("fmnist_cnn_qdq.onnx", 1.0), ("fmnist_cnn_w4.onnx", 0.5)] {
-            let g = crate::onnx::load(root.join("onnx-models").join(file)).unwrap();
-            let st = TrainState::new(g, Sgd::new(0.05, 0.0, 0.0), GradPath::Int8);
-            let base = Base::new(&st);
-            assert!(base.ints.len() > 100_000, "{file}: {}", base.ints.len());
-            assert_eq!(base.int_units, share * base.ints.len() as f64, "{file}");
-        }
     }
 
     /// What polish relies on (`super::super::run_epochs`): once the unchanged weights are
