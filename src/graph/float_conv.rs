@@ -8,7 +8,11 @@
 //! products with fused multiply-adds in that order, in slices of K whose length
 //! `MlasConvOperation` derives from the output size ([`super::ort_fix::mlas_stride_k`]; slices
 //! of 256, the packed Gemm's, left 3 of 100,000 logits 1 LSB off on the fixture whose second
-//! conv is float, this order none), then the bias added to the sums.
+//! conv is float, this order none), then the bias added to the sums. A conv with one filter
+//! per group (depthwise) takes MLAS's `M = 1` kernel instead ([`super::ort_fix::m1_sum`]:
+//! products rounded, added four at a time); the FMA chain there differed from onnxruntime in
+//! 41 % of the outputs of an NNCF MobileNetV3's stride-1 depthwise conv, this order in none.
+//! A conv with a single output pixel takes MLAS's `N = 1` kernel ([`super::mlas_gemv`]).
 //! [`super::ort_order::OrtSum`] is that sum (the float Gemm's).
 //!
 //! Training reuses the integer conv's f32 backward: [`FloatConv::geom`] is a conv with the same
@@ -19,7 +23,8 @@ use rayon::prelude::*;
 
 use super::conv::{Conv, Window};
 use super::grad::LayerGrad;
-use super::ort_fix::mlas_stride_k;
+use super::mlas_gemv::{m1t_sum, Fold};
+use super::ort_fix::{m1_sum, mlas_stride_k};
 use super::ort_order::OrtSum;
 use super::qparams::Requant;
 use super::tensor::Shape;
@@ -129,13 +134,39 @@ impl FloatConv {
         let row_len = c.in_shape.w * cin;
         // One padded buffer per task (its border stays zero; the interior is overwritten).
         y.par_chunks_mut(ol).zip(x.par_chunks(il)).for_each_init(
-            || vec![0f32; hp * wp * cin],
-            |padded, (o, img)| {
+            || (vec![0f32; hp * wp * cin], vec![0f32; row], vec![0f32; row]),
+            |(padded, patch, w_row), (o, img)| {
                 for (iy, src) in img.chunks_exact(row_len.max(1)).enumerate() {
                     let at = ((iy + win.pads[0]) * wp + win.pads[1]) * cin;
                     padded[at..at + row_len].copy_from_slice(src);
                 }
                 for (g, (sum, koff)) in groups.iter().enumerate() {
+                    if cout_g == 1 {
+                        // One filter per group (a depthwise conv): MLAS's `M = 1` kernel.
+                        let stride = if sum.block_k == 0 { row } else { sum.block_k };
+                        for (p, &base) in bases.iter().enumerate() {
+                            for (v, &off) in patch.iter_mut().zip(koff) {
+                                *v = padded[base + off];
+                            }
+                            o[p * c_out + g] = m1_sum(patch, &sum.w_t, stride) + sum.bias[0];
+                        }
+                        continue;
+                    }
+                    if bases.len() == 1 {
+                        // One output pixel: MLAS's `N = 1` kernel (eight lanes per output).
+                        for (v, &off) in patch.iter_mut().zip(koff) {
+                            *v = padded[bases[0] + off];
+                        }
+                        for j in 0..cout_g {
+                            for (k, v) in w_row.iter_mut().enumerate() {
+                                *v = sum.w_t[k * cout_g + j];
+                            }
+                            let fold = Fold::of(j, cout_g);
+                            o[g * cout_g + j] =
+                                m1t_sum(patch, w_row, fold, sum.block_k) + sum.bias[j];
+                        }
+                        continue;
+                    }
                     sum.rows_gathered(padded, &bases, koff, |p, v| {
                         o[p * c_out + g * cout_g..][..cout_g].copy_from_slice(v)
                     });

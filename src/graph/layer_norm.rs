@@ -56,8 +56,11 @@ impl LayerNorm {
         for (o, row) in y.chunks_exact_mut(f).zip(x.chunks_exact(f)) {
             let (mean, sd) = self.stats(row);
             let (mean, inv) = (mean as f32, 1.0 / sd as f32);
+            // onnxruntime forms `(x − mean)·inv` and then one fused multiply-add with γ and β
+            // (given its mean and inv, that reproduced all 192,000 outputs of two layers of
+            // an NNCF MLP; `· γ + β` in two roundings differed in 26 %).
             for (((o, &v), &g), &b) in o.iter_mut().zip(row).zip(&self.gamma).zip(&self.beta) {
-                *o = (v - mean) * inv * g + b;
+                *o = ((v - mean) * inv).mul_add(g, b);
             }
         }
         y

@@ -31,6 +31,8 @@ pub mod layer_norm;
 pub mod linear;
 mod linear_grad;
 mod metric;
+mod mlas_fns;
+mod mlas_gemv;
 pub mod mul;
 pub mod normalize;
 mod ort_fix;

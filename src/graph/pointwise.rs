@@ -74,7 +74,12 @@ fn at(v: &[f32], c: usize) -> f32 {
     v[if v.len() == 1 { 0 } else { c }]
 }
 
-fn sigmoid(x: f32) -> f32 {
+use super::mlas_fns::{self, Mlas};
+
+/// The logistic function for derivatives: the straight-through gradient needs the slope, not
+/// onnxruntime's bits (the forward uses [`mlas_fns::sigmoid`]), and `exp` is cheaper on the
+/// baseline x86-64 target than MLAS's fused multiply-adds.
+fn logistic(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
@@ -155,13 +160,17 @@ impl FloatFn {
                 each(y, cn, c0, |_, x| if x >= 0.0 { x } else { alpha * x })
             }
             FloatFn::PRelu(v) => each(y, cn, c0, |c, x| if x > 0.0 { x } else { x * at(v, c) }),
-            FloatFn::Sigmoid => each(y, cn, c0, |_, x| sigmoid(x)),
+            FloatFn::Sigmoid => mlas_fns::apply(Mlas::Sigmoid, y),
             FloatFn::HardSigmoid { alpha, beta } => {
                 each(y, cn, c0, |_, x| (alpha * x + beta).clamp(0.0, 1.0))
             }
-            FloatFn::HardSwish => each(y, cn, c0, |_, x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
-            FloatFn::Tanh => each(y, cn, c0, |_, x| x.tanh()),
-            FloatFn::Erf => each(y, cn, c0, |_, x| erf(x)),
+            // onnxruntime's HardSwish is `x · HardSigmoid(x)` with α = 1/6 (a product, not a
+            // division by 6: the two round differently on 7 % of inputs).
+            FloatFn::HardSwish => each(y, cn, c0, |_, x| {
+                x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0)
+            }),
+            FloatFn::Tanh => mlas_fns::apply(Mlas::Tanh, y),
+            FloatFn::Erf => mlas_fns::apply(Mlas::Erf, y),
             FloatFn::Sqrt => each(y, cn, c0, |_, x| x.sqrt()),
             FloatFn::Pow(e) => each(y, cn, c0, |_, x| pow(x, *e)),
             FloatFn::Elu { alpha } => each(y, cn, c0, |_, x| elu(x, *alpha)),
@@ -193,7 +202,7 @@ impl FloatFn {
             FloatFn::PRelu(_) if x > 0.0 => 1.0,
             FloatFn::PRelu(v) => at(v, c),
             FloatFn::Sigmoid => {
-                let s = sigmoid(x);
+                let s = logistic(x);
                 s * (1.0 - s)
             }
             FloatFn::HardSigmoid { alpha, beta } => {
@@ -223,7 +232,7 @@ impl FloatFn {
             FloatFn::Elu { .. } => 1.0,
             FloatFn::Selu { alpha, gamma } if x <= 0.0 => gamma * alpha * x.exp(),
             FloatFn::Selu { gamma, .. } => *gamma,
-            FloatFn::Softplus => sigmoid(x),
+            FloatFn::Softplus => logistic(x),
             FloatFn::Softsign => 1.0 / (1.0 + x.abs()).powi(2),
             FloatFn::Product(l, r) => {
                 deriv_chain(l, c, x) * eval_chain(r, c, x)
@@ -291,11 +300,6 @@ fn softplus(x: f32) -> f32 {
     } else {
         x.exp().ln_1p()
     }
-}
-
-/// `erf` in f64, rounded to f32.
-fn erf(x: f32) -> f32 {
-    libm::erf(x as f64) as f32
 }
 
 /// `y = Q(f_k(…f_1(DQ(x))))` per channel, by lookup.

@@ -204,7 +204,8 @@ impl Importer<'_> {
             has_bias: true,
             bias,
             bias_name: None,
-            bias_first: false,
+            // A Gemm's `C` starts onnxruntime's sums (`beta = 1`); a conv's bias is added after.
+            bias_first: m.float_order.as_ref().is_some_and(|o| o.1),
             act: m.act,
             params: vec![],
             conv,
