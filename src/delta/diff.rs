@@ -1,17 +1,20 @@
 //! Turning (old, new) initializer values into a [`Change`] and back. Integer tensors store
 //! wrapping differences (`new - old`), so small weight updates become small numbers that
 //! deflate well; float tensors store new values. 4-bit tensors store differences modulo 16
-//! (a nibble each, packed two per byte by the serializer, one symbol each in the coded form). Of the sparse and dense forms, the one whose
-//! postcard encoding is smaller is kept.
+//! (a nibble each, packed two per byte by the serializer, one symbol each in the coded forms).
+//! Of the forms that apply (range-coded flat and, for a matrix, by rows and columns; sparse;
+//! dense) the one whose deflated postcard encoding is smallest is kept.
 
 use crate::onnx::patch::TensorValues;
 
 use super::format::{Change, TensorDelta};
 
-/// The change from `old` to `new`, or `None` when they are equal (bit for bit). The error says
-/// what does not fit (type or length).
+/// The change from `old` to `new`, or `None` when they are equal (bit for bit). `dims` is the
+/// initializer's shape in the model (its first dimension gives the rows of the grid form). The
+/// error says what does not fit (type or length).
 pub fn diff(
     name: &str,
+    dims: &[u64],
     old: &TensorValues,
     new: &TensorValues,
 ) -> Result<Option<TensorDelta>, String> {
@@ -105,6 +108,23 @@ pub fn diff(
         _ => None,
     };
     if let Some(b) = bytes {
+        let rows = dims.first().copied().unwrap_or(1);
+        if dims.len() >= 2 && rows > 1 && rows < len {
+            if let Some((changed, bytes)) = super::rc_grid::encode(&b, rows) {
+                best.insert(
+                    0,
+                    TensorDelta {
+                        name: name.to_string(),
+                        len,
+                        change: Change::Grid {
+                            rows,
+                            changed,
+                            bytes,
+                        },
+                    },
+                );
+            }
+        }
         let (changed, bytes) = super::rc::encode(&b);
         best.insert(
             0,
@@ -115,7 +135,7 @@ pub fn diff(
             },
         );
     }
-    // The smallest after the body's deflate (ties: the earlier, i.e. coded, then sparse).
+    // The smallest after the body's deflate (ties: the earlier, i.e. coded, grid, sparse).
     Ok(best.into_iter().min_by_key(deflated_size))
 }
 
@@ -147,7 +167,18 @@ pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String
     }
     let vals = match &t.change {
         Change::Dense(v) | Change::Sparse { values: v, .. } => v,
-        Change::Coded { changed, bytes } => return apply_coded(t, cur, *changed, bytes),
+        Change::Coded { changed, bytes } => {
+            return apply_coded(t, cur, |n| super::rc::decode(bytes, n, *changed))
+        }
+        Change::Grid {
+            rows,
+            changed,
+            bytes,
+        } => {
+            return apply_coded(t, cur, |n| {
+                super::rc_grid::decode(bytes, n, *rows, *changed)
+            })
+        }
     };
     if vals.type_name() != cur.type_name() {
         return Err(format!(
@@ -158,7 +189,7 @@ pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String
     }
     let idx: Vec<usize> = match &t.change {
         Change::Dense(_) => (0..cur.len()).collect(),
-        Change::Coded { .. } => unreachable!("returned above"),
+        Change::Coded { .. } | Change::Grid { .. } => unreachable!("returned above"),
         Change::Sparse { gaps, .. } => {
             let mut out = Vec::with_capacity(gaps.len());
             let mut next = 0u64;
@@ -204,18 +235,16 @@ pub fn apply(t: &TensorDelta, cur: &TensorValues) -> Result<TensorValues, String
     Ok(new)
 }
 
-/// Apply range-coded byte differences (int8/uint8 tensors only).
+/// Apply range-coded byte differences (8- and 4-bit tensors only); `decode(n)` gives the `n`
+/// differences.
 fn apply_coded(
     t: &TensorDelta,
     cur: &TensorValues,
-    changed: u64,
-    bytes: &[u8],
+    decode: impl Fn(usize) -> Result<Vec<u8>, String>,
 ) -> Result<TensorValues, String> {
     use TensorValues::*;
     let name = &t.name;
-    let diffs = |n: usize| {
-        super::rc::decode(bytes, n, changed).map_err(|e| format!("initializer '{name}': {e}"))
-    };
+    let diffs = |n: usize| decode(n).map_err(|e| format!("initializer '{name}': {e}"));
     Ok(match cur {
         I8(v) => I8(v
             .iter()
@@ -273,11 +302,11 @@ mod tests {
             v[3] = 100;
             v[999] = -128;
         }
-        let t = diff("w", &old, &few).unwrap().unwrap();
+        let t = diff("w", &[], &old, &few).unwrap().unwrap();
         assert!(matches!(t.change, Change::Sparse { .. }));
         assert_eq!(apply(&t, &old).unwrap(), few);
         let all = TensorValues::I8((0..1000).map(|i| (i % 7) as i8).collect());
-        let t = diff("w", &old, &all).unwrap().unwrap();
+        let t = diff("w", &[], &old, &all).unwrap().unwrap();
         assert!(!matches!(t.change, Change::Sparse { .. }));
         assert_eq!(apply(&t, &old).unwrap(), all);
         // Every form applies the same way.
@@ -291,6 +320,11 @@ mod tests {
                 changed: 2,
                 bytes: crate::delta::rc::encode(&[0, 1, 0, 255]).1,
             },
+            Change::Grid {
+                rows: 2,
+                changed: 2,
+                bytes: crate::delta::rc_grid::encode(&[0, 1, 0, 255], 2).unwrap().1,
+            },
         ] {
             let t = TensorDelta {
                 name: "w".into(),
@@ -300,15 +334,49 @@ mod tests {
             let got = apply(&t, &TensorValues::I8(vec![5, 5, 5, 5])).unwrap();
             assert_eq!(got, TensorValues::I8(vec![5, 6, 5, 4]));
         }
-        assert!(diff("w", &old, &old).unwrap().is_none());
+        assert!(diff("w", &[], &old, &old).unwrap().is_none());
         let s_old = TensorValues::F32(vec![0.5, f32::NAN, 1.0]);
         let s_new = TensorValues::F32(vec![0.5, f32::NAN, 2.0]);
-        let t = diff("s", &s_old, &s_new).unwrap().unwrap();
+        let t = diff("s", &[], &s_old, &s_new).unwrap().unwrap();
         assert_eq!(
             format!("{:?}", apply(&t, &s_old).unwrap()),
             format!("{s_new:?}")
         );
-        assert!(diff("w", &old, &s_old).is_err());
+        assert!(diff("w", &[], &old, &s_old).is_err());
+    }
+
+    /// A weight matrix whose changes sit in a few rows and columns gets the grid form, which
+    /// applies exactly; the same differences without dims (no rows to use) do not.
+    #[test]
+    fn changes_confined_to_rows_and_columns_take_the_grid_form() {
+        let (rows, cols) = (64usize, 400usize);
+        let old = TensorValues::I8(vec![3; rows * cols]);
+        let mut new = old.clone();
+        let mut s = 7u64;
+        if let TensorValues::I8(v) = &mut new {
+            for (i, x) in v.iter_mut().enumerate() {
+                let (r, c) = (i / cols, i % cols);
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                // Half the rows and a third of the columns change, at 10 % each.
+                if r % 2 == 1 && c % 3 == 2 && s % 10 == 0 {
+                    *x = if s % 4 < 2 { 4 } else { 2 };
+                }
+            }
+        }
+        let t = diff("w", &[rows as u64, cols as u64], &old, &new)
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(t.change, Change::Grid { rows: 64, .. }),
+            "{:?}",
+            std::mem::discriminant(&t.change)
+        );
+        assert_eq!(apply(&t, &old).unwrap(), new);
+        let flat = diff("w", &[], &old, &new).unwrap().unwrap();
+        assert!(!matches!(flat.change, Change::Grid { .. }));
+        assert_eq!(apply(&flat, &old).unwrap(), new);
     }
 
     #[test]
@@ -334,7 +402,7 @@ mod tests {
             v[300] = -8;
             v[150] = -v[150] - 1; // stays in −8..=7
         }
-        let t = diff("w", &old, &new).unwrap().unwrap();
+        let t = diff("w", &[], &old, &new).unwrap().unwrap();
         assert_eq!(apply(&t, &old).unwrap(), new);
         let (TensorValues::I4(a), TensorValues::I4(b)) = (&old, &new) else {
             unreachable!("built above")
@@ -356,7 +424,7 @@ mod tests {
         // UINT4 wraps the same way.
         let u_old = TensorValues::U4(vec![0, 15, 7]);
         let u_new = TensorValues::U4(vec![15, 0, 7]);
-        let t = diff("u", &u_old, &u_new).unwrap().unwrap();
+        let t = diff("u", &[], &u_old, &u_new).unwrap().unwrap();
         assert_eq!(apply(&t, &u_old).unwrap(), u_new);
         // A coded difference that is not a nibble is an error.
         let bad = TensorDelta {

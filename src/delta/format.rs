@@ -17,8 +17,10 @@ use crate::onnx::patch::TensorValues;
 
 /// First 8 bytes of every delta file.
 pub const MAGIC: [u8; 8] = *b"QFDELTA\0";
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The newest format version this build reads (it reads every version from 1). A file is
+/// written with the lowest version that holds its contents: 2 only when a tensor uses
+/// [`Change::Grid`], so older builds reject such a file by its version, not by a decode error.
+pub const VERSION: u16 = 2;
 /// Header size: magic, version, flags, stored length, body length.
 pub const HEADER_LEN: usize = 28;
 /// Trailing checksum size.
@@ -56,6 +58,13 @@ pub enum Change {
     /// int8/uint8 only: every element's wrapping difference, range-coded (see `rc.rs`);
     /// `changed` is the number of non-zero differences.
     Coded { changed: u64, bytes: Vec<u8> },
+    /// 8/4-bit only, format version 2: the same differences seen as a `rows`-row matrix,
+    /// range-coded with row and column flags first (see `rc_grid.rs`).
+    Grid {
+        rows: u64,
+        changed: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 /// The change of one initializer, keyed by its ONNX name.
@@ -96,7 +105,7 @@ pub fn encode(body: &DeltaBody) -> (Vec<u8>, Hash) {
     };
     let mut out = Vec::with_capacity(HEADER_LEN + stored.len() + CHECKSUM_LEN);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version_of(body).to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&(stored.len() as u64).to_le_bytes());
     out.extend_from_slice(&(plain.len() as u64).to_le_bytes());
@@ -104,6 +113,19 @@ pub fn encode(body: &DeltaBody) -> (Vec<u8>, Hash) {
     let h = sha256(&out);
     out.extend_from_slice(&h);
     (out, h)
+}
+
+/// The lowest format version that holds `body`.
+pub fn version_of(body: &DeltaBody) -> u16 {
+    if body
+        .tensors
+        .iter()
+        .any(|t| matches!(t.change, Change::Grid { .. }))
+    {
+        2
+    } else {
+        1
+    }
 }
 
 /// Deflate the postcard body, ending a deflate block (sync flush) wherever a column of
@@ -173,9 +195,9 @@ pub fn decode(bytes: &[u8]) -> Result<(DeltaBody, Hash), String> {
         u64::from_le_bytes(b)
     };
     let version = u16_at(8);
-    if version != VERSION {
+    if version == 0 || version > VERSION {
         return Err(format!(
-            "delta format version {version} is not supported (this build reads version {VERSION})"
+            "delta format version {version} is not supported (this build reads versions 1 to {VERSION})"
         ));
     }
     let flags = u16_at(10);
@@ -247,6 +269,12 @@ pub fn decode(bytes: &[u8]) -> Result<(DeltaBody, Hash), String> {
     if !rest.is_empty() {
         return Err(format!("{} stray bytes after the body", rest.len()));
     }
+    if version_of(&b) > version {
+        return Err(format!(
+            "a version {version} delta holds a version {} tensor form",
+            version_of(&b)
+        ));
+    }
     validate(&b)?;
     Ok((b, want))
 }
@@ -304,4 +332,52 @@ pub fn read(path: &Path) -> crate::Result<(DeltaBody, Hash)> {
     // writes a delta in place (it renames a new file over it, which leaves this map intact).
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| crate::Error::io(path, e))?;
     decode(&map).map_err(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(change: Change) -> DeltaBody {
+        DeltaBody {
+            base_sha256: [1; 32],
+            parent: None,
+            request_id: "r".into(),
+            method: "m".into(),
+            settings: BTreeMap::new(),
+            created_unix_ms: 0,
+            forget_fingerprint: [2; 32],
+            forget_count: 1,
+            tensors: vec![TensorDelta {
+                name: "w".into(),
+                len: 4,
+                change,
+            }],
+        }
+    }
+
+    /// A file carries the lowest version that holds it; a version-1 header over a grid form
+    /// (an edited file) is refused.
+    #[test]
+    fn version_follows_the_forms_used() {
+        let (flat, _) = encode(&body(Change::Coded {
+            changed: 1,
+            bytes: vec![0; 5],
+        }));
+        assert_eq!(u16::from_le_bytes([flat[8], flat[9]]), 1);
+        assert!(decode(&flat).is_ok());
+        let (grid, _) = encode(&body(Change::Grid {
+            rows: 2,
+            changed: 1,
+            bytes: vec![0; 5],
+        }));
+        assert_eq!(u16::from_le_bytes([grid[8], grid[9]]), 2);
+        assert!(decode(&grid).is_ok());
+        let mut old = grid[..grid.len() - CHECKSUM_LEN].to_vec();
+        old[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let h = sha256(&old);
+        old.extend_from_slice(&h);
+        let e = decode(&old).unwrap_err();
+        assert!(e.contains("version 1 delta holds a version 2"), "{e}");
+    }
 }

@@ -22,6 +22,7 @@ mod diff;
 pub mod format;
 pub mod journal;
 mod rc;
+mod rc_grid;
 mod rebuild;
 mod verify;
 
@@ -222,9 +223,9 @@ pub fn record_request(
                 u.name
             ))));
         }
-        let old = patch::read_initializer(&cur, &u.name).map_err(bad_model)?;
+        let (dims, old) = patch::read_initializer_dims(&cur, &u.name).map_err(bad_model)?;
         if let Some(t) =
-            diff::diff(&u.name, &old, &u.values).map_err(|e| bad_model(Error::Patch(e)))?
+            diff::diff(&u.name, &dims, &old, &u.values).map_err(|e| bad_model(Error::Patch(e)))?
         {
             tensors.push(t);
         }

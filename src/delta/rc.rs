@@ -19,11 +19,11 @@
 
 const BITS: u32 = 11;
 const ONE: u16 = 1 << BITS;
-const HALF: u16 = ONE / 2;
+pub(super) const HALF: u16 = ONE / 2;
 const SHIFT: u32 = 5;
 const TOP: u32 = 1 << 24;
 
-struct Encoder {
+pub(super) struct Encoder {
     low: u64,
     range: u32,
     cache: u8,
@@ -32,7 +32,7 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Encoder {
             low: 0,
             range: u32::MAX,
@@ -42,7 +42,7 @@ impl Encoder {
         }
     }
 
-    fn bit(&mut self, p: &mut u16, bit: bool) {
+    pub(super) fn bit(&mut self, p: &mut u16, bit: bool) {
         let bound = (self.range >> BITS) * u32::from(*p);
         if !bit {
             self.range = bound;
@@ -73,7 +73,7 @@ impl Encoder {
         self.low = (self.low & 0x00FF_FFFF) << 8;
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(super) fn finish(mut self) -> Vec<u8> {
         for _ in 0..5 {
             self.shift_low();
         }
@@ -81,7 +81,7 @@ impl Encoder {
     }
 }
 
-struct Decoder<'a> {
+pub(super) struct Decoder<'a> {
     data: &'a [u8],
     pos: usize,
     range: u32,
@@ -89,7 +89,7 @@ struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
-    fn new(data: &'a [u8]) -> Result<Self, String> {
+    pub(super) fn new(data: &'a [u8]) -> Result<Self, String> {
         let mut d = Decoder {
             data,
             pos: 0,
@@ -111,7 +111,7 @@ impl<'a> Decoder<'a> {
         Ok(b)
     }
 
-    fn bit(&mut self, p: &mut u16) -> Result<bool, String> {
+    pub(super) fn bit(&mut self, p: &mut u16) -> Result<bool, String> {
         let bound = (self.range >> BITS) * u32::from(*p);
         let bit = if self.code < bound {
             self.range = bound;
@@ -147,6 +147,26 @@ impl Model {
     }
 }
 
+/// One byte through a 256-leaf bit tree, most significant bit first (context: the node).
+pub(super) fn encode_byte(e: &mut Encoder, tree: &mut [u16; 256], d: u8) {
+    let mut node = 1usize;
+    for k in (0..8).rev() {
+        let b = (d >> k) & 1 == 1;
+        e.bit(&mut tree[node], b);
+        node = (node << 1) | usize::from(b);
+    }
+}
+
+/// The byte [`encode_byte`] coded.
+pub(super) fn decode_byte(d: &mut Decoder, tree: &mut [u16; 256]) -> Result<u8, String> {
+    let mut node = 1usize;
+    for _ in 0..8 {
+        let b = d.bit(&mut tree[node])?;
+        node = (node << 1) | usize::from(b);
+    }
+    Ok(node as u8)
+}
+
 /// Code byte differences (0 = unchanged). Returns (number of changed elements, coded bytes).
 pub fn encode(diffs: &[u8]) -> (u64, Vec<u8>) {
     let mut m = Model::new();
@@ -157,12 +177,7 @@ pub fn encode(diffs: &[u8]) -> (u64, Vec<u8>) {
         e.bit(&mut m.changed[prev], changed);
         if changed {
             count += 1;
-            let mut node = 1usize;
-            for k in (0..8).rev() {
-                let b = (d >> k) & 1 == 1;
-                e.bit(&mut m.tree[node], b);
-                node = (node << 1) | usize::from(b);
-            }
+            encode_byte(&mut e, &mut m.tree, d);
         }
         prev = usize::from(changed);
     }
@@ -189,12 +204,7 @@ pub fn decode(data: &[u8], len: usize, count: u64) -> Result<Vec<u8>, String> {
                     "more than the {count} changed elements the header claims"
                 ));
             }
-            let mut node = 1usize;
-            for _ in 0..8 {
-                let b = d.bit(&mut m.tree[node])?;
-                node = (node << 1) | usize::from(b);
-            }
-            v = node as u8;
+            v = decode_byte(&mut d, &mut m.tree)?;
         }
         out.push(v);
         prev = usize::from(changed);

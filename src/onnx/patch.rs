@@ -157,13 +157,18 @@ pub fn patch_initializers(model: &[u8], updates: &[InitializerUpdate]) -> Result
 
 /// The current contents of one initializer.
 pub fn read_initializer(model: &[u8], name: &str) -> Result<TensorValues> {
+    read_initializer_dims(model, name).map(|(_, v)| v)
+}
+
+/// The dims and current contents of one initializer.
+pub fn read_initializer_dims(model: &[u8], name: &str) -> Result<(Vec<u64>, TensorValues)> {
     let mut found = None;
     for_each_tensor(model, &mut |t| {
         if t.name == name {
             if found.is_some() {
                 return Err(format!("initializer '{name}' is defined twice"));
             }
-            found = Some(t.values()?);
+            found = Some((t.dims.clone(), t.values()?));
         }
         Ok(())
     })

@@ -283,14 +283,14 @@ fn fifty_malformed_inputs_fail_cleanly_and_change_nothing() {
         "not a qforget delta",
     ));
     let mut b = d1b.clone();
-    b[8..10].copy_from_slice(&2u16.to_le_bytes());
-    let p = put(&dir, "v2.qfd", &resign(b));
+    b[8..10].copy_from_slice(&3u16.to_le_bytes());
+    let p = put(&dir, "v3.qfd", &resign(b));
     cases.push(apply(
         "future version",
         &base_s,
         &[s(&p)],
-        "v2.qfd",
-        "version 2 is not supported",
+        "v3.qfd",
+        "version 3 is not supported",
     ));
     let mut b = d1b.clone();
     b[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
