@@ -360,7 +360,7 @@ mod tests {
                 s ^= s >> 7;
                 s ^= s << 17;
                 // Half the rows and a third of the columns change, at 10 % each.
-                if r % 2 == 1 && c % 3 == 2 && s % 10 == 0 {
+                if r % 2 == 1 && c % 3 == 2 && s.is_multiple_of(10) {
                     *x = if s % 4 < 2 { 4 } else { 2 };
                 }
             }

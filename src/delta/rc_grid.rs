@@ -41,7 +41,7 @@ impl Model {
 
 /// The column count of `len` elements in `rows` rows, or why that is no grid.
 fn columns(len: usize, rows: u64) -> Result<usize, String> {
-    if rows == 0 || rows > len as u64 || len as u64 % rows != 0 {
+    if rows == 0 || rows > len as u64 || !(len as u64).is_multiple_of(rows) {
         return Err(format!("{rows} rows do not divide {len} elements"));
     }
     Ok(len / rows as usize)
@@ -206,7 +206,7 @@ mod tests {
                 let (r, c) = (i / cols, i % cols);
                 let x = next();
                 // 60 % of the rows and 2/3 of the columns can change, at 5 % each.
-                if r % 5 < 3 && c % 3 != 0 && x % 20 == 0 {
+                if r % 5 < 3 && c % 3 != 0 && x.is_multiple_of(20) {
                     [1u8, 255][(x >> 8) as usize % 2]
                 } else {
                     0
@@ -225,7 +225,7 @@ mod tests {
         );
         // Evenly spread: within 2 % of the flat form.
         let even: Vec<u8> = (0..rows * cols)
-            .map(|_| if next() % 40 == 0 { 1 } else { 0 })
+            .map(|_| if next().is_multiple_of(40) { 1 } else { 0 })
             .collect();
         let (_, g) = encode(&even, rows as u64).unwrap();
         let (_, f) = super::super::rc::encode(&even);
