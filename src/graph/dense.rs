@@ -42,6 +42,9 @@ pub struct Dense {
     pub bias: Vec<f32>,
     /// onnxruntime's Gemm starts its sums from the bias; MatMul + Add adds it at the end.
     pub bias_first: bool,
+    /// The slice of inputs onnxruntime's SGEMM sums on its own before adding it to the output
+    /// ([`Dense::block_k_for`]).
+    pub block_k: usize,
     /// The output's QuantizeLinear: step, zero point, clamp (a fused Relu's zero point).
     /// A float head has placeholder values here and is read through [`Dense::real_outputs`].
     pub out_scale: f32,
@@ -51,6 +54,21 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// onnxruntime's slice of `k` inputs for a layer of `out` outputs: weights it prepacks (a
+    /// constant initializer the Gemm/MatMul reads directly) are summed in slices of
+    /// [`PACKED_STRIDE_K`]; weights computed at run time (a DequantizeLinear's output, with
+    /// graph optimizations off) go through `MlasSgemmOperation`, whose slice follows from the
+    /// output and input sizes ([`super::ort_fix::mlas_stride_k`]: 128 for NNCF's 784 → 128
+    /// Gemm, where slices of 256 left 5 of 10,000 rows of the LayerNorm MLP's logits beyond
+    /// 1e-4 of onnxruntime's).
+    pub fn block_k_for(packed: bool, out: usize, k: usize) -> usize {
+        if packed {
+            PACKED_STRIDE_K
+        } else {
+            super::ort_fix::mlas_stride_k(out, k)
+        }
+    }
+
     /// The sums in onnxruntime's order, `[k][c_out]` weights.
     fn sum(&self) -> OrtSum<'_> {
         let (k, c_out) = (self.in_features, self.out_features);
@@ -61,7 +79,7 @@ impl Dense {
             zp_in: self.in_zero_point,
             in_scale: self.in_scale,
             bias: &self.bias,
-            block_k: PACKED_STRIDE_K,
+            block_k: self.block_k,
             bias_first: self.bias_first,
         }
     }
@@ -143,6 +161,7 @@ mod tests {
             weights: vec![1.0, -2.0, 0.25, 0.5, 0.0, -1.0].into(),
             bias: vec![0.125, -3.0],
             bias_first,
+            block_k: PACKED_STRIDE_K,
             out_scale: 0.25,
             out_zero_point: 4,
             lo: 4,

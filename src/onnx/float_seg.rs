@@ -35,6 +35,10 @@ impl Importer<'_> {
             Value::Deq(a) | Value::Float(a) => Ok(a),
             Value::FloatInput(pre, flatten) => self.float_input(ctx, x, pre, flatten),
             Value::Pending(p, node) => {
+                if let Some(a) = self.concat_on_grid(ctx, &p, x) {
+                    self.values.insert(x.to_string(), Value::Deq(a));
+                    return Ok(a);
+                }
                 let a = self.materialize_float(ctx, *p, &node, x)?;
                 self.values.insert(x.to_string(), Value::Float(a));
                 Ok(a)
@@ -46,6 +50,22 @@ impl Importer<'_> {
                 "a float op reads the constant '{x}' as its data input"
             ))),
         }
+    }
+
+    /// A Concat of dequantized activations that share one scale and zero point (NNCF's
+    /// "unified scales": it quantizes a Concat's inputs alike and puts no QuantizeLinear after
+    /// it), read by a layer with no QuantizeLinear between: its values are still on that grid,
+    /// so it becomes a quantized Concat with the inputs' parameters (every byte copied as it
+    /// is), read dequantized. `None` for any other pending value.
+    fn concat_on_grid(&mut self, ctx: &NodeCtx, p: &Pending, x: &str) -> Option<usize> {
+        let Pending::Concat { inputs, act } = p else {
+            return None;
+        };
+        let q = self.acts[*inputs.first()?].q;
+        let same = inputs
+            .iter()
+            .all(|&a| self.acts[a].q == q && !self.acts[a].per_channel() && !self.acts[a].float);
+        same.then(|| self.concat_layer(ctx, inputs.clone(), *act, q, x))
     }
 
     /// The model's float input (after its float poolings `pre`, flattened if `flatten`) as a
@@ -206,6 +226,8 @@ impl Importer<'_> {
             bias_name: None,
             // A Gemm's `C` starts onnxruntime's sums (`beta = 1`); a conv's bias is added after.
             bias_first: m.float_order.as_ref().is_some_and(|o| o.1),
+            // Its weights are a DequantizeLinear's output, computed at run time.
+            packed: false,
             act: m.act,
             params: vec![],
             conv,
@@ -236,6 +258,7 @@ impl Importer<'_> {
                     in_zero_point: self.acts[m.input].q.zero_point,
                     in_scale: self.acts[m.input].q.scale,
                     weights: m.weights.into(),
+                    block_k: Dense::block_k_for(m.packed, m.out, self.acts[m.input].shape.c),
                     bias: m.bias,
                     bias_first: m.bias_first,
                     out_scale: 1.0,
@@ -372,6 +395,7 @@ impl Importer<'_> {
             bias_name: None,
             has_bias: false,
             bias_first: false,
+            packed: false,
             act: Activation::None,
             params: vec![w.name.clone()],
             conv: Some(geom),

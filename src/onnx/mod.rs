@@ -109,6 +109,7 @@ pub fn import(model: &pb::ModelProto, path: &Path) -> Result<Graph> {
             reason,
         })?;
         imp.consts.insert(init.name.clone(), t);
+        imp.file_tensors.insert(init.name.clone());
     }
     imp.set_input(graph)?;
     for name in graph.node.iter().flat_map(|n| &n.input) {
@@ -264,6 +265,9 @@ pub(crate) struct Importer<'p> {
     /// Constants computed at import (folded nodes, a Constant's scalar and list forms): no
     /// tensor in the file holds them, so nothing can be written back.
     pub node_consts: std::collections::HashSet<String>,
+    /// Initializers and Constant nodes' tensors: what onnxruntime holds as constant
+    /// initializers (and prepacks for a Gemm/MatMul), unlike tensors computed by other nodes.
+    pub file_tensors: std::collections::HashSet<String>,
     /// Float functions on the model input before its QuantizeLinear, and the tensor the chain
     /// ends at (`None`: the input itself).
     pub input_fns: Vec<crate::graph::FloatFn>,
@@ -306,6 +310,7 @@ impl<'p> Importer<'p> {
             input: None,
             input_spec: None,
             node_consts: Default::default(),
+            file_tensors: Default::default(),
             softmax_out: Default::default(),
             softmax_q: None,
             input_flat: false,
@@ -541,6 +546,7 @@ impl<'p> Importer<'p> {
         let mut t = proto::tensor(t).map_err(|e| ctx.bad(e))?;
         let out = ctx.output()?.to_string();
         t.name = out.clone();
+        self.file_tensors.insert(out.clone());
         self.consts.insert(out, t);
         Ok(())
     }

@@ -122,6 +122,35 @@ impl Importer<'_> {
         self.push_fn(ctx, x, f)
     }
 
+    /// The per-sample shape of value `v` where it is known: an activation, a float chain on
+    /// one, or a Conv/Gemm's pending float result (NNCF's `Conv → PRelu → QuantizeLinear`).
+    fn value_shape(&self, v: &Value) -> Option<crate::graph::Shape> {
+        if let Some((input, _)) = self.chain_of(v) {
+            return Some(self.acts[input].shape);
+        }
+        match v {
+            Value::Float(a) => Some(self.acts[*a].shape),
+            Value::Pending(p, _) => match p.as_ref() {
+                Pending::Mac(m) => {
+                    let ins = self.acts[m.input].shape;
+                    match m.conv {
+                        Some((window, _)) => {
+                            let (h, w) = window.output_hw(ins.h, ins.w, false)?;
+                            Some(crate::graph::Shape { h, w, c: m.out })
+                        }
+                        None => Some(crate::graph::Shape::flat(m.out)),
+                    }
+                }
+                Pending::Dense(m) => Some(match &m.conv {
+                    Some(geom) => geom.out_shape,
+                    None => crate::graph::Shape::flat(m.out),
+                }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// PRelu of `x`: its slope must be a constant with one value, or one per channel of `x`.
     fn prelu(&self, ctx: &NodeCtx, x: &str) -> Result<FloatFn> {
         let name = ctx.input(1).ok_or_else(|| ctx.bad("has no slope"))?;
@@ -131,13 +160,7 @@ impl Importer<'_> {
             ))
         })?;
         let v = self.value(ctx, x)?;
-        let shape = match self.chain_of(&v) {
-            Some((input, _)) => Some(self.acts[input].shape),
-            None => match v {
-                Value::Float(a) => Some(self.acts[a].shape),
-                _ => None,
-            },
-        };
+        let shape = self.value_shape(&v);
         let slope = c.to_f32();
         let scalar = slope.len() == 1;
         let ok = scalar || shape.is_some_and(|s| super::float_const::per_channel(&c.dims, s));

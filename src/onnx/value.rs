@@ -176,6 +176,9 @@ pub struct FloatMac {
     pub has_bias: bool,
     /// Gemm's bias (onnxruntime starts the sums from it); false for MatMul + Add.
     pub bias_first: bool,
+    /// The weights are a tensor of the file read directly (onnxruntime prepacks them), not
+    /// computed at run time: see [`crate::graph::Dense::block_k_for`].
+    pub packed: bool,
     pub act: Activation,
     /// Initializer names of the parameters.
     pub params: Vec<String>,

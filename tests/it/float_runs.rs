@@ -531,3 +531,101 @@ fn the_float_conv_segment_gives_onnxruntimes_bytes_on_its_own_input() {
     assert!(worst <= 1, "{worst} LSB");
     assert_eq!(off, 0, "{off} bytes differ");
 }
+
+/// NNCF's forms met on unseen models (2026-12-06): a Conv's float result → PRelu with a
+/// `[C, 1, 1]` slope → QuantizeLinear, on two branches quantized alike ("unified scales"),
+/// whose Concat feeds the next Conv with no QuantizeLinear between (its values are still on
+/// the branches' grid). Against the ONNX definition in f64.
+#[test]
+fn prelu_on_a_conv_result_and_a_concat_on_one_grid_follow_onnx() {
+    let (h, s_in, s_u, s_c) = (6usize, 1.0f32 / 255.0, 0.02f32, 0.05f32);
+    let mut b = B::new(1, h, h);
+    let x = b.qdq("x", s_in, 0, false);
+    let mut r = Rng(0x9e1);
+    let branch = |b: &mut B, r: &mut Rng| {
+        let w: Vec<i8> = (0..2 * 9).map(|_| r.int(-100, 100) as i8).collect();
+        let ws = 0.01f32;
+        let bias: Vec<f32> = (0..2).map(|_| r.float(-0.1, 0.1)).collect();
+        let slope: Vec<f32> = (0..2).map(|_| r.float(0.05, 0.4)).collect();
+        let wn = b.dq_weights(&[2, 1, 3, 3], &w, &[ws], 0);
+        let bn = b.f32s(&[2], &bias);
+        let conv = b.node(
+            "Conv",
+            &[&x, &wn, &bn],
+            vec![
+                ("kernel_shape", A::Is(vec![3, 3])),
+                ("pads", A::Is(vec![1, 1, 1, 1])),
+            ],
+        );
+        let sn = b.f32s(&[2, 1, 1], &slope);
+        let pr = b.node("PRelu", &[&conv, &sn], vec![]);
+        let out = b.qdq(&pr, s_u, 0, true);
+        let real: Vec<f32> = w.iter().map(|&v| v as f32 * ws).collect();
+        (out, real, bias, slope)
+    };
+    let (a, wa, ba, sa) = branch(&mut b, &mut r);
+    let (bb_, wb, bb, sb) = branch(&mut b, &mut r);
+    let cat = b.node("Concat", &[&a, &bb_], vec![("axis", A::I(1))]);
+    let wc: Vec<i8> = (0..3 * 4 * 9).map(|_| r.int(-90, 90) as i8).collect();
+    let wcs = 0.02f32;
+    let wcn = b.dq_weights(&[3, 4, 3, 3], &wc, &[wcs], 0);
+    let conv_c = b.node(
+        "Conv",
+        &[&cat, &wcn],
+        vec![
+            ("kernel_shape", A::Is(vec![3, 3])),
+            ("pads", A::Is(vec![1, 1, 1, 1])),
+        ],
+    );
+    let qc = b.qdq(&conv_c, s_c, 0, true);
+    let flat = b.node("Flatten", &[&qc], vec![]);
+    let w1: Vec<f32> = (0..2 * 3 * h * h).map(|_| r.float(-0.3, 0.3)).collect();
+    let b1: Vec<f32> = (0..2).map(|_| r.float(-0.1, 0.1)).collect();
+    let (w1n, b1n) = (b.f32s(&[2, 3 * h * h], &w1), b.f32s(&[2], &b1));
+    let out = b.node("Gemm", &[&flat, &w1n, &b1n], vec![("transB", A::I(1))]);
+    let g = import(&b.model(&out), "nncf_forms.onnx");
+    assert!(kinds(&g).contains(&"concat"), "{:?}", kinds(&g));
+    let n = 6;
+    let images: Vec<u8> = (0..n * h * h).map(|_| r.int(0, 255) as u8).collect();
+    let got = g.forward(&images, n).unwrap();
+    let hw = h * h;
+    let mut worst = 0f64;
+    for i in 0..n {
+        let xs: Vec<f64> = images[i * hw..(i + 1) * hw]
+            .iter()
+            .map(|&p| super::onnx_builder::fq(p as f64 / 255.0, s_in, 0, false))
+            .collect();
+        let mut cat_v = Vec::new();
+        for (w, bias, slope) in [(&wa, &ba, &sa), (&wb, &bb, &sb)] {
+            let c = conv_ref(&xs, 1, h, w, 2, 3, 1);
+            for (j, v) in c.iter().enumerate() {
+                let ch = j / hw;
+                let y = v + bias[ch] as f64;
+                let y = if y < 0.0 { slope[ch] as f64 * y } else { y };
+                cat_v.push(super::onnx_builder::fq(y, s_u, 0, true));
+            }
+        }
+        let wc_real: Vec<f32> = wc.iter().map(|&v| v as f32 * wcs).collect();
+        let c = conv_ref(&cat_v, 4, h, &wc_real, 3, 3, 1);
+        let qcv: Vec<f64> = c
+            .iter()
+            .map(|&v| super::onnx_builder::fq(v, s_c, 0, true))
+            .collect();
+        let want: Vec<f64> = (0..2)
+            .map(|o| {
+                (0..3 * hw)
+                    .map(|k| w1[o * 3 * hw + k] as f64 * qcv[k])
+                    .sum::<f64>()
+                    + b1[o] as f64
+            })
+            .collect();
+        let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+        for (a, e) in got.real_row(i).iter().zip(&want) {
+            worst = worst.max((*a as f64 - e).abs() / scale);
+        }
+    }
+    eprintln!(
+        "PRelu on conv results, concat on one grid: max relative |Δ| {worst:.2e} against f64"
+    );
+    assert!(worst < 1e-5, "{worst}");
+}
