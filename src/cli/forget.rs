@@ -405,7 +405,7 @@ fn print_text(r: &Report) {
     for n in &r.notes {
         println!("  {n}");
     }
-    println!("  {} int8 weights changed", r.changed_weights);
+    println!("  {} quantized weights changed", r.changed_weights);
     if let Some(e) = &r.export {
         println!("  wrote {e}");
     }
