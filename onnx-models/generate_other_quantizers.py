@@ -479,6 +479,12 @@ def main() -> None:
         # LayerNormalization on a quantized Gemm's float result, float gamma and beta, then a
         # float Relu before the QuantizeLinear (generate_layernorm.py's float model).
         ("mnist_ln_nncf", "mnist_ln_f32.onnx", "mnist", nncf_quantize),
+        # Preset MIXED on the concatenating CNN (generate_concat.py's float model): NNCF
+        # quantizes the inputs of the two 1x1 convs after the first Concat with one unified
+        # scale and puts no QuantizeLinear after that Concat, and concatenates the two convs'
+        # float results before a float Relu and its QuantizeLinear (a Concat of pending layers).
+        ("fmnist_cat_nncf_mixed", "fmnist_cat_f32.onnx", "fashion-mnist",
+         lambda s, o, x: nncf_quantize(s, o, x, preset=__import__("nncf").QuantizationPreset.MIXED)),
         # The classifier left in float (float32 weights and bias): a float layer.
         ("mnist_res_fcfloat_qdq", "mnist_res_f32.onnx", "mnist",
          lambda s, o, x: ort_quantize(s, o, x, None, nodes_to_exclude=["/fc/Gemm"])),
@@ -513,7 +519,7 @@ def main() -> None:
     needs = {"mnist_mlp_inc_sq": "onnx_neural_compressor", "mnist_res_nncf": "nncf",
              "fmnist_cnn_nncf": "nncf", "mnist_mlp_nncf": "nncf", "fmnist_mnv2_nncf": "nncf",
              "mnist_gelu_nncf": "nncf", "mnist_act_nncf": "nncf", "mnist_ln_nncf": "nncf",
-             "mnist_mnv3_nncf": "nncf"}
+             "mnist_mnv3_nncf": "nncf", "fmnist_cat_nncf_mixed": "nncf"}
     for name, src, ds, quant in fixtures:
         if args.only and name not in args.only:
             continue

@@ -5,7 +5,7 @@ use crate::graph::{Activation, InputPool, MaxPool, Op, ParamBinding, Shape, Weig
 use crate::Result;
 
 use super::proto::{ConstData, ConstTensor};
-use super::value::{AddOperand, DeqConst, Mac, Pending, Value};
+use super::value::{AddOperand, ConcatIn, DeqConst, Mac, Pending, Value};
 use super::{Importer, NodeCtx};
 
 /// Layout of a linear layer's weight matrix in the file.
@@ -395,9 +395,12 @@ impl Importer<'_> {
             Value::Pending(..) | Value::Float(_) | Value::FloatInput(..) => {
                 // Quantized weights on a float tensor (PyTorch's eager QAT leaves the pooled
                 // features before its classifier unquantized): onnxruntime multiplies the
-                // float values by the dequantized weights, so this is a float layer.
-                float_input = true;
-                self.float_operand(ctx, x)?
+                // float values by the dequantized weights, so this is a float layer. A
+                // Concat whose values stay on its inputs' grid becomes a dequantized
+                // activation here (`concat_on_grid`), and the layer an integer one.
+                let a = self.float_operand(ctx, x)?;
+                float_input = self.acts[a].float;
+                a
             }
             _ => return Err(self.float_input_refusal(ctx, x)),
         };
@@ -584,8 +587,9 @@ impl Importer<'_> {
         let out = ctx.output()?.to_string();
         let v = match self.value(ctx, x)? {
             Value::Pending(p, n) => {
-                let p = with_activation(*p, act)
-                    .ok_or_else(|| ctx.unsupported("activation after a float average pooling"))?;
+                let p = with_activation(*p, act).ok_or_else(|| {
+                    ctx.unsupported("activation after a float average pooling (or a Concat of one)")
+                })?;
                 Value::Pending(Box::new(p), n)
             }
             Value::Deq(a) => Value::Pending(Box::new(Pending::Clamp { input: a, act }), ctx.name()),
@@ -1181,8 +1185,17 @@ fn with_activation(p: Pending, act: Activation) -> Option<Pending> {
             b,
             act: a0.then(act),
         },
+        // The activation also goes into each pending part (see `ConcatIn::Pending`).
         Pending::Concat { inputs, act: a0 } => Pending::Concat {
-            inputs,
+            inputs: inputs
+                .into_iter()
+                .map(|i| match i {
+                    ConcatIn::Pending(p, node) => {
+                        Some(ConcatIn::Pending(Box::new(with_activation(*p, act)?), node))
+                    }
+                    other => Some(other),
+                })
+                .collect::<Option<Vec<_>>>()?,
             act: a0.then(act),
         },
         Pending::GlobalAvgPool { .. } | Pending::AvgPool { .. } => return None,

@@ -5,7 +5,7 @@
 use crate::graph::{Activation, Concat, ConcatPart, Op, QParams, Shape};
 use crate::Result;
 
-use super::value::{Pending, Value};
+use super::value::{ConcatIn, Pending, Value};
 use super::{Importer, NodeCtx};
 
 impl Importer<'_> {
@@ -23,8 +23,11 @@ impl Importer<'_> {
 
     /// The inputs' common height and width.
     fn concat_shapes(&self, ctx: &NodeCtx, inputs: &[usize]) -> Result<()> {
-        let s0 = self.acts[inputs[0]].shape;
-        for &a in &inputs[1..] {
+        let Some((&first, rest)) = inputs.split_first() else {
+            return Ok(());
+        };
+        let s0 = self.acts[first].shape;
+        for &a in rest {
             let s = self.acts[a].shape;
             if (s.h, s.w) != (s0.h, s0.w) {
                 return Err(ctx.bad(format!(
@@ -35,17 +38,24 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// ONNX Concat of dequantized activations: pending until its QuantizeLinear.
+    /// ONNX Concat of dequantized activations, or of float results still pending their
+    /// QuantizeLinear (see [`ConcatIn::Pending`]): pending until its QuantizeLinear.
     pub(super) fn concat(&mut self, ctx: &NodeCtx) -> Result<()> {
         Self::channel_axis(ctx)?;
         let mut inputs = Vec::with_capacity(ctx.node.input.len());
         for x in ctx.node.input.iter().filter(|x| !x.is_empty()) {
             match self.value(ctx, x)? {
-                Value::Deq(a) if !self.acts[a].per_channel() => inputs.push(a),
+                Value::Deq(a) if !self.acts[a].per_channel() => inputs.push(ConcatIn::Act(a)),
+                // Read by this Concat alone: it is computed once, as this Concat's part.
+                Value::Pending(p, node) if self.readers.get(x.as_str()) == Some(&1) => {
+                    inputs.push(ConcatIn::Pending(p, node))
+                }
                 _ => {
                     return Err(ctx.unsupported(format!(
-                        "Concat of '{x}', which is not a dequantized activation quantized per \
-                         tensor (qforget concatenates DequantizeLinear outputs)"
+                        "Concat of '{x}', which is neither a dequantized activation quantized per \
+                         tensor nor the float result of a layer read by this Concat alone \
+                         (qforget concatenates DequantizeLinear outputs and float results whose \
+                         QuantizeLinear follows the Concat)"
                     )))
                 }
             }
@@ -53,7 +63,8 @@ impl Importer<'_> {
         if inputs.is_empty() {
             return Err(ctx.bad("has no input"));
         }
-        self.concat_shapes(ctx, &inputs)?;
+        let acts: Vec<usize> = inputs.iter().filter_map(ConcatIn::act).collect();
+        self.concat_shapes(ctx, &acts)?;
         let p = Pending::Concat {
             inputs,
             act: Activation::None,
@@ -63,6 +74,33 @@ impl Importer<'_> {
             Value::Pending(Box::new(p), ctx.name()),
         );
         Ok(())
+    }
+
+    /// A pending Concat with output parameters `q`: its pending parts become layers quantized
+    /// with `q` (each named after its node), then the Concat layer (named `node`).
+    pub(super) fn concat_pending(
+        &mut self,
+        ctx: &NodeCtx,
+        inputs: Vec<ConcatIn>,
+        act: Activation,
+        q: QParams,
+        out: &str,
+    ) -> Result<usize> {
+        let mut acts = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            match input {
+                ConcatIn::Act(a) => acts.push(a),
+                ConcatIn::Pending(p, node) => {
+                    let first = self.layers.len();
+                    acts.push(self.materialize(ctx, *p, q, &format!("{out}/part{i}"))?);
+                    if let Some(l) = self.layers.get_mut(first) {
+                        l.name = node;
+                    }
+                }
+            }
+        }
+        self.concat_shapes(ctx, &acts)?;
+        Ok(self.concat_layer(ctx, acts, act, q, out))
     }
 
     /// QLinearConcat (com.microsoft): `Y_scale, Y_zero_point, (X, X_scale, X_zero_point)…`.

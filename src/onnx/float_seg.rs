@@ -61,11 +61,15 @@ impl Importer<'_> {
         let Pending::Concat { inputs, act } = p else {
             return None;
         };
-        let q = self.acts[*inputs.first()?].q;
-        let same = inputs
+        let acts = inputs
+            .iter()
+            .map(|i| i.act())
+            .collect::<Option<Vec<usize>>>()?;
+        let q = self.acts[*acts.first()?].q;
+        let same = acts
             .iter()
             .all(|&a| self.acts[a].q == q && !self.acts[a].per_channel() && !self.acts[a].float);
-        same.then(|| self.concat_layer(ctx, inputs.clone(), *act, q, x))
+        same.then(|| self.concat_layer(ctx, acts, *act, q, x))
     }
 
     /// The model's float input (after its float poolings `pre`, flattened if `flatten`) as a

@@ -67,7 +67,7 @@ impl Importer<'_> {
                 name,
             } => Ok(self.bias_layer(ctx, input, bias, act, name, q, out)),
             Pending::Add { a, b, act, sub } => self.add_layer(ctx, a, b, act, sub, q, out, true),
-            Pending::Concat { inputs, act } => Ok(self.concat_layer(ctx, inputs, act, q, out)),
+            Pending::Concat { inputs, act } => self.concat_pending(ctx, inputs, act, q, out),
             Pending::GlobalAvgPool { input, float_order } => {
                 let ins = self.acts[input].shape;
                 let qi = self.acts[input].q;

@@ -6,7 +6,7 @@ use crate::Result;
 
 use super::blocked;
 use super::proto::{ConstData, ConstTensor};
-use super::value::{DeqConst, Value};
+use super::value::{DeqConst, Pending, Value};
 use super::{Importer, NodeCtx};
 
 impl Importer<'_> {
@@ -132,10 +132,18 @@ impl Importer<'_> {
             Value::Deq(a) => Value::Quant(self.requantize(ctx, a, q, Activation::None, &out)),
             Value::Pending(p, node) => {
                 let first = self.layers.len();
+                // A Concat's pending parts name their own layers; the Concat is the last.
+                let parts_first = matches!(&*p, Pending::Concat { inputs, .. }
+                    if inputs.iter().any(|i| i.act().is_none()));
                 let id = self.materialize(ctx, *p, q, &out)?;
                 // Name the (first) new layer after its compute node, not after the
                 // QuantizeLinear; a pooling materialized behind it keeps the latter's name.
-                if let Some(l) = self.layers.get_mut(first) {
+                let named = if parts_first {
+                    self.layers.last_mut()
+                } else {
+                    self.layers.get_mut(first)
+                };
+                if let Some(l) = named {
                     l.name = node;
                 }
                 Value::Quant(id)

@@ -249,11 +249,35 @@ pub enum Pending {
         window: Window,
         ceil: bool,
     },
-    /// Dequantized activations concatenated along the channels, then an activation function.
+    /// Dequantized activations (or pending float results) concatenated along the channels,
+    /// then an activation function.
     Concat {
-        inputs: Vec<ActId>,
+        inputs: Vec<ConcatIn>,
         act: Activation,
     },
+}
+
+/// One input of a pending [`Pending::Concat`].
+#[derive(Debug, Clone)]
+pub enum ConcatIn {
+    /// A dequantized activation: the Concat requantizes its bytes to the output's parameters.
+    Act(ActId),
+    /// A float result still pending, and its node (NNCF's "quantize the inputs" form:
+    /// `Conv, Conv → Concat → Relu → QuantizeLinear`). A Concat only places values, and the
+    /// Relu/Clip after it and the QuantizeLinear act on each element alone, so the part is
+    /// computed and quantized with the Concat's final parameters and activation (exactly what
+    /// onnxruntime computes for those channels) and the Concat copies its bytes.
+    Pending(Box<Pending>, String),
+}
+
+impl ConcatIn {
+    /// The activation, for a dequantized input.
+    pub fn act(&self) -> Option<ActId> {
+        match self {
+            ConcatIn::Act(a) => Some(*a),
+            ConcatIn::Pending(..) => None,
+        }
+    }
 }
 
 /// Second operand of a quantized Add.

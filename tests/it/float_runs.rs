@@ -629,3 +629,124 @@ fn prelu_on_a_conv_result_and_a_concat_on_one_grid_follow_onnx() {
     );
     assert!(worst < 1e-5, "{worst}");
 }
+
+/// NNCF's preset MIXED (found on an unseen model, committed as `fmnist_cat_nncf_mixed`): two
+/// Convs' float results concatenated, then a float Relu and one QuantizeLinear. Each conv
+/// becomes an integer layer quantized with the Concat's parameters (so it trains and exports
+/// as usual) and the Concat copies the bytes; the output follows the ONNX definition in f64.
+/// A float result that another node also reads is refused by name (it would be computed
+/// twice).
+#[test]
+fn a_concat_of_two_conv_results_before_one_quantize_linear_follows_onnx() {
+    let (h, s_in, s_c) = (5usize, 1.0f32 / 255.0, 0.04f32);
+    let build = |shared: bool| {
+        let mut b = B::new(1, h, h);
+        let x = b.qdq("x", s_in, 0, false);
+        let mut r = Rng(0xcafe);
+        let mut convs = Vec::new();
+        for k in [3usize, 1] {
+            let w: Vec<i8> = (0..2 * k * k).map(|_| r.int(-110, 110) as i8).collect();
+            let ws = [0.011f32, 0.007];
+            let bias: Vec<f32> = (0..2).map(|_| r.float(-0.2, 0.2)).collect();
+            let wn = b.dq_weights(&[2, 1, k, k], &w, &ws, 0);
+            let bn = b.f32s(&[2], &bias);
+            let p = (k / 2) as i64;
+            let kk = k as i64;
+            let conv = b.node(
+                "Conv",
+                &[&x, &wn, &bn],
+                vec![
+                    ("kernel_shape", A::Is(vec![kk, kk])),
+                    ("pads", A::Is(vec![p, p, p, p])),
+                ],
+            );
+            let real: Vec<f32> = w
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f32 * ws[i / (k * k)])
+                .collect();
+            convs.push((conv, real, bias, k));
+        }
+        let cat = b.node(
+            "Concat",
+            &[&convs[0].0, &convs[1].0],
+            vec![("axis", A::I(1))],
+        );
+        let relu = b.node("Relu", &[&cat], vec![]);
+        let q = b.qdq(&relu, s_c, 0, false);
+        let mut flat = b.node("Flatten", &[&q], vec![]);
+        if shared {
+            // The first conv's float result also goes on to a Sigmoid.
+            let sg = b.node("Sigmoid", &[&convs[0].0], vec![]);
+            let qs = b.qdq(&sg, s_c, 0, false);
+            let cat2 = b.node("Concat", &[&q, &qs], vec![("axis", A::I(1))]);
+            let q2 = b.qdq(&cat2, s_c, 0, false);
+            flat = b.node("Flatten", &[&q2], vec![]);
+        }
+        let feats = if shared { 6 } else { 4 } * h * h;
+        let w1: Vec<f32> = (0..2 * feats).map(|_| r.float(-0.3, 0.3)).collect();
+        let b1: Vec<f32> = (0..2).map(|_| r.float(-0.1, 0.1)).collect();
+        let (w1n, b1n) = (b.f32s(&[2, feats], &w1), b.f32s(&[2], &b1));
+        let out = b.node("Gemm", &[&flat, &w1n, &b1n], vec![("transB", A::I(1))]);
+        (b.model(&out), convs, w1, b1)
+    };
+
+    let (m, convs, w1, b1) = build(false);
+    let g = import(&m, "nncf_mixed_concat.onnx");
+    let k = kinds(&g);
+    assert_eq!(
+        k.iter().filter(|&&x| x == "conv").count(),
+        2,
+        "both convs are integer layers: {k:?}"
+    );
+    assert!(k.contains(&"concat"), "{k:?}");
+    let trained = Shadow::new(&g)
+        .segments
+        .iter()
+        .filter(|s| s.kind == ParamKind::Weight)
+        .count();
+    assert_eq!(trained, 2, "both convs' weights train");
+    let n = 5;
+    let mut r = Rng(0x51);
+    let images: Vec<u8> = (0..n * h * h).map(|_| r.int(0, 255) as u8).collect();
+    let got = g.forward(&images, n).unwrap();
+    let hw = h * h;
+    let mut worst = 0f64;
+    for i in 0..n {
+        let xs: Vec<f64> = images[i * hw..(i + 1) * hw]
+            .iter()
+            .map(|&p| super::onnx_builder::fq(p as f64 / 255.0, s_in, 0, false))
+            .collect();
+        let mut cat_v = Vec::new();
+        for (_, w, bias, k) in &convs {
+            let c = conv_ref(&xs, 1, h, w, 2, *k, k / 2);
+            for (j, v) in c.iter().enumerate() {
+                let y = (v + bias[j / hw] as f64).max(0.0);
+                cat_v.push(super::onnx_builder::fq(y, s_c, 0, false));
+            }
+        }
+        let want: Vec<f64> = (0..2)
+            .map(|o| {
+                (0..4 * hw)
+                    .map(|k| w1[o * 4 * hw + k] as f64 * cat_v[k])
+                    .sum::<f64>()
+                    + b1[o] as f64
+            })
+            .collect();
+        let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+        for (a, e) in got.real_row(i).iter().zip(&want) {
+            worst = worst.max((*a as f64 - e).abs() / scale);
+        }
+    }
+    eprintln!("Concat of two conv results → Relu → Q: max relative |Δ| {worst:.2e} against f64");
+    assert!(worst < 1e-5, "{worst}");
+
+    let (m, ..) = build(true);
+    let err = qforget::onnx::import(&m, Path::new("nncf_mixed_shared.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nncf_mixed_shared.onnx") && err.contains("Concat") && err.contains("alone"),
+        "{err}"
+    );
+}

@@ -495,6 +495,8 @@ fn class_wise_default_on_float_activations_and_inc_models() {
         ("mnist_ln13_qop.onnx", "mnist"),
         // NNCF, per-channel QuantizeLinear of float HardSwish and squeeze-excitation results
         ("mnist_mnv3_nncf.onnx", "mnist"),
+        // NNCF preset MIXED: a Concat of two convs' float results before their QuantizeLinear
+        ("fmnist_cat_nncf_mixed.onnx", "fashion-mnist"),
         // Flattens as Shape → Gather → Mul → Unsqueeze → Concat → Reshape on the batch size
         ("mnist_dynview_qdq.onnx", "mnist"),
         ("fmnist_cnn_inc.onnx", "fashion-mnist"),
