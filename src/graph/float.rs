@@ -207,7 +207,7 @@ impl Graph {
                         .collect();
                     c.forward_real(&xs)
                 }
-                Op::Pointwise(p) => p.forward_real(x),
+                Op::Pointwise(p) => p.forward_twin(x),
                 Op::LayerNorm(l) => l.forward_real(x),
                 Op::Mul(m) => {
                     let b = vals[layer.inputs[1]].as_ref().expect("mul operand");

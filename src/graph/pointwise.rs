@@ -68,6 +68,33 @@ pub enum FloatFn {
     /// `l(x) · r(x)`: a Mul whose two operands are chains of the same input (the left one
     /// often empty, `x` itself). It only ever starts a chain, so `x` is the chain's input.
     Product(Vec<FloatFn>, Vec<FloatFn>),
+    /// A QuantizeLinear → DequantizeLinear pair with one scale and one zero point per channel
+    /// (NNCF's asymmetric per-channel activations): `(clamp(round(x / s) + zp, lo, hi) − zp) · s`
+    /// in f32 as onnxruntime computes the two nodes. The integer layers take one zero point per
+    /// tensor, so such a tensor stays a float activation carrying these values exactly; the
+    /// backward is straight through inside `[lo, hi]`.
+    FakeQuant {
+        scale: Vec<f32>,
+        zero_point: Vec<f32>,
+        lo: f32,
+        hi: f32,
+    },
+}
+
+/// `QuantizeLinear` then `DequantizeLinear` of `x` on channel `c` (see [`FloatFn::FakeQuant`]),
+/// and whether the integer lay inside `[lo, hi]`.
+fn fake_quant(
+    scale: &[f32],
+    zero_point: &[f32],
+    lo: f32,
+    hi: f32,
+    c: usize,
+    x: f32,
+) -> (f32, bool) {
+    let (s, z) = (at(scale, c), at(zero_point, c));
+    let q = round_half_even(x / s) + z;
+    let inside = q >= lo && q <= hi;
+    ((q.max(lo).min(hi) - z) * s, inside)
 }
 
 fn at(v: &[f32], c: usize) -> f32 {
@@ -107,6 +134,7 @@ impl FloatFn {
             FloatFn::Softplus => "Softplus",
             FloatFn::Softsign => "Softsign",
             FloatFn::Product(..) => "Mul",
+            FloatFn::FakeQuant { .. } => "QuantizeLinear",
         }
     }
 
@@ -119,6 +147,7 @@ impl FloatFn {
             | FloatFn::Mul(v)
             | FloatFn::Div(v)
             | FloatFn::PRelu(v) => v.len(),
+            FloatFn::FakeQuant { scale, .. } => scale.len(),
             FloatFn::Product(l, r) => l.iter().chain(r).map(|f| f.channels()).max().unwrap_or(1),
             _ => 1,
         }
@@ -180,6 +209,14 @@ impl FloatFn {
             FloatFn::Product(l, r) => {
                 each(y, cn, c0, |c, x| eval_chain(l, c, x) * eval_chain(r, c, x))
             }
+            FloatFn::FakeQuant {
+                scale,
+                zero_point,
+                lo,
+                hi,
+            } => each(y, cn, c0, |c, x| {
+                fake_quant(scale, zero_point, *lo, *hi, c, x).0
+            }),
         }
     }
 
@@ -238,6 +275,12 @@ impl FloatFn {
                 deriv_chain(l, c, x) * eval_chain(r, c, x)
                     + eval_chain(l, c, x) * deriv_chain(r, c, x)
             }
+            FloatFn::FakeQuant {
+                scale,
+                zero_point,
+                lo,
+                hi,
+            } => fake_quant(scale, zero_point, *lo, *hi, c, x).1 as u8 as f32,
         }
     }
 
@@ -392,6 +435,32 @@ impl Pointwise {
         y
     }
 
+    /// The float twin's values ([`super::float`]: no rounding of activations): as
+    /// [`Pointwise::forward_real`], but a [`FloatFn::FakeQuant`] only clamps to its range
+    /// `[(lo − zp)·s, (hi − zp)·s]`, as the twin treats every quantization.
+    pub fn forward_twin(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        let cn = self.channels.max(1);
+        for f in &self.fns {
+            match f {
+                FloatFn::FakeQuant {
+                    scale,
+                    zero_point,
+                    lo,
+                    hi,
+                } => {
+                    for (i, v) in y.iter_mut().enumerate() {
+                        let c = i % cn;
+                        let (s, z) = (at(scale, c), at(zero_point, c));
+                        *v = v.max((lo - z) * s).min((hi - z) * s);
+                    }
+                }
+                other => other.apply(&mut y, self.channels, 0),
+            }
+        }
+        y
+    }
+
     /// The float twin's input gradient at real inputs `x`.
     pub fn backward_real(&self, x: &[f32], gy: &[f32]) -> Vec<f32> {
         let cn = self.channels.max(1);
@@ -434,6 +503,53 @@ mod tests {
 
     fn q(scale: f32, zero_point: i32) -> QParams {
         QParams::unsigned(scale, zero_point)
+    }
+
+    /// QuantizeLinear → DequantizeLinear with a zero point per channel, against the two ONNX
+    /// definitions written out (f32 division, round half to even, saturate, then
+    /// `(q − zp) · s`), on a grid of values through both saturation ends; the derivative is 1
+    /// exactly where the integer was not saturated.
+    #[test]
+    fn fake_quant_is_quantize_then_dequantize_per_channel() {
+        let scale = vec![0.02f32, 0.05, 0.013];
+        let zps = [-100i32, 3, 127];
+        let f = FloatFn::FakeQuant {
+            scale: scale.clone(),
+            zero_point: zps.iter().map(|&z| z as f32).collect(),
+            lo: -128.0,
+            hi: 127.0,
+        };
+        assert_eq!(f.channels(), 3);
+        let (mut inside, mut outside) = (0, 0);
+        for i in -2000..2000 {
+            let x = i as f32 * 0.0037;
+            for c in 0..3 {
+                let r = x / scale[c];
+                let rounded = if (r - r.trunc()).abs() == 0.5 {
+                    2.0 * (r / 2.0).round()
+                } else {
+                    r.round()
+                } as i64
+                    + zps[c] as i64;
+                let q = rounded.clamp(-128, 127);
+                let want = (q - zps[c] as i64) as f32 * scale[c];
+                assert_eq!(f.eval(c, x).to_bits(), want.to_bits(), "x {x} channel {c}");
+                let d = f.deriv(c, x);
+                if (-128..=127).contains(&rounded) {
+                    assert_eq!(d, 1.0, "x {x} channel {c}");
+                    inside += 1;
+                } else {
+                    assert_eq!(d, 0.0, "x {x} channel {c}");
+                    outside += 1;
+                }
+            }
+        }
+        assert!(inside > 1000 && outside > 1000, "{inside} {outside}");
+        // In place on NHWC values, the channel cycling from `c0`.
+        let mut y = vec![0.5f32; 6];
+        f.apply(&mut y, 3, 1);
+        let want: Vec<f32> = (0..6).map(|i| f.eval((1 + i) % 3, 0.5)).collect();
+        assert_eq!(y, want);
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! group (a depthwise conv folds `s_c` into its own per-channel multiplier). The zero point must
 //! be the same for every channel: it is the depthwise conv's padding value and the producer's
 //! single output zero point. Everything else is refused here, naming the node, so no layer ever
-//! reads a per-channel tensor as if it had one scale (`crate::graph::channel_act`).
+//! reads a per-channel tensor as if it had one scale (`crate::graph::channel_act`). Zero points
+//! that differ between channels (NNCF's preset MIXED) keep the tensor in float instead: a
+//! QuantizeLinear → DequantizeLinear function ([`FloatFn::FakeQuant`]) whose readers run in
+//! float, as onnxruntime runs them.
 
-use crate::graph::{Conv, Linear, OrtFix, OrtOrder, QParams, Requant};
+use crate::graph::{Conv, FloatFn, Linear, OrtFix, OrtOrder, QParams, Requant};
 use crate::Result;
 
 use super::proto::ConstData;
@@ -85,6 +88,72 @@ impl Importer<'_> {
             signed,
         };
         Ok((q, scales))
+    }
+
+    /// The QuantizeLinear/DequantizeLinear of node `ctx` (scale input 1, zero point input 2)
+    /// as a float function, when it is per channel along axis 1 with zero points that differ
+    /// between channels (NNCF's asymmetric per-channel activations, preset MIXED): no integer
+    /// layer takes such a tensor, so it stays a float activation holding the dequantized
+    /// values, `(clamp(round(x / s_c) + zp_c) − zp_c) · s_c`, exactly what onnxruntime passes on
+    /// (its readers run in float). `None` for any other parameters.
+    pub(super) fn channel_zero_points(&self, ctx: &NodeCtx) -> Result<Option<FloatFn>> {
+        let (Some(si), Some(zi)) = (ctx.input(1), ctx.input(2)) else {
+            return Ok(None);
+        };
+        let (Some(s), Some(z)) = (self.consts.get(si), self.consts.get(zi)) else {
+            return Ok(None);
+        };
+        let (ConstData::F32(scale), Some(zps)) = (&s.data, z.to_i64()) else {
+            return Ok(None);
+        };
+        if scale.len() < 2 || zps.len() != scale.len() || zps.iter().all(|&v| v == zps[0]) {
+            return Ok(None);
+        }
+        let axis = ctx.attrs().int("axis", 1).map_err(|e| ctx.bad(e))?;
+        if axis != 1 {
+            return Ok(None);
+        }
+        let (lo, hi) = match &z.data {
+            ConstData::U8(_) => (0.0, 255.0),
+            ConstData::I8(_) => (-128.0, 127.0),
+            _ => return Ok(None),
+        };
+        if let Some(v) = scale.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(ctx.bad(format!(
+                "scale '{}' holds {v}, not a positive number",
+                s.name
+            )));
+        }
+        Ok(Some(FloatFn::FakeQuant {
+            scale: scale.clone(),
+            zero_point: zps.iter().map(|&v| v as f32).collect(),
+            lo,
+            hi,
+        }))
+    }
+
+    /// QuantizeLinear of `x` with per-channel zero points (see
+    /// [`Importer::channel_zero_points`]): a float layer computing the quantized values'
+    /// real equivalents; the DequantizeLinear that reads it passes it on.
+    pub(super) fn fake_quantize(
+        &mut self,
+        ctx: &NodeCtx,
+        x: &str,
+        f: FloatFn,
+        out: String,
+    ) -> Result<()> {
+        let a = self.float_operand(ctx, x)?;
+        let c = self.acts[a].shape.c;
+        if f.channels() != c {
+            return Err(ctx.bad(format!(
+                "{} scales for the {c} channels of '{x}'",
+                f.channels()
+            )));
+        }
+        let id = self.float_fns(ctx, a, vec![f.clone()], &out);
+        self.values.insert(out.clone(), Value::Float(id));
+        self.fake_quantized.insert(out, f);
+        Ok(())
     }
 
     /// QuantizeLinear with one scale per channel of the float result `x`: the output of a

@@ -297,6 +297,9 @@ pub(crate) struct Importer<'p> {
     /// Per-sample ONNX dimensions of the activations a Reshape/Transpose made (see
     /// [`reshape`]).
     pub layouts: HashMap<usize, Vec<usize>>,
+    /// QuantizeLinear outputs kept as float activations (per-channel zero points, see
+    /// [`channel_act`]) and the QuantizeLinear → DequantizeLinear function they carry.
+    pub fake_quantized: HashMap<String, crate::graph::FloatFn>,
 }
 
 impl<'p> Importer<'p> {
@@ -320,6 +323,7 @@ impl<'p> Importer<'p> {
             float_weights: HashMap::new(),
             readers: HashMap::new(),
             layouts: HashMap::new(),
+            fake_quantized: HashMap::new(),
         }
     }
 

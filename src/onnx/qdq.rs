@@ -71,6 +71,9 @@ impl Importer<'_> {
         if self.is_float_initializer(x) {
             return self.quantize_weight(ctx, x, out);
         }
+        if let Some(f) = self.channel_zero_points(ctx)? {
+            return self.fake_quantize(ctx, x, f, out);
+        }
         let (q, channel_scales) = self.act_qparams_channels(ctx, 1, 2)?;
         if !channel_scales.is_empty() {
             return self.quantize_per_channel(ctx, x, q, channel_scales, out);
@@ -194,6 +197,23 @@ impl Importer<'_> {
     pub(super) fn dequantize_linear(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = ctx.input(0).ok_or_else(|| ctx.bad("has no input"))?;
         let out = ctx.output()?.to_string();
+        if let Some(f) = self.fake_quantized.get(x).cloned() {
+            // The DequantizeLinear of a tensor kept in float: its values, if it reads them
+            // with the same parameters.
+            if self.channel_zero_points(ctx)?.as_ref() != Some(&f) {
+                return Err(ctx.unsupported(format!(
+                    "it reads '{x}' with other parameters than its QuantizeLinear wrote it with \
+                     (per-channel zero points)"
+                )));
+            }
+            let v = self
+                .values
+                .get(x)
+                .cloned()
+                .ok_or_else(|| ctx.bad("input is missing"))?;
+            self.values.insert(out, v);
+            return Ok(());
+        }
         if let Some(v) = self.values.get(x).cloned() {
             let Value::Quant(a) = v else {
                 return Err(ctx.bad("input is not a quantized tensor"));

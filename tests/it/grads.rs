@@ -159,6 +159,14 @@ fn per_channel_activation_fixture_backward_matches_finite_differences() {
     fd_fixture("fmnist_mnv2_nncf.onnx");
 }
 
+/// NNCF's preset MIXED on the MobileNetV3-style net: per-channel zero points keep the
+/// depthwise convs' inputs in float (a QuantizeLinear → DequantizeLinear function, straight
+/// through inside its range).
+#[test]
+fn per_channel_zero_point_fixture_backward_matches_finite_differences() {
+    fd_fixture("mnist_mnv3_nncf_mixed.onnx");
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
     let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();

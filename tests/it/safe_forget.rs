@@ -497,6 +497,8 @@ fn class_wise_default_on_float_activations_and_inc_models() {
         ("mnist_mnv3_nncf.onnx", "mnist"),
         // NNCF preset MIXED: a Concat of two convs' float results before their QuantizeLinear
         ("fmnist_cat_nncf_mixed.onnx", "fashion-mnist"),
+        // NNCF preset MIXED: per-channel zero points before the depthwise convs (float)
+        ("mnist_mnv3_nncf_mixed.onnx", "mnist"),
         // Flattens as Shape → Gather → Mul → Unsqueeze → Concat → Reshape on the batch size
         ("mnist_dynview_qdq.onnx", "mnist"),
         ("fmnist_cnn_inc.onnx", "fashion-mnist"),
