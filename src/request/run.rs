@@ -99,16 +99,19 @@ impl Session {
             }
         }
         let held_out = known_held_out(train, test, &split.retain);
+        let mut target_note = None;
         if cfg.stop == Stop::Fixed && !opts.no_stop && opts.method != MethodName::Retrain {
-            cfg.stop = timed(Phase::Setup, || {
+            let (stop, note) = timed(Phase::Setup, || {
                 default_stop(
                     &self.graph,
+                    (train, &split.forget),
                     test,
                     &held_out,
                     class_wise.is_some(),
-                    split.forget.len(),
                 )
             })?;
+            cfg.stop = stop;
+            target_note = note;
         }
         // A sample-wise OEU request aims at outputs like those of unseen data (see `unseen`).
         let unseen = if sample_wise_oeu {
@@ -209,7 +212,7 @@ impl Session {
             target_met: info.target_met,
             refused,
             guard: info.guard.clone(),
-            notes: info.notes.clone(),
+            notes: target_note.into_iter().chain(info.notes.clone()).collect(),
             before,
             after,
             reference,
@@ -265,18 +268,36 @@ const MAX_MARGIN_PP: f64 = 2.0;
 /// refused requests the gold standard itself would fail. Why the cap: two standard errors of a
 /// few dozen samples are 5–8 pp, which would make a small request on a well-generalizing model
 /// a no-op.
+///
+/// A forget set of a few samples can only score whole multiples of `100/n`, so the target is
+/// at least the accuracy unseen data would have at the forget samples' confidence quantiles
+/// ([`UnseenTargets::unseen_accuracy`]): one typical sample is not asked to come out wrong
+/// when unseen data of its kind comes out right. For a large forget set that accuracy is the
+/// held-out accuracy, below the target.
 fn default_stop(
     graph: &Graph,
+    (train, forget): (&IdxDataset, &[usize]),
     test: &IdxDataset,
     held_out: &[usize],
     class_wise: bool,
-    forget: usize,
-) -> Result<Stop> {
+) -> Result<(Stop, Option<String>)> {
     if class_wise {
-        return Ok(Stop::ForgetAcc(1.0));
+        return Ok((Stop::ForgetAcc(1.0), None));
     }
     let acc = unlearn::accuracy_on(graph, test, held_out)?;
-    Ok(Stop::ForgetAcc(sample_wise_target(acc, forget)))
+    let target = sample_wise_target(acc, forget.len());
+    let unseen = UnseenTargets::unseen_accuracy(graph, train, forget, test, held_out)?
+        .map_or(0.0, |a| (a * 100.0).round() / 100.0);
+    if unseen <= target {
+        return Ok((Stop::ForgetAcc(target), None));
+    }
+    let note = format!(
+        "target raised from {target:.2} % (held-out accuracy {acc:.2} % plus the margin) to \
+         {unseen:.2} %: unseen data at these {} sample(s)' confidence quantiles is predicted \
+         right that often, so no more of them are asked to come out wrong",
+        forget.len()
+    );
+    Ok((Stop::ForgetAcc(unseen), Some(note)))
 }
 
 /// Held-out accuracy `acc` (percent) plus the margin for a forget set of `n` samples, rounded
