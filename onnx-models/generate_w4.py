@@ -3,6 +3,7 @@
 committed float models, with onnxruntime's outputs as the reference (tract 0.23 cannot load INT4).
 
     /opt/qfpy/bin/python onnx-models/generate_w4.py      # ≈1 min on 2 cores; no training
+    /opt/qfpy/bin/python onnx-models/generate_w4.py --only fmnist_cat_w4   # one fixture
 
 Makes, per entry of W4_MODELS:
     <name>.onnx                  QDQ, opset 21, INT4 (or UINT4) weights, uint8 activations
@@ -55,6 +56,9 @@ W4_MODELS = {
                               note="W4A8 of the memorizing CNN (trained on the 10k bundle)"),
     "fmnist_cnn_w4u_pt": dict(src="fmnist_cnn", dataset="fashion-mnist", weight="QUInt4", per_channel=False,
                               note="UINT4 weights, per-tensor, asymmetric zero points (the unsigned path)"),
+    "fmnist_cat_w4": dict(src="fmnist_cat", dataset="fashion-mnist", weight="QInt4", per_channel=True,
+                          note="W4A8 of the concatenating CNN: an AveragePool at opset 21, which onnxruntime "
+                               "sums row by row (MLAS, up to opset 18, column by column)"),
 }
 
 
@@ -164,8 +168,15 @@ def reference(name: str, spec: dict, data: dict) -> dict:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", help="make only this fixture (repeatable)")
+    args = ap.parse_args()
     datasets = {}
     for name, spec in W4_MODELS.items():
+        if args.only and name not in args.only:
+            continue
         ds = spec["dataset"]
         if ds not in datasets:
             datasets[ds] = G.load_dataset(BUNDLE, ds)

@@ -167,6 +167,7 @@ mod tests {
             out_zero_point: 0,
             zp_before_rounding: 0,
             columns_first: true,
+            qdq: true,
         };
         assert_eq!(p.forward_real(&x), vec![2.0, 0.0, 3.0, 4.0]);
     }

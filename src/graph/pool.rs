@@ -73,17 +73,22 @@ pub struct AvgPool {
     /// `avg / s` was just off of: 15 of 10,000 top-1 differed from onnxruntime on a model with
     /// int8 activations.)
     pub zp_before_rounding: i32,
-    /// Sum each window column by column (onnxruntime's float pooling, the QDQ form) instead of
-    /// row by row (its QLinearAveragePool, the QOperator form). The order decides how exact
-    /// halves round, and so whether we match the reference bit for bit.
+    /// Sum each window column by column (onnxruntime's float pooling through MLAS, the QDQ
+    /// form up to opset 18) instead of row by row (its QLinearAveragePool, the QOperator form,
+    /// and its float AveragePool from opset 19 on, a plain loop over the window's rows:
+    /// measured bit for bit on opsets 17, 19 and 21). The order decides how exact halves round,
+    /// and so whether we match the reference bit for bit.
     pub columns_first: bool,
+    /// The QDQ form: the output is a QuantizeLinear of the float average (the zero point added
+    /// after rounding), not QLinearAveragePool's (see [`AvgPool::zp_before_rounding`]).
+    pub qdq: bool,
 }
 
 impl AvgPool {
     /// [`AvgPool::zp_before_rounding`] for an output quantized as `q`, in the QDQ form
-    /// (`columns_first`) or the QOperator form.
-    pub fn zp_before_rounding_of(columns_first: bool, q: &super::QParams) -> i32 {
-        if columns_first {
+    /// (`qdq`) or the QOperator form.
+    pub fn zp_before_rounding_of(qdq: bool, q: &super::QParams) -> i32 {
+        if qdq {
             0
         } else {
             q.model_zero_point()
@@ -356,6 +361,7 @@ mod tests {
             out_zero_point: 128,
             zp_before_rounding: 0,
             columns_first: qdq,
+            qdq,
         }
     }
 

@@ -138,7 +138,7 @@ impl Graph {
                 p.in_scale = qi.scale;
                 p.out_scale = qo.scale;
                 p.out_zero_point = qo.zero_point;
-                p.zp_before_rounding = AvgPool::zp_before_rounding_of(p.columns_first, &qo);
+                p.zp_before_rounding = AvgPool::zp_before_rounding_of(p.qdq, &qo);
             }
             Op::GlobalAvgPool(p) => {
                 let hw = (p.in_shape.h * p.in_shape.w) as f32;

@@ -978,7 +978,8 @@ impl Importer<'_> {
                 window,
                 count_include_pad: cip,
                 ceil,
-                columns_first: true,
+                columns_first: self.float_pool_columns_first(),
+                qdq: true,
             }
         };
         self.values.insert(

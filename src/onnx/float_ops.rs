@@ -190,6 +190,12 @@ impl Importer<'_> {
 
     /// GlobalAveragePool or AveragePool of a float value (or of a pending result a float op
     /// must read): a float pooling layer.
+    /// Whether onnxruntime sums a float AveragePool's windows columns first: through MLAS up to
+    /// opset 18; from opset 19 on (dilations) its own loop goes row by row.
+    pub(super) fn float_pool_columns_first(&self) -> bool {
+        self.opset < 19
+    }
+
     pub(super) fn float_avg_pool(&mut self, ctx: &NodeCtx, x: &str) -> Result<()> {
         let a = self.float_operand(ctx, x)?;
         let out = ctx.output()?.to_string();
@@ -198,7 +204,8 @@ impl Importer<'_> {
         } else {
             let (window, ceil) = self.window(ctx, None)?;
             let cip = Self::count_include_pad(ctx)?;
-            self.float_window_pool(ctx, a, window, cip, ceil, true, &out)?
+            let columns_first = self.float_pool_columns_first();
+            self.float_window_pool(ctx, a, window, cip, ceil, columns_first, &out)?
         };
         self.values.insert(out, Value::Float(id));
         Ok(())
@@ -259,6 +266,7 @@ impl Importer<'_> {
             out_zero_point: 0,
             zp_before_rounding: 0,
             columns_first,
+            qdq: true,
         });
         Ok(self.push_float_n(ctx, op, Activation::None, vec![a], out_shape, out))
     }
@@ -307,6 +315,7 @@ impl Importer<'_> {
                 count_include_pad,
                 ceil,
                 columns_first,
+                ..
             } => self.float_window_pool(
                 ctx,
                 *input,

@@ -103,6 +103,7 @@ impl Importer<'_> {
                 count_include_pad,
                 ceil,
                 columns_first,
+                qdq,
             } => {
                 let ins = self.acts[input].shape;
                 let qi = self.acts[input].q;
@@ -116,8 +117,9 @@ impl Importer<'_> {
                     in_scale: qi.scale,
                     out_scale: q.scale,
                     out_zero_point: q.zero_point,
-                    zp_before_rounding: AvgPool::zp_before_rounding_of(columns_first, &q),
+                    zp_before_rounding: AvgPool::zp_before_rounding_of(qdq, &q),
                     columns_first,
+                    qdq,
                 };
                 Ok(self.push(
                     ctx,

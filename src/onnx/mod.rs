@@ -103,6 +103,13 @@ pub fn import(model: &pb::ModelProto, path: &Path) -> Result<Graph> {
     })?;
     refuse_wide_activations(graph, path)?;
     let mut imp = Importer::new(path);
+    imp.opset = model
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .max()
+        .unwrap_or(0);
     for init in &graph.initializer {
         let t = proto::tensor(init).map_err(|reason| Error::InvalidModel {
             path: path.to_path_buf(),
@@ -300,6 +307,8 @@ pub(crate) struct Importer<'p> {
     /// QuantizeLinear outputs kept as float activations (per-channel zero points, see
     /// [`channel_act`]) and the QuantizeLinear → DequantizeLinear function they carry.
     pub fake_quantized: HashMap<String, crate::graph::FloatFn>,
+    /// The model's version of the default (`ai.onnx`) operator set; 0 when it names none.
+    pub opset: i64,
 }
 
 impl<'p> Importer<'p> {
@@ -324,6 +333,7 @@ impl<'p> Importer<'p> {
             readers: HashMap::new(),
             layouts: HashMap::new(),
             fake_quantized: HashMap::new(),
+            opset: 0,
         }
     }
 

@@ -371,6 +371,7 @@ impl Importer<'_> {
                 count_include_pad: cip,
                 ceil,
                 columns_first: false,
+                qdq: false,
             }
         };
         let out = ctx.output()?.to_string();

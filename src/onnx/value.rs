@@ -212,8 +212,10 @@ pub enum Pending {
         window: Window,
         count_include_pad: bool,
         ceil: bool,
-        /// Float AveragePool of a QDQ model (onnxruntime sums columns first).
+        /// onnxruntime sums each window columns first (see [`crate::graph::AvgPool`]).
         columns_first: bool,
+        /// A float AveragePool of a QDQ model (else QLinearAveragePool).
+        qdq: bool,
     },
     /// A float bias (a plain float constant, one per channel or one for all) added to a
     /// dequantized activation, then an activation function.
