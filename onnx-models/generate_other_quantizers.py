@@ -630,24 +630,21 @@ def main() -> None:
         if has_nncf:
             from nncf import ModelType, QuantizationPreset
 
+            # Preset MIXED (asymmetric activations) on more float models (the residual net's is
+            # `res_nncf_mixed` below; the concatenating CNN and the MobileNetV3-style net under
+            # MIXED are committed fixtures), NNCF's defaults on the BN, stem and LogSoftmax nets.
             mixed = {"preset": QuantizationPreset.MIXED}
-            # Preset MIXED (asymmetric activations) on every float model it runs on; NNCF's
-            # defaults on the BN, stem and LogSoftmax nets. (The concatenating CNN and the
-            # MobileNetV3-style net under MIXED are committed fixtures.)
-            for tag, src, ds in [("mnv2", "fmnist_mnv2_f32.onnx", "fashion-mnist"),
-                                 ("res", "mnist_res_f32.onnx", "mnist"),
-                                 ("act", "mnist_act_f32.onnx", "mnist"),
-                                 ("gelu", "mnist_gelu_f32.onnx", "mnist"),
-                                 ("relu6", "fmnist_cnn_relu6_f32.onnx", "fashion-mnist"),
-                                 ("dynview", "mnist_dynview_f32.onnx", "mnist"),
-                                 ("resof", "fmnist_res_overfit_f32.onnx", "fashion-mnist"),
-                                 ("subdiv", "mnist_subdiv_f32.onnx", "mnist")]:
-                variants.append((f"{tag}_nncf_mixed", src, ds,
-                                 lambda s, o, x: nncf_quantize(s, o, x, **mixed)))
-            for tag, src, ds in [("bn", "fmnist_cnn_bn_f32.onnx", "fashion-mnist"),
-                                 ("stem", "mnist_stem_f32.onnx", "mnist"),
-                                 ("logsoftmax", "mnist_logsoftmax_f32.onnx", "mnist")]:
-                variants.append((f"{tag}_nncf", src, ds, nncf_quantize))
+            for name, src, ds, kw in [("mnv2_nncf_mixed", "fmnist_mnv2_f32.onnx", "fashion-mnist", mixed),
+                                      ("act_nncf_mixed", "mnist_act_f32.onnx", "mnist", mixed),
+                                      ("gelu_nncf_mixed", "mnist_gelu_f32.onnx", "mnist", mixed),
+                                      ("relu6_nncf_mixed", "fmnist_cnn_relu6_f32.onnx", "fashion-mnist", mixed),
+                                      ("dynview_nncf_mixed", "mnist_dynview_f32.onnx", "mnist", mixed),
+                                      ("resof_nncf_mixed", "fmnist_res_overfit_f32.onnx", "fashion-mnist", mixed),
+                                      ("subdiv_nncf_mixed", "mnist_subdiv_f32.onnx", "mnist", mixed),
+                                      ("bn_nncf", "fmnist_cnn_bn_f32.onnx", "fashion-mnist", {}),
+                                      ("stem_nncf", "mnist_stem_f32.onnx", "mnist", {}),
+                                      ("logsoftmax_nncf", "mnist_logsoftmax_f32.onnx", "mnist", {})]:
+                variants.append((name, src, ds, lambda s, o, x, kw=kw: nncf_quantize(s, o, x, **kw)))
             variants += [
                 ("res_nncf_mixed", "mnist_res_f32.onnx", "mnist",
                  lambda s, o, x: nncf_quantize(s, o, x, preset=QuantizationPreset.MIXED)),

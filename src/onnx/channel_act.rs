@@ -42,12 +42,7 @@ impl Importer<'_> {
                 scales.len()
             )));
         }
-        if let Some(v) = scales.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(ctx.bad(format!(
-                "scale '{}' holds {v}, not a positive number",
-                s.name
-            )));
-        }
+        positive_scales(ctx, &s.name, &scales)?;
         let (zero_point, signed) = match ctx.input(zi) {
             None => (0, false),
             Some(_) => {
@@ -118,12 +113,7 @@ impl Importer<'_> {
             ConstData::I8(_) => (-128.0, 127.0),
             _ => return Ok(None),
         };
-        if let Some(v) = scale.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(ctx.bad(format!(
-                "scale '{}' holds {v}, not a positive number",
-                s.name
-            )));
-        }
+        positive_scales(ctx, &s.name, scale)?;
         Ok(Some(FloatFn::FakeQuant {
             scale: scale.clone(),
             zero_point: zps.iter().map(|&v| v as f32).collect(),
@@ -142,18 +132,27 @@ impl Importer<'_> {
         f: FloatFn,
         out: String,
     ) -> Result<()> {
-        let a = self.float_operand(ctx, x)?;
-        let c = self.acts[a].shape.c;
-        if f.channels() != c {
-            return Err(ctx.bad(format!(
-                "{} scales for the {c} channels of '{x}'",
-                f.channels()
-            )));
-        }
+        let a = self.float_operand_of_channels(ctx, x, f.channels())?;
         let id = self.float_fns(ctx, a, vec![f.clone()], &out);
         self.values.insert(out.clone(), Value::Float(id));
         self.fake_quantized.insert(out, f);
         Ok(())
+    }
+
+    /// The float activation a per-channel QuantizeLinear with `scales` values reads for `x`,
+    /// which must have that many channels.
+    fn float_operand_of_channels(
+        &mut self,
+        ctx: &NodeCtx,
+        x: &str,
+        scales: usize,
+    ) -> Result<usize> {
+        let a = self.float_operand(ctx, x)?;
+        let c = self.acts[a].shape.c;
+        if scales != c {
+            return Err(ctx.bad(format!("{scales} scales for the {c} channels of '{x}'")));
+        }
+        Ok(a)
     }
 
     /// QuantizeLinear with one scale per channel of the float result `x`: the output of a
@@ -371,14 +370,7 @@ impl Importer<'_> {
         scales: Vec<f32>,
         out: String,
     ) -> Result<()> {
-        let a = self.float_operand(ctx, x)?;
-        let c = self.acts[a].shape.c;
-        if scales.len() != c {
-            return Err(ctx.bad(format!(
-                "{} scales for the {c} channels of '{x}'",
-                scales.len()
-            )));
-        }
+        let a = self.float_operand_of_channels(ctx, x, scales.len())?;
         let id = self.quantize_float_channels(ctx, a, q, scales, &out);
         self.values.insert(out, Value::Quant(id));
         Ok(())
@@ -444,5 +436,13 @@ impl Importer<'_> {
                 }
             ))),
         }
+    }
+}
+
+/// Every value of scale tensor `name` is a positive finite number.
+fn positive_scales(ctx: &NodeCtx, name: &str, scales: &[f32]) -> Result<()> {
+    match scales.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+        Some(v) => Err(ctx.bad(format!("scale '{name}' holds {v}, not a positive number"))),
+        None => Ok(()),
     }
 }

@@ -188,14 +188,14 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// GlobalAveragePool or AveragePool of a float value (or of a pending result a float op
-    /// must read): a float pooling layer.
     /// Whether onnxruntime sums a float AveragePool's windows columns first: through MLAS up to
     /// opset 18; from opset 19 on (dilations) its own loop goes row by row.
     pub(super) fn float_pool_columns_first(&self) -> bool {
         self.opset < 19
     }
 
+    /// GlobalAveragePool or AveragePool of a float value (or of a pending result a float op
+    /// must read): a float pooling layer.
     pub(super) fn float_avg_pool(&mut self, ctx: &NodeCtx, x: &str) -> Result<()> {
         let a = self.float_operand(ctx, x)?;
         let out = ctx.output()?.to_string();

@@ -16,8 +16,8 @@ use crate::graph::{Graph, Op};
 use crate::onnx::patch::{InitializerUpdate, TensorValues};
 use crate::profile::{timed, Phase};
 use crate::unlearn::{
-    self, Config, MethodName, Request, RetainAnchor, Stop, UnseenTargets, SAMPLE_WISE_EPOCHS,
-    SAMPLE_WISE_RETAIN_ANCHOR,
+    self, Config, HeldOut, MethodName, Request, RetainAnchor, Stop, UnseenTargets,
+    SAMPLE_WISE_EPOCHS, SAMPLE_WISE_RETAIN_ANCHOR,
 };
 use crate::{Error, Result};
 
@@ -99,27 +99,36 @@ impl Session {
             }
         }
         let held_out = known_held_out(train, test, &split.retain);
+        let default_stop_needed =
+            cfg.stop == Stop::Fixed && !opts.no_stop && opts.method != MethodName::Retrain;
+        // The starting model on unseen data, for the sample-wise target and OEU's targets.
+        let held = if class_wise.is_none() && (default_stop_needed || sample_wise_oeu) {
+            timed(Phase::Setup, || {
+                HeldOut::measure(&self.graph, test, &held_out)
+            })?
+        } else {
+            None
+        };
         let mut target_note = None;
-        if cfg.stop == Stop::Fixed && !opts.no_stop && opts.method != MethodName::Retrain {
+        if default_stop_needed {
             let (stop, note) = timed(Phase::Setup, || {
                 default_stop(
                     &self.graph,
-                    (train, &split.forget),
-                    test,
-                    &held_out,
+                    (test, &held_out),
+                    held.as_ref(),
                     class_wise.is_some(),
+                    split.forget.len(),
                 )
             })?;
             cfg.stop = stop;
             target_note = note;
         }
         // A sample-wise OEU request aims at outputs like those of unseen data (see `unseen`).
-        let unseen = if sample_wise_oeu {
-            timed(Phase::Setup, || {
-                UnseenTargets::matched(&self.graph, train, &split.forget, test, &held_out)
-            })?
-        } else {
-            None
+        let unseen = match (&held, sample_wise_oeu) {
+            (Some(h), true) => timed(Phase::Setup, || {
+                UnseenTargets::matched(&self.graph, train, &split.forget, h)
+            })?,
+            _ => None,
         };
         let retain_anchor = if cfg.retain_anchor > 0.0 && opts.method == MethodName::Oeu {
             Some(timed(Phase::Setup, || {
@@ -271,31 +280,29 @@ const MAX_MARGIN_PP: f64 = 2.0;
 ///
 /// A forget set of a few samples can only score whole multiples of `100/n`, so the target is
 /// at least the accuracy unseen data would have at the forget samples' confidence quantiles
-/// ([`UnseenTargets::unseen_accuracy`]): one typical sample is not asked to come out wrong
+/// ([`HeldOut::unseen_accuracy`]): one typical sample is not asked to come out wrong
 /// when unseen data of its kind comes out right. For a large forget set that accuracy is the
 /// held-out accuracy, below the target.
 fn default_stop(
     graph: &Graph,
-    (train, forget): (&IdxDataset, &[usize]),
-    test: &IdxDataset,
-    held_out: &[usize],
+    (test, held_out): (&IdxDataset, &[usize]),
+    held: Option<&HeldOut>,
     class_wise: bool,
+    forget: usize,
 ) -> Result<(Stop, Option<String>)> {
     if class_wise {
         return Ok((Stop::ForgetAcc(1.0), None));
     }
     let acc = unlearn::accuracy_on(graph, test, held_out)?;
-    let target = sample_wise_target(acc, forget.len());
-    let unseen = UnseenTargets::unseen_accuracy(graph, train, forget, test, held_out)?
-        .map_or(0.0, |a| (a * 100.0).round() / 100.0);
+    let target = sample_wise_target(acc, forget);
+    let unseen = held.map_or(0.0, |h| (h.unseen_accuracy(forget) * 100.0).round() / 100.0);
     if unseen <= target {
         return Ok((Stop::ForgetAcc(target), None));
     }
     let note = format!(
         "target raised from {target:.2} % (held-out accuracy {acc:.2} % plus the margin) to \
-         {unseen:.2} %: unseen data at these {} sample(s)' confidence quantiles is predicted \
-         right that often, so no more of them are asked to come out wrong",
-        forget.len()
+         {unseen:.2} %: unseen data at these {forget} sample(s)' confidence quantiles is \
+         predicted right that often, so no more of them are asked to come out wrong"
     );
     Ok((Stop::ForgetAcc(unseen), Some(note)))
 }

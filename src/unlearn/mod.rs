@@ -28,7 +28,7 @@ pub use config::{
 };
 pub use extend::BUDGET_EXTENSIONS;
 pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
-pub use unseen::UnseenTargets;
+pub use unseen::{HeldOut, UnseenTargets};
 
 use crate::data::IdxDataset;
 use crate::graph::Graph;
