@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use qforget::request::{Data, Event, Options, Report, Session};
-use qforget::unlearn::{MethodName, ProjectionMode};
+use qforget::unlearn::{MethodName, ProjectionMode, RetrainNorm};
 
 /// Options of `forget` (see `cli::Command::Forget` for their help).
 #[derive(Debug, clap::Args)]
@@ -89,6 +89,12 @@ pub struct ForgetArgs {
     /// OEU: project only when the forget and retain gradients conflict (⟨g_f,g_r⟩ < 0).
     #[arg(long)]
     pub only_on_conflict: bool,
+    /// Retrain: which layers train as batch norms (the batch's own statistics, running
+    /// statistics at the end): `all` (default) the file's kept BatchNormalization layers and a
+    /// new one after every other conv, folded into it at the end (exporters fold the
+    /// BatchNorms a network was trained with); `kept` only the file's; `none` neither.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub retrain_norm: Option<RetrainNorm>,
     /// OEU, sample-wise requests: maximize the forget samples' entropy (the class-wise
     /// objective) instead of lowering each one's confidence to what unseen data gets.
     #[arg(long)]
@@ -211,6 +217,7 @@ impl ForgetArgs {
             delta_goal: self.delta_goal,
             requant_hysteresis: self.requant_hysteresis,
             only_on_conflict: self.only_on_conflict,
+            retrain_norm: self.retrain_norm,
             uniform_entropy: self.uniform_entropy,
             stop_entropy: self.stop_entropy,
             stop_forget_acc: self.stop_forget_acc,

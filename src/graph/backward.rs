@@ -174,6 +174,18 @@ impl Graph {
                             need_dx,
                         ),
                     };
+                    let dx = match (dx, self.batch_stats.get(&i), tape) {
+                        (Some(mut dx), Some(stats), Tape::Quant(v)) => {
+                            let x = saved_q(v, x_id)?;
+                            let f = c.channel_factors();
+                            let info = &self.acts[x_id];
+                            super::batch_norm::normalized_input_grad(
+                                &mut dx, x, info, stats, &f, &g,
+                            );
+                            Some(dx)
+                        }
+                        (dx, _, _) => dx,
+                    };
                     out[i] = Some(g);
                     dx
                 }

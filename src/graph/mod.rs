@@ -8,6 +8,7 @@
 //! quantized once by the first QuantizeLinear's parameters.
 
 pub mod backward;
+pub mod batch_norm;
 pub mod bias;
 pub mod binding;
 mod channel_act;
@@ -258,6 +259,10 @@ pub struct Graph {
     /// (the first class on ties), which can differ from the logits' top-1 where two
     /// probabilities round to the same level. The graph itself ends at the logits.
     pub output_probs: Option<QParams>,
+    /// Retrain only: the per-channel layers that normalized the last training batch with its
+    /// own statistics (see [`batch_norm`]), by layer index; the backward adds the gradient
+    /// through those statistics. Empty otherwise.
+    pub batch_stats: std::collections::BTreeMap<usize, batch_norm::BatchStats>,
 }
 
 /// Quantized outputs of a batch, `n × classes`, in storage bytes plus their parameters.
@@ -472,9 +477,31 @@ impl Graph {
                 };
             }
         }
+        let mut vals = self.start_run(images, n)?;
+        let drop = (!keep).then_some(&last_use[..]);
+        self.run_layers(&mut vals, 0..self.layers.len(), exact, drop)?;
+        Ok(vals)
+    }
+
+    /// The activations of a run that has computed nothing yet but the quantized input.
+    pub(crate) fn start_run(&self, images: &[u8], n: usize) -> Result<Vec<Option<QBatch>>> {
         let mut vals: Vec<Option<QBatch>> = vec![None; self.acts.len()];
         vals[self.input.act] = Some(self.quantize_images(images, n)?);
-        for (i, layer) in self.layers.iter().enumerate() {
+        Ok(vals)
+    }
+
+    /// Run the layers `range` on the activations computed so far (the integer result, or with
+    /// `exact` onnxruntime's bytes where an [`OrtFix`] is set). With `last_use` (the index of
+    /// the last layer reading each activation), an activation no later layer reads is dropped.
+    pub(crate) fn run_layers(
+        &self,
+        vals: &mut [Option<QBatch>],
+        range: std::ops::Range<usize>,
+        exact: bool,
+        last_use: Option<&[usize]>,
+    ) -> Result<()> {
+        for i in range {
+            let layer = &self.layers[i];
             let get = |a: ActId| {
                 vals[a].as_ref().ok_or_else(|| {
                     Error::Shape(format!(
@@ -533,7 +560,7 @@ impl Graph {
                 }
             };
             debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
-            if !keep {
+            if let Some(last_use) = last_use {
                 for &a in &layer.inputs {
                     if last_use[a] == i && a != self.output {
                         vals[a] = None;
@@ -542,6 +569,6 @@ impl Graph {
             }
             vals[layer.output] = Some(y);
         }
-        Ok(vals)
+        Ok(())
     }
 }

@@ -71,7 +71,7 @@ impl Graph {
 
     /// Recompute layer `i`'s derived parameters from current scales (`old`: the activation
     /// parameters before a change, for values stored relative to them).
-    fn refresh_layer(&mut self, i: usize, old: Option<&[QParams]>) {
+    pub(super) fn refresh_layer(&mut self, i: usize, old: Option<&[QParams]>) {
         let l = &self.layers[i];
         if self.acts[l.output].float {
             // A float segment's layer has no derived integer parameters.

@@ -673,6 +673,7 @@ impl<'p> Importer<'p> {
             output,
             real_output,
             output_probs: self.softmax_q,
+            batch_stats: Default::default(),
         })
     }
 }

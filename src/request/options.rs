@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::data::forget::ForgetSpec;
 use crate::graph::GradPath;
-use crate::unlearn::{Config, MethodName, ProjectionMode, Stop};
+use crate::unlearn::{Config, MethodName, ProjectionMode, RetrainNorm, Stop};
 use crate::{Error, Result};
 
 /// A forget request's settings. Every `None` takes the method's default (`Config::defaults`).
@@ -41,6 +41,8 @@ pub struct Options {
     /// Percent of the integer weights a delta may change (see `Config::delta_goal`).
     pub delta_goal: Option<f32>,
     pub only_on_conflict: bool,
+    /// Retrain: which layers normalize with batch statistics (default: all).
+    pub retrain_norm: Option<RetrainNorm>,
     /// OEU in a sample-wise request: maximize the forget samples' entropy as in a class-wise
     /// one, instead of lowering each to the confidence unseen data gets (`unlearn::unseen`).
     pub uniform_entropy: bool,
@@ -91,6 +93,7 @@ impl Default for Options {
             requant_hysteresis: None,
             delta_goal: None,
             only_on_conflict: false,
+            retrain_norm: None,
             uniform_entropy: false,
             stop_entropy: None,
             stop_forget_acc: None,
@@ -159,6 +162,7 @@ impl Options {
         c.lambda = self.lambda.unwrap_or(c.lambda);
         c.projection = self.projection.unwrap_or(c.projection);
         c.only_on_conflict = self.only_on_conflict;
+        c.retrain_norm = self.retrain_norm.unwrap_or(c.retrain_norm);
         c.forget_step = self.forget_step.unwrap_or(c.forget_step);
         if !(c.forget_step.is_finite() && c.forget_step >= 0.0) {
             return Err(invalid(format!(

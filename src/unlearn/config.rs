@@ -54,6 +54,20 @@ pub enum ProjectionMode {
     None,
 }
 
+/// Which layers Retrain normalizes with batch statistics (see `retrain_bn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrainNorm {
+    /// The file's kept BatchNormalization layers, and a batch norm after every other conv
+    /// (where the exporter most likely folded one), folded into the conv at the end.
+    #[default]
+    All,
+    /// Only the file's kept BatchNormalization layers.
+    Kept,
+    /// None: kept BatchNormalization layers stay at the file's factors.
+    None,
+}
+
 /// When a run stops before its epochs are done.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Stop {
@@ -256,6 +270,8 @@ pub struct Config {
     pub grad_path: GradPath,
     /// Retrain: how often (in steps) the activation observers update the scales.
     pub observe_every: usize,
+    /// Retrain: which layers normalize with batch statistics.
+    pub retrain_norm: RetrainNorm,
     /// Retain guard: largest allowed drop of probe accuracy, percentage points (None: no guard).
     pub guard_budget: Option<f64>,
     /// Retain guard: roll-backs (each halving the learning rate) before it gives up.
@@ -305,6 +321,7 @@ impl Config {
             seed: 0,
             grad_path: GradPath::Int8,
             observe_every: 20,
+            retrain_norm: RetrainNorm::All,
             guard_budget: Some(2.0),
             max_backoffs: 6,
             lr_growth: true,

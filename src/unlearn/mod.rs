@@ -15,6 +15,7 @@ mod polish;
 pub mod qmul;
 pub mod random_label;
 pub mod retrain;
+mod retrain_bn;
 mod sparsify;
 pub mod unseen;
 
@@ -24,7 +25,8 @@ use std::time::Instant;
 
 pub use anchor::RetainAnchor;
 pub use config::{
-    Config, MethodName, ProjectionMode, Stop, SAMPLE_WISE_EPOCHS, SAMPLE_WISE_RETAIN_ANCHOR,
+    Config, MethodName, ProjectionMode, RetrainNorm, Stop, SAMPLE_WISE_EPOCHS,
+    SAMPLE_WISE_RETAIN_ANCHOR,
 };
 pub use extend::BUDGET_EXTENSIONS;
 pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
