@@ -90,9 +90,11 @@ pub struct ForgetArgs {
     #[arg(long)]
     pub only_on_conflict: bool,
     /// Retrain: which layers train as batch norms (the batch's own statistics, running
-    /// statistics at the end): `all` (default) the file's kept BatchNormalization layers and a
-    /// new one after every other conv, folded into it at the end (exporters fold the
-    /// BatchNorms a network was trained with); `kept` only the file's; `none` neither.
+    /// statistics at the end): `kept` (default) the file's kept BatchNormalization layers;
+    /// `all` those and a new one after every other conv, folded into it at the end (exporters
+    /// fold the BatchNorms a network was trained with; closer to PyTorch on MobileNetV2, but at
+    /// chance on NNCF-quantized MobileNets); `none` neither (kept ones stay at the file's
+    /// factors).
     #[arg(long, value_enum, value_name = "WHICH")]
     pub retrain_norm: Option<RetrainNorm>,
     /// OEU, sample-wise requests: maximize the forget samples' entropy (the class-wise

@@ -41,7 +41,7 @@ pub struct Options {
     /// Percent of the integer weights a delta may change (see `Config::delta_goal`).
     pub delta_goal: Option<f32>,
     pub only_on_conflict: bool,
-    /// Retrain: which layers normalize with batch statistics (default: all).
+    /// Retrain: which layers normalize with batch statistics (default: kept).
     pub retrain_norm: Option<RetrainNorm>,
     /// OEU in a sample-wise request: maximize the forget samples' entropy as in a class-wise
     /// one, instead of lowering each to the confidence unseen data gets (`unlearn::unseen`).

@@ -19,7 +19,7 @@ fn retrain(
     n: usize,
     epochs: usize,
 ) -> (qforget::graph::Graph, qforget::graph::Graph, f64) {
-    retrain_with(stem, data, n, epochs, RetrainNorm::All)
+    retrain_with(stem, data, n, epochs, RetrainNorm::Kept)
 }
 
 /// [`retrain`] with a choice of batch-normalized layers.
@@ -60,8 +60,7 @@ fn retrain_with(
 /// Every hidden activation whose file range starts at 0 (a ReLU the quantizer folded into the
 /// zero point) still starts at 0 after Retrain (the old code moved all five of `mnist_res_s8`'s
 /// to storage 122–140), and the residual net learns: well above chance after a small budget
-/// (6 epochs over 2,700 images, 132 steps: 69.8 % measured before Retrain added batch norms,
-/// 85.58 % with them).
+/// (6 epochs over 2,700 images, 132 steps: 69.8 % measured; 85.58 % with `--retrain-norm all`).
 #[test]
 fn retrain_keeps_folded_relus_and_learns_the_residual_s8() {
     let (original, g, ra) = retrain("mnist_res_s8.onnx", "mnist", 3000, 6);
@@ -89,7 +88,7 @@ fn retrain_keeps_folded_relus_and_learns_the_residual_s8() {
 /// Retrain scales 4-bit weights to the 4-bit grid: weight scales are max|θ| / 7, not / 127.
 /// The old code put every weight but the smallest at the 4-bit clamp and `fmnist_cnn_w4` stayed
 /// at chance (11.9 % retain accuracy after 6 epochs on 2,700 images, 82.3 % with the fix, 89.36 %
-/// with batch norms added; on the full 54k retain images, 10 epochs: 11.11 %).
+/// with `--retrain-norm all`; on the full 54k retain images, 10 epochs: 11.11 %).
 #[test]
 fn retrain_learns_on_the_4_bit_grid() {
     let (_, g, ra) = retrain("fmnist_cnn_w4.onnx", "fashion-mnist", 3000, 6);
@@ -128,8 +127,8 @@ fn retrain_learns_on_the_4_bit_grid() {
 
 /// Retrain trains batch norms as PyTorch does (issue 9, item 4): the BatchNormalization layers
 /// the BN CNN kept normalize with each batch's statistics and end at running statistics
-/// (`--retrain-norm kept`); on the same CNN exported with its BatchNorms folded, a batch norm is
-/// added after each conv and folded back at the end (`all`, the default). Both learn far
+/// (`--retrain-norm kept`, the default); on the same CNN exported with its BatchNorms folded, a
+/// batch norm is added after each conv and folded back at the end (`all`). Both learn far
 /// faster than the same Retrain with the kept layers frozen at the file's factors (`none`, the
 /// old behaviour) and than the folded CNN with no batch norm, and hand back the file's layers.
 /// 2 epochs over 2,700 images, measured (retain accuracy): kept 80.95 %, none 76.53 %; folded
