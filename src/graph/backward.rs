@@ -177,7 +177,7 @@ impl Graph {
                     let dx = match (dx, self.batch_stats.get(&i), tape) {
                         (Some(mut dx), Some(stats), Tape::Quant(v)) => {
                             let x = saved_q(v, x_id)?;
-                            let f = c.channel_factors();
+                            let f = c.real_weights();
                             let info = &self.acts[x_id];
                             super::batch_norm::normalized_input_grad(
                                 &mut dx, x, info, stats, &f, &g,

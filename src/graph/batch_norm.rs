@@ -50,18 +50,6 @@ impl Conv {
             && self.row() == 1
             && self.in_shape == self.out_shape
     }
-
-    /// The real factor of each channel of a per-channel affine layer (`w · s_w`).
-    pub fn channel_factors(&self) -> Vec<f32> {
-        self.weights
-            .iter()
-            .enumerate()
-            .map(|(c, w)| {
-                let v = w.values().first().copied().unwrap_or(0);
-                v as f32 * self.weight_scales[if self.weight_scales.len() > 1 { c } else { 0 }]
-            })
-            .collect()
-    }
 }
 
 impl Graph {
@@ -113,32 +101,8 @@ impl Graph {
     /// The real factor and offset per channel of layer `i` (a per-channel affine conv):
     /// `y = f[c]·x + b[c]`; the inverse of [`Graph::set_channel_affine`].
     pub fn channel_affine(&self, i: usize) -> (Vec<f32>, Vec<f32>) {
-        match &self.layers[i].op {
-            Op::Conv(c) => (c.channel_factors(), self.conv_bias(i)),
-            _ => (Vec::new(), Vec::new()),
-        }
-    }
-
-    /// The real bias per output channel of conv layer `i`: its integer bias at `s_in·s_w` and
-    /// its requantization's offset in output steps.
-    pub fn conv_bias(&self, i: usize) -> Vec<f32> {
-        let l = &self.layers[i];
-        let Op::Conv(c) = &l.op else {
-            return Vec::new();
-        };
-        let (s_in, s_out) = (self.acts[l.inputs[0]].q.scale, self.acts[l.output].scales());
-        let pick = |v: &[f32], ch: usize| v[if v.len() > 1 { ch } else { 0 }];
-        (0..c.bias.len())
-            .map(|ch| {
-                let acc = c.bias[ch] as f32 * s_in * pick(&c.weight_scales, ch);
-                let off = c
-                    .requant
-                    .offset
-                    .get(ch)
-                    .map_or(0.0, |o| o * pick(&s_out, ch));
-                acc + off
-            })
-            .collect()
+        self.layer_real_params(i)
+            .map_or((Vec::new(), Vec::new()), |p| (p.w, p.b))
     }
 
     /// Make conv layer `i`'s real bias `b`, all of it in the requantization's offset (output

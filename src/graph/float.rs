@@ -25,45 +25,48 @@ impl Graph {
     /// Real weights and biases of every conv/linear layer as the integers give them (`None` for
     /// other layers). The bias includes any float offset of the layer.
     pub fn real_params(&self) -> Vec<Option<RealParams>> {
-        self.layers
-            .iter()
-            .map(|l| {
-                let out = &self.acts[l.output];
-                let (w, bias, rq) = match &l.op {
-                    Op::Conv(c) => (c.real_weights(), &c.bias, &c.requant),
-                    Op::Linear(li) => (li.real_weights(), &li.bias, &li.requant),
-                    Op::BiasAdd(b) => {
-                        return Some(RealParams {
-                            w: vec![],
-                            b: b.bias.clone(),
-                        })
-                    }
-                    Op::Dense(d) => {
-                        return Some(RealParams {
-                            w: d.weights.to_vec(),
-                            b: d.bias.clone(),
-                        })
-                    }
-                    Op::FloatConv(c) => {
-                        return Some(RealParams {
-                            w: c.weights.clone(),
-                            b: c.bias.clone(),
-                        })
-                    }
-                    _ => return None,
-                };
-                let b = bias
-                    .iter()
-                    .enumerate()
-                    .map(|(c, &bi)| {
-                        let m = rq.multiplier[if rq.multiplier.len() > 1 { c } else { 0 }];
-                        let off = rq.offset.get(c).copied().unwrap_or(0.0);
-                        (bi as f32 * m + off) * out.scale_of(c)
-                    })
-                    .collect();
-                Some(RealParams { w, b })
-            })
+        (0..self.layers.len())
+            .map(|i| self.layer_real_params(i))
             .collect()
+    }
+
+    /// [`Graph::real_params`] of layer `i` alone.
+    pub fn layer_real_params(&self, i: usize) -> Option<RealParams> {
+        let l = &self.layers[i];
+        let out = &self.acts[l.output];
+        let (w, bias, rq) = match &l.op {
+            Op::Conv(c) => (c.real_weights(), &c.bias, &c.requant),
+            Op::Linear(li) => (li.real_weights(), &li.bias, &li.requant),
+            Op::BiasAdd(b) => {
+                return Some(RealParams {
+                    w: vec![],
+                    b: b.bias.clone(),
+                })
+            }
+            Op::Dense(d) => {
+                return Some(RealParams {
+                    w: d.weights.to_vec(),
+                    b: d.bias.clone(),
+                })
+            }
+            Op::FloatConv(c) => {
+                return Some(RealParams {
+                    w: c.weights.clone(),
+                    b: c.bias.clone(),
+                })
+            }
+            _ => return None,
+        };
+        let b = bias
+            .iter()
+            .enumerate()
+            .map(|(c, &bi)| {
+                let m = rq.multiplier[if rq.multiplier.len() > 1 { c } else { 0 }];
+                let off = rq.offset.get(c).copied().unwrap_or(0.0);
+                (bi as f32 * m + off) * out.scale_of(c)
+            })
+            .collect();
+        Some(RealParams { w, b })
     }
 
     /// Every activation of the float twin on `n` images, real values, NHWC.

@@ -3,7 +3,7 @@
 //! through estimator); a step updates the shadow and re-quantizes it into the graph.
 
 use crate::data::IdxDataset;
-use crate::graph::{GradPath, Graph, Shadow};
+use crate::graph::{GradPath, Graph, LayerGrad, Shadow, Tape};
 use crate::profile::{timed, Phase};
 use crate::Result;
 
@@ -81,9 +81,19 @@ impl TrainState {
 
     /// Loss and gradient of `objective` on the images `images` (`n` of them).
     pub fn grad_images(&self, images: &[u8], n: usize, objective: Objective) -> Result<BatchGrad> {
+        let tape = timed(Phase::Forward, || self.graph.forward_tape(images, n))?;
+        Ok(self.grad_on_tape(&tape, objective)?.0)
+    }
+
+    /// Loss and gradient of `objective` on a forward's tape, and each layer's own gradient
+    /// (for parameters outside the shadow, such as Retrain's batch norms).
+    pub fn grad_on_tape(
+        &self,
+        tape: &Tape,
+        objective: Objective,
+    ) -> Result<(BatchGrad, Vec<Option<LayerGrad>>)> {
         let g = &self.graph;
-        let tape = timed(Phase::Forward, || g.forward_tape(images, n))?;
-        let (logits, unclamped) = g.loss_logits(&tape);
+        let (logits, unclamped) = g.loss_logits(tape);
         let (loss, dz) = timed(Phase::Loss, || match objective {
             Objective::CrossEntropy(labels) => cross_entropy(&logits, g.classes(), labels),
             Objective::NegEntropy => neg_normalized_entropy(&logits, g.classes()),
@@ -103,12 +113,12 @@ impl TrainState {
             GradPath::Int8 => vec![None; g.layers.len()],
         };
         let grads = timed(Phase::Backward, || {
-            g.backward_full(&tape, &params, &dz, self.path, false, unclamped)
+            g.backward_full(tape, &params, &dz, self.path, false, unclamped)
         })?
         .0;
         let mut grad = self.shadow.gather(g, &grads);
         self.shadow.to_optimizer_coords(&mut grad);
-        Ok(BatchGrad { loss, grad, logits })
+        Ok((BatchGrad { loss, grad, logits }, grads))
     }
 
     /// Loss and gradient on dataset samples `idx`; `labels` overrides the dataset's labels for

@@ -11,8 +11,8 @@
 use super::retrain::Adam;
 use crate::data::IdxDataset;
 use crate::graph::batch_norm::{BatchStats, Moments};
-use crate::graph::{GradPath, Graph, LayerGrad, ParamKind};
-use crate::train::{cross_entropy, gather, TrainState};
+use crate::graph::{Graph, LayerGrad, ParamKind, Tape};
+use crate::train::{gather, Objective, TrainState};
 use crate::Result;
 
 /// PyTorch's `BatchNorm2d` defaults.
@@ -112,9 +112,8 @@ impl BatchNorms {
         }
     }
 
-    /// Integer forward of `images` normalizing with their statistics (sets the layers; the
-    /// tape is dropped).
-    pub fn calibrate(&mut self, graph: &mut Graph, images: &[u8], n: usize) -> Result<()> {
+    /// Integer forward of `images` normalizing with their statistics (sets the layers).
+    fn forward(&mut self, graph: &mut Graph, images: &[u8], n: usize) -> Result<Tape> {
         let layers = self.layers.clone();
         graph.forward_tape_normalizing(images, n, &layers, |g, i, m| {
             let k = layers
@@ -122,8 +121,12 @@ impl BatchNorms {
                 .position(|&l| l == i)
                 .expect("a normalizing layer");
             self.normalize(g, k, m)
-        })?;
-        Ok(())
+        })
+    }
+
+    /// [`BatchNorms::forward`] for the statistics alone (the tape is dropped).
+    pub fn calibrate(&mut self, graph: &mut Graph, images: &[u8], n: usize) -> Result<()> {
+        self.forward(graph, images, n).map(drop)
     }
 
     /// Cross-entropy loss and gradients on samples `idx`, normalizing with their statistics.
@@ -134,33 +137,12 @@ impl BatchNorms {
         idx: &[usize],
     ) -> Result<NormGrad> {
         let (images, labels) = gather(data, idx);
-        let layers = self.layers.clone();
-        let tape = st
-            .graph
-            .forward_tape_normalizing(&images, idx.len(), &layers, |g, i, m| {
-                let k = layers
-                    .iter()
-                    .position(|&l| l == i)
-                    .expect("a normalizing layer");
-                self.normalize(g, k, m)
-            })?;
-        let g = &st.graph;
-        let (logits, unclamped) = g.loss_logits(&tape);
-        let (loss, dz) = cross_entropy(&logits, g.classes(), &labels);
-        let params = match st.path {
-            GradPath::F32 => g.real_params(),
-            GradPath::Int8 => vec![None; g.layers.len()],
-        };
-        let grads = g
-            .backward_full(&tape, &params, &dz, st.path, false, unclamped)?
-            .0;
-        let mut grad = st.shadow.gather(g, &grads);
-        st.shadow.to_optimizer_coords(&mut grad);
-        let norm_grad = self.param_grads(g, &grads);
+        let tape = self.forward(&mut st.graph, &images, idx.len())?;
+        let (r, grads) = st.grad_on_tape(&tape, Objective::CrossEntropy(&labels))?;
         Ok(NormGrad {
-            loss,
-            grad,
-            norm_grad,
+            loss: r.loss,
+            grad: r.grad,
+            norm_grad: self.param_grads(&st.graph, &grads),
         })
     }
 
@@ -242,7 +224,11 @@ pub(super) fn fold_norms(
     for &j in added {
         let i = j - 1;
         let (f, b) = st.graph.channel_affine(j);
-        let old_bias = st.graph.conv_bias(i);
+        let old_bias = st
+            .graph
+            .layer_real_params(i)
+            .map(|p| p.b)
+            .unwrap_or_default();
         let mut has_bias = false;
         for seg in st.shadow.segments.iter().filter(|s| s.layer == i) {
             let vals = &mut st.shadow.theta[seg.range.clone()];
