@@ -92,9 +92,8 @@ pub struct ForgetArgs {
     /// Retrain: which layers train as batch norms (the batch's own statistics, running
     /// statistics at the end): `kept` (default) the file's kept BatchNormalization layers;
     /// `all` those and a new one after every other conv, folded into it at the end (exporters
-    /// fold the BatchNorms a network was trained with; closer to PyTorch on MobileNetV2, but at
-    /// chance on NNCF-quantized MobileNets); `none` neither (kept ones stay at the file's
-    /// factors).
+    /// fold the BatchNorms a network was trained with; closer to PyTorch on MobileNetV2);
+    /// `none` neither (kept ones stay at the file's factors).
     #[arg(long, value_enum, value_name = "WHICH")]
     pub retrain_norm: Option<RetrainNorm>,
     /// OEU, sample-wise requests: maximize the forget samples' entropy (the class-wise
@@ -151,9 +150,9 @@ pub struct ForgetArgs {
     /// fails and writes nothing).
     #[arg(long)]
     pub allow_partial: bool,
-    /// Backward arithmetic: int8 (default) or f32.
-    #[arg(long, default_value = "int8")]
-    pub grad_path: qforget::graph::GradPath,
+    /// Backward arithmetic: int8 or f32 [default: f32 for retrain, int8 for every other method]
+    #[arg(long)]
+    pub grad_path: Option<qforget::graph::GradPath>,
     /// Samples forgotten by earlier requests (ids, one per line): no longer on the device, so
     /// they are neither retained nor measured (use with --parent).
     #[arg(long, value_name = "FILE")]

@@ -193,6 +193,19 @@ impl Graph {
         });
         let activation = std::mem::replace(&mut self.layers[i].activation, Activation::None);
         self.layers[i].output = pre;
+        if let Op::Conv(conv) = &mut self.layers[i].op {
+            // onnxruntime's order for the file's output (`OrtOrder`, `OrtFix`) holds that
+            // output's scales: the conv writes another activation now. Left in place, NNCF's 1×1
+            // convs with per-channel outputs ran on those stale scales and the folded MobileNets
+            // ended at chance.
+            conv.ort_order = None;
+            conv.ort_fix = None;
+            // Its offsets (a float bias, in output steps) were in the steps of each channel of
+            // an output quantized per channel; the new activation has one scale.
+            for (ch, o) in conv.requant.offset.iter_mut().enumerate() {
+                *o *= info.scale_of(ch) / info.q.scale;
+            }
+        }
         let conv = Conv {
             window: Window::unit(),
             group: c,

@@ -56,8 +56,23 @@ impl Conv {
 
     /// f32 backward. `x`: real input (`n × in_len`), `gy`: masked output gradient, `w`: real
     /// weights ([`Conv::real_weights`] or shadow values). Returns the parameter gradients and,
-    /// if `need_dx`, the input gradient.
+    /// if `need_dx`, the input gradient. A depthwise conv takes the direct loops of
+    /// `depthwise_f32`, every other one a GEMM per group.
     pub fn backward_f32(
+        &self,
+        x: &[f32],
+        gy: &[f32],
+        w: &[f32],
+        need_dx: bool,
+    ) -> (LayerGrad, Option<Vec<f32>>) {
+        if self.is_depthwise() {
+            return self.backward_f32_depthwise(x, gy, w, need_dx);
+        }
+        self.backward_f32_grouped(x, gy, w, need_dx)
+    }
+
+    /// [`Conv::backward_f32`] by one GEMM per group (and image).
+    pub(crate) fn backward_f32_grouped(
         &self,
         x: &[f32],
         gy: &[f32],

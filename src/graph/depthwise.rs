@@ -129,7 +129,7 @@ impl Conv {
 /// `(tap index ky·kw + kx, input pixel index iy·w + ix)`. Padding taps are skipped: they read
 /// the zero point, i.e. real 0, and contribute nothing. An iterator rather than a callback so
 /// the channel loops stay in the calling function and are compiled with its target features.
-struct Taps {
+pub(super) struct Taps {
     h: isize,
     w: isize,
     iy0: isize,
@@ -144,7 +144,7 @@ struct Taps {
 
 impl Taps {
     #[inline(always)]
-    fn new(in_shape: Shape, win: &Window, (oy, ox): (usize, usize)) -> Self {
+    pub(super) fn new(in_shape: Shape, win: &Window, (oy, ox): (usize, usize)) -> Self {
         Taps {
             h: in_shape.h as isize,
             w: in_shape.w as isize,

@@ -19,6 +19,7 @@ pub mod dead;
 pub mod dense;
 pub mod dense_weights;
 mod depthwise;
+mod depthwise_f32;
 pub mod div;
 pub mod eltwise;
 pub mod float;

@@ -60,7 +60,8 @@ pub struct Options {
     pub polish_patience: Option<usize>,
     /// Hand back a result even when the forgetting target was not met.
     pub allow_partial: bool,
-    pub grad_path: GradPath,
+    /// Backward arithmetic; `None`: the method's default (f32 for Retrain, int8 otherwise).
+    pub grad_path: Option<GradPath>,
     /// Samples forgotten by earlier requests: neither retained nor measured.
     pub forgotten: Vec<usize>,
     /// Use only this many retain samples (a seeded subset: the device's retain buffer).
@@ -107,7 +108,7 @@ impl Default for Options {
             polish_steps: None,
             polish_patience: None,
             allow_partial: false,
-            grad_path: GradPath::Int8,
+            grad_path: None,
             forgotten: Vec::new(),
             retain_limit: None,
             reference: None,
@@ -194,7 +195,7 @@ impl Options {
         }
         c.seed = self.seed;
         c.check_every = self.check_every.unwrap_or(c.check_every);
-        c.grad_path = self.grad_path;
+        c.grad_path = self.grad_path.unwrap_or(c.grad_path);
         if self.no_stop && (self.stop_entropy.is_some() || self.stop_forget_acc.is_some()) {
             return Err(invalid(
                 "no stop conflicts with a stop entropy or stop forget accuracy".into(),
