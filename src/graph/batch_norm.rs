@@ -202,9 +202,8 @@ impl Graph {
             conv.ort_fix = None;
             // Its offsets (a float bias, in output steps) were in the steps of each channel of
             // an output quantized per channel; the new activation has one scale.
-            for (ch, o) in conv.requant.offset.iter_mut().enumerate() {
-                *o *= info.scale_of(ch) / info.q.scale;
-            }
+            conv.requant
+                .restate_offsets(&info.scales(), &[info.q.scale]);
         }
         let conv = Conv {
             window: Window::unit(),

@@ -180,6 +180,17 @@ impl Requant {
         }
     }
 
+    /// Restate the offsets (output steps) from an output whose real steps were `old` to one
+    /// whose steps are `new` (each one per channel, or one for all), so that their real values
+    /// stay: when the activation a layer writes is given new parameters, or the layer writes
+    /// another activation.
+    pub fn restate_offsets(&mut self, old: &[f32], new: &[f32]) {
+        let at = |v: &[f32], c: usize| v[if v.len() > 1 { c } else { 0 }];
+        for (c, o) in self.offset.iter_mut().enumerate() {
+            *o *= at(old, c) / at(new, c);
+        }
+    }
+
     /// Requantize accumulator `acc` of channel `c`.
     #[inline]
     pub fn apply(&self, acc: i32, c: usize) -> u8 {

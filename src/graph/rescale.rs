@@ -42,9 +42,7 @@ impl Graph {
                 Op::Linear(l) => &mut l.requant,
                 _ => continue,
             };
-            for (c, o) in rq.offset.iter_mut().enumerate() {
-                *o *= info.scale_of(c) / info.q.scale;
-            }
+            rq.restate_offsets(&info.scales(), &[info.q.scale]);
         }
         let old: Vec<QParams> = self.acts.iter().map(|a| a.q).collect();
         for (a, nq) in q.iter().enumerate() {

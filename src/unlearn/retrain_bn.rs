@@ -258,11 +258,8 @@ pub(super) fn fold_norms(
         // The conv's offsets are in steps of the activation it wrote: restate them in the new
         // one's (a float bias left unchanged is not re-applied, so its offset would stay stale).
         let new_scales = st.graph.acts[pre].scales();
-        let at = |v: &[f32], c: usize| v[if v.len() > 1 { c } else { 0 }];
         if let Op::Conv(c) = &mut st.graph.layers[i].op {
-            for (ch, o) in c.requant.offset.iter_mut().enumerate() {
-                *o *= at(&old_scales, ch) / at(&new_scales, ch);
-            }
+            c.requant.restate_offsets(&old_scales, &new_scales);
         }
         st.graph.layers[i].activation = st.graph.layers[j].activation;
         if !has_bias {
