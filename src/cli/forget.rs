@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use qforget::request::{Data, Event, Options, Report, Session};
-use qforget::unlearn::{MethodName, ProjectionMode, RetrainNorm};
+use qforget::unlearn::{MethodName, ProjectionMode, RetrainNorm, RetrainSchedule};
 
 /// Options of `forget` (see `cli::Command::Forget` for their help).
 #[derive(Debug, clap::Args)]
@@ -37,8 +37,10 @@ pub struct ForgetArgs {
     #[arg(long, value_enum, default_value = "oeu")]
     pub method: MethodName,
     /// Epoch budget (default: 10 for OEU, 15 for OEU on some samples of a class, 3 for GA, RL
-    /// and Q-MUL, 2 for finetune, 10 for retrain); runs stop earlier once the forgetting target
-    /// is met, and may get more (--budget-extensions) only when this is left to the tool.
+    /// and Q-MUL, 2 for finetune; for retrain the cap of its fit phase, 60, or with
+    /// --retrain-schedule cosine its length, 10); runs stop earlier once the forgetting target
+    /// is met (retrain: once the retain set is fit), and may get more (--budget-extensions) only
+    /// when this is left to the tool.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// More epoch budgets a run may get when it spends its budget while still on its way to
@@ -96,6 +98,17 @@ pub struct ForgetArgs {
     /// `none` neither (kept ones stay at the file's factors).
     #[arg(long, value_enum, value_name = "WHICH")]
     pub retrain_norm: Option<RetrainNorm>,
+    /// Retrain: learning-rate schedule. `fit` (default): the full rate until the retain set is
+    /// fit within 1 pp of the original model's fit (read each epoch on 3,000 retain samples;
+    /// `--epochs` caps this phase, default 60), then a tenth of it on frozen activation scales
+    /// until within 0.2 pp, at most `--retrain-tail` epochs; `cosine`: from the full rate to 0
+    /// over exactly `--epochs` (default 10).
+    #[arg(long, value_enum, value_name = "SCHEDULE")]
+    pub retrain_schedule: Option<RetrainSchedule>,
+    /// Retrain, fit schedule: most epochs at a tenth of the rate once the retain set is fit
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    pub retrain_tail: Option<usize>,
     /// OEU, sample-wise requests: maximize the forget samples' entropy (the class-wise
     /// objective) instead of lowering each one's confidence to what unseen data gets.
     #[arg(long)]
@@ -219,6 +232,8 @@ impl ForgetArgs {
             requant_hysteresis: self.requant_hysteresis,
             only_on_conflict: self.only_on_conflict,
             retrain_norm: self.retrain_norm,
+            retrain_schedule: self.retrain_schedule,
+            retrain_tail: self.retrain_tail,
             uniform_entropy: self.uniform_entropy,
             stop_entropy: self.stop_entropy,
             stop_forget_acc: self.stop_forget_acc,

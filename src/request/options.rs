@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::data::forget::ForgetSpec;
 use crate::graph::GradPath;
-use crate::unlearn::{Config, MethodName, ProjectionMode, RetrainNorm, Stop};
+use crate::unlearn::{Config, MethodName, ProjectionMode, RetrainNorm, RetrainSchedule, Stop};
 use crate::{Error, Result};
 
 /// A forget request's settings. Every `None` takes the method's default (`Config::defaults`).
@@ -43,6 +43,11 @@ pub struct Options {
     pub only_on_conflict: bool,
     /// Retrain: which layers normalize with batch statistics (default: kept).
     pub retrain_norm: Option<RetrainNorm>,
+    /// Retrain: learning-rate schedule (default: fit; `epochs` is then the cap of its first
+    /// phase, else the cosine's length).
+    pub retrain_schedule: Option<RetrainSchedule>,
+    /// Retrain, fit schedule: most epochs at a tenth of the rate at the end (default 5).
+    pub retrain_tail: Option<usize>,
     /// OEU in a sample-wise request: maximize the forget samples' entropy as in a class-wise
     /// one, instead of lowering each to the confidence unseen data gets (`unlearn::unseen`).
     pub uniform_entropy: bool,
@@ -95,6 +100,8 @@ impl Default for Options {
             delta_goal: None,
             only_on_conflict: false,
             retrain_norm: None,
+            retrain_schedule: None,
+            retrain_tail: None,
             uniform_entropy: false,
             stop_entropy: None,
             stop_forget_acc: None,
@@ -148,7 +155,19 @@ impl Options {
     /// The run's settings: the method's defaults with these options over them, checked.
     pub fn config(&self) -> Result<Config> {
         let mut c = Config::defaults(self.method);
+        c.retrain_schedule = self.retrain_schedule.unwrap_or(c.retrain_schedule);
+        if c.retrain_schedule == RetrainSchedule::Cosine {
+            c.epochs = crate::unlearn::RETRAIN_COSINE_EPOCHS;
+        }
         c.epochs = self.epochs.unwrap_or(c.epochs);
+        c.retrain_tail = self.retrain_tail.unwrap_or(c.retrain_tail);
+        if c.retrain_tail == 0 {
+            return Err(invalid(
+                "retrain tail must be at least 1 epoch (the final model trains on the scales \
+                 it is measured with there)"
+                    .into(),
+            ));
+        }
         // A budget the user typed in is theirs: no extension unless asked for.
         c.budget_extensions = self.budget_extensions.unwrap_or(if self.epochs.is_some() {
             0

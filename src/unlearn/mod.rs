@@ -16,6 +16,7 @@ pub mod qmul;
 pub mod random_label;
 pub mod retrain;
 mod retrain_bn;
+mod retrain_fit;
 mod sparsify;
 pub mod unseen;
 
@@ -25,8 +26,8 @@ use std::time::Instant;
 
 pub use anchor::RetainAnchor;
 pub use config::{
-    Config, MethodName, ProjectionMode, RetrainNorm, Stop, SAMPLE_WISE_EPOCHS,
-    SAMPLE_WISE_RETAIN_ANCHOR,
+    Config, MethodName, ProjectionMode, RetrainNorm, RetrainSchedule, Stop, RETRAIN_COSINE_EPOCHS,
+    SAMPLE_WISE_EPOCHS, SAMPLE_WISE_RETAIN_ANCHOR,
 };
 pub use extend::BUDGET_EXTENSIONS;
 pub use guard::{accuracy_on, Guard, GuardReport, Verdict};
@@ -141,7 +142,7 @@ pub(crate) fn state(graph: Graph, cfg: &Config) -> TrainState {
 /// The epoch loop every method shares: per epoch, `epoch_start` returns that epoch's batches
 /// (and may adjust the state, e.g. a learning-rate schedule); `step` takes one optimizer step on
 /// a batch, given the 1-based count of steps so far, and returns the loss to report. The loop
-/// reports progress, times epochs, and every `check_every` steps and after each epoch runs the
+/// reports progress, times epochs (an epoch with no batches ends the run), and every `check_every` steps and after each epoch runs the
 /// retain guard (when the request has a probe and the config a budget) and then the stopping
 /// rule. The state a run ends in has passed the guard.
 pub(crate) fn run_epochs(
@@ -256,6 +257,11 @@ pub(crate) fn run_epochs(
     'epochs: while epoch < epochs {
         let started = Instant::now();
         let batches = epoch_start(st, epoch)?;
+        if batches.is_empty() {
+            // The method's schedule is done before its cap (Retrain's fit schedule).
+            epochs = epoch;
+            break;
+        }
         for (k, b) in batches.iter().enumerate() {
             req.check_cancel()?;
             info.steps += 1;
