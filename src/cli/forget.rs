@@ -99,10 +99,10 @@ pub struct ForgetArgs {
     #[arg(long, value_enum, value_name = "WHICH")]
     pub retrain_norm: Option<RetrainNorm>,
     /// Retrain: learning-rate schedule. `fit` (default): the full rate until the retain set is
-    /// fit within 1 pp of the original model's fit (read each epoch on 3,000 retain samples;
-    /// `--epochs` caps this phase, default 60), then a tenth of it on frozen activation scales
-    /// until within 0.2 pp, at most `--retrain-tail` epochs; `cosine`: from the full rate to 0
-    /// over exactly `--epochs` (default 10).
+    /// fit within 1 pp of the original model's fit (read each epoch on 5,000 retain samples;
+    /// `--epochs` caps this phase, default 60), then a tenth of it on frozen activation scales,
+    /// in quarter epochs, until the fit reaches the original's, at most `--retrain-tail`
+    /// epochs; `cosine`: from the full rate to 0 over exactly `--epochs` (default 10).
     #[arg(long, value_enum, value_name = "SCHEDULE")]
     pub retrain_schedule: Option<RetrainSchedule>,
     /// Retrain, fit schedule: most epochs at a tenth of the rate once the retain set is fit
