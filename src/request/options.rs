@@ -156,7 +156,7 @@ impl Options {
     pub fn config(&self) -> Result<Config> {
         let mut c = Config::defaults(self.method);
         c.retrain_schedule = self.retrain_schedule.unwrap_or(c.retrain_schedule);
-        if c.retrain_schedule == RetrainSchedule::Cosine {
+        if self.method == MethodName::Retrain && c.retrain_schedule == RetrainSchedule::Cosine {
             c.epochs = crate::unlearn::RETRAIN_COSINE_EPOCHS;
         }
         c.epochs = self.epochs.unwrap_or(c.epochs);

@@ -22,6 +22,20 @@ fn retrain(
     retrain_with(stem, data, n, epochs, RetrainNorm::Kept)
 }
 
+/// A request to forget `forget` and train on `retain`, with no probe or extras.
+fn request<'a>(train: &'a IdxDataset, forget: &'a [usize], retain: &'a [usize]) -> Request<'a> {
+    Request {
+        train,
+        forget,
+        retain,
+        probe: &[],
+        unseen: None,
+        retain_anchor: None,
+        forgotten_classes: &[],
+        cancel: None,
+    }
+}
+
 /// [`retrain`] with a choice of batch-normalized layers, on the cosine schedule over exactly
 /// `epochs` (the figures below were measured so).
 fn retrain_with(
@@ -34,16 +48,7 @@ fn retrain_with(
     let train = IdxDataset::load(dataset(data), Split::Train).unwrap();
     let (forget, retain): (Vec<usize>, Vec<usize>) =
         (0..n.min(train.labels.len())).partition(|&i| train.labels[i] == 3);
-    let req = Request {
-        train: &train,
-        forget: &forget,
-        retain: &retain,
-        probe: &[],
-        unseen: None,
-        retain_anchor: None,
-        forgotten_classes: &[],
-        cancel: None,
-    };
+    let req = request(&train, &forget, &retain);
     let cfg = Config {
         epochs,
         retrain_norm: norm,
@@ -69,16 +74,7 @@ fn retrain_with(
 fn fit_schedule_trains_until_the_retain_set_is_fit() {
     let train = IdxDataset::load(dataset("mnist"), Split::Train).unwrap();
     let (forget, retain): (Vec<usize>, Vec<usize>) = (0..3000).partition(|&i| train.labels[i] == 3);
-    let req = Request {
-        train: &train,
-        forget: &forget,
-        retain: &retain,
-        probe: &[],
-        unseen: None,
-        retain_anchor: None,
-        forgotten_classes: &[],
-        cancel: None,
-    };
+    let req = request(&train, &forget, &retain);
     let original = qforget::onnx::load(model("mnist_mlp_matmul_qdq.onnx")).unwrap();
     let fit0 = qforget::unlearn::accuracy_on(&original, &train, &retain).unwrap();
     let run = |epochs: usize| {
