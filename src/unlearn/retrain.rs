@@ -29,7 +29,7 @@ use std::cell::{Cell, RefCell};
 use rand::RngExt;
 
 use super::retrain_bn::{fold_norms, insert_norms, BatchNorms};
-use super::retrain_fit::{FitSchedule, Plan};
+use super::retrain_fit::{Average, FitSchedule, Plan, Weights};
 use super::{
     accuracy_on, run_epochs, state, Config, Method, Progress, Request, RetrainNorm,
     RetrainSchedule, RunInfo,
@@ -108,6 +108,11 @@ impl Method for Retrain {
         // The last epoch trains on frozen activation scales.
         let frozen = Cell::new(false);
         let adam = RefCell::new(Adam::new(cfg.momentum, cfg.weight_decay));
+        // Phase 1 of the fit schedule reads the fit on a running average of the weights.
+        let steps_per_epoch = req.retain.len().div_ceil(cfg.retain_batch.max(1));
+        let average = fit
+            .as_ref()
+            .map(|_| RefCell::new(Average::new(&st.shadow.theta, steps_per_epoch)));
         let norms = RefCell::new(norms);
         let mut info = run_epochs(
             &mut st,
@@ -118,8 +123,19 @@ impl Method for Retrain {
                 let seed = |e: usize| cfg.seed.wrapping_add(e as u64);
                 match fit.as_mut() {
                     Some(f) => {
-                        let plan =
-                            f.plan(epoch, |p| fit_of(st, norms.borrow().as_ref(), req, p))?;
+                        let plan = f.plan(epoch, |p, w| {
+                            let norms = norms.borrow();
+                            match (w, &average) {
+                                (Weights::Average, Some(a)) => {
+                                    let mut avg = st.clone();
+                                    avg.shadow.theta.copy_from_slice(a.borrow().theta());
+                                    rescale_weights(&mut avg);
+                                    avg.shadow.apply(&mut avg.graph);
+                                    fit_of(&avg, norms.as_ref(), req, p)
+                                }
+                                _ => fit_of(st, norms.as_ref(), req, p),
+                            }
+                        })?;
                         match plan {
                             Plan::Train {
                                 lr_scale,
@@ -161,6 +177,9 @@ impl Method for Retrain {
                 log::debug!("retrain step {steps}: lr {:.5} loss {:.4}", st.sgd.lr, loss);
                 adam.borrow_mut()
                     .step(&mut st.shadow.theta, &grad, st.sgd.lr, &st.shadow.metric);
+                if let Some(a) = &average {
+                    a.borrow_mut().update(&st.shadow.theta);
+                }
                 rescale_weights(st);
                 st.shadow.apply(&mut st.graph);
                 if !frozen.get() && cfg.observe_every > 0 && steps.is_multiple_of(cfg.observe_every)
