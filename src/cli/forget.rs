@@ -101,9 +101,9 @@ pub struct ForgetArgs {
     /// Retrain: learning-rate schedule. `fit` (default): the full rate until the retain set is
     /// fit within 0.5 pp of the original model's fit (read each epoch on 5,000 retain samples,
     /// on a running average of the weights over a quarter epoch; `--epochs` caps this phase,
-    /// default 60), then a tenth of it on frozen activation scales,
-    /// in quarter epochs, until the fit reaches the original's, at most `--retrain-tail`
-    /// epochs; `cosine`: from the full rate to 0 over exactly `--epochs` (default 10).
+    /// default 60), then a tenth of it on frozen activation scales, in quarter epochs, until
+    /// the fit reaches the original's, at most `--retrain-tail` epochs; `cosine`: from the full
+    /// rate to 0 over exactly `--epochs` (default 10).
     #[arg(long, value_enum, value_name = "SCHEDULE")]
     pub retrain_schedule: Option<RetrainSchedule>,
     /// Retrain, fit schedule: most epochs at a tenth of the rate once the retain set is fit

@@ -16,9 +16,10 @@
 //! on the weights of the last step: at the full rate the fit of one step's weights jumps by
 //! a pp or more from one epoch to the next, and a lucky jump ended phase 1 early. Phase 1 ends
 //! when the trained model comes within [`FIT_TOLERANCE`] of the original's fit, when the epoch
-//! cap (`Config::epochs`) is spent, or after [`FIT_PATIENCE`] epochs without a better fit. The tail follows in every case, on frozen activation scales
-//! (the final model is trained on the scales it is measured with), until the fit is within
-//! [`TAIL_TOLERANCE`] of the original's or `Config::retrain_tail` epochs are spent.
+//! cap (`Config::epochs`) is spent, or after [`FIT_PATIENCE`] epochs without a better fit. The
+//! tail follows in every case, on frozen activation scales (the final model is trained on the
+//! scales it is measured with), until the fit is within [`TAIL_TOLERANCE`] of the original's or
+//! `Config::retrain_tail` epochs are spent.
 
 use crate::data::IdxDataset;
 use crate::graph::Graph;
