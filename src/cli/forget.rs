@@ -40,12 +40,13 @@ pub struct ForgetArgs {
     /// and Q-MUL, 2 for finetune; for retrain the cap of its fit phase, 60, or with
     /// --retrain-schedule cosine its length, 10); runs stop earlier once the forgetting target
     /// is met (retrain: once the retain set is fit), and may get more (--budget-extensions) only
-    /// when this is left to the tool.
+    /// when this is left to the tool. OEU runs at least 100 steps whatever the budget (a forget
+    /// set of 20 samples is one batch per epoch), as more epochs of the same size.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// More epoch budgets a run may get when it spends its budget while still on its way to
     /// the forgetting target (at a pace that reaches it within them); default 3, or 0 when
-    /// --epochs is given (then the budget is a hard cap).
+    /// --epochs is given (then the budget, or OEU's 100-step floor, is a hard cap).
     #[arg(long, value_name = "N")]
     pub budget_extensions: Option<usize>,
     /// Learning rate (default: 0.003; 0.001 for retrain, which uses Adam).
