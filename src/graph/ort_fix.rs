@@ -424,7 +424,6 @@ impl OrtRun<'_> {
         // Every output as the integer path computes it, and which rows hold a value that might
         // lie within the bound of a rounding boundary: one call over the rows (a loop compiled
         // for AVX2; a call per row cost more than the screen itself on 16-channel rows).
-        let patch_f32: Vec<(f32, f32)> = patch.iter().map(|&(a, n)| (a as f32, n as f32)).collect();
         let mut near = vec![false; rows];
         screen_rows(
             acc,
@@ -436,7 +435,7 @@ impl OrtRun<'_> {
                 &self.screen_norm[c0..c0 + width],
                 &self.screen_const[c0..c0 + width],
             ),
-            &patch_f32,
+            &patch,
             (zp as f32, lo as f32, hi as f32),
             (out, stride),
             &mut near,
@@ -484,9 +483,18 @@ impl OrtRun<'_> {
                 .zip(group)
             {
                 self.gather(src, r, c, x);
-                self.weights_of(c, w);
+                if self.w.is_empty() {
+                    self.dequantize_row(c, w);
+                }
             }
-            let w_of = |l: usize| &ws[l.min(group.len() - 1) * k..][..k];
+            let w_of = |l: usize| {
+                let l = l.min(group.len() - 1);
+                if self.w.is_empty() {
+                    &ws[l * k..][..k]
+                } else {
+                    &self.w[group[l].1 * k..][..k]
+                }
+            };
             let ys: [f32; LANES] = if m1 {
                 std::array::from_fn(|l| {
                     let x = &xs[l.min(group.len() - 1) * k..][..k];
@@ -529,12 +537,9 @@ impl OrtRun<'_> {
         }
     }
 
-    /// Output `c`'s dequantized weights in onnxruntime's order, into `w` (`k` long).
-    fn weights_of(&self, c: usize, w: &mut [f32]) {
-        if !self.w.is_empty() {
-            w.copy_from_slice(&self.w[c * self.k..][..self.k]);
-            return;
-        }
+    /// Output `c`'s dequantized weights in onnxruntime's order, into `w` (`k` long), for a
+    /// layer whose rows were not dequantized up front.
+    fn dequantize_row(&self, c: usize, w: &mut [f32]) {
         let (row, s) = (&self.vals[c * self.k..][..self.k], self.scales[c]);
         for (w, &i) in w.iter_mut().zip(&self.inv) {
             *w = row[i] as f32 * s;
@@ -615,14 +620,14 @@ avx2_dispatch! {
     /// bytes): `out[j] = rounded_byte((acc[j] + bias[j])·mult[j] + offset[j])`, as
     /// [`Requant::apply_rows`] gives them; `near[r]` set when some value of row `r` lies within
     /// `min(patch[j]·‖x‖₁, norm[j]·‖x‖₂) + cst[j] + 2⁻²¹·|v|` of a rounding boundary, with
-    /// `(‖x‖₁, ‖x‖₂) = rows[r]`.
+    /// `(‖x‖₁, ‖x‖₂) = rows[r]` (in f32).
     screen_rows => screen_rows_body(
         acc: &[i32],
         width: usize,
         bias: (&[i32], &[f32]),
         mult: &[f32],
         screen: (&[f32], &[f32], &[f32]),
-        rows: &[(f32, f32)],
+        rows: &[(f64, f64)],
         out_stage: (f32, f32, f32),
         out: (&mut [u8], usize),
         near: &mut [bool],
@@ -634,50 +639,34 @@ avx2_dispatch! {
 fn screen_rows_body(
     acc: &[i32],
     width: usize,
-    bias: (&[i32], &[f32]),
-    mult: &[f32],
-    screen: (&[f32], &[f32], &[f32]),
-    rows: &[(f32, f32)],
-    out_stage: (f32, f32, f32),
-    (out, stride): (&mut [u8], usize),
-    near: &mut [bool],
-) {
-    for (r, (a_row, (&patch, near))) in acc
-        .chunks_exact(width)
-        .zip(rows.iter().zip(near))
-        .enumerate()
-    {
-        let o_row = &mut out[r * stride..][..width];
-        screen_body(a_row, bias, mult, screen, patch, out_stage, o_row, near);
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn screen_body(
-    acc: &[i32],
     (bias, offset): (&[i32], &[f32]),
     mult: &[f32],
     (patch, norm, cst): (&[f32], &[f32], &[f32]),
-    (patch_abs, patch_norm): (f32, f32),
+    rows: &[(f64, f64)],
     (zp, lo, hi): (f32, f32, f32),
-    out: &mut [u8],
-    near: &mut bool,
+    (out, stride): (&mut [u8], usize),
+    near: &mut [bool],
 ) {
     const MAGIC32: f32 = 12_582_912.0;
-    let n = out.len();
-    let (acc, bias, mult, offset) = (&acc[..n], &bias[..n], &mult[..n], &offset[..n]);
+    let n = width;
+    let (bias, mult, offset) = (&bias[..n], &mult[..n], &offset[..n]);
     let (patch, norm, cst) = (&patch[..n], &norm[..n], &cst[..n]);
-    let mut any = false;
-    for i in 0..n {
-        let v = acc[i].saturating_add(bias[i]) as f32 * mult[i] + offset[i];
-        out[i] = rounded_byte(v, zp, lo, hi);
-        let r = (v + MAGIC32) - MAGIC32;
-        let products = (patch[i] * patch_abs).min(norm[i] * patch_norm);
-        let margin = products + cst[i] + v.abs() * (1.0 / 2_097_152.0);
-        any |= 0.5 - (v - r).abs() <= margin;
+    for (r, (acc, (&(patch_abs, patch_norm), near))) in
+        acc.chunks_exact(n).zip(rows.iter().zip(near)).enumerate()
+    {
+        let (patch_abs, patch_norm) = (patch_abs as f32, patch_norm as f32);
+        let out = &mut out[r * stride..][..n];
+        let mut any = false;
+        for i in 0..n {
+            let v = acc[i].saturating_add(bias[i]) as f32 * mult[i] + offset[i];
+            out[i] = rounded_byte(v, zp, lo, hi);
+            let r = (v + MAGIC32) - MAGIC32;
+            let products = (patch[i] * patch_abs).min(norm[i] * patch_norm);
+            let margin = products + cst[i] + v.abs() * (1.0 / 2_097_152.0);
+            any |= 0.5 - (v - r).abs() <= margin;
+        }
+        *near = any;
     }
-    *near |= any;
 }
 
 /// Largest layer whose rows [`OrtFix::prepare`] dequantizes up front (64k weights, 256 KB
