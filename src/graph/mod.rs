@@ -39,6 +39,7 @@ pub mod mul;
 pub mod normalize;
 mod ort_fix;
 mod ort_order;
+mod ort_rows;
 pub mod pad;
 mod pairwise;
 pub mod params;

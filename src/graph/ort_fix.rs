@@ -40,10 +40,14 @@
 //! Covering both took the NNCF fixtures' float logits from 114, 221, 11 and 569 rows of 10,000
 //! beyond 1e-4 relative of onnxruntime's (CNN, residual CNN, MLP, MobileNetV2) to none.
 
+use std::sync::Arc;
+
 use super::conv::Conv;
 use super::linear::Linear;
+use super::ort_rows::{RowCache, RowConsts};
 use super::qparams::{rounded_byte, Requant};
 use super::simd::avx2_dispatch;
+use crate::kernels::PackedWeights;
 
 /// What a QDQ conv needs to reproduce onnxruntime's float order (see the module docs).
 #[derive(Debug, Clone)]
@@ -66,6 +70,8 @@ pub struct OrtFix {
     /// adds exactly these values. Empty: the int32 bias times `bias_scale`. A bias that trains
     /// is read from the layer's [`super::Requant::float_bias`] instead (its current values).
     pub float_bias: Vec<f32>,
+    /// The constants derived from the layer's current weights, kept between forward calls.
+    pub(crate) rows: RowCache,
 }
 
 /// `(z + MAGIC) − MAGIC` is `z` rounded half to even, for `|z| < 2⁵¹`.
@@ -130,95 +136,58 @@ impl OrtFix {
         let cin_g = conv.in_shape.c / g;
         let taps = conv.window.kh * conv.window.kw;
         // Graph order `[kh][kw][c_in/g]` → onnxruntime's `[c_in/g][kh][kw]`.
-        let order: Vec<usize> = (0..k).map(|i| (i % cin_g) * taps + i / cin_g).collect();
-        let vals = match &conv.weights[..] {
-            [w] => w.values(),
-            ws => ws.iter().flat_map(|w| w.values()).collect(),
-        };
+        let order = || (0..k).map(|i| (i % cin_g) * taps + i / cin_g).collect();
+        let weights: Vec<&PackedWeights> = conv.weights.iter().collect();
         let n_out = conv.out_shape.h * conv.out_shape.w;
         let sums = Sums {
             stride_k: mlas_stride_k(n_out, k),
             m1: cout_g == 1,
         };
-        self.run(
-            vals,
+        let scale_of = |c| conv.scale_of(c);
+        let rows = self.rows.get(
+            &weights,
             order,
-            |c| conv.scale_of(c),
-            &conv.bias,
-            Layer::Conv(conv),
-            sums,
-        )
+            (0..conv.out_shape.c).map(scale_of).collect(),
+        );
+        self.run(rows, scale_of, &conv.bias, Layer::Conv(conv), sums)
     }
 
     /// The constants of one forward call of linear layer `l`: a Gemm or MatMul onnxruntime
     /// runs as one SGEMM over the batch (`M` = rows, more than one), `N` = outputs.
     pub(crate) fn prepare_linear<'a>(&'a self, l: &'a Linear) -> OrtRun<'a> {
         let k = l.in_features;
-        let vals = l.weights.values();
         let sums = Sums {
             stride_k: mlas_stride_k(l.out_features, k),
             m1: false,
         };
         let scale_of = |o: usize| l.weight_scales[if l.weight_scales.len() > 1 { o } else { 0 }];
-        self.run(
-            vals,
-            (0..k).collect(),
-            scale_of,
-            &l.bias,
-            Layer::Linear(l),
-            sums,
-        )
+        let scales = (0..l.out_features).map(scale_of).collect();
+        let rows = self.rows.get(&[&l.weights], || (0..k).collect(), scales);
+        self.run(rows, scale_of, &l.bias, Layer::Linear(l), sums)
     }
 
-    /// The shared part of [`OrtFix::prepare`] and [`OrtFix::prepare_linear`]: `vals` are the
-    /// centred integer weights, `k` per output in graph order, `order[i]` the position of graph
-    /// input `i` in onnxruntime's order.
+    /// The shared part of [`OrtFix::prepare`] and [`OrtFix::prepare_linear`]: `rows` are the
+    /// layer's weight-derived constants (kept across calls).
     fn run<'a>(
         &'a self,
-        vals: Vec<i32>,
-        order: Vec<usize>,
+        rows: Arc<RowConsts>,
         scale_of: impl Fn(usize) -> f32,
         bias_i: &[i32],
         layer: Layer<'a>,
         sums: Sums,
     ) -> OrtRun<'a> {
-        let k = order.len();
-        let c_out = vals.len() / k.max(1);
+        let k = rows.inv.len();
+        let c_out = rows.scales.len();
         let rq = layer.requant();
         let float_bias = self.float_bias_of(rq);
-        let scales: Vec<f32> = (0..c_out).map(&scale_of).collect();
-        let mut inv = vec![0; k];
-        for (i, &at) in order.iter().enumerate() {
-            inv[at] = i;
-        }
-        // Small layers (convs) get every row's floats up front; a large one (an MLP's Gemm,
-        // rebuilt for each batch) dequantizes only the rows it recomputes.
-        let w: Vec<f32> = if vals.len() <= EAGER_WEIGHTS {
-            let mut w = vec![0f32; vals.len()];
-            for (c, (w, row)) in w
-                .chunks_exact_mut(k.max(1))
-                .zip(vals.chunks_exact(k.max(1)))
-                .enumerate()
-            {
-                for (w, &i) in w.iter_mut().zip(&inv) {
-                    *w = row[i] as f32 * scales[c];
-                }
-            }
-            w
-        } else {
-            Vec::new()
-        };
         let s_out = self.out_scale as f64;
         let bound = (sums.roundings(k) + 8) as f64 * U * 1.001;
         let mut bias = vec![0f32; c_out];
         let (mut a, mut b) = (vec![0f64; c_out], vec![0f64; c_out]);
         let (mut m_patch, mut m_const) = (vec![0f64; c_out], vec![0f64; c_out]);
         let mut m_norm = vec![0f64; c_out];
-        for (c, row) in vals.chunks_exact(k.max(1)).enumerate() {
-            let s = scales[c];
-            let wmax = row.iter().map(|v| v.abs()).max().unwrap_or(0);
-            // Σv² in integers (the f64 sum it replaces was exact too, and serial).
-            let wnorm = (row.iter().map(|&v| (v as i64) * (v as i64)).sum::<i64>() as f64).sqrt();
+        for c in 0..c_out {
+            let (s, wmax, wnorm) = (rows.scales[c], rows.wmax[c], rows.wnorm[c]);
             bias[c] = match float_bias {
                 Some(fb) => fb[c],
                 None => {
@@ -266,10 +235,7 @@ impl OrtFix {
         OrtRun {
             fix: self,
             layer,
-            inv,
-            vals,
-            scales,
-            w,
+            rows,
             bias,
             a,
             b,
@@ -351,16 +317,9 @@ pub(crate) enum Patches<'a> {
 pub(crate) struct OrtRun<'a> {
     fix: &'a OrtFix,
     layer: Layer<'a>,
-    /// The graph-order input at each position of onnxruntime's order.
-    inv: Vec<usize>,
-    /// Centred integer weights `[c_out][k]`, `k` in graph order, and each output's weight step:
-    /// a recomputed output dequantizes its own row (building every row's floats on each call
-    /// cost an MLP's forward more than its GEMM).
-    vals: Vec<i32>,
-    scales: Vec<f32>,
-    /// Every row dequantized in onnxruntime's order (`[c_out][k]`), where the layer has at
-    /// most [`EAGER_WEIGHTS`] weights; empty otherwise.
-    w: Vec<f32>,
+    /// The weights' constants: rows in graph and onnxruntime order, norms (kept by the
+    /// [`OrtFix`] across calls while the weights stay the same).
+    rows: Arc<RowConsts>,
     /// onnxruntime's float bias per channel.
     bias: Vec<f32>,
     /// `z* = acc·a[c] + b[c]`: the exact real output in output steps.
@@ -449,7 +408,8 @@ impl OrtRun<'_> {
                 let z = s as f64 * self.a[c] + self.b[c];
                 let rounded = (z + MAGIC) - MAGIC;
                 let bound = (self.m_patch[c] * patch_abs).min(self.m_norm[c] * patch_norm);
-                if 0.5 - (z - rounded).abs() <= bound + self.m_const[c] {
+                let m = bound + self.m_const[c];
+                if 0.5 - (z - rounded).abs() <= m && flips(z, m, (zp, lo, hi)) {
                     todo.push((r, c));
                 }
             }
@@ -483,22 +443,22 @@ impl OrtRun<'_> {
                 .zip(group)
             {
                 self.gather(src, r, c, x);
-                if self.w.is_empty() {
-                    self.dequantize_row(c, w);
+                if self.rows.w.is_empty() {
+                    self.rows.dequantize_row(c, w);
                 }
             }
             let w_of = |l: usize| {
                 let l = l.min(group.len() - 1);
-                if self.w.is_empty() {
+                if self.rows.w.is_empty() {
                     &ws[l * k..][..k]
                 } else {
-                    &self.w[group[l].1 * k..][..k]
+                    &self.rows.w[group[l].1 * k..][..k]
                 }
             };
             let ys: [f32; LANES] = if m1 {
                 std::array::from_fn(|l| {
                     let x = &xs[l.min(group.len() - 1) * k..][..k];
-                    let x_ort: Vec<f32> = self.inv.iter().map(|&i| x[i]).collect();
+                    let x_ort: Vec<f32> = self.rows.inv.iter().map(|&i| x[i]).collect();
                     m1_sum(&x_ort, w_of(l), stride_k)
                 })
             } else {
@@ -514,7 +474,7 @@ impl OrtRun<'_> {
                 Lanes {
                     x: std::array::from_fn(x_of),
                     w: std::array::from_fn(w_of),
-                    idx: &self.inv,
+                    idx: &self.rows.inv,
                     stride_k,
                     start,
                 }
@@ -534,15 +494,6 @@ impl OrtRun<'_> {
                     rq.hi as f32,
                 );
             }
-        }
-    }
-
-    /// Output `c`'s dequantized weights in onnxruntime's order, into `w` (`k` long), for a
-    /// layer whose rows were not dequantized up front.
-    fn dequantize_row(&self, c: usize, w: &mut [f32]) {
-        let (row, s) = (&self.vals[c * self.k..][..self.k], self.scales[c]);
-        for (w, &i) in w.iter_mut().zip(&self.inv) {
-            *w = row[i] as f32 * s;
         }
     }
 
@@ -656,22 +607,63 @@ fn screen_rows_body(
     {
         let (patch_abs, patch_norm) = (patch_abs as f32, patch_norm as f32);
         let out = &mut out[r * stride..][..n];
-        let mut any = false;
-        for i in 0..n {
+        // Outside `[below, above]` every rounding clamps to the same byte (see [`flips`]).
+        let (below, above) = (lo - zp - 1.0, hi - zp + 1.0);
+        // Output `i`'s byte, and whether it lies within the bound of a rounding boundary.
+        let one = |i: usize, out: &mut u8| {
             let v = acc[i].saturating_add(bias[i]) as f32 * mult[i] + offset[i];
-            out[i] = rounded_byte(v, zp, lo, hi);
+            *out = rounded_byte(v, zp, lo, hi);
             let r = (v + MAGIC32) - MAGIC32;
             let products = (patch[i] * patch_abs).min(norm[i] * patch_norm);
             let margin = products + cst[i] + v.abs() * (1.0 / 2_097_152.0);
-            any |= 0.5 - (v - r).abs() <= margin;
+            (0.5 - (v - r).abs() <= margin) & flips32(v, margin, (below, above))
+        };
+        // Blocks of eight lanes on fixed-size arrays (no bounds checks inside a block): left to
+        // the loop vectorizer, this loop stayed scalar in one build and not in another, and a
+        // CNN's `eval` ran at half speed.
+        let mut any = false;
+        let blocks = n / 8;
+        let (out8, _) = out.as_chunks_mut::<8>();
+        for (j, o8) in out8.iter_mut().enumerate() {
+            let lanes = |s: &[f32]| -> [f32; 8] { s[j * 8..][..8].try_into().unwrap_or([0.0; 8]) };
+            let a8: [i32; 8] = acc[j * 8..][..8].try_into().unwrap_or([0; 8]);
+            let b8: [i32; 8] = bias[j * 8..][..8].try_into().unwrap_or([0; 8]);
+            let (m8, f8) = (lanes(mult), lanes(offset));
+            let (p8, n8, c8) = (lanes(patch), lanes(norm), lanes(cst));
+            let mut hit = 0u8;
+            for l in 0..8 {
+                let v = a8[l].saturating_add(b8[l]) as f32 * m8[l] + f8[l];
+                o8[l] = rounded_byte(v, zp, lo, hi);
+                let r = (v + MAGIC32) - MAGIC32;
+                let products = (p8[l] * patch_abs).min(n8[l] * patch_norm);
+                let margin = products + c8[l] + v.abs() * (1.0 / 2_097_152.0);
+                let near = 0.5 - (v - r).abs() <= margin;
+                hit |= (near & flips32(v, margin, (below, above))) as u8;
+            }
+            any |= hit != 0;
+        }
+        for (i, out) in out.iter_mut().enumerate().skip(blocks * 8) {
+            any |= one(i, out);
         }
         *near = any;
     }
 }
 
-/// Largest layer whose rows [`OrtFix::prepare`] dequantizes up front (64k weights, 256 KB
-/// of floats; MobileNetV2's and the CNNs' convs are far below, an MLP's 784 × 256 Gemm above).
-const EAGER_WEIGHTS: usize = 1 << 16;
+/// Whether onnxruntime's value, within `m` of `z` (output steps, zero point not added), can
+/// give another byte than `z` rounded: not where every value that close rounds to an integer
+/// the clamp to `[lo, hi]` (zero point added) maps to the same byte. Below `lo − zp − ½` all of
+/// them round to at most `lo − zp` and clamp to `lo` (likewise above `hi − zp + ½`); the test
+/// keeps a whole step of slack (`lo − zp − 1`). A ReLU folded into the output range clamps about
+/// half of a layer's outputs: their near-boundary values were recomputed for nothing.
+fn flips(z: f64, m: f64, (zp, lo, hi): (f64, f64, f64)) -> bool {
+    z + m > lo - zp - 1.0 && z - m < hi - zp + 1.0
+}
+
+/// [`flips`] in the screen's f32, with `below = lo − zp − 1` and `above = hi − zp + 1`.
+#[inline(always)]
+fn flips32(v: f32, m: f32, (below, above): (f32, f32)) -> bool {
+    (v + m > below) & (v - m < above)
+}
 
 /// Sums run side by side by [`OrtRun::recompute_all`].
 const LANES: usize = 8;
@@ -828,6 +820,7 @@ mod tests {
             bias_scale: weight_scales.iter().map(|w| in_scale * w).collect(),
             bias_first: false,
             float_bias: vec![],
+            rows: Default::default(),
         });
         c
     }
@@ -872,7 +865,8 @@ mod tests {
                         };
                         let y = y + c.bias[co] as f32 * f.bias_scale[co];
                         let q = (y / f.out_scale).round_ties_even() + c.requant.zero_point as f32;
-                        out.push(q.clamp(0.0, 255.0) as u8);
+                        let (lo, hi) = (c.requant.lo as f32, c.requant.hi as f32);
+                        out.push(q.clamp(lo, hi) as u8);
                     }
                 }
             }
@@ -935,12 +929,13 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(1000))]
         /// The integer sums with the float order only near a rounding boundary give, value for
         /// value, what computing every output in MLAS's order gives: plain, strided, padded,
-        /// dilated, grouped, depthwise and 1×1 convs, long K (several slices) included.
+        /// dilated, grouped, depthwise and 1×1 convs, long K (several slices) included; the
+        /// full byte range, a ReLU's (from the zero point) and a ReLU6-like narrow one.
         #[test]
         fn fix_up_equals_the_float_order_everywhere(
             n in 1usize..4, h in 3usize..10, w in 3usize..10, kind in 0usize..5,
             k in 1usize..4, stride in 1usize..3, pad in 0usize..2, zp in 0i32..256,
-            seed in any::<u64>(),
+            clamp in 0usize..3, seed in any::<u64>(),
         ) {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let (c_in, c_out, group, kk, dil) = match kind {
@@ -956,13 +951,49 @@ mod tests {
             };
             let s = Shape { h, w, c: c_in };
             prop_assume!(win.output_hw(h, w, false).is_some_and(|(a, b)| a * b > 1));
-            let c = conv(s, c_out, group, win, zp, &mut rng);
+            let mut c = conv(s, c_out, group, win, zp, &mut rng);
+            let z = c.requant.zero_point.clamp(0, 255) as u8;
+            match clamp {
+                1 => c.requant.lo = z,
+                2 => (c.requant.lo, c.requant.hi) = (z.min(243), z.min(243) + 12),
+                _ => {}
+            }
             let x = QBatch {
                 n,
                 shape: s,
                 data: (0..n * s.len()).map(|_| rng.random::<u8>()).collect(),
             };
             prop_assert_eq!(c.forward(&x).data, reference(&c, &x));
+        }
+    }
+
+    proptest! {
+        /// Where [`flips`] (or the screen's [`flips32`]) says no, every value within `m` of `z`
+        /// gives the same byte: checked at both ends of the interval and on both sides of every
+        /// rounding boundary inside it.
+        #[test]
+        fn no_flip_means_one_byte(
+            dz in -6f64..6.0, m in 0f64..3.0, zp in 0i32..256, lo in 0u8..=255, span in 0u8..=255,
+            at_hi: bool,
+        ) {
+            // z within a few steps of the clamp's edge, where the decision is made.
+            let hi = lo.saturating_add(span);
+            let z = if at_hi { hi as f64 } else { lo as f64 } - zp as f64 + dz;
+            let byte = |y: f64| rounded_byte(y as f32, zp as f32, lo as f32, hi as f32);
+            let (lo_z, hi_z) = (lo as f64 - zp as f64, hi as f64 - zp as f64);
+            let no_flip = !flips(z, m, (zp as f64, lo as f64, hi as f64));
+            let no_flip32 = !flips32(z as f32, m as f32, ((lo_z - 1.0) as f32, (hi_z + 1.0) as f32));
+            if no_flip || no_flip32 {
+                let mut ys = vec![z - m, z + m];
+                let mut b = (z - m - 0.5).ceil() + 0.5;
+                while b <= z + m {
+                    ys.extend([b - 1e-6, b + 1e-6]);
+                    b += 1.0;
+                }
+                for y in ys {
+                    prop_assert_eq!(byte(y), byte(z), "y {} z {} f64 {} f32 {}", y, z, no_flip, no_flip32);
+                }
+            }
         }
     }
 

@@ -52,6 +52,7 @@ mod vnni;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 pub use dispatch::{
@@ -89,7 +90,12 @@ pub struct PackedWeights {
     panels: pack::PanelCache,
     /// `data` transposed (`k × n`), built on first use by [`PackedWeights::transposed`].
     transposed: OnceLock<Box<PackedWeights>>,
+    /// Which weights these are ([`PackedWeights::id`]).
+    id: u64,
 }
+
+/// The next [`PackedWeights::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl PackedWeights {
     /// Prepare `n × k` row-major weights.
@@ -107,7 +113,16 @@ impl PackedWeights {
             col_zero: Vec::new(),
             panels: pack::PanelCache::default(),
             transposed: OnceLock::new(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// A number no other weights built in this process carry (a clone keeps it: it holds the
+    /// same weights). Training replaces a layer's weights with new ones rather than changing
+    /// them, so a cache keyed on it (onnxruntime-order constants built from a layer's current
+    /// weights, see `graph::ort_rows`) is stale exactly when the id changed.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Prepare `n × k` row-major stored weights with one zero point per row: the weight

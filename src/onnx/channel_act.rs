@@ -327,6 +327,7 @@ impl Importer<'_> {
             } else {
                 vec![]
             },
+            rows: Default::default(),
         })
     }
 
