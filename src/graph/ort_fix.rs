@@ -143,13 +143,9 @@ impl OrtFix {
             stride_k: mlas_stride_k(n_out, k),
             m1: cout_g == 1,
         };
-        let scale_of = |c| conv.scale_of(c);
-        let rows = self.rows.get(
-            &weights,
-            order,
-            (0..conv.out_shape.c).map(scale_of).collect(),
-        );
-        self.run(rows, scale_of, &conv.bias, Layer::Conv(conv), sums)
+        let scales = (0..conv.out_shape.c).map(|c| conv.scale_of(c)).collect();
+        let rows = self.rows.get(&weights, order, scales);
+        self.run(rows, &conv.bias, Layer::Conv(conv), sums)
     }
 
     /// The constants of one forward call of linear layer `l`: a Gemm or MatMul onnxruntime
@@ -160,10 +156,9 @@ impl OrtFix {
             stride_k: mlas_stride_k(l.out_features, k),
             m1: false,
         };
-        let scale_of = |o: usize| l.weight_scales[if l.weight_scales.len() > 1 { o } else { 0 }];
-        let scales = (0..l.out_features).map(scale_of).collect();
+        let scales = (0..l.out_features).map(|o| l.scale_of(o)).collect();
         let rows = self.rows.get(&[&l.weights], || (0..k).collect(), scales);
-        self.run(rows, scale_of, &l.bias, Layer::Linear(l), sums)
+        self.run(rows, &l.bias, Layer::Linear(l), sums)
     }
 
     /// The shared part of [`OrtFix::prepare`] and [`OrtFix::prepare_linear`]: `rows` are the
@@ -171,7 +166,6 @@ impl OrtFix {
     fn run<'a>(
         &'a self,
         rows: Arc<RowConsts>,
-        scale_of: impl Fn(usize) -> f32,
         bias_i: &[i32],
         layer: Layer<'a>,
         sums: Sums,
@@ -216,7 +210,7 @@ impl OrtFix {
             Some(_) => rq.offset.get(c).map_or(0.0, |&o| o as f64),
             None => {
                 let s_in = self.in_scale_of(c) as f64;
-                bias_i[c] as f64 * s_in * scale_of(c) as f64 / s_out
+                bias_i[c] as f64 * s_in * rows.scales[c] as f64 / s_out
             }
         };
         let dev: Vec<f64> = (0..c_out)
@@ -602,13 +596,13 @@ fn screen_rows_body(
     let n = width;
     let (bias, mult, offset) = (&bias[..n], &mult[..n], &offset[..n]);
     let (patch, norm, cst) = (&patch[..n], &norm[..n], &cst[..n]);
+    // Outside `[below, above]` every rounding clamps to the same byte (see [`flips`]).
+    let (below, above) = (lo - zp - 1.0, hi - zp + 1.0);
     for (r, (acc, (&(patch_abs, patch_norm), near))) in
         acc.chunks_exact(n).zip(rows.iter().zip(near)).enumerate()
     {
         let (patch_abs, patch_norm) = (patch_abs as f32, patch_norm as f32);
         let out = &mut out[r * stride..][..n];
-        // Outside `[below, above]` every rounding clamps to the same byte (see [`flips`]).
-        let (below, above) = (lo - zp - 1.0, hi - zp + 1.0);
         // Output `i`'s byte, and whether it lies within the bound of a rounding boundary.
         let one = |i: usize, out: &mut u8| {
             let v = acc[i].saturating_add(bias[i]) as f32 * mult[i] + offset[i];
