@@ -16,6 +16,10 @@ pub enum Error {
     /// The file is not a readable ONNX model (not protobuf, truncated, no graph...).
     #[error("{}: not a valid ONNX model: {reason}", path.display())]
     InvalidModel { path: PathBuf, reason: String },
+    /// A readable model that qforget cannot work with as a whole: its inputs or outputs are not
+    /// those of a classifier with one image input and one output.
+    #[error("{}: unsupported model: {reason}", path.display())]
+    UnsupportedModel { path: PathBuf, reason: String },
     /// The model uses an operator or an attribute qforget does not implement.
     #[error("{}: unsupported {op} node '{node}': {detail}", path.display())]
     Unsupported {

@@ -135,7 +135,8 @@ pub struct ForgetArgs {
     /// probe of the retain set) a request may cause; beyond it the run rolls back and slows down.
     #[arg(long, value_name = "PP", default_value_t = 2.0)]
     pub retain_budget: f64,
-    /// Retain guard: probe size (default: a tenth of the retain set, 200 to 1,000 samples).
+    /// Retain guard: probe size (default: a tenth of the retain set, 200 to 1,000 samples; at
+    /// least 1 and at most half of the retain set; --no-guard turns the guard off).
     #[arg(long, value_name = "N")]
     pub probe_size: Option<usize>,
     /// Turn the retain guard off (no probe is held out; the model is handed back whatever

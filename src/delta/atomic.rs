@@ -47,6 +47,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(|e| Error::io(path, e))
 }
 
+/// Check, before any work is done, that [`write_atomic`] could create `path`: it is not a
+/// directory and its directory exists and takes a new file (one is created and removed).
+/// Nothing is written at `path` itself.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let fail = |e: std::io::Error, what: String| {
+        Error::io(path, std::io::Error::new(e.kind(), format!("{what}: {e}")))
+    };
+    if path.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is a directory, not a file path",
+            ),
+        ));
+    }
+    let probe = dir.join(format!(
+        ".qforget-probe-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| fail(e, format!("cannot write to directory {}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// fsync a directory so a rename in it survives a power cut. File systems that cannot sync a
 /// directory (EINVAL) are accepted: there the rename is as durable as the platform allows.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -80,6 +114,16 @@ mod tests {
         assert_eq!(n, 1);
         let e = write_atomic(&dir.join("no-such-dir").join("y"), b"z").unwrap_err();
         assert!(e.to_string().contains("no-such-dir"), "{e}");
+        // The up-front check says the same, and leaves nothing behind.
+        check_writable(&dir.join("z.bin")).unwrap();
+        let e = check_writable(&dir.join("no-such-dir").join("y")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no-such-dir/y: cannot write to directory"),
+            "{e}"
+        );
+        assert!(check_writable(&dir).is_err());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -29,7 +29,7 @@ mod verify;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use atomic::write_atomic;
+pub use atomic::{check_writable, write_atomic};
 pub use format::{hex, sha256, Change, DeltaBody, Hash, TensorDelta};
 pub use rebuild::rebuild_to_file;
 pub use verify::{verify, Finding};

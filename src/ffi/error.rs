@@ -65,6 +65,7 @@ impl From<Error> for Fail {
         let s = match &e {
             Error::Io { .. } => QF_ERR_IO,
             Error::InvalidModel { .. }
+            | Error::UnsupportedModel { .. }
             | Error::Unsupported { .. }
             | Error::MissingTensor { .. }
             | Error::BadNode { .. }

@@ -414,6 +414,20 @@ impl Importer<'_> {
             "Gemm" => MacKind::Linear(self.gemm_layout(ctx)?),
             _ => MacKind::Linear(LinearLayout::InOut),
         };
+        // A Gemm/MatMul applied to each row of a rank-3 tensor (a Reshape to `[N, 28, 28]`
+        // before it) is refused here, by the node and the shape that make it one, rather than
+        // when its result is quantized.
+        let ins = self.acts[input].shape;
+        if matches!(kind, MacKind::Linear(_)) && ins.h * ins.w != 1 {
+            let dims: Vec<String> = self.onnx_dims(input).iter().map(usize::to_string).collect();
+            return Err(ctx.unsupported(format!(
+                "its input '{x}' has shape [N, {}]; qforget's Gemm and MatMul take a flat \
+                 [N, F] input (a Flatten or a Reshape to [N, {}] before them), not one applied \
+                 to each row of a higher-rank tensor",
+                dims.join(", "),
+                ins.len()
+            )));
+        }
         let bias = match ctx.input(2) {
             None => None,
             Some(b) => Some(match self.values.get(b) {

@@ -133,7 +133,9 @@ pub fn import(model: &pb::ModelProto, path: &Path) -> Result<Graph> {
 /// 16-bit activations (a QuantizeLinear/DequantizeLinear with a uint16 or int16 zero point, as
 /// onnxruntime's `quantize_static` writes for `activation_type=QUInt16/QInt16`, A16W8) are
 /// refused by name, before their initializers are decoded: the training graph holds 8-bit
-/// activations (`QBatch` bytes) and its GEMMs take u8 inputs.
+/// activations (`QBatch` bytes) and its GEMMs take u8 inputs. 16-bit weights (such a zero point
+/// on a DequantizeLinear of an initializer, `weight_type=QUInt16/QInt16`) are refused the same
+/// way, and the message calls them weights.
 ///
 /// The design such models need, measured in numpy on `mnist_res_qdq_a16`
 /// (`onnx-models/a16_numpy_check.py`, README "Asymmetric uint8 weights and 16-bit
@@ -160,16 +162,31 @@ fn refuse_wide_activations(graph: &pb::GraphProto, path: &Path) -> Result<()> {
             continue;
         }
         if let Some(t) = n.input.get(2).and_then(|z| wide(z).map(|t| (z, t))) {
-            return Err(Error::Unsupported {
-                path: path.to_path_buf(),
-                op: n.op_type.clone(),
-                node: n.name.clone(),
-                detail: format!(
+            // A DequantizeLinear of an initializer dequantizes a weight, not an activation.
+            let weight = n.op_type == "DequantizeLinear"
+                && n.input
+                    .first()
+                    .is_some_and(|x| graph.initializer.iter().any(|i| &i.name == x));
+            let detail = if weight {
+                format!(
+                    "16-bit weights (zero point '{}' is {}; onnxruntime's weight_type \
+                     QUInt16/QInt16) are not supported: qforget's integer graph holds 8-bit \
+                     and 4-bit weights",
+                    t.0, t.1
+                )
+            } else {
+                format!(
                     "16-bit activations (zero point '{}' is {}; onnxruntime's activation_type \
                      QUInt16/QInt16, A16W8) are not supported: qforget's integer graph holds \
                      8-bit activations",
                     t.0, t.1
-                ),
+                )
+            };
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                op: n.op_type.clone(),
+                node: n.name.clone(),
+                detail,
             });
         }
     }
@@ -344,6 +361,14 @@ impl<'p> Importer<'p> {
         }
     }
 
+    /// A readable model whose inputs or outputs qforget does not handle.
+    fn unsupported_model(&self, reason: impl Into<String>) -> Error {
+        Error::UnsupportedModel {
+            path: self.path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
     /// The one float image input: `[N, C, H, W]` or `[N, F]`.
     fn set_input(&mut self, graph: &pb::GraphProto) -> Result<()> {
         let inputs: Vec<&pb::ValueInfoProto> = graph
@@ -352,20 +377,23 @@ impl<'p> Importer<'p> {
             .filter(|i| !self.consts.contains_key(&i.name))
             .collect();
         let [inp] = inputs[..] else {
-            return Err(self.invalid(format!(
-                "expected exactly one data input, found {}",
-                inputs.len()
+            return Err(self.unsupported_model(format!(
+                "qforget needs a classifier with exactly one data input, this model has {}{}",
+                inputs.len(),
+                quoted_names(inputs.iter().map(|i| i.name.as_str()))
             )));
         };
         let dims = proto::value_info_dims(inp)
             .ok_or_else(|| self.invalid(format!("input '{}' has no tensor shape", inp.name)))?;
+        let shown = proto::value_info_dims_text(inp);
         let known = |d: &Option<i64>| d.filter(|&v| v > 0).map(|v| v as usize);
         let shape = match dims[..] {
             [_, ref c, ref h, ref w] => match (known(c), known(h), known(w)) {
                 (Some(c), Some(h), Some(w)) => Shape { h, w, c },
                 _ => None.ok_or_else(|| {
-                    self.invalid(format!(
-                        "input '{}' must have fixed C, H, W dimensions, has {dims:?}",
+                    self.unsupported_model(format!(
+                        "input '{}' has shape {shown}; qforget needs fixed C, H and W \
+                         dimensions in an [N, C, H, W] input",
                         inp.name
                     ))
                 })?,
@@ -373,12 +401,17 @@ impl<'p> Importer<'p> {
             [_, ref f] => {
                 self.input_flat = true;
                 Shape::flat(known(f).ok_or_else(|| {
-                    self.invalid(format!("input '{}' has no fixed feature size", inp.name))
+                    self.unsupported_model(format!(
+                        "input '{}' has shape {shown}; qforget needs a fixed feature size F \
+                         in an [N, F] input",
+                        inp.name
+                    ))
                 })?)
             }
             _ => {
-                return Err(self.invalid(format!(
-                    "input '{}' has shape {dims:?}; expected [N, C, H, W] or [N, F]",
+                return Err(self.unsupported_model(format!(
+                    "input '{}' has shape {shown}; qforget needs an image input [N, C, H, W] \
+                     (e.g. [N, 1, 28, 28]) or a flat input [N, F]",
                     inp.name
                 )))
             }
@@ -627,9 +660,10 @@ impl<'p> Importer<'p> {
 
     fn finish(mut self, graph: &pb::GraphProto) -> Result<Graph> {
         let [out] = &graph.output[..] else {
-            return Err(self.invalid(format!(
-                "expected exactly one output, found {}",
-                graph.output.len()
+            return Err(self.unsupported_model(format!(
+                "qforget needs a classifier with exactly one output, this model has {}{}",
+                graph.output.len(),
+                quoted_names(graph.output.iter().map(|o| o.name.as_str()))
             )));
         };
         let mut real_output = false;
@@ -675,5 +709,15 @@ impl<'p> Importer<'p> {
             output_probs: self.softmax_q,
             batch_stats: Default::default(),
         })
+    }
+}
+
+/// ` ('a', 'b')` for a message listing names; empty when there are none.
+fn quoted_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("'{n}'")).collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", names.join(", "))
     }
 }

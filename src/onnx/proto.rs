@@ -323,3 +323,26 @@ pub fn value_info_dims(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
             .collect(),
     )
 }
+
+/// The shape of a value as a message shows it: `[N, 28, 28]`, each dimension its number, its
+/// symbolic name, or `?` when it has neither; `unknown` without a tensor shape.
+pub fn value_info_dims_text(v: &pb::ValueInfoProto) -> String {
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as TV;
+    let Some(TV::TensorType(tt)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return "unknown".into();
+    };
+    let Some(shape) = tt.shape.as_ref() else {
+        return "unknown".into();
+    };
+    let dims: Vec<String> = shape
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(Value::DimValue(x)) => x.to_string(),
+            Some(Value::DimParam(name)) if !name.is_empty() => name.clone(),
+            _ => "?".into(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}

@@ -65,13 +65,17 @@ impl Importer<'_> {
             return Err(refuse("a negative pad (a crop)"));
         }
         let Some((a, wrap)) = self.value_operand(ctx, x)? else {
-            return Err(refuse(
-                if matches!(self.values.get(x), Some(Value::FloatInput(..))) {
-                    "it pads the model's float input before its QuantizeLinear"
-                } else {
-                    "its input is not an activation"
-                },
-            ));
+            if matches!(self.values.get(x), Some(Value::FloatInput(..))) {
+                // The float input reaches the engine as bytes already quantized; a Pad layer
+                // pads quantized activations only (onnxruntime's QDQ form of the same model
+                // quantizes the input first, then pads, and loads).
+                return Err(ctx.unsupported(format!(
+                    "Pad with pads {pads:?} of the model's float input, before its first \
+                     QuantizeLinear: qforget pads quantized activations only (a Pad of real 0 \
+                     after the QuantizeLinear, as onnxruntime's QDQ form places it, is supported)"
+                )));
+            }
+            return Err(refuse("its input is not an activation"));
         };
         // The border value: real 0 (no value, or a float 0), or in QOperator form the byte of 0.
         let value = match ctx.input(2) {

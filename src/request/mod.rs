@@ -111,6 +111,10 @@ impl Session {
                 self.model.display()
             )));
         }
+        // An output that cannot be written is reported now, not after the training.
+        for p in export.into_iter().chain(out) {
+            crate::delta::check_writable(p)?;
+        }
         Ok(())
     }
 }

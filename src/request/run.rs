@@ -70,9 +70,11 @@ impl Session {
         // The guard's probe: held-out retain samples, never trained on (metrics still count
         // them as retain samples).
         let (train_retain, probe) = if cfg.guard_budget.is_some() {
-            let size = opts
-                .probe_size
-                .unwrap_or_else(|| default_probe_size(split.retain.len()));
+            let n = split.retain.len();
+            let size = match opts.probe_size {
+                Some(size) => check_probe_size(size, n)?,
+                None => default_probe_size(n),
+            };
             hold_out_probe(&split.retain, size, opts.seed)
         } else {
             (split.retain.clone(), Vec::new())
@@ -237,28 +239,64 @@ impl Session {
     }
 }
 
+/// A probe size given by the caller, checked against the `n` retain samples: 0 would hold out
+/// no probe (the guard off, which `--no-guard` says), and a probe of more than half of them
+/// would leave training fewer retain samples than it watches.
+fn check_probe_size(size: usize, n: usize) -> Result<usize> {
+    if size == 0 {
+        return Err(Error::InvalidArgument(
+            "--probe-size 0 would hold out no probe and turn the retain guard off; use \
+             --no-guard for that"
+                .into(),
+        ));
+    }
+    if size > n / 2 {
+        return Err(Error::InvalidArgument(format!(
+            "--probe-size {size} would leave {} of the {n} retain samples for training; the \
+             probe may take at most half of them ({})",
+            n.saturating_sub(size),
+            n / 2
+        )));
+    }
+    Ok(size)
+}
+
 fn refusal(method: MethodName, cfg: &Config, info: &unlearn::RunInfo) -> String {
-    let guard = match &info.guard {
-        Some(g) => format!(
-            " without losing more than {} pp of retain accuracy (probe {:.2} % → {:.2} %, {} back-off(s){})",
+    let (method, target, stopped) = (method.as_str(), cfg.stop.describe(), &info.stopped);
+    // How the run ended, in steps as well as epochs: a method may raise the budget (OEU runs
+    // at least 100 steps, over the forget samples it trains) or stop early.
+    match &info.guard {
+        // The retain budget is blamed only when the guard acted (rolled back, repaired, gave
+        // up or put back a state).
+        Some(g) if guard_acted(g) => format!(
+            "{method} could not meet the forgetting target ({target}) without losing more than \
+             {} pp of retain accuracy (probe {:.2} % → {:.2} %, {} back-off(s){}); the run \
+             ended: {stopped}; nothing was written (--allow-partial writes such a result \
+             anyway; --retain-budget, --epochs and --lr change what is tried)",
             g.budget_pp,
             g.start_acc,
             g.final_acc,
             g.backoffs,
             if g.gave_up { ", gave up" } else { "" }
         ),
-        None => String::new(),
-    };
-    // How the run ended, in steps as well as epochs: a method may raise the budget (OEU runs
-    // at least 100 steps, over the forget samples it trains) or stop early.
-    format!(
-        "{} could not meet the forgetting target ({}){guard}; the run ended: {}; nothing \
-         was written (--allow-partial writes such a result anyway; --retain-budget, --epochs \
-         and --lr change what is tried)",
-        method.as_str(),
-        cfg.stop.describe(),
-        info.stopped
-    )
+        // A run the guard never had to act on simply ran out of steps (or epochs).
+        guard => format!(
+            "{method} could not meet the forgetting target ({target}): the run ended before \
+             reaching it: {stopped}{}; nothing was written (--allow-partial writes such a \
+             result anyway; --epochs and --lr change what is tried)",
+            guard.as_ref().map_or(String::new(), |g| format!(
+                "; retain accuracy was not what stopped it (the retain guard never acted: probe \
+                 {:.2} % → {:.2} %, budget {} pp)",
+                g.start_acc, g.final_acc, g.budget_pp
+            ))
+        ),
+    }
+}
+
+/// Whether the retain guard did anything to the run: rolled a state back, repaired one, gave up
+/// or put back the last good state at the end.
+fn guard_acted(g: &unlearn::GuardReport) -> bool {
+    g.backoffs > 0 || g.gave_up || g.repairs > 0 || !g.events.is_empty()
 }
 
 /// Largest margin of a sample-wise target above the held-out accuracy, percentage points.
@@ -404,7 +442,72 @@ fn changed_weights(a: &Graph, b: &Graph) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::sample_wise_target;
+    use super::{check_probe_size, refusal, sample_wise_target};
+
+    #[test]
+    fn probe_size_must_leave_half_the_retain_set_for_training() {
+        assert_eq!(check_probe_size(500, 8968).unwrap(), 500);
+        assert_eq!(check_probe_size(4484, 8968).unwrap(), 4484);
+        let e = check_probe_size(100_000, 8968).unwrap_err().to_string();
+        assert!(
+            e.contains("--probe-size 100000 would leave 0 of the 8968 retain samples")
+                && e.contains("at most half of them (4484)"),
+            "{e}"
+        );
+        let e = check_probe_size(8967, 8968).unwrap_err().to_string();
+        assert!(e.contains("would leave 1 of the 8968"), "{e}");
+        let e = check_probe_size(0, 8968).unwrap_err().to_string();
+        assert!(e.contains("--no-guard"), "{e}");
+    }
+    use crate::unlearn::{Config, GuardReport, MethodName, RunInfo, Stop};
+
+    fn refused(guard: Option<GuardReport>) -> String {
+        let mut cfg = Config::defaults(MethodName::Oeu);
+        cfg.stop = Stop::ForgetAcc(93.71);
+        let info = RunInfo {
+            stopped: "step budget spent (240 steps, 48 epoch(s))".into(),
+            guard,
+            target_met: Some(false),
+            ..RunInfo::default()
+        };
+        refusal(MethodName::Oeu, &cfg, &info)
+    }
+
+    #[test]
+    fn refusal_blames_retain_accuracy_only_when_the_guard_acted() {
+        let quiet = GuardReport {
+            budget_pp: 2.0,
+            start_acc: 95.0,
+            final_acc: 95.11,
+            ..GuardReport::default()
+        };
+        let m = refused(Some(quiet.clone()));
+        assert!(!m.contains("without losing"), "{m}");
+        assert!(!m.contains("--retain-budget"), "{m}");
+        assert!(
+            m.contains("the run ended before reaching it: step budget spent (240 steps")
+                && m.contains("retain accuracy was not what stopped it")
+                && m.contains("nothing was written"),
+            "{m}"
+        );
+        let m = refused(None);
+        assert!(
+            m.contains("the run ended before reaching it") && !m.contains("guard"),
+            "{m}"
+        );
+        let backed_off = GuardReport {
+            backoffs: 3,
+            final_acc: 93.5,
+            events: vec!["step 9: rolled back".into()],
+            ..quiet
+        };
+        let m = refused(Some(backed_off));
+        assert!(
+            m.contains("without losing more than 2 pp of retain accuracy (probe 95.00 % → 93.50 %, 3 back-off(s))")
+                && m.contains("--retain-budget"),
+            "{m}"
+        );
+    }
 
     #[test]
     fn sample_wise_target_is_held_out_accuracy_plus_two_standard_errors_at_most_two_pp() {

@@ -165,3 +165,63 @@ fn labels_out_of_range() {
         "label 42 is out of range",
     );
 }
+
+/// A valid model with inputs or outputs qforget does not handle is "unsupported", not "not a
+/// valid ONNX model", and its shape reads as numbers and names (no `Some(28)`).
+#[test]
+fn unsupported_inputs_and_outputs_are_described() {
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as TV;
+    let dir = tempdir("bad-io");
+    let mut m = base_model();
+    let g = m.graph.as_mut().unwrap();
+    let TV::TensorType(tt) = g.input[0].r#type.as_mut().unwrap().value.as_mut().unwrap();
+    let dims = &mut tt.shape.as_mut().unwrap().dim;
+    dims.remove(1);
+    dims[0].value = Some(Value::DimParam("batch".into()));
+    let name = g.input[0].name.clone();
+    let p = write(&dir, "chw.onnx", &m.encode_to_vec());
+    let err = fails_cleanly(&["inspect", s(&p)], "chw.onnx", "unsupported model");
+    assert!(
+        err.contains(&format!("input '{name}' has shape [batch, 28, 28]"))
+            && err.contains("[N, C, H, W]")
+            && !err.contains("Some(")
+            && !err.contains("not a valid"),
+        "{err}"
+    );
+
+    let mut m = base_model();
+    let g = m.graph.as_mut().unwrap();
+    let mut second = g.output[0].clone();
+    second.name = "b".into();
+    g.output.push(second);
+    let first = g.output[0].name.clone();
+    let p = write(&dir, "two_out.onnx", &m.encode_to_vec());
+    let err = fails_cleanly(&["inspect", s(&p)], "two_out.onnx", "unsupported model");
+    assert!(
+        err.contains(&format!(
+            "qforget needs a classifier with exactly one output, this model has 2 ('{first}', 'b')"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unwritable_export_is_refused_before_training() {
+    let dir = tempdir("bad-export");
+    let out = dir.join("no-such-dir").join("x.onnx");
+    let (m, d) = (model(DEFAULT_MODEL), dataset("fashion-mnist"));
+    let args = [
+        "forget",
+        s(&m),
+        "--dataset",
+        s(&d),
+        "--forget-class",
+        "3",
+        "--export",
+        s(&out),
+    ];
+    fails_cleanly(&args, "no-such-dir/x.onnx", "cannot write to directory");
+    // Refused before the run: no report was printed.
+    assert!(qforget(&args).stdout.is_empty());
+}

@@ -112,3 +112,24 @@ fn pads_qforget_cannot_run_are_refused_by_name() {
     refused(&[0, 1, 0, 0, 0, 0, 0, 0], "constant", "H and W only");
     refused(&[0, 0, -1, 0, 0, 0, 0, 0], "constant", "a crop");
 }
+
+#[test]
+fn a_pad_of_the_float_input_says_why_it_is_refused() {
+    // `x → Pad(0, 1, 0, 1) → QuantizeLinear`, as onnxruntime's QOperator form places a
+    // `nn.ZeroPad2d` at the start of a model: the message must not claim the Pad is unsupported
+    // for being a Pad of real 0 on H and W (that one is supported), but for where it sits.
+    let mut b = B::new(2, 5, 6);
+    let p = b.i64s(&[8], &[0, 0, 0, 0, 0, 0, 1, 1]);
+    let padded = b.node("Pad", &["x", &p], vec![("mode", A::S("constant"))]);
+    let y = b.qdq(&padded, 1.0 / 255.0, 20, false);
+    let err = qforget::onnx::import(&b.model(&y), Path::new("pad.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pad.onnx")
+            && err.contains("of the model's float input, before its first QuantizeLinear")
+            && err.contains("qforget pads quantized activations only")
+            && !err.contains("qforget supports a constant Pad"),
+        "{err}"
+    );
+}

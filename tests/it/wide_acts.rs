@@ -55,3 +55,37 @@ fn an_int16_zero_point_is_refused_the_same_way() {
         "zero point 'input_zero_point' is int16",
     );
 }
+
+#[test]
+fn a_sixteen_bit_weight_is_called_a_weight() {
+    // An 8-bit fixture with one weight's zero point typed int16 (A16W16 models dequantize their
+    // weights before any activation is quantized): the refusal says weights, not activations.
+    let mut p =
+        pb::ModelProto::decode(&std::fs::read(model("fmnist_cnn_qdq.onnx")).unwrap()[..]).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let (node, zp) = g
+        .node
+        .iter()
+        .find(|n| {
+            n.op_type == "DequantizeLinear"
+                && n.input.len() > 2
+                && g.initializer.iter().any(|i| i.name == n.input[0])
+        })
+        .map(|n| (n.name.clone(), n.input[2].clone()))
+        .unwrap();
+    let t = g.initializer.iter_mut().find(|t| t.name == zp).unwrap();
+    t.data_type = pb::tensor_proto::DataType::Int16 as i32;
+    let dir = tempdir("w16-int16");
+    let f = dir.join("w16.onnx");
+    std::fs::write(&f, p.encode_to_vec()).unwrap();
+    let err = fails_cleanly(
+        &["inspect", s(&f)],
+        "w16.onnx",
+        &format!("16-bit weights (zero point '{zp}' is int16"),
+    );
+    assert!(
+        err.contains(&format!("unsupported DequantizeLinear node '{node}'"))
+            && !err.contains("activations"),
+        "{err}"
+    );
+}
