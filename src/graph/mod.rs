@@ -43,6 +43,7 @@ mod ort_rows;
 pub mod pad;
 mod pairwise;
 pub mod params;
+mod patch_norms;
 mod patches_t;
 pub mod permute;
 pub mod pointwise;

@@ -303,6 +303,9 @@ pub(crate) enum Patches<'a> {
     /// Rows of `k` input bytes in graph order (im2col rows `[kh][kw][c_in/g]`, the input
     /// pixels of a 1×1 conv, a linear layer's input rows), one per accumulator row.
     Rows(&'a [u8]),
+    /// Rows as [`Patches::Rows`], with each row's `[Σ|q − zp|, Σ(q − zp)²]` already summed
+    /// ([`super::patch_norms`] on a conv's image).
+    Summed(&'a [u8], &'a [[u64; 2]]),
     /// A depthwise conv's image (`[h][w][c]`); row `r` is output pixel `r`.
     Image(&'a [u8]),
 }
@@ -364,10 +367,9 @@ impl OrtRun<'_> {
             Patches::Rows(bytes) => {
                 let mut sums = vec![[0u64; 2]; rows];
                 rows_norms(&bytes[..rows * self.k], self.k, zp_in, &mut sums);
-                sums.iter()
-                    .map(|s| (s[0] as f64, (s[1] as f64).sqrt()))
-                    .collect()
+                l1_l2(&sums)
             }
+            Patches::Summed(_, sums) => l1_l2(&sums[..rows]),
             Patches::Image(_) => {
                 let widest = zp_in.max(255 - zp_in) as f64;
                 let k = self.k as f64;
@@ -509,7 +511,7 @@ impl OrtRun<'_> {
         let zp_in = self.layer.in_zero_point();
         x.fill(0.0);
         match (src, self.layer) {
-            (Patches::Rows(rows), _) => {
+            (Patches::Rows(rows) | Patches::Summed(rows, _), _) => {
                 let row = &rows[r * k..][..k];
                 for (v, &q) in x.iter_mut().zip(row) {
                     *v = (q as i32 - zp_in) as f32 * s_in;
@@ -538,6 +540,13 @@ impl OrtRun<'_> {
     }
 }
 
+/// Each row's `(Σ|x − zp|, ‖x − zp‖₂)` from its integer sums.
+fn l1_l2(sums: &[[u64; 2]]) -> Vec<(f64, f64)> {
+    sums.iter()
+        .map(|s| (s[0] as f64, (s[1] as f64).sqrt()))
+        .collect()
+}
+
 avx2_dispatch! {
     /// `Σ|q − zp|` and `Σ(q − zp)²` of each row of `k` input bytes, into `sums` (one per row).
     rows_norms => rows_norms_body(bytes: &[u8], k: usize, zp: i32, sums: &mut [[u64; 2]])
@@ -560,28 +569,80 @@ fn rows_norms_body(bytes: &[u8], k: usize, zp: i32, sums: &mut [[u64; 2]]) {
     }
 }
 
-avx2_dispatch! {
-    /// The integer path's bytes of each row of `acc` (`width` values; `out` rows every `stride`
-    /// bytes): `out[j] = rounded_byte((acc[j] + bias[j])·mult[j] + offset[j])`, as
-    /// [`Requant::apply_rows`] gives them; `near[r]` set when some value of row `r` lies within
-    /// `min(patch[j]·‖x‖₁, norm[j]·‖x‖₂) + cst[j] + 2⁻²¹·|v|` of a rounding boundary, with
-    /// `(‖x‖₁, ‖x‖₂) = rows[r]` (in f32).
-    screen_rows => screen_rows_body(
-        acc: &[i32],
-        width: usize,
-        bias: (&[i32], &[f32]),
-        mult: &[f32],
-        screen: (&[f32], &[f32], &[f32]),
-        rows: &[(f64, f64)],
-        out_stage: (f32, f32, f32),
-        out: (&mut [u8], usize),
-        near: &mut [bool],
-    )
+/// The integer path's bytes of each row of `acc` (`width` values; `out` rows every `stride`
+/// bytes): `out[j] = rounded_byte((acc[j] + bias[j])·mult[j] + offset[j])`, as
+/// [`Requant::apply_rows`] gives them; `near[r]` set when some value of row `r` lies within
+/// `min(patch[j]·‖x‖₁, norm[j]·‖x‖₂) + cst[j] + 2⁻²¹·|v|` of a rounding boundary, with
+/// `(‖x‖₁, ‖x‖₂) = rows[r]` (in f32).
+///
+/// In blocks of sixteen lanes with AVX-512F, of eight with AVX2 or without either: each lane
+/// does the same operations in the same order whatever the block, so the same bytes and flags.
+/// Sixteen lanes halve the vector instructions of the costliest part of the exact forward (a
+/// quarter of a CNN's `eval`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn screen_rows(
+    acc: &[i32],
+    width: usize,
+    bias: (&[i32], &[f32]),
+    mult: &[f32],
+    screen: (&[f32], &[f32], &[f32]),
+    rows: &[(f64, f64)],
+    out_stage: (f32, f32, f32),
+    out: (&mut [u8], usize),
+    near: &mut [bool],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// # Safety
+        /// The CPU must have AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx512(
+            acc: &[i32],
+            width: usize,
+            bias: (&[i32], &[f32]),
+            mult: &[f32],
+            screen: (&[f32], &[f32], &[f32]),
+            rows: &[(f64, f64)],
+            out_stage: (f32, f32, f32),
+            out: (&mut [u8], usize),
+            near: &mut [bool],
+        ) {
+            screen_rows_body::<16>(acc, width, bias, mult, screen, rows, out_stage, out, near)
+        }
+        /// # Safety
+        /// The CPU must have AVX2.
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx2(
+            acc: &[i32],
+            width: usize,
+            bias: (&[i32], &[f32]),
+            mult: &[f32],
+            screen: (&[f32], &[f32], &[f32]),
+            rows: &[(f64, f64)],
+            out_stage: (f32, f32, f32),
+            out: (&mut [u8], usize),
+            near: &mut [bool],
+        ) {
+            screen_rows_body::<8>(acc, width, bias, mult, screen, rows, out_stage, out, near)
+        }
+        use std::arch::is_x86_feature_detected as has;
+        if width >= 16 && has!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { avx512(acc, width, bias, mult, screen, rows, out_stage, out, near) };
+        }
+        if has!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { avx2(acc, width, bias, mult, screen, rows, out_stage, out, near) };
+        }
+    }
+    screen_rows_body::<8>(acc, width, bias, mult, screen, rows, out_stage, out, near)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn screen_rows_body(
+fn screen_rows_body<const L: usize>(
     acc: &[i32],
     width: usize,
     (bias, offset): (&[i32], &[f32]),
@@ -612,20 +673,20 @@ fn screen_rows_body(
             let margin = products + cst[i] + v.abs() * (1.0 / 2_097_152.0);
             (0.5 - (v - r).abs() <= margin) & flips32(v, margin, (below, above))
         };
-        // Blocks of eight lanes on fixed-size arrays (no bounds checks inside a block): left to
+        // Blocks of `L` lanes on fixed-size arrays (no bounds checks inside a block): left to
         // the loop vectorizer, this loop stayed scalar in one build and not in another, and a
         // CNN's `eval` ran at half speed.
         let mut any = false;
-        let blocks = n / 8;
-        let (out8, _) = out.as_chunks_mut::<8>();
+        let blocks = n / L;
+        let (out8, _) = out.as_chunks_mut::<L>();
         for (j, o8) in out8.iter_mut().enumerate() {
-            let lanes = |s: &[f32]| -> [f32; 8] { s[j * 8..][..8].try_into().unwrap_or([0.0; 8]) };
-            let a8: [i32; 8] = acc[j * 8..][..8].try_into().unwrap_or([0; 8]);
-            let b8: [i32; 8] = bias[j * 8..][..8].try_into().unwrap_or([0; 8]);
+            let lanes = |s: &[f32]| -> [f32; L] { s[j * L..][..L].try_into().unwrap_or([0.0; L]) };
+            let a8: [i32; L] = acc[j * L..][..L].try_into().unwrap_or([0; L]);
+            let b8: [i32; L] = bias[j * L..][..L].try_into().unwrap_or([0; L]);
             let (m8, f8) = (lanes(mult), lanes(offset));
             let (p8, n8, c8) = (lanes(patch), lanes(norm), lanes(cst));
             let mut hit = 0u8;
-            for l in 0..8 {
+            for l in 0..L {
                 let v = a8[l].saturating_add(b8[l]) as f32 * m8[l] + f8[l];
                 o8[l] = rounded_byte(v, zp, lo, hi);
                 let r = (v + MAGIC32) - MAGIC32;
@@ -636,7 +697,7 @@ fn screen_rows_body(
             }
             any |= hit != 0;
         }
-        for (i, out) in out.iter_mut().enumerate().skip(blocks * 8) {
+        for (i, out) in out.iter_mut().enumerate().skip(blocks * L) {
             any |= one(i, out);
         }
         *near = any;
@@ -988,6 +1049,75 @@ mod tests {
                     prop_assert_eq!(byte(y), byte(z), "y {} z {} f64 {} f32 {}", y, z, no_flip, no_flip32);
                 }
             }
+        }
+    }
+
+    /// The screen this CPU runs (sixteen lanes with AVX-512F, eight with AVX2) gives the bytes
+    /// and the flags of the plain eight-lane loop, for every width (blocks and tails), values
+    /// around rounding boundaries and the clamp's edges, and extreme sums.
+    #[test]
+    fn every_screen_width_gives_the_plain_loops_bytes_and_flags() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for width in 1..70 {
+            let rows = 9;
+            let acc: Vec<i32> = (0..rows * width)
+                .map(|i| match i % 23 {
+                    0 => i32::MAX,
+                    1 => i32::MIN,
+                    _ => rng.random_range(-40_000..40_000),
+                })
+                .collect();
+            let f = |rng: &mut ChaCha8Rng, lo: f32, hi: f32| -> Vec<f32> {
+                (0..width).map(|_| rng.random_range(lo..hi)).collect()
+            };
+            let bias_i: Vec<i32> = (0..width).map(|_| rng.random_range(-500..500)).collect();
+            let offset = f(&mut rng, -3.0, 3.0);
+            let mult = f(&mut rng, 1e-4, 4e-3);
+            let (patch, norm, cst) = (
+                f(&mut rng, 0.0, 1e-6),
+                f(&mut rng, 0.0, 1e-5),
+                f(&mut rng, 0.0, 0.01),
+            );
+            let norms: Vec<(f64, f64)> = (0..rows)
+                .map(|_| (rng.random_range(0.0..5e3), rng.random_range(0.0..400.0)))
+                .collect();
+            let stage = (7.0, 0.0, 200.0);
+            let run = |f: &dyn Fn(&mut [u8], &mut [bool])| {
+                let (mut out, mut near) = (vec![0u8; rows * width], vec![false; rows]);
+                f(&mut out, &mut near);
+                (out, near)
+            };
+            let args = (
+                (&bias_i[..], &offset[..]),
+                (&patch[..], &norm[..], &cst[..]),
+            );
+            let ours = run(&|o, n| {
+                screen_rows(
+                    &acc,
+                    width,
+                    args.0,
+                    &mult,
+                    args.1,
+                    &norms,
+                    stage,
+                    (o, width),
+                    n,
+                )
+            });
+            let plain = run(&|o, n| {
+                screen_rows_body::<8>(
+                    &acc,
+                    width,
+                    args.0,
+                    &mult,
+                    args.1,
+                    &norms,
+                    stage,
+                    (o, width),
+                    n,
+                )
+            });
+            assert_eq!(ours, plain, "width {width}");
         }
     }
 

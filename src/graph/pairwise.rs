@@ -46,15 +46,32 @@ impl Pairing {
     }
 
     /// `f(a, b)` element by element, batch-wise.
+    ///
+    /// Written as loops over runs of `b`'s length (`a[i]` meets `b[i mod len_b]`), not one
+    /// iterator over `a` taking `i % len_b`: that form did a division per element and never
+    /// vectorized (28 % of an NNCF GELU model's inference, its Sigmoid·x gate).
     pub fn map(&self, ra: &[f32], rb: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
         let (la, lb) = self.lens(ra.len(), rb.len());
-        ra.chunks_exact(la)
+        let mut out = vec![0f32; ra.len()];
+        for ((o, xa), xb) in out
+            .chunks_exact_mut(la)
+            .zip(ra.chunks_exact(la))
             .zip(rb.chunks_exact(lb))
-            .flat_map(|(xa, xb)| {
-                let f = &f;
-                xa.iter().enumerate().map(move |(i, &v)| f(v, xb[i % lb]))
-            })
-            .collect()
+        {
+            if lb == 1 {
+                let b = xb[0];
+                for (o, &a) in o.iter_mut().zip(xa) {
+                    *o = f(a, b);
+                }
+                continue;
+            }
+            for (o, xa) in o.chunks_mut(lb).zip(xa.chunks(lb)) {
+                for ((o, &a), &b) in o.iter_mut().zip(xa).zip(xb) {
+                    *o = f(a, b);
+                }
+            }
+        }
+        out
     }
 
     /// Gradients of both operands: `rule(g, a, b)` gives `∂a` and the term added into `∂b`
