@@ -115,6 +115,13 @@ MODELS = {
 # the BN-folded network, float or fake-quantized
 
 
+def widen_ranges(stats: dict, names, tensors) -> None:
+    """MinMax calibration: widen each named tensor's (min, max) in `stats` by this batch."""
+    for k, t in zip(names, tensors):
+        lo, hi = stats.get(k, (np.inf, -np.inf))
+        stats[k] = (min(lo, float(t.min())), max(hi, float(t.max())))
+
+
 def build_folded(arch: str = "fmnist_cnn"):
     import torch
     import torch.nn as nn
@@ -175,9 +182,7 @@ def build_folded(arch: str = "fmnist_cnn"):
             a3 = self.act3(self.fc1(self.flatten(self.pool2(a2))))
             out = self.fc2(a3)
             if stats is not None:
-                for k, t in zip(ACT_TENSORS, (x, a1, a2, a3, out)):
-                    lo, hi = stats.get(k, (np.inf, -np.inf))
-                    stats[k] = (min(lo, float(t.min())), max(hi, float(t.max())))
+                widen_ranges(stats, ACT_TENSORS, (x, a1, a2, a3, out))
             return out
 
         def forward(self, x):
@@ -243,9 +248,7 @@ def build_folded(arch: str = "fmnist_cnn"):
             g = self.gap(r4)
             out = self.fc(self.flatten(g))
             if stats is not None:
-                for k, t in zip(RES_ACT_TENSORS, (x, r0, r1, c2, r2, r3, r4, g, out)):
-                    lo, hi = stats.get(k, (np.inf, -np.inf))
-                    stats[k] = (min(lo, float(t.min())), max(hi, float(t.max())))
+                widen_ranges(stats, RES_ACT_TENSORS, (x, r0, r1, c2, r2, r3, r4, g, out))
             return out
 
         def forward(self, x):

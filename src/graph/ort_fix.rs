@@ -46,7 +46,7 @@ use super::conv::Conv;
 use super::linear::Linear;
 use super::ort_rows::{RowCache, RowConsts};
 use super::qparams::{rounded_byte, Requant};
-use super::simd::avx2_dispatch;
+use super::simd::{avx2_dispatch, lanes_dispatch};
 use crate::kernels::PackedWeights;
 
 /// What a QDQ conv needs to reproduce onnxruntime's float order (see the module docs).
@@ -569,75 +569,28 @@ fn rows_norms_body(bytes: &[u8], k: usize, zp: i32, sums: &mut [[u64; 2]]) {
     }
 }
 
-/// The integer path's bytes of each row of `acc` (`width` values; `out` rows every `stride`
-/// bytes): `out[j] = rounded_byte((acc[j] + bias[j])·mult[j] + offset[j])`, as
-/// [`Requant::apply_rows`] gives them; `near[r]` set when some value of row `r` lies within
-/// `min(patch[j]·‖x‖₁, norm[j]·‖x‖₂) + cst[j] + 2⁻²¹·|v|` of a rounding boundary, with
-/// `(‖x‖₁, ‖x‖₂) = rows[r]` (in f32).
-///
-/// In blocks of sixteen lanes with AVX-512F, of eight with AVX2 or without either: each lane
-/// does the same operations in the same order whatever the block, so the same bytes and flags.
-/// Sixteen lanes halve the vector instructions of the costliest part of the exact forward (a
-/// quarter of a CNN's `eval`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn screen_rows(
-    acc: &[i32],
-    width: usize,
-    bias: (&[i32], &[f32]),
-    mult: &[f32],
-    screen: (&[f32], &[f32], &[f32]),
-    rows: &[(f64, f64)],
-    out_stage: (f32, f32, f32),
-    out: (&mut [u8], usize),
-    near: &mut [bool],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// # Safety
-        /// The CPU must have AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx512(
-            acc: &[i32],
-            width: usize,
-            bias: (&[i32], &[f32]),
-            mult: &[f32],
-            screen: (&[f32], &[f32], &[f32]),
-            rows: &[(f64, f64)],
-            out_stage: (f32, f32, f32),
-            out: (&mut [u8], usize),
-            near: &mut [bool],
-        ) {
-            screen_rows_body::<16>(acc, width, bias, mult, screen, rows, out_stage, out, near)
-        }
-        /// # Safety
-        /// The CPU must have AVX2.
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx2(
-            acc: &[i32],
-            width: usize,
-            bias: (&[i32], &[f32]),
-            mult: &[f32],
-            screen: (&[f32], &[f32], &[f32]),
-            rows: &[(f64, f64)],
-            out_stage: (f32, f32, f32),
-            out: (&mut [u8], usize),
-            near: &mut [bool],
-        ) {
-            screen_rows_body::<8>(acc, width, bias, mult, screen, rows, out_stage, out, near)
-        }
-        use std::arch::is_x86_feature_detected as has;
-        if width >= 16 && has!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { avx512(acc, width, bias, mult, screen, rows, out_stage, out, near) };
-        }
-        if has!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { avx2(acc, width, bias, mult, screen, rows, out_stage, out, near) };
-        }
-    }
-    screen_rows_body::<8>(acc, width, bias, mult, screen, rows, out_stage, out, near)
+lanes_dispatch! {
+    /// The integer path's bytes of each row of `acc` (`width` values; `out` rows every `stride`
+    /// bytes): `out[j] = rounded_byte((acc[j] + bias[j])·mult[j] + offset[j])`, as
+    /// [`Requant::apply_rows`] gives them; `near[r]` set when some value of row `r` lies within
+    /// `min(patch[j]·‖x‖₁, norm[j]·‖x‖₂) + cst[j] + 2⁻²¹·|v|` of a rounding boundary, with
+    /// `(‖x‖₁, ‖x‖₂) = rows[r]` (in f32).
+    ///
+    /// In blocks of sixteen lanes with AVX-512F, of eight with AVX2 or without either: each lane
+    /// does the same operations in the same order whatever the block, so the same bytes and
+    /// flags. Sixteen lanes halve the vector instructions of the costliest part of the exact
+    /// forward (a quarter of a CNN's `eval`).
+    screen_rows => screen_rows_body(
+        acc: &[i32],
+        width: usize,
+        bias: (&[i32], &[f32]),
+        mult: &[f32],
+        screen: (&[f32], &[f32], &[f32]),
+        rows: &[(f64, f64)],
+        out_stage: (f32, f32, f32),
+        out: (&mut [u8], usize),
+        near: &mut [bool],
+    ) if width >= 16
 }
 
 #[inline(always)]

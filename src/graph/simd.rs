@@ -38,3 +38,50 @@ macro_rules! avx2_dispatch {
 }
 
 pub(crate) use avx2_dispatch;
+
+/// Defines `pub(crate) fn $name(args)`, which runs `$body::<16>` compiled with AVX-512F when the
+/// CPU has it and `$wide` holds (a block of sixteen lanes has work to fill it), else
+/// `$body::<8>` compiled with AVX2 where the CPU has it, else `$body::<8>` as plain code. The
+/// body does the same operations per lane whatever its block, so every path gives the same
+/// values ([`avx2_dispatch`], one block size wider).
+macro_rules! lanes_dispatch {
+    ($(#[$doc:meta])* $name:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?) if $wide:expr) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                /// The body on blocks of sixteen lanes, compiled with AVX-512F enabled.
+                ///
+                /// # Safety
+                /// The CPU must support AVX-512F.
+                #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body::<16>($($arg),*)
+                }
+                /// The body on blocks of eight lanes, compiled with AVX2 enabled.
+                ///
+                /// # Safety
+                /// The CPU must support AVX2.
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body::<8>($($arg),*)
+                }
+                use std::arch::is_x86_feature_detected as has;
+                if $wide && has!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if has!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body::<8>($($arg),*)
+        }
+    };
+}
+
+pub(crate) use lanes_dispatch;
