@@ -7,6 +7,8 @@
 //! byte at its clamp bound (`lo`/`hi`, which include a fused ReLU's zero) passes no gradient.
 //! [`Tape::Float`] holds the float twin's activations instead, for gradient checks.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::float::RealParams;
@@ -334,7 +336,7 @@ impl Graph {
                     return;
                 };
                 if lo.is_finite() || hi.is_finite() {
-                    for (g, r) in gy.iter_mut().zip(y.reals()) {
+                    for (g, &r) in gy.iter_mut().zip(y.reals().iter()) {
                         if r <= lo || r >= hi {
                             *g = 0.0;
                         }
@@ -370,10 +372,10 @@ impl Graph {
     }
 
     /// Real values of a saved activation.
-    fn real_input(&self, tape: &Tape, a: ActId) -> Result<Vec<f32>> {
+    fn real_input<'t>(&self, tape: &'t Tape, a: ActId) -> Result<Cow<'t, [f32]>> {
         match tape {
             Tape::Quant(v) => Ok(super::float_seg::real_values(&self.acts[a], saved_q(v, a)?)),
-            Tape::Float(v) => Ok(saved_f(v, a)?.clone()),
+            Tape::Float(v) => Ok(Cow::Borrowed(saved_f(v, a)?)),
         }
     }
 }

@@ -427,7 +427,7 @@ mod tests {
         let batch = QBatch {
             n,
             shape: info.shape,
-            data: bytes.clone(),
+            data: bytes.clone().into(),
         };
         let x: Vec<f64> = info
             .dequantize_all(&bytes)

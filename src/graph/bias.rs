@@ -55,7 +55,7 @@ impl BiasAdd {
         QBatch {
             n: x.n,
             shape: x.shape,
-            data,
+            data: data.into(),
         }
     }
 
@@ -93,7 +93,7 @@ mod tests {
         let x = QBatch {
             n: 1,
             shape: Shape::flat(2),
-            data: vec![12, 11],
+            data: vec![12, 11].into(),
         };
         // channel 0: 0.5·2 + 0.25 = 1.25 → 5 + 3 = 8; channel 1: 0.5·1 − 1 = −0.5 → clamp at 3.
         let y = layer().forward(&x);

@@ -73,7 +73,11 @@ impl Concat {
             }
             off += c;
         }
-        QBatch { n, shape, data }
+        QBatch {
+            n,
+            shape,
+            data: data.into(),
+        }
     }
 
     /// Real-valued concatenation (the float twin): `xs[k]` holds `pixels × channels_k` values.
@@ -188,7 +192,7 @@ mod tests {
         assert_eq!(&g[0][..4], &[0.0, 1.0, 2.0, 9.0]);
         assert_eq!(g[2].len(), 12 * 5);
 
-        let reals: Vec<Vec<f32>> = xs.iter().map(|x| x.reals()).collect();
+        let reals: Vec<Vec<f32>> = xs.iter().map(|x| x.reals().into_owned()).collect();
         let slices: Vec<&[f32]> = reals.iter().map(|r| &r[..]).collect();
         let yr = op.forward_real(&slices);
         assert_eq!(op.backward(&yr), reals);

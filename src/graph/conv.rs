@@ -474,7 +474,7 @@ mod tests {
             let s = Shape { h, w, c };
             let conv = pointwise(s, c_out, zp, asym, seed);
             prop_assert!(conv.is_pointwise());
-            let x = super::QBatch { n, shape: s, data: bytes(n * s.len(), seed ^ 7) };
+            let x = super::QBatch { n, shape: s, data: bytes(n * s.len(), seed ^ 7).into() };
             prop_assert_eq!(conv.forward(&x).data, conv.forward_grouped(&x).data);
         }
     }

@@ -117,7 +117,7 @@ impl Dense {
         QBatch {
             n: x.n,
             shape: Shape::flat(self.out_features),
-            data,
+            data: data.into(),
         }
     }
 
@@ -177,7 +177,7 @@ mod tests {
         let x = QBatch {
             n: 1,
             shape: Shape::flat(3),
-            data: vec![12, 9, 14],
+            data: vec![12, 9, 14].into(),
         };
         let info = ActInfo {
             name: "x".into(),
@@ -190,7 +190,7 @@ mod tests {
             float: true,
             ..info.clone()
         };
-        let xr = QBatch::from_real(1, Shape::flat(3), &[1.0, -0.5, 2.0]);
+        let xr = QBatch::from_real(1, Shape::flat(3), vec![1.0, -0.5, 2.0]);
         for first in [true, false] {
             let l = layer(first);
             assert_eq!(l.real_outputs(&info, &x), vec![2.625, -4.5]);

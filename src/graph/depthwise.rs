@@ -457,7 +457,7 @@ mod tests {
             let s = Shape { h, w, c };
             let Some(conv) = layer(s, win, zp, seed) else { return Ok(()) };
             prop_assert!(conv.is_depthwise());
-            let x = QBatch { n, shape: s, data: bytes(n * s.len(), seed ^ 7) };
+            let x = QBatch { n, shape: s, data: bytes(n * s.len(), seed ^ 7).into() };
             let y = conv.forward(&x);
             prop_assert_eq!(&y.data, &conv.forward_grouped(&x).data);
             let gy: Vec<f32> = bytes(y.data.len(), seed ^ 8)

@@ -22,7 +22,7 @@ pub struct Div {
 }
 
 impl Div {
-    fn pairing(&self, shape: Shape) -> Pairing {
+    pub(crate) fn pairing(&self, shape: Shape) -> Pairing {
         Pairing::new(shape, self.broadcast)
     }
 

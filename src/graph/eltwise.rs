@@ -89,7 +89,7 @@ impl Add {
         QBatch {
             n: a.n,
             shape: a.shape,
-            data,
+            data: data.into(),
         }
     }
 
@@ -179,7 +179,7 @@ pub fn flatten_nchw(x: &QBatch) -> QBatch {
     QBatch {
         n: x.n,
         shape: super::tensor::Shape::flat(x.shape.len()),
-        data: nchw_order(x.shape, &x.data),
+        data: nchw_order(x.shape, &x.data).into(),
     }
 }
 

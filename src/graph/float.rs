@@ -78,7 +78,7 @@ impl Graph {
     ) -> Result<Vec<Option<Vec<f32>>>> {
         // The input is quantized as in the real model (its parameters come from the file).
         let q = self.quantize_images(images, n)?;
-        let x0 = super::float_seg::real_values(&self.acts[self.input.act], &q);
+        let x0 = super::float_seg::real_values(&self.acts[self.input.act], &q).into_owned();
         self.forward_float_input(x0, params)
     }
 

@@ -22,6 +22,7 @@
 use rayon::prelude::*;
 
 use super::conv::{Conv, Window};
+use super::depthwise_m1::DepthwiseM1;
 use super::grad::LayerGrad;
 use super::mlas_gemv::{m1t_sum, Fold};
 use super::ort_fix::{m1_sum, mlas_stride_k};
@@ -130,6 +131,19 @@ impl FloatConv {
                 (sum, koff)
             })
             .collect();
+        // A depthwise conv: every channel's `M = 1` sum, eight channels side by side.
+        let depthwise = (cout_g == 1 && cin_g == 1).then(|| {
+            let (sum, koff) = &groups[0];
+            DepthwiseM1 {
+                wk: (0..row)
+                    .flat_map(|k| groups.iter().map(move |(s, _)| s.w_t[k]))
+                    .collect(),
+                taps: koff.clone(),
+                bias: self.bias.clone(),
+                c: c_out,
+                stride: if sum.block_k == 0 { row } else { sum.block_k },
+            }
+        });
         let mut y = vec![0f32; x.len() / il * ol];
         let row_len = c.in_shape.w * cin;
         // One padded buffer per task (its border stays zero; the interior is overwritten).
@@ -139,6 +153,10 @@ impl FloatConv {
                 for (iy, src) in img.chunks_exact(row_len.max(1)).enumerate() {
                     let at = ((iy + win.pads[0]) * wp + win.pads[1]) * cin;
                     padded[at..at + row_len].copy_from_slice(src);
+                }
+                if let Some(dw) = &depthwise {
+                    dw.run(padded, &bases, o);
+                    return;
                 }
                 for (g, (sum, koff)) in groups.iter().enumerate() {
                     if cout_g == 1 {

@@ -17,7 +17,8 @@
 //! remaining `len mod 4` elements one by one and divides by `len`; [`mlas_mean`] does the same,
 //! so the float logits after it agree to the last bit where the inputs do.
 
-use super::float_seg::{clamp_real, real_values};
+use super::float_seg::{clamp_real, real_values, Input};
+use super::pairwise::Pairing;
 use super::pool::sum_columns;
 use super::pool_cells::WindowCells;
 use super::tensor::{QBatch, Shape};
@@ -93,26 +94,35 @@ impl AvgPool {
 impl Graph {
     /// Run a float layer with two inputs (`x` = `inputs[0]`, `y` = `inputs[1]`): the Add, Sub,
     /// Mul or Div of two tensors, one of them (or the result) float.
-    pub fn float_binary(&self, layer: &Layer, x: &QBatch, y: &QBatch) -> Result<QBatch> {
+    pub fn float_binary(&self, layer: &Layer, x: Input<'_>, y: &QBatch) -> Result<QBatch> {
         let (ia, ib) = (&self.acts[layer.inputs[0]], &self.acts[layer.inputs[1]]);
         let shape = self.acts[layer.output].shape;
-        let (ra, rb) = (real_values(ia, x), real_values(ib, y));
+        let n = x.batch().n;
+        let rb = real_values(ib, y);
+        // `b` of `a`'s size, or one value per sample or per channel (see `pairwise`); the
+        // result is written over `a`'s values.
+        let equal = n * ia.shape.len() == rb.len();
         let mut out = match &layer.op {
-            Op::Add(a) if ra.len() == rb.len() && a.sub => {
-                ra.iter().zip(&rb).map(|(a, b)| a - b).collect()
-            }
-            Op::Add(_) if ra.len() == rb.len() => ra.iter().zip(&rb).map(|(a, b)| a + b).collect(),
-            // `b` one value per sample or per channel (see `pairwise`).
             Op::Add(a) => {
-                let p = super::pairwise::Pairing::new(ia.shape, true);
+                let mut out = x.into_reals(ia);
+                let p = Pairing::new(ia.shape, !equal);
                 if a.sub {
-                    p.map(&ra, &rb, |a, b| a - b)
+                    p.apply(&mut out, &rb, |a, b| a - b);
                 } else {
-                    p.map(&ra, &rb, |a, b| a + b)
+                    p.apply(&mut out, &rb, |a, b| a + b);
                 }
+                out
             }
-            Op::Div(d) => d.forward_real(ia.shape, &ra, &rb),
-            Op::Mul(m) => m.forward_real(ia.shape, &ra, &rb),
+            Op::Div(d) => {
+                let mut out = x.into_reals(ia);
+                d.pairing(ia.shape).apply(&mut out, &rb, |a, b| a / b);
+                out
+            }
+            Op::Mul(m) => {
+                let mut out = x.into_reals(ia);
+                m.pairing(ia.shape).apply(&mut out, &rb, |a, b| a * b);
+                out
+            }
             other => {
                 return Err(Error::Shape(format!(
                     "layer '{}' ({}) is not a float binary op of equal shapes",
@@ -122,7 +132,7 @@ impl Graph {
             }
         };
         clamp_real(layer.activation, &mut out);
-        Ok(QBatch::from_real(x.n, shape, &out))
+        Ok(QBatch::from_real(n, shape, out))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod dense;
 pub mod dense_weights;
 mod depthwise;
 mod depthwise_f32;
+mod depthwise_m1;
 pub mod div;
 pub mod eltwise;
 pub mod float;
@@ -85,7 +86,7 @@ pub use permute::Permute;
 pub use pointwise::{FloatFn, Pointwise};
 pub use pool::{AvgPool, GlobalAvgPool, MaxPool};
 pub use qparams::{Activation, QParams, Requant};
-pub use tensor::{QBatch, Shape};
+pub use tensor::{QBatch, Shape, Store};
 
 use crate::{Error, Result};
 
@@ -373,7 +374,7 @@ impl Graph {
             let vals = input_reals::input_reals(images, n, s, &self.input);
             let shape = self.input.pre_pool.as_ref().map_or(s, |p| p.out_shape);
             if float {
-                return Ok(QBatch::from_real(n, shape, &vals));
+                return Ok(QBatch::from_real(n, shape, vals));
             }
             let data = vals.iter().map(|&x| q.quantize(x)).collect();
             return Ok(QBatch { n, shape, data });
@@ -392,7 +393,11 @@ impl Graph {
             for (o, &b) in data.iter_mut().zip(images) {
                 *o = lut[b as usize];
             }
-            return Ok(QBatch { n, shape: s, data });
+            return Ok(QBatch {
+                n,
+                shape: s,
+                data: data.into(),
+            });
         }
         for (o, img) in data
             .chunks_exact_mut(s.len().max(1))
@@ -406,7 +411,11 @@ impl Graph {
                 }
             }
         }
-        Ok(QBatch { n, shape: s, data })
+        Ok(QBatch {
+            n,
+            shape: s,
+            data: data.into(),
+        })
     }
 
     /// Run the graph on `n` raw images (NCHW bytes), giving onnxruntime's bytes (see
@@ -430,7 +439,7 @@ impl Graph {
         Ok(Logits {
             n,
             classes: out.shape.len(),
-            data: out.data,
+            data: out.data.into_bytes(),
             q: self.acts[self.output].q,
             real,
             probs: self.output_probs,
@@ -505,6 +514,22 @@ impl Graph {
     ) -> Result<()> {
         for i in range {
             let layer = &self.layers[i];
+            // A float segment's layers (see [`float_seg`]).
+            let float = self.acts[layer.output].float || matches!(layer.op, Op::Quantize(_));
+            // A float op takes its first input over when no later layer reads it (and it is
+            // not also its second input), to compute in place.
+            let first = layer.inputs[0];
+            let owned = match last_use {
+                Some(last)
+                    if float
+                        && last[first] == i
+                        && first != self.output
+                        && !layer.inputs[1..].contains(&first) =>
+                {
+                    vals[first].take()
+                }
+                _ => None,
+            };
             let get = |a: ActId| {
                 vals[a].as_ref().ok_or_else(|| {
                     Error::Shape(format!(
@@ -513,14 +538,20 @@ impl Graph {
                     ))
                 })
             };
-            let x = get(layer.inputs[0])?;
-            // A float segment's layers (see [`float_seg`]).
-            let float = self.acts[layer.output].float || matches!(layer.op, Op::Quantize(_));
+            if float {
+                let x = match owned {
+                    Some(b) => float_seg::Input::Owned(b),
+                    None => float_seg::Input::Borrowed(get(first)?),
+                };
+                let y = match layer.inputs.get(1) {
+                    Some(&b) => self.float_binary(layer, x, get(b)?)?,
+                    None => self.float_op(layer, x)?,
+                };
+                self.store(vals, i, layer, y, last_use);
+                continue;
+            }
+            let x = get(first)?;
             let y = match &layer.op {
-                _ if float && layer.inputs.len() > 1 => {
-                    self.float_binary(layer, x, get(layer.inputs[1])?)?
-                }
-                _ if float => self.float_op(layer, x)?,
                 // Training takes the integer sums as they are: onnxruntime's float order
                 // ([`OrtFix`]) moves a few outputs in a hundred thousand by one step, which no
                 // gradient step notices, and about doubles a forward's time.
@@ -562,16 +593,28 @@ impl Graph {
                     )))
                 }
             };
-            debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
-            if let Some(last_use) = last_use {
-                for &a in &layer.inputs {
-                    if last_use[a] == i && a != self.output {
-                        vals[a] = None;
-                    }
-                }
-            }
-            vals[layer.output] = Some(y);
+            self.store(vals, i, layer, y, last_use);
         }
         Ok(())
+    }
+
+    /// Keep layer `i`'s output `y`, and drop the inputs no later layer reads.
+    fn store(
+        &self,
+        vals: &mut [Option<QBatch>],
+        i: usize,
+        layer: &Layer,
+        y: QBatch,
+        last_use: Option<&[usize]>,
+    ) {
+        debug_assert_eq!(y.shape, self.acts[layer.output].shape, "{}", layer.name);
+        if let Some(last_use) = last_use {
+            for &a in &layer.inputs {
+                if last_use[a] == i && a != self.output {
+                    vals[a] = None;
+                }
+            }
+        }
+        vals[layer.output] = Some(y);
     }
 }

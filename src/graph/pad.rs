@@ -42,7 +42,7 @@ impl Pad {
         QBatch {
             n: x.n,
             shape: self.out_shape,
-            data: self.fill(&x.data, zero_point),
+            data: self.fill(&x.data, zero_point).into(),
         }
     }
 
@@ -81,7 +81,7 @@ mod tests {
             &QBatch {
                 n: 1,
                 shape: Shape { h: 2, w: 2, c: 2 },
-                data: x,
+                data: x.into(),
             },
             9,
         );

@@ -35,43 +35,35 @@ impl Pairing {
         (la, lb)
     }
 
-    /// Index into one sample of `b` for element `i` of a sample of `a` (NHWC storage), for a
-    /// per-channel `b`.
-    pub fn b_index(&self, i: usize) -> usize {
-        if self.broadcast {
-            i % self.shape.c.max(1)
-        } else {
-            i
-        }
-    }
-
     /// `f(a, b)` element by element, batch-wise.
     ///
     /// Written as loops over runs of `b`'s length (`a[i]` meets `b[i mod len_b]`), not one
     /// iterator over `a` taking `i % len_b`: that form did a division per element and never
     /// vectorized (28 % of an NNCF GELU model's inference, its Sigmoid·x gate).
     pub fn map(&self, ra: &[f32], rb: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
-        let (la, lb) = self.lens(ra.len(), rb.len());
-        let mut out = vec![0f32; ra.len()];
-        for ((o, xa), xb) in out
-            .chunks_exact_mut(la)
-            .zip(ra.chunks_exact(la))
-            .zip(rb.chunks_exact(lb))
-        {
+        let mut out = ra.to_vec();
+        self.apply(&mut out, rb, f);
+        out
+    }
+
+    /// [`Pairing::map`] in place: `a` becomes `f(a, b)` (what a float segment does when no
+    /// later layer reads `a`).
+    pub fn apply(&self, a: &mut [f32], rb: &[f32], f: impl Fn(f32, f32) -> f32) {
+        let (la, lb) = self.lens(a.len(), rb.len());
+        for (xa, xb) in a.chunks_exact_mut(la).zip(rb.chunks_exact(lb)) {
             if lb == 1 {
                 let b = xb[0];
-                for (o, &a) in o.iter_mut().zip(xa) {
-                    *o = f(a, b);
+                for v in xa.iter_mut() {
+                    *v = f(*v, b);
                 }
                 continue;
             }
-            for (o, xa) in o.chunks_mut(lb).zip(xa.chunks(lb)) {
-                for ((o, &a), &b) in o.iter_mut().zip(xa).zip(xb) {
-                    *o = f(a, b);
+            for xa in xa.chunks_mut(lb) {
+                for (v, &b) in xa.iter_mut().zip(xb) {
+                    *v = f(*v, b);
                 }
             }
         }
-        out
     }
 
     /// Gradients of both operands: `rule(g, a, b)` gives `∂a` and the term added into `∂b`

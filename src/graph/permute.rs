@@ -55,7 +55,7 @@ impl Permute {
         QBatch {
             n: x.n,
             shape,
-            data: self.gather(&x.data),
+            data: self.gather(&x.data).into(),
         }
     }
 
@@ -107,7 +107,7 @@ mod tests {
         let x = QBatch {
             n: 2,
             shape: Shape::flat(2),
-            data: vec![10, 20, 30, 40],
+            data: vec![10, 20, 30, 40].into(),
         };
         let y = p.forward(&x, Shape { h: 2, w: 1, c: 1 });
         assert_eq!(y.data, vec![20, 10, 40, 30]);

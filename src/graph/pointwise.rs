@@ -426,13 +426,18 @@ impl Pointwise {
 
     /// The float twin: the chain on real values.
     pub fn forward_real(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        self.apply_real(&mut y);
+        y
+    }
+
+    /// [`Pointwise::forward_real`] in place.
+    pub fn apply_real(&self, y: &mut [f32]) {
         // Each function over all values in turn: the values of `eval_chain` on each, since
         // every function acts on one value alone.
-        let mut y = x.to_vec();
         for f in &self.fns {
-            f.apply(&mut y, self.channels, 0);
+            f.apply(y, self.channels, 0);
         }
-        y
     }
 
     /// The float twin's values ([`super::float`]: no rounding of activations): as
@@ -565,7 +570,7 @@ mod tests {
         let x = QBatch {
             n: 1,
             shape: Shape::flat(2),
-            data: vec![200, 200],
+            data: vec![200, 200].into(),
         };
         let y = p.forward(&x);
         for (c, m) in [(0, 2.0f32), (1, 0.5)] {

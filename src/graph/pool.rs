@@ -375,7 +375,10 @@ mod tests {
         let x = QBatch {
             n: 1,
             shape: Shape { h: 2, w: 3, c: 1 },
-            data: [0, 1, 2, 0, 0, 0].map(|v: i32| (v + 128) as u8).to_vec(),
+            data: [0, 1, 2, 0, 0, 0]
+                .map(|v: i32| (v + 128) as u8)
+                .to_vec()
+                .into(),
         };
         // onnxruntime: columns summed first (0, s, 2s), divided by the count, then by the step.
         let real = ((0.0 + s) + 2.0 * s) / 6.0;

@@ -320,7 +320,7 @@ mod tests {
             let x = crate::graph::QBatch {
                 n,
                 shape: p.in_shape,
-                data: seed[..n * h * w * c].to_vec(),
+                data: seed[..n * h * w * c].to_vec().into(),
             };
             // Signed, with zeros, so a wrong sign of zero or order of additions would show.
             let gy: Vec<f32> = (0..n * oh * ow * c)

@@ -45,12 +45,95 @@ impl std::fmt::Display for Shape {
     }
 }
 
-/// A batch of `n` quantized samples of one shape, stored as bytes (see `qparams`).
+/// A batch's storage: the bytes of a quantized activation, or the f32 values of a float
+/// activation ([`super::ActInfo::float`]).
+///
+/// Why an enum: a float segment's ops read and write f32. Kept as bytes, each op copied its
+/// input out to f32 and its output back in (with a zeroed allocation for each), a third of an
+/// inference whose middle runs in float (NNCF's GELU model). Both variants read as bytes
+/// ([`std::ops::Deref`]; a value's four bytes in native order), so a tape, a clone or a
+/// length check handles every batch alike.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Bytes(Vec<u8>),
+    Reals(Vec<f32>),
+}
+
+impl Store {
+    /// The bytes, as an owned vector (a copy only for real values).
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Store::Bytes(b) => b,
+            Store::Reals(r) => bytemuck::cast_slice::<f32, u8>(&r).to_vec(),
+        }
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::Bytes(Vec::new())
+    }
+}
+
+impl From<Vec<u8>> for Store {
+    fn from(b: Vec<u8>) -> Self {
+        Store::Bytes(b)
+    }
+}
+
+impl FromIterator<u8> for Store {
+    fn from_iter<I: IntoIterator<Item = u8>>(it: I) -> Self {
+        Store::Bytes(it.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Store {
+    type Item = &'a u8;
+    type IntoIter = std::slice::Iter<'a, u8>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Store::Bytes(b) => b,
+            Store::Reals(r) => bytemuck::cast_slice(r),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Store {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Store::Bytes(b) => b,
+            Store::Reals(r) => bytemuck::cast_slice_mut(r),
+        }
+    }
+}
+
+impl PartialEq for Store {
+    /// Equal bytes, whichever variant holds them.
+    fn eq(&self, other: &Store) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<Vec<u8>> for Store {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == other[..]
+    }
+}
+
+/// A batch of `n` samples of one shape: quantized bytes (see `qparams`), or the real values
+/// of a float activation.
 #[derive(Debug, Clone)]
 pub struct QBatch {
     pub n: usize,
     pub shape: Shape,
-    pub data: Vec<u8>,
+    pub data: Store,
 }
 
 impl QBatch {
@@ -59,26 +142,27 @@ impl QBatch {
         QBatch {
             n,
             shape,
-            data: vec![fill; n * shape.len()],
+            data: vec![fill; n * shape.len()].into(),
         }
     }
 
     /// A batch of real values: the activation of a float segment ([`super::ActInfo::float`]),
-    /// each value's four bytes (native byte order) in `data`, so a tape keeps one type of batch.
-    pub fn from_real(n: usize, shape: Shape, vals: &[f32]) -> Self {
+    /// kept as they are (no copy).
+    pub fn from_real(n: usize, shape: Shape, vals: Vec<f32>) -> Self {
         QBatch {
             n,
             shape,
-            // One copy of the values' bytes (native order, which `reals` reads back): the
-            // `flat_map(to_le_bytes)` this replaces stayed a scalar loop, a fifth of an
-            // inference whose middle runs in float.
-            data: bytemuck::cast_slice::<f32, u8>(vals).to_vec(),
+            data: Store::Reals(vals),
         }
     }
 
-    /// The real values of a batch made by [`QBatch::from_real`].
-    pub fn reals(&self) -> Vec<f32> {
-        bytemuck::pod_collect_to_vec(&self.data)
+    /// The real values of a batch made by [`QBatch::from_real`] (borrowed), or of bytes read as
+    /// native-order f32 (copied).
+    pub fn reals(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.data {
+            Store::Reals(r) => std::borrow::Cow::Borrowed(r),
+            Store::Bytes(b) => std::borrow::Cow::Owned(bytemuck::pod_collect_to_vec(b)),
+        }
     }
 
     /// Sample `i`.

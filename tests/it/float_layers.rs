@@ -84,7 +84,7 @@ fn the_float_layer_gives_onnxruntimes_logits_bit_for_bit_on_its_input() {
         let x = QBatch {
             n: rows,
             shape: g.acts[last.inputs[0]].shape,
-            data: store,
+            data: store.into(),
         };
         let got = d.real_outputs(&g.acts[last.inputs[0]], &x);
         let want = expected_logits(stem);

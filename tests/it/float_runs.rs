@@ -508,10 +508,12 @@ fn the_float_conv_segment_gives_onnxruntimes_bytes_on_its_own_input() {
     let mut b = qforget::graph::QBatch {
         n: rows,
         shape: s,
-        data,
+        data: data.into(),
     };
     for l in &g.layers[first..=last] {
-        b = g.float_op(l, &b).unwrap();
+        b = g
+            .float_op(l, qforget::graph::float_seg::Input::Borrowed(&b))
+            .unwrap();
     }
     // Flatten put the values in NCHW order, as onnxruntime's.
     let (mut worst, mut off) = (0i32, 0usize);

@@ -33,7 +33,7 @@ fn loss(g: &Graph, x0: &[f32], sh: &Shadow, r: &[f32]) -> f64 {
 pub fn fd_check(name: &str, g: &Graph, images: &[u8], n: usize) {
     let sh = Shadow::new(g);
     let q = g.quantize_images(images, n).unwrap();
-    let x0 = qforget::graph::float_seg::real_values(&g.acts[g.input.act], &q);
+    let x0 = qforget::graph::float_seg::real_values(&g.acts[g.input.act], &q).into_owned();
     let params = sh.real_params(g);
     let tape = qforget::graph::Tape::Float(g.forward_float_input(x0.clone(), &params).unwrap());
     let r = weights_r(n * g.classes());

@@ -41,7 +41,11 @@ fn batch(all: &[u8], r: &ActRef, shape: Shape) -> QBatch {
             }
         }
     }
-    QBatch { n, shape, data }
+    QBatch {
+        n,
+        shape,
+        data: data.into(),
+    }
 }
 
 #[test]
