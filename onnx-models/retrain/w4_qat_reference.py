@@ -157,6 +157,12 @@ def build_folded(arch: str = "fmnist_cnn"):
         mask = ((v >= a_qmin.item()) & (v <= a_qmax.item())).to(x.dtype)
         return y + mask * (x - x.detach())
 
+    def fq_layer(layer, x, s_in, **conv_args):
+        """A Conv2d or Linear on the deployed grid: INT4 weights, the int32 bias of input scale s_in."""
+        w, sw, _ = fq_weight(layer.weight)
+        b = fq_bias(layer.bias, s_in, sw)
+        return F.conv2d(x, w, b, **conv_args) if isinstance(layer, nn.Conv2d) else F.linear(x, w, b)
+
     class FoldedCNN(nn.Module):
         """generate.py's FmnistCNN with BatchNorm folded into the convolutions (the exported graph:
         Conv(+bias)-Relu-MaxPool-Conv(+bias)-Relu-MaxPool-Flatten-Gemm-Relu-Gemm)."""
@@ -190,16 +196,12 @@ def build_folded(arch: str = "fmnist_cnn"):
                 return self.float_forward(x)
             r = self.ranges
             x = fq_act(x, *r["input"])
-            w, sw, _ = fq_weight(self.conv1.weight)
-            h = F.conv2d(x, w, fq_bias(self.conv1.bias, r["input"][0], sw), padding=1)
+            h = fq_layer(self.conv1, x, r["input"][0], padding=1)
             h = self.pool1(fq_act(torch.relu(h), *r["act1"]))
-            w, sw, _ = fq_weight(self.conv2.weight)
-            h = F.conv2d(h, w, fq_bias(self.conv2.bias, r["act1"][0], sw), padding=1)
+            h = fq_layer(self.conv2, h, r["act1"][0], padding=1)
             h = self.flatten(self.pool2(fq_act(torch.relu(h), *r["act2"])))
-            w, sw, _ = fq_weight(self.fc1.weight)
-            h = fq_act(torch.relu(F.linear(h, w, fq_bias(self.fc1.bias, r["act2"][0], sw))), *r["act3"])
-            w, sw, _ = fq_weight(self.fc2.weight)
-            out = F.linear(h, w, fq_bias(self.fc2.bias, r["act3"][0], sw))
+            h = fq_act(torch.relu(fq_layer(self.fc1, h, r["act2"][0])), *r["act3"])
+            out = fq_layer(self.fc2, h, r["act3"][0])
             return fq_act(out, *r["logits"], clipped=False)
 
         @torch.no_grad()
@@ -256,25 +258,19 @@ def build_folded(arch: str = "fmnist_cnn"):
                 return self.float_forward(x)
             r = self.ranges
             x = fq_act(x, *r["input"])
-            w, sw, _ = fq_weight(self.stem.weight)
-            h = F.conv2d(x, w, fq_bias(self.stem.bias, r["input"][0], sw), padding=1)
+            h = fq_layer(self.stem, x, r["input"][0], padding=1)
             p = self.pool(fq_act(torch.relu(h), *r["relu0"]))  # MaxPool: same scale, identity on the grid
-            w, sw, _ = fq_weight(self.res_conv1.weight)
-            h = F.conv2d(p, w, fq_bias(self.res_conv1.bias, r["relu0"][0], sw), padding=1)
+            h = fq_layer(self.res_conv1, p, r["relu0"][0], padding=1)
             h = fq_act(torch.relu(h), *r["relu1"])
-            w, sw, _ = fq_weight(self.res_conv2.weight)
-            h = F.conv2d(h, w, fq_bias(self.res_conv2.bias, r["relu1"][0], sw), padding=1)
+            h = fq_layer(self.res_conv2, h, r["relu1"][0], padding=1)
             c2 = fq_act(h, *r["res2"])
             h = fq_act(torch.relu(p + c2), *r["relu2"])
-            w, sw, _ = fq_weight(self.down.weight)
-            h = F.conv2d(h, w, fq_bias(self.down.bias, r["relu2"][0], sw), stride=2, padding=1)
+            h = fq_layer(self.down, h, r["relu2"][0], stride=2, padding=1)
             h = fq_act(torch.relu(h), *r["relu3"])
-            w, sw, _ = fq_weight(self.down2.weight)
-            h = F.conv2d(h, w, fq_bias(self.down2.bias, r["relu3"][0], sw), stride=2, padding=1)
+            h = fq_layer(self.down2, h, r["relu3"][0], stride=2, padding=1)
             h = fq_act(torch.relu(h), *r["relu4"])
             g = self.flatten(fq_act(self.gap(h), *r["gap"]))  # Flatten: same scale
-            w, sw, _ = fq_weight(self.fc.weight)
-            out = F.linear(g, w, fq_bias(self.fc.bias, r["gap"][0], sw))
+            out = fq_layer(self.fc, g, r["gap"][0])
             return fq_act(out, *r["logits"], clipped=False)
 
         calibrate = FoldedCNN.calibrate

@@ -69,12 +69,6 @@ impl Store {
     }
 }
 
-impl Default for Store {
-    fn default() -> Self {
-        Store::Bytes(Vec::new())
-    }
-}
-
 impl From<Vec<u8>> for Store {
     fn from(b: Vec<u8>) -> Self {
         Store::Bytes(b)
