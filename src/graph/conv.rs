@@ -326,7 +326,7 @@ pub(crate) fn im2col(
                     let dst = &mut cols[idx..idx + cn];
                     if tap_inside {
                         let base = (iy as usize * w + ix as usize) * c + c0;
-                        dst.copy_from_slice(&img[base..base + cn]);
+                        copy_run(dst, &img[base..base + cn]);
                     } else {
                         dst.fill(pad);
                     }
@@ -339,7 +339,7 @@ pub(crate) fn im2col(
 
 /// `dst.copy_from_slice(src)` without a `memcpy` call for runs up to 64 bytes: a first layer on
 /// grey images copies runs of `kw` bytes, a 3×3 conv over 16 channels runs of 48, and a call
-/// per run cost more than the copy (`memmove` was 11 % of a CNN's `eval`). Runs of 9 to 64
+/// per run cost more than the copy (`memmove` was 11 % of a CNN's `eval`). Runs of 4 to 64
 /// bytes are copied as a fixed-size head and tail that overlap in the middle.
 #[inline(always)]
 fn copy_run(dst: &mut [u8], src: &[u8]) {
@@ -351,11 +351,15 @@ fn copy_run(dst: &mut [u8], src: &[u8]) {
         dst[n - L..].copy_from_slice(&src[n - L..]);
     }
     match n {
-        0..=8 => {
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d = v;
-            }
+        0 => {}
+        // A byte loop here compiled to a `memcpy` call. One to three bytes: the first, the
+        // middle and the last (overlapping where `n < 3`).
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
         }
+        4..=8 => ends::<4>(dst, src),
         9..=16 => ends::<8>(dst, src),
         17..=32 => ends::<16>(dst, src),
         33..=64 => ends::<32>(dst, src),
@@ -481,7 +485,7 @@ mod tests {
 
     proptest! {
         /// Channels up to 22 so that whole-row runs (`kw·c` bytes) take every copy size of
-        /// `copy_run`: bytes, 8-, 16- and 32-byte ends, and `memcpy` beyond 64.
+        /// `copy_run`: single bytes, 4-, 8-, 16- and 32-byte ends, and `memcpy` beyond 64.
         #[test]
         fn im2col_equals_the_definition(
             h in 1usize..9, w in 1usize..9, c in 1usize..23, kh in 1usize..4, kw in 1usize..4,

@@ -388,8 +388,17 @@ impl Graph {
             .collect();
         let mut data = vec![0u8; images.len()];
         if s.c == 1 {
-            // One channel: NCHW and NHWC are the same order, one lookup per byte.
+            // One channel: NCHW and NHWC are the same order, one lookup per byte. An input
+            // quantized with scale 1/255 and zero point 0 (pixel = byte/255, a common
+            // calibration) maps every byte to itself: a copy.
             let lut = &luts[0];
+            if lut.iter().enumerate().all(|(i, &q)| q as usize == i) {
+                return Ok(QBatch {
+                    n,
+                    shape: s,
+                    data: images.to_vec().into(),
+                });
+            }
             for (o, &b) in data.iter_mut().zip(images) {
                 *o = lut[b as usize];
             }
