@@ -282,6 +282,14 @@ pub fn run(a: ForgetArgs) -> anyhow::Result<()> {
     let mut session = Session::open(&a.model, &a.parent)?;
     session.override_normalization(norm)?;
     session.check_outputs(a.method, a.export.as_deref(), a.out.as_deref())?;
+    if let Some(out) = &a.out {
+        // A delta the journal records is never overwritten: say so now, not after the method.
+        let journal = a
+            .journal
+            .clone()
+            .unwrap_or_else(|| qforget::delta::journal::default_path(Some(out)));
+        qforget::delta::check_recordable(out, &journal)?;
+    }
     let data = Data::load_for(&a.dataset, a.train_limit, Some(session.graph().input.shape))?;
     if let Some(f) = &a.forget_ids {
         opts.forget_ids = Some(qforget::data::read_ids(f, data.train.n)?);

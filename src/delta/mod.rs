@@ -157,6 +157,34 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a request can be recorded at `out` in `journal`: the journal must verify, and a delta
+/// it records is never overwritten (that would break the chain); an unrecorded file at `out` is a
+/// leftover of an interrupted request and may be replaced. [`record_request`] checks this under
+/// the journal's lock; a caller checks it before the work that makes the request too, so that a
+/// refusal does not come after minutes of training.
+pub fn check_recordable(out: &Path, journal: &Path) -> Result<()> {
+    let j = journal::read(journal)?;
+    if let Some(p) = j.problems.first() {
+        return Err(Error::Journal {
+            path: journal.to_path_buf(),
+            reason: format!("refusing to record a request in a journal that does not verify: {p}"),
+        });
+    }
+    if let Ok((_, h)) = format::read(out) {
+        let h = hex(&h);
+        if let Some((e, _)) = j.entries.iter().find(|(e, _)| e.delta_sha256 == h) {
+            return Err(Error::Delta {
+                path: out.to_path_buf(),
+                reason: format!(
+                    "refusing to overwrite the delta of request '{}' (journal entry {})",
+                    e.request_id, e.seq
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Diff `updates` against the model that `base` + `parents` chain gives, write the delta to `out`
 /// atomically, append a journal entry to `journal` atomically. Returns the delta's hash (hex).
 ///
@@ -180,28 +208,7 @@ pub fn record_request(
     // One writer at a time per journal, from the check below to the appended entry (two
     // requests recorded at once must both land, in one chain).
     let _lock = journal::lock(journal)?;
-    // The journal must verify before anything is written, and a delta it records is never
-    // overwritten (that would break the chain); an unrecorded file at `out` is a leftover of an
-    // interrupted request and is replaced.
-    let j = journal::read(journal)?;
-    if let Some(p) = j.problems.first() {
-        return Err(Error::Journal {
-            path: journal.to_path_buf(),
-            reason: format!("refusing to record a request in a journal that does not verify: {p}"),
-        });
-    }
-    if let Ok((_, h)) = format::read(out) {
-        let h = hex(&h);
-        if let Some((e, _)) = j.entries.iter().find(|(e, _)| e.delta_sha256 == h) {
-            return Err(Error::Delta {
-                path: out.to_path_buf(),
-                reason: format!(
-                    "refusing to overwrite the delta of request '{}' (journal entry {})",
-                    e.request_id, e.seq
-                ),
-            });
-        }
-    }
+    check_recordable(out, journal)?;
     let base = crate::onnx::read_model_bytes(base_model)?;
     let base_sha = sha256(&base);
     let ds = parents

@@ -127,6 +127,13 @@ fn chains_apply_in_order_and_mismatches_name_the_hash() {
         e.contains("refusing to overwrite the delta of request 'r1'"),
         "{e}"
     );
+    // The same check, before any work: a recorded delta refused, a new path allowed.
+    let e = check_recordable(&d1, &j).unwrap_err().to_string();
+    assert!(
+        e.contains("refusing to overwrite the delta of request 'r1'") && e.contains("d1.qfd"),
+        "{e}"
+    );
+    check_recordable(&dir.join("d3.qfd"), &j).unwrap();
     let e = apply_files(&fixture(), &[d2.clone(), d1.clone()])
         .unwrap_err()
         .to_string();

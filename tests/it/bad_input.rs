@@ -502,6 +502,24 @@ fn fifty_malformed_inputs_fail_cleanly_and_change_nothing() {
         "--to 3",
         "only 2 delta(s)",
     ));
+    // A request whose delta would overwrite a recorded one is refused before anything else is
+    // read (the dataset named here does not exist: a refusal after loading it would name it).
+    let missing = s(&dir.join("no-such-dataset")).to_string();
+    cases.push(case(
+        "forget --out onto a recorded delta",
+        &[
+            "forget",
+            &base_s,
+            "--dataset",
+            &missing,
+            "--forget-class",
+            "3",
+            "--out",
+            &d1,
+        ],
+        "d1.qfd",
+        "refusing to overwrite the delta of request 'r1'",
+    ));
 
     // --- Journal: tampering of every kind.
     let jtext = std::fs::read_to_string(&j).unwrap();
