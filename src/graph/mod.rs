@@ -41,6 +41,7 @@ pub mod normalize;
 mod ort_fix;
 mod ort_order;
 mod ort_rows;
+mod ort_screen;
 pub mod pad;
 mod pairwise;
 pub mod params;

@@ -10,7 +10,7 @@
 //! [`super::conv::im2col`] writes it) and adds nothing.
 
 use super::conv::Window;
-use super::ort_fix::rows_norms;
+use super::ort_screen::rows_norms;
 use super::tensor::Shape;
 
 /// The norms of every im2col row of input channels `c0..c0 + cn` of `img` (`in_shape`, HWC)
