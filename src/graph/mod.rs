@@ -387,28 +387,23 @@ impl Graph {
             .iter()
             .map(|t| t.iter().map(|&x| q.quantize(x)).collect())
             .collect();
-        let mut data = vec![0u8; images.len()];
         if s.c == 1 {
             // One channel: NCHW and NHWC are the same order, one lookup per byte. An input
             // quantized with scale 1/255 and zero point 0 (pixel = byte/255, a common
             // calibration) maps every byte to itself: a copy.
             let lut = &luts[0];
-            if lut.iter().enumerate().all(|(i, &q)| q as usize == i) {
-                return Ok(QBatch {
-                    n,
-                    shape: s,
-                    data: images.to_vec().into(),
-                });
-            }
-            for (o, &b) in data.iter_mut().zip(images) {
-                *o = lut[b as usize];
-            }
+            let data = if lut.iter().enumerate().all(|(i, &q)| q as usize == i) {
+                images.to_vec()
+            } else {
+                images.iter().map(|&b| lut[b as usize]).collect()
+            };
             return Ok(QBatch {
                 n,
                 shape: s,
                 data: data.into(),
             });
         }
+        let mut data = vec![0u8; images.len()];
         for (o, img) in data
             .chunks_exact_mut(s.len().max(1))
             .zip(images.chunks_exact(s.len().max(1)))

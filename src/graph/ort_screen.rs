@@ -103,6 +103,7 @@ fn screen_rows_body<const L: usize>(
     let tail_at = full * L;
     let tail4 = ScreenConsts::<4>::new(tail_at, (bias, mult, offset), (patch, norm, cst));
     let tail8 = ScreenConsts::<8>::new(tail_at, (bias, mult, offset), (patch, norm, cst));
+    let tail_l = ScreenConsts::<L>::new(tail_at, (bias, mult, offset), (patch, norm, cst));
     for (r, (acc, (&(patch_abs, patch_norm), near))) in
         acc.chunks_exact(n).zip(rows.iter().zip(near)).enumerate()
     {
@@ -121,10 +122,7 @@ fn screen_rows_body<const L: usize>(
             0 => {}
             1..=4 => any |= screen_tail(rest, &tail4, row, &stage, tail),
             5..=8 => any |= screen_tail(rest, &tail8, row, &stage, tail),
-            _ => {
-                let k = ScreenConsts::<L>::new(tail_at, (bias, mult, offset), (patch, norm, cst));
-                any |= screen_tail(rest, &k, row, &stage, tail)
-            }
+            _ => any |= screen_tail(rest, &tail_l, row, &stage, tail),
         }
         *near = any;
     }
