@@ -39,6 +39,7 @@ mod mlas_gemv;
 pub mod mul;
 pub mod normalize;
 mod ort_fix;
+mod ort_flat;
 mod ort_order;
 mod ort_rows;
 mod ort_screen;

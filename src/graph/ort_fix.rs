@@ -44,6 +44,7 @@ use std::sync::Arc;
 
 use super::conv::Conv;
 use super::linear::Linear;
+use super::ort_flat::{screen_flat, FLAT_MAX_WIDTH};
 use super::ort_rows::{RowCache, RowConsts};
 use super::ort_screen::{l1_l2, near_outputs, rows_norms, screen_rows, NearConsts};
 use super::qparams::{rounded_byte, Requant};
@@ -380,24 +381,38 @@ impl OrtRun<'_> {
         // lie within the bound of a rounding boundary: one call over the rows (a loop compiled
         // for AVX2; a call per row cost more than the screen itself on 16-channel rows).
         let mut near = vec![false; rows];
-        screen_rows(
-            acc,
-            width,
-            (self.bias_i(c0, width), &self.offset[c0..c0 + width]),
-            &self.mult[c0..c0 + width],
-            (
-                &self.screen_patch[c0..c0 + width],
-                &self.screen_norm[c0..c0 + width],
-                &self.screen_const[c0..c0 + width],
-            ),
-            &patch,
-            (zp as f32, lo as f32, hi as f32),
-            (out, stride),
-            &mut near,
+        let cs = c0..c0 + width;
+        let (bias, mult) = (
+            (self.bias_i(c0, width), &self.offset[cs.clone()]),
+            &self.mult[cs.clone()],
         );
+        let screen = (
+            &self.screen_patch[cs.clone()],
+            &self.screen_norm[cs.clone()],
+            &self.screen_const[cs.clone()],
+        );
+        let out_stage = (zp as f32, lo as f32, hi as f32);
+        if stride == width && width <= FLAT_MAX_WIDTH && !width.is_multiple_of(16) {
+            // Narrow rows back to back: blocks across the rows' ends (a 10-channel row took a
+            // block of eight lanes and a padded one of four).
+            screen_flat(
+                acc, width, bias, mult, screen, &patch, out_stage, out, &mut near,
+            );
+        } else {
+            screen_rows(
+                acc,
+                width,
+                bias,
+                mult,
+                screen,
+                &patch,
+                out_stage,
+                (out, stride),
+                &mut near,
+            );
+        }
         // The outputs of those rows within the exact bound, in f64.
         let mut todo = Vec::new();
-        let cs = c0..c0 + width;
         let consts = NearConsts {
             a: &self.a[cs.clone()],
             b: &self.b[cs.clone()],

@@ -82,14 +82,7 @@ fn screen_rows_body<const L: usize>(
     let n = width;
     let (bias, mult, offset) = (&bias[..n], &mult[..n], &offset[..n]);
     let (patch, norm, cst) = (&patch[..n], &norm[..n], &cst[..n]);
-    // Outside `[below, above]` every rounding clamps to the same byte (see [`flips`]).
-    let stage = ScreenStage {
-        zp,
-        lo,
-        hi,
-        below: lo - zp - 1.0,
-        above: hi - zp + 1.0,
-    };
+    let stage = ScreenStage::new(zp, lo, hi);
     // The channels' constants, block by block; the last block (`n % L` channels) padded with
     // zeros, so a width that is not a multiple of `L` runs the same vector code as the rest
     // (its padding lanes' results are dropped). Scalar tails were an eighth of the `eval` of
@@ -129,7 +122,7 @@ fn screen_rows_body<const L: usize>(
 }
 
 /// The output stage of [`screen_rows`]: zero point, clamp, and the clamp's `[below, above]`.
-struct ScreenStage {
+pub(super) struct ScreenStage {
     zp: f32,
     lo: f32,
     hi: f32,
@@ -137,8 +130,22 @@ struct ScreenStage {
     above: f32,
 }
 
+impl ScreenStage {
+    /// Zero point `zp` and clamp `[lo, hi]`; outside `[below, above]` every rounding clamps to
+    /// the same byte (see [`flips`]).
+    pub(super) fn new(zp: f32, lo: f32, hi: f32) -> Self {
+        ScreenStage {
+            zp,
+            lo,
+            hi,
+            below: lo - zp - 1.0,
+            above: hi - zp + 1.0,
+        }
+    }
+}
+
 /// `L` channels' constants for [`screen_block`].
-struct ScreenConsts<const L: usize> {
+pub(super) struct ScreenConsts<const L: usize> {
     bias: [i32; L],
     mult: [f32; L],
     offset: [f32; L],
@@ -169,6 +176,51 @@ impl<const L: usize> ScreenConsts<L> {
             norm: lanes(norm, c0),
             cst: lanes(cst, c0),
         }
+    }
+
+    /// The constants of lanes that run on across rows of `width` channels: lane `l` holds
+    /// channel `(at + l) % width`.
+    pub(super) fn cycled(
+        at: usize,
+        width: usize,
+        (bias, mult, offset): (&[i32], &[f32], &[f32]),
+        (patch, norm, cst): (&[f32], &[f32], &[f32]),
+    ) -> Self {
+        let c = |l: usize| (at + l) % width;
+        ScreenConsts {
+            bias: std::array::from_fn(|l| bias[c(l)]),
+            mult: std::array::from_fn(|l| mult[c(l)]),
+            offset: std::array::from_fn(|l| offset[c(l)]),
+            patch: std::array::from_fn(|l| patch[c(l)]),
+            norm: std::array::from_fn(|l| norm[c(l)]),
+            cst: std::array::from_fn(|l| cst[c(l)]),
+        }
+    }
+
+    /// One block of lanes, each with its own row's `(‖x‖₁, ‖x‖₂)`: every lane's byte into
+    /// `out`, and a mask of the lanes that lie within their bound of a rounding boundary (the
+    /// operations of [`screen_value`], in the same order).
+    #[inline(always)]
+    pub(super) fn screen_lanes(
+        &self,
+        acc: &[i32; L],
+        (patch_abs, patch_norm): (&[f32; L], &[f32; L]),
+        stage: &ScreenStage,
+        out: &mut [u8; L],
+    ) -> u32 {
+        let mut mask = 0u32;
+        for l in 0..L {
+            let (byte, near) = screen_value(
+                acc[l],
+                (self.bias[l], self.mult[l], self.offset[l]),
+                (self.patch[l], self.norm[l], self.cst[l]),
+                (patch_abs[l], patch_norm[l]),
+                stage,
+            );
+            out[l] = byte;
+            mask |= (near as u32) << l;
+        }
+        mask
     }
 }
 
@@ -227,7 +279,7 @@ fn screen_block<const L: usize>(
 /// offset)`, and whether its value `v` lies within `min(patch·‖x‖₁, norm·‖x‖₂) + cst +
 /// 2⁻²¹·|v|` of a rounding boundary whose sides give different bytes.
 #[inline(always)]
-fn screen_value(
+pub(super) fn screen_value(
     acc: i32,
     (bias, mult, offset): (i32, f32, f32),
     (patch, norm, cst): (f32, f32, f32),
@@ -405,13 +457,7 @@ mod tests {
             assert_eq!(ours, plain, "width {width}");
             // Both against the definition, output by output (tails included).
             let (z, l, h) = stage;
-            let st = ScreenStage {
-                zp: z,
-                lo: l,
-                hi: h,
-                below: l - z - 1.0,
-                above: h - z + 1.0,
-            };
+            let st = ScreenStage::new(z, l, h);
             let mut want = (vec![0u8; rows * width], vec![false; rows]);
             for r in 0..rows {
                 for c in 0..width {
