@@ -10,20 +10,23 @@
 use std::ops::Deref;
 use std::sync::OnceLock;
 
+use super::aligned::Aligned;
 use super::transpose::transpose;
 
 /// Real weights `[out][in]` and, once asked for, their transpose `[in][out]`.
 #[derive(Debug, Clone, Default)]
 pub struct DenseWeights {
     w: Vec<f32>,
-    t: OnceLock<Vec<f32>>,
+    t: OnceLock<Aligned>,
 }
 
 impl DenseWeights {
     /// The weights as a `rows × cols` matrix transposed (`cols × rows`), made on first use.
     /// A layer always asks with its own dimensions.
     pub(super) fn transposed(&self, rows: usize, cols: usize) -> &[f32] {
-        let t = self.t.get_or_init(|| transpose(&self.w, rows, cols));
+        let t = self
+            .t
+            .get_or_init(|| Aligned::copy_of(&transpose(&self.w, rows, cols)));
         debug_assert_eq!(t.len(), rows * cols);
         t
     }

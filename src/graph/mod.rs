@@ -7,6 +7,7 @@
 //! pixels = byte / 255, normalised per channel if the model asks for it ([`normalize`]); it is
 //! quantized once by the first QuantizeLinear's parameters.
 
+mod aligned;
 pub mod backward;
 pub mod batch_norm;
 pub mod bias;
