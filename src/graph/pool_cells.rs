@@ -128,21 +128,28 @@ fn whole_window_sums(
         scratch.resize(span, 0.0);
     }
     let cols = &mut scratch[..span];
+    // Each sum starts from zero: a column's first term is written as `0 + v` (not `v`: a −0
+    // becomes +0, as in a zeroed sum), which spares the zeroing (a `memset` call per output
+    // row); a window's first column is copied (a column sum is never −0, so `0 + c` is `c`).
     for (oy, row) in sums.chunks_exact_mut(outs.w).enumerate().take(outs.h) {
-        cols.fill(0.0);
         for ky in 0..win.kh {
             let r = &plane[(oy * win.stride_h + ky * win.dil_h) * width..][..span];
-            for (c, &v) in cols.iter_mut().zip(r) {
-                *c += v;
+            if ky == 0 {
+                cols.iter_mut().zip(r).for_each(|(c, &v)| *c = 0.0 + v);
+            } else {
+                cols.iter_mut().zip(r).for_each(|(c, &v)| *c += v);
             }
         }
-        row.fill(0.0);
         for j in 0..win.kw {
-            let cols = &cols[j * win.dil_w..];
+            let (cols, first) = (&cols[j * win.dil_w..], j == 0);
             // A constant stride lets the compiler vectorize the strided reads.
             match win.stride_w {
-                1 => add_strided::<1>(cols, row),
-                2 => add_strided::<2>(cols, row),
+                1 => add_strided::<1>(cols, row, first),
+                2 => add_strided::<2>(cols, row, first),
+                s if first => row
+                    .iter_mut()
+                    .zip(cols.iter().step_by(s))
+                    .for_each(|(r, &c)| *r = c),
                 s => row
                     .iter_mut()
                     .zip(cols.iter().step_by(s))
@@ -152,18 +159,24 @@ fn whole_window_sums(
     }
 }
 
-/// `row[i] += cols[i·S]` for every `i` of `row` (`cols` holds at least `(len − 1)·S + 1`).
+/// `row[i] += cols[i·S]` for every `i` of `row` (`cols` holds at least `(len − 1)·S + 1`);
+/// `row[i] = cols[i·S]` when `first` (the row's first column, never −0).
 #[inline(always)]
-fn add_strided<const S: usize>(cols: &[f32], row: &mut [f32]) {
+fn add_strided<const S: usize>(cols: &[f32], row: &mut [f32], first: bool) {
     let Some((last, head)) = row.split_last_mut() else {
         return;
     };
     // Whole chunks of S for all but the last output (no bounds check per element, so the
     // strided reads vectorize), then the last one, whose chunk may be cut short.
-    for (r, c) in head.iter_mut().zip(cols.chunks_exact(S)) {
-        *r += c[0];
+    let c = cols[head.len() * S];
+    let pairs = head.iter_mut().zip(cols.chunks_exact(S));
+    if first {
+        pairs.for_each(|(r, c)| *r = c[0]);
+        *last = c;
+    } else {
+        pairs.for_each(|(r, c)| *r += c[0]);
+        *last += c;
     }
-    *last += cols[head.len() * S];
 }
 
 #[cfg(test)]
@@ -174,7 +187,11 @@ mod tests {
     fn whole_windows_sum_as_the_cell_lists_do() {
         // 2×2 stride 2 (the input pooling), 3×2 stride 1 with a dilated column, and a window
         // whose last position would leave the input (ceil mode): not whole.
-        let plane: Vec<f32> = (0..7 * 9).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let mut plane: Vec<f32> = (0..7 * 9).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        // A corner of −0: a sum that starts from zero gives +0 there, not −0.
+        for i in [0, 1, 2, 9, 10, 11, 18, 19, 20] {
+            plane[i] = -0.0;
+        }
         let ins = Shape { h: 7, w: 9, c: 1 };
         for (kh, kw, sh, sw, dw) in [(2, 2, 2, 2, 1), (3, 2, 1, 1, 2), (2, 3, 2, 3, 1)] {
             let win = Window {
