@@ -116,9 +116,10 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ort_screen::case::{FlatFn, ScreenCase};
     use super::super::ort_screen::screen_rows;
     use super::*;
-    use rand::{RngExt, SeedableRng};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     /// The flat screen (the dispatched one, and the plain bodies of four, eight and sixteen
@@ -131,68 +132,16 @@ mod tests {
         let (mut flagged, mut clear) = (0, 0);
         for width in 1..=FLAT_MAX_WIDTH {
             for rows in [1, 2, 3, 7, 17] {
-                let acc: Vec<i32> = (0..rows * width)
-                    .map(|i| match i % 29 {
-                        0 => i32::MAX,
-                        1 => i32::MIN,
-                        _ => rng.random_range(-40_000..40_000),
-                    })
-                    .collect();
-                let f = |rng: &mut ChaCha8Rng, lo: f32, hi: f32| -> Vec<f32> {
-                    (0..width).map(|_| rng.random_range(lo..hi)).collect()
-                };
-                let bias_i: Vec<i32> = (0..width).map(|_| rng.random_range(-500..500)).collect();
-                let offset = f(&mut rng, -3.0, 3.0);
-                let mult = f(&mut rng, 1e-4, 4e-3);
-                let (patch, norm, cst) = (
-                    f(&mut rng, 0.0, 1e-6),
-                    f(&mut rng, 0.0, 1e-5),
-                    f(&mut rng, 0.0, 0.01),
-                );
-                let norms: Vec<(f64, f64)> = (0..rows)
-                    .map(|_| (rng.random_range(0.0..5e3), rng.random_range(0.0..400.0)))
-                    .collect();
-                let stage = (7.0, 0.0, 200.0);
-                let fixed = (
-                    (&bias_i[..], &offset[..]),
-                    &mult[..],
-                    (&patch[..], &norm[..], &cst[..]),
-                );
-                let mut want = (vec![0u8; rows * width], vec![false; rows]);
-                screen_rows(
-                    &acc,
-                    width,
-                    fixed.0,
-                    fixed.1,
-                    fixed.2,
-                    &norms,
-                    stage,
-                    (&mut want.0, width),
-                    &mut want.1,
-                );
-                type Flat = fn(
-                    &[i32],
-                    usize,
-                    (&[i32], &[f32]),
-                    &[f32],
-                    (&[f32], &[f32], &[f32]),
-                    &[(f64, f64)],
-                    (f32, f32, f32),
-                    &mut [u8],
-                    &mut [bool],
-                );
-                let bodies: [(&str, Flat); 4] = [
+                let case = ScreenCase::random(&mut rng, width, rows, 29);
+                let want = case.rows_by(screen_rows);
+                let bodies: [(&str, FlatFn); 4] = [
                     ("dispatched", screen_flat),
                     ("4 lanes", screen_flat_body::<4>),
                     ("8 lanes", screen_flat_body::<8>),
                     ("16 lanes", screen_flat_body::<16>),
                 ];
                 for (name, body) in bodies {
-                    let mut got = (vec![0u8; rows * width], vec![false; rows]);
-                    body(
-                        &acc, width, fixed.0, fixed.1, fixed.2, &norms, stage, &mut got.0,
-                        &mut got.1,
-                    );
+                    let got = case.flat_by(body);
                     assert_eq!(got, want, "{name}, width {width}, {rows} rows");
                 }
                 flagged += want.1.iter().filter(|&&f| f).count();

@@ -382,8 +382,140 @@ pub(super) fn flips32(v: f32, m: f32, (below, above): (f32, f32)) -> bool {
     (v + m > below) & (v - m < above)
 }
 
+/// A random screen input shared by this file's test and [`super::ort_flat`]'s: the same draws
+/// in the same order for both.
+#[cfg(test)]
+pub(super) mod case {
+    use rand::RngExt;
+    use rand_chacha::ChaCha8Rng;
+
+    /// A screen's signature with rows `width` apart in `out` (the row-wise screen).
+    pub(in crate::graph) type RowsFn = fn(
+        &[i32],
+        usize,
+        (&[i32], &[f32]),
+        &[f32],
+        (&[f32], &[f32], &[f32]),
+        &[(f64, f64)],
+        (f32, f32, f32),
+        (&mut [u8], usize),
+        &mut [bool],
+    );
+
+    /// The same with rows back to back in `out` (the flat screen).
+    pub(in crate::graph) type FlatFn = fn(
+        &[i32],
+        usize,
+        (&[i32], &[f32]),
+        &[f32],
+        (&[f32], &[f32], &[f32]),
+        &[(f64, f64)],
+        (f32, f32, f32),
+        &mut [u8],
+        &mut [bool],
+    );
+
+    /// `rows` rows of `width` sums (every `extreme`-th one `i32::MAX`, the next `i32::MIN`),
+    /// each channel's constants and each row's norms, around rounding boundaries and the
+    /// clamp's edges of the output stage `stage`.
+    pub(in crate::graph) struct ScreenCase {
+        pub(in crate::graph) width: usize,
+        pub(in crate::graph) rows: usize,
+        pub(in crate::graph) acc: Vec<i32>,
+        pub(in crate::graph) bias_i: Vec<i32>,
+        pub(in crate::graph) offset: Vec<f32>,
+        pub(in crate::graph) mult: Vec<f32>,
+        pub(in crate::graph) patch: Vec<f32>,
+        pub(in crate::graph) norm: Vec<f32>,
+        pub(in crate::graph) cst: Vec<f32>,
+        pub(in crate::graph) norms: Vec<(f64, f64)>,
+        pub(in crate::graph) stage: (f32, f32, f32),
+    }
+
+    impl ScreenCase {
+        pub(in crate::graph) fn random(
+            rng: &mut ChaCha8Rng,
+            width: usize,
+            rows: usize,
+            extreme: usize,
+        ) -> Self {
+            let acc: Vec<i32> = (0..rows * width)
+                .map(|i| match i % extreme {
+                    0 => i32::MAX,
+                    1 => i32::MIN,
+                    _ => rng.random_range(-40_000..40_000),
+                })
+                .collect();
+            let f = |rng: &mut ChaCha8Rng, lo: f32, hi: f32| -> Vec<f32> {
+                (0..width).map(|_| rng.random_range(lo..hi)).collect()
+            };
+            let bias_i: Vec<i32> = (0..width).map(|_| rng.random_range(-500..500)).collect();
+            let offset = f(rng, -3.0, 3.0);
+            let mult = f(rng, 1e-4, 4e-3);
+            let (patch, norm, cst) = (f(rng, 0.0, 1e-6), f(rng, 0.0, 1e-5), f(rng, 0.0, 0.01));
+            let norms: Vec<(f64, f64)> = (0..rows)
+                .map(|_| (rng.random_range(0.0..5e3), rng.random_range(0.0..400.0)))
+                .collect();
+            ScreenCase {
+                width,
+                rows,
+                acc,
+                bias_i,
+                offset,
+                mult,
+                patch,
+                norm,
+                cst,
+                norms,
+                stage: (7.0, 0.0, 200.0),
+            }
+        }
+
+        /// The bytes and row flags of a row-wise screen on this case.
+        pub(in crate::graph) fn rows_by(&self, screen: RowsFn) -> (Vec<u8>, Vec<bool>) {
+            let (mut out, mut near) = self.outputs();
+            let c = self;
+            screen(
+                &c.acc,
+                c.width,
+                (&c.bias_i, &c.offset),
+                &c.mult,
+                (&c.patch, &c.norm, &c.cst),
+                &c.norms,
+                c.stage,
+                (&mut out, c.width),
+                &mut near,
+            );
+            (out, near)
+        }
+
+        /// The bytes and row flags of a flat screen on this case.
+        pub(in crate::graph) fn flat_by(&self, screen: FlatFn) -> (Vec<u8>, Vec<bool>) {
+            let (mut out, mut near) = self.outputs();
+            let c = self;
+            screen(
+                &c.acc,
+                c.width,
+                (&c.bias_i, &c.offset),
+                &c.mult,
+                (&c.patch, &c.norm, &c.cst),
+                &c.norms,
+                c.stage,
+                &mut out,
+                &mut near,
+            );
+            (out, near)
+        }
+
+        fn outputs(&self) -> (Vec<u8>, Vec<bool>) {
+            (vec![0u8; self.rows * self.width], vec![false; self.rows])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::case::ScreenCase;
     use super::*;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -397,66 +529,24 @@ mod tests {
         let mut flagged = 0;
         for width in 1..70 {
             let rows = 9;
-            let acc: Vec<i32> = (0..rows * width)
-                .map(|i| match i % 23 {
-                    0 => i32::MAX,
-                    1 => i32::MIN,
-                    _ => rng.random_range(-40_000..40_000),
-                })
-                .collect();
-            let f = |rng: &mut ChaCha8Rng, lo: f32, hi: f32| -> Vec<f32> {
-                (0..width).map(|_| rng.random_range(lo..hi)).collect()
-            };
-            let bias_i: Vec<i32> = (0..width).map(|_| rng.random_range(-500..500)).collect();
-            let offset = f(&mut rng, -3.0, 3.0);
-            let mult = f(&mut rng, 1e-4, 4e-3);
-            let (patch, norm, cst) = (
-                f(&mut rng, 0.0, 1e-6),
-                f(&mut rng, 0.0, 1e-5),
-                f(&mut rng, 0.0, 0.01),
-            );
-            let norms: Vec<(f64, f64)> = (0..rows)
-                .map(|_| (rng.random_range(0.0..5e3), rng.random_range(0.0..400.0)))
-                .collect();
-            let stage = (7.0, 0.0, 200.0);
-            let run = |f: &dyn Fn(&mut [u8], &mut [bool])| {
-                let (mut out, mut near) = (vec![0u8; rows * width], vec![false; rows]);
-                f(&mut out, &mut near);
-                (out, near)
-            };
-            let args = (
-                (&bias_i[..], &offset[..]),
-                (&patch[..], &norm[..], &cst[..]),
-            );
-            let ours = run(&|o, n| {
-                screen_rows(
-                    &acc,
-                    width,
-                    args.0,
-                    &mult,
-                    args.1,
-                    &norms,
-                    stage,
-                    (o, width),
-                    n,
-                )
-            });
-            let plain = run(&|o, n| {
-                screen_rows_body::<8>(
-                    &acc,
-                    width,
-                    args.0,
-                    &mult,
-                    args.1,
-                    &norms,
-                    stage,
-                    (o, width),
-                    n,
-                )
-            });
+            let case = ScreenCase::random(&mut rng, width, rows, 23);
+            let ScreenCase {
+                acc,
+                bias_i,
+                offset,
+                mult,
+                patch,
+                norm,
+                cst,
+                norms,
+                stage,
+                ..
+            } = &case;
+            let ours = case.rows_by(screen_rows);
+            let plain = case.rows_by(screen_rows_body::<8>);
             assert_eq!(ours, plain, "width {width}");
             // Both against the definition, output by output (tails included).
-            let (z, l, h) = stage;
+            let (z, l, h) = *stage;
             let st = ScreenStage::new(z, l, h);
             let mut want = (vec![0u8; rows * width], vec![false; rows]);
             for r in 0..rows {
