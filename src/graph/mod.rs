@@ -55,6 +55,7 @@ pub mod pool;
 mod pool_cells;
 mod pool_grad;
 pub mod qparams;
+mod quantize_mul;
 mod rescale;
 mod scratch;
 mod simd;

@@ -102,8 +102,20 @@ pub fn round_half_even(x: f32) -> f32 {
 /// compiled to one scalar conversion per byte.
 #[inline(always)]
 pub(crate) fn rounded_byte(v: f32, zp: f32, lo: f32, hi: f32) -> u8 {
-    const MAGIC: f32 = 12_582_912.0;
-    let r = ((v + MAGIC) - MAGIC) + zp;
+    clamped_byte(round_magic(v), zp, lo, hi)
+}
+
+/// `v` rounded half to even by adding and subtracting `MAGIC` (exact for |v| < 2²²; see
+/// [`rounded_byte`]).
+#[inline(always)]
+pub(crate) fn round_magic(v: f32) -> f32 {
+    (v + MAGIC) - MAGIC
+}
+
+/// The byte of [`rounded_byte`] from `r`, `v` already rounded by [`round_magic`].
+#[inline(always)]
+pub(crate) fn clamped_byte(r: f32, zp: f32, lo: f32, hi: f32) -> u8 {
+    let r = r + zp;
     let c = r.max(lo).min(hi);
     let byte = (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as u8;
     if r.is_nan() {
@@ -113,24 +125,23 @@ pub(crate) fn rounded_byte(v: f32, zp: f32, lo: f32, hi: f32) -> u8 {
     }
 }
 
-super::simd::avx2_dispatch! {
-    /// QuantizeLinear of the reals `x` into `out`: `rounded_byte(v / scale, zp, lo, hi)`, the
-    /// bytes of `(round_half_even(v / scale) + zp).clamp(lo, hi) as u8`, 8 lanes wide where the
-    /// CPU has AVX2. A float segment's QuantizeLinear and a float layer's output stage: written
-    /// as that scalar form, this loop was 8 % of an MLP's inference (one division and one
-    /// float-to-integer conversion per byte).
-    quantize_reals => quantize_reals_portable(
-        x: &[f32],
-        scale: f32,
-        zp: f32,
-        lo: f32,
-        hi: f32,
-        out: &mut [u8],
-    )
-}
+/// 1.5·2²³: added and subtracted, rounds half to even below 2²²; the bits of `c + MAGIC` hold
+/// a whole `c` below 2²³ in their low bits.
+const MAGIC: f32 = 12_582_912.0;
 
-#[inline(always)]
-fn quantize_reals_portable(x: &[f32], scale: f32, zp: f32, lo: f32, hi: f32, out: &mut [u8]) {
+pub(crate) use super::quantize_mul::quantize_reals;
+
+/// QuantizeLinear of the reals `x` by division, element by element: what
+/// [`quantize_reals`] must give.
+#[cfg(test)]
+pub(crate) fn quantize_reals_divided(
+    x: &[f32],
+    scale: f32,
+    zp: f32,
+    lo: f32,
+    hi: f32,
+    out: &mut [u8],
+) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = rounded_byte(v / scale, zp, lo, hi);
     }
