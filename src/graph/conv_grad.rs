@@ -15,7 +15,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::conv::Conv;
-use super::grad::{i8_step, quantize_i8_at, quantize_i8_t, quantize_u8_scaled, LayerGrad};
+use super::grad::{i8_step, quantize_i8_at, quantize_i8_t, quantize_u8_scaled_and_step, LayerGrad};
 use super::patches_t::im2col_t;
 use super::scratch;
 use super::tensor::{QBatch, Shape};
@@ -184,13 +184,12 @@ impl Conv {
         }
         let mut dw = vec![0f32; c_out * row];
         // dX uses G·diag(s_w): fold the weight scales in before quantizing.
-        let (gq_dx, s_dx) = if need_dx {
+        let ((gq_dx, s_dx), s_g) = if need_dx {
             let scales: Vec<f32> = (0..c_out).map(|c| self.scale_of(c)).collect();
-            quantize_u8_scaled(gy, &scales)
+            quantize_u8_scaled_and_step(gy, &scales)
         } else {
-            (vec![], 1.0)
+            ((vec![], 1.0), i8_step(gy))
         };
-        let s_g = i8_step(gy);
         // The real value of one `dW` sum unit, per input channel (per group when the input is
         // quantized per channel: then each group reads one channel).
         let units: Vec<f32> = in_scales.iter().map(|&s| s * s_g).collect();

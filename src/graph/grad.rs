@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use super::simd::avx2_dispatch;
+use super::transpose::gather_columns;
 
 /// Which arithmetic the backward GEMMs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -56,15 +57,44 @@ pub fn quantize_u8_scaled(g: &[f32], scales: &[f32]) -> (Vec<u8>, f32) {
     } else {
         scales
     };
-    let c = scales.len();
-    let chunk = (PAR_MIN / c).max(1) * c;
+    let chunk = scaled_chunk(scales);
     let scale = scale_of_max(par_max(g, chunk, |part, m| max_abs_scaled(part, scales, m)));
+    (quantize_u8_scaled_at(g, scales, scale), scale)
+}
+
+/// [`quantize_u8_scaled`] of `g` (channel factors `scales`, not empty) and [`i8_step`] of `g`,
+/// both maxima taken in one pass over `g` (the conv backward needs both, and each pass over a
+/// batch's gradient reads it from memory).
+pub fn quantize_u8_scaled_and_step(g: &[f32], scales: &[f32]) -> ((Vec<u8>, f32), f32) {
+    let chunk = scaled_chunk(scales);
+    let (scaled, plain) = g
+        .par_chunks(chunk)
+        .map(|part| {
+            let mut m = [0; 2];
+            max_abs_both(part, scales, &mut m);
+            (m[0], m[1])
+        })
+        .reduce(|| (0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+    let scale = scale_of_max(f32::from_bits(scaled));
+    let step = scale_of_max(f32::from_bits(plain));
+    ((quantize_u8_scaled_at(g, scales, scale), scale), step)
+}
+
+/// Chunks of whole pixels for the parallel passes over `g` with channel factors `scales`.
+fn scaled_chunk(scales: &[f32]) -> usize {
+    let c = scales.len().max(1);
+    (PAR_MIN / c).max(1) * c
+}
+
+/// `g` times its channel factors `scales` (not empty), quantized with step `scale`.
+fn quantize_u8_scaled_at(g: &[f32], scales: &[f32], scale: f32) -> Vec<u8> {
+    let chunk = scaled_chunk(scales);
     let inv = 1.0 / scale;
     let mut q = vec![0u8; g.len()];
     q.par_chunks_mut(chunk)
         .zip(g.par_chunks(chunk))
         .for_each(|(q, g)| quantize_u8_into(g, scales, inv, q));
-    (q, scale)
+    q
 }
 
 /// Symmetric per-tensor int8 quantization of `g` as signed values, and its scale.
@@ -109,23 +139,13 @@ pub fn quantize_i8_t(g: &[f32], c: usize, (c0, cn): (usize, usize), inv: f32) ->
         let pn = T_TILE.min(pixels - p0);
         let band = &mut band[..pn * c];
         quantize_i8_into(&g[p0 * c..(p0 + pn) * c], inv, band);
-        for (j, row) in rows.iter_mut().enumerate() {
-            gather_channel(band, c, c0 + j, &mut row[p0..p0 + pn]);
-        }
+        gather_columns(band, c, c0, &mut rows, p0);
     }
     out
 }
 
 /// Pixels per band of [`quantize_i8_t`] (a band of 64 channels is 4 KB of bytes).
 const T_TILE: usize = 64;
-
-/// `q[p] = band[p·c + j]` for every pixel `p` of the band.
-#[inline]
-fn gather_channel(band: &[i8], c: usize, j: usize, q: &mut [i8]) {
-    for (q, px) in q.iter_mut().zip(band.chunks_exact(c)) {
-        *q = px[j];
-    }
-}
 
 /// Bits of an f32 infinity: larger bit patterns (sign cleared) are NaN.
 const INF_BITS: u32 = 0x7f80_0000;
@@ -161,16 +181,50 @@ avx2_dispatch! {
 /// maximum compiled to a scalar compare-and-move chain).
 const LANES: usize = 16;
 
+avx2_dispatch! {
+    /// `m` = bits of the largest |v·s| and of the largest |v| over `g`'s pixels
+    /// (`[pixels][scales.len()]`): [`max_abs_scaled`] and [`max_abs`] in one pass.
+    max_abs_both => max_abs_both_body(g: &[f32], scales: &[f32], m: &mut [u32; 2])
+}
+
 #[inline(always)]
-fn max_abs_scaled_body(g: &[f32], scales: &[f32], m: &mut u32) {
-    // One running maximum per lane: per channel when there are channels, else per position
-    // modulo LANES (then every factor is the one scale).
+fn max_abs_both_body(g: &[f32], scales: &[f32], m: &mut [u32; 2]) {
+    let (factors, lanes) = lane_factors(scales);
+    let (mut scaled, mut plain) = (vec![0u32; lanes], vec![0u32; lanes]);
+    let mut rows = g.chunks_exact(lanes);
+    let mut take = |row: &[f32]| {
+        for (((b, p), &v), &s) in scaled.iter_mut().zip(&mut plain).zip(row).zip(&factors) {
+            *b = (*b).max(abs_bits(v * s));
+            *p = (*p).max(abs_bits(v));
+        }
+    };
+    for row in &mut rows {
+        take(row);
+    }
+    take(rows.remainder());
+    m[0] = scaled.into_iter().max().unwrap_or(0);
+    m[1] = plain.into_iter().max().unwrap_or(0);
+}
+
+/// The factor of each lane of the running maxima, and their number: one lane per channel when
+/// there are channels, else [`LANES`] lanes (then every factor is the one scale).
+#[inline(always)]
+fn lane_factors(scales: &[f32]) -> (Vec<f32>, usize) {
     let lanes = if scales.len() > 1 {
         scales.len()
     } else {
         LANES
     };
-    let factors: Vec<f32> = (0..lanes).map(|j| scales[j % scales.len()]).collect();
+    (
+        (0..lanes).map(|j| scales[j % scales.len()]).collect(),
+        lanes,
+    )
+}
+
+#[inline(always)]
+fn max_abs_scaled_body(g: &[f32], scales: &[f32], m: &mut u32) {
+    // One running maximum per lane ([`lane_factors`]).
+    let (factors, lanes) = lane_factors(scales);
     let mut best = vec![0u32; lanes];
     let mut rows = g.chunks_exact(lanes);
     for row in &mut rows {
@@ -287,7 +341,10 @@ pub fn add_into(dst: &mut [f32], src: &[f32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{i8_step, quantize_i8, quantize_i8_t, quantize_u8, quantize_u8_scaled};
+    use super::{
+        i8_step, quantize_i8, quantize_i8_t, quantize_u8, quantize_u8_scaled,
+        quantize_u8_scaled_and_step,
+    };
     use crate::graph::qparams::round_half_even;
 
     /// The casts these functions replaced, element by element.
@@ -350,11 +407,35 @@ mod tests {
         }
     }
 
+    /// The two maxima taken in one pass give the bytes and steps of taking them apart.
+    #[test]
+    fn both_maxima_in_one_pass_equal_each_alone() {
+        for (c, pixels) in [(1usize, 70_000usize), (3, 5), (10, 997), (64, 1200)] {
+            let scales: Vec<f32> = (0..c).map(|j| 1e-3 * (1 + j * 7 % 11) as f32).collect();
+            let mut g: Vec<f32> = (0..c * pixels)
+                .map(|i| ((i as f32) * 0.61).cos() * (1 + i % 5) as f32)
+                .collect();
+            g[c * pixels / 3] = f32::NAN;
+            g[c * pixels / 2] = 9.0;
+            let (scaled, step) = quantize_u8_scaled_and_step(&g, &scales);
+            assert_eq!(scaled, quantize_u8_scaled(&g, &scales), "{c} channels");
+            assert_eq!(step, i8_step(&g), "{c} channels");
+            assert_ne!(scaled.1, step, "the two steps differ here");
+        }
+    }
+
     /// Quantizing into the transposed layout gives the bytes of quantizing, then transposing,
     /// for every channel range and band remainder.
     #[test]
     fn transposed_quantization_equals_quantize_then_transpose() {
-        for (c, pixels) in [(1usize, 5usize), (16, 64), (32, 130), (10, 257)] {
+        for (c, pixels) in [
+            (1usize, 5usize),
+            (16, 64),
+            (32, 130),
+            (10, 257),
+            (24, 71),
+            (64, 200),
+        ] {
             let mut g: Vec<f32> = (0..c * pixels)
                 .map(|i| ((i as f32) * 0.29).sin() * (1 + i % 7) as f32)
                 .collect();
