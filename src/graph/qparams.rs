@@ -131,22 +131,6 @@ const MAGIC: f32 = 12_582_912.0;
 
 pub(crate) use super::quantize_mul::quantize_reals;
 
-/// QuantizeLinear of the reals `x` by division, element by element: what
-/// [`quantize_reals`] must give.
-#[cfg(test)]
-pub(crate) fn quantize_reals_divided(
-    x: &[f32],
-    scale: f32,
-    zp: f32,
-    lo: f32,
-    hi: f32,
-    out: &mut [u8],
-) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = rounded_byte(v / scale, zp, lo, hi);
-    }
-}
-
 /// Clamp to the storage range and convert.
 #[inline]
 pub fn saturate(x: f32) -> u8 {
